@@ -1,0 +1,80 @@
+//! decide: a pure function of what was observed, the spec and the plugins. It applies the host's
+//! safety rules (DESIGN.md) and returns at most one step, or a reason to wait.
+//!
+//! The only calls out are the policy hooks; there is no I/O and no clock here.
+
+mod members;
+mod plan;
+mod rollout;
+mod topology;
+
+#[cfg(test)]
+mod tests;
+
+pub use plan::{Action, Blocker, Plan, Wait};
+
+use crate::api::{KvClusterSpec, validate_spec};
+use crate::observe::Observed;
+use crate::policy::Policies;
+use std::time::Duration;
+
+/// Timing and thresholds of the reconcile loop that `decide` needs to reason about.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Consecutive observations without a primary before the primary counts as lost.
+    pub failure_threshold: u32,
+    /// Requeue delay while something is moving (starting, syncing, no primary).
+    pub probe_interval: Duration,
+    /// Requeue delay when everything is as desired.
+    pub steady_interval: Duration,
+    /// Requeue delay after a hook failed under `Fail` (the loop adds backoff on repeats).
+    pub policy_retry: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            failure_threshold: 3,
+            probe_interval: Duration::from_millis(200),
+            steady_interval: Duration::from_secs(2),
+            policy_retry: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Everything one decision looks at.
+pub struct Input<'a> {
+    pub spec: &'a KvClusterSpec,
+    pub observed: &'a Observed,
+    pub settings: &'a Settings,
+}
+
+/// Decides the next step for one cluster.
+pub async fn decide<P: Policies>(input: &Input<'_>, policies: &P) -> Plan {
+    let plan = Plan::new(input.settings.steady_interval);
+    if let Err(e) = validate_spec(input.spec) {
+        return plan.wait(
+            Blocker::InvalidSpec,
+            e.to_string(),
+            input.settings.steady_interval,
+        );
+    }
+    // A handover already under way finishes (or times out) on its own: never start a second.
+    if let Some(m) = input
+        .observed
+        .members
+        .iter()
+        .find(|m| m.report.as_ref().is_some_and(|r| r.failover_in_progress))
+    {
+        return plan.wait(
+            Blocker::InProgress,
+            format!("a handover is in progress on {}", m.name),
+            input.settings.probe_interval,
+        );
+    }
+    let (plan, primary) = match topology::settle(input, policies, plan).await {
+        topology::Settled::Primary(plan, primary) => (plan, primary),
+        topology::Settled::Done(plan) => return plan,
+    };
+    rollout::next(input, policies, plan, primary).await
+}

@@ -1,0 +1,139 @@
+//! What `decide` returns: at most one step to take now, or why not, and when to look again.
+
+use crate::policy::DecisionRecord;
+use kvpilot_sdk::SelectionReason;
+use std::time::Duration;
+
+/// One step for `act`. Each is small enough to finish in one reconcile and leaves the cluster
+/// in a state the next `observe` can read, so the operator can stop after any of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Start members that are not running, as replicas of `replica_of` (or parked, following
+    /// nothing that answers, when no primary is known). A member never starts as a primary:
+    /// only `Failover` promotes, so a member that comes back empty can never become a sync source.
+    Start {
+        members: Vec<String>,
+        replica_of: Option<String>,
+    },
+    /// Promote `promote` (`REPLICAOF NO ONE`), point `repoint` at it, move the endpoint to it
+    /// and fence `fence` (a demoted primary). Used when the primary is lost or came back empty.
+    Failover {
+        promote: String,
+        reason: SelectionReason,
+        repoint: Vec<String>,
+        fence: Vec<String>,
+    },
+    /// Make `members` replicate `primary` (`REPLICAOF`).
+    Replicate {
+        members: Vec<String>,
+        primary: String,
+    },
+    /// Point the primary endpoint at `primary`, then fence the clients of `fence`.
+    PointEndpoint { primary: String, fence: Vec<String> },
+    /// Graceful handover: `FAILOVER TO` `to`, confirm the roles, move the endpoint, fence `from`.
+    Handover { from: String, to: String },
+    /// Restart a stale member on the desired revision, as a replica of `replica_of`.
+    Restart {
+        member: String,
+        replica_of: Option<String>,
+    },
+}
+
+impl Action {
+    /// A short human description for logs, events and status.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::Start {
+                members,
+                replica_of: Some(p),
+            } => format!("start {} as replicas of {p}", members.join(", ")),
+            Action::Start { members, .. } => {
+                format!(
+                    "start {} (parked until a primary is elected)",
+                    members.join(", ")
+                )
+            }
+            Action::Failover {
+                promote, reason, ..
+            } => format!("promote {promote} ({reason:?})"),
+            Action::Replicate { members, primary } => {
+                format!("make {} replicate {primary}", members.join(", "))
+            }
+            Action::PointEndpoint { primary, .. } => {
+                format!("point the primary endpoint at {primary}")
+            }
+            Action::Handover { from, to } => format!("hand over from {from} to {to}"),
+            Action::Restart { member, .. } => format!("restart {member} on the desired revision"),
+        }
+    }
+}
+
+/// Why the reconciler is not acting, as a status condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blocker {
+    /// The spec is invalid: nothing changes until it is fixed.
+    InvalidSpec,
+    /// A hook failed under `failurePolicy: Fail`.
+    PolicyFailed,
+    /// The rollout cannot take its next step safely (or a plugin said wait).
+    RolloutBlocked,
+    /// Something is still starting, loading or syncing; the next step needs it done.
+    InProgress,
+    /// No primary can be elected yet.
+    NoPrimary,
+}
+
+/// A "not yet", always with a requeue (safety rule 6: never drop work).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wait {
+    pub blocker: Blocker,
+    pub reason: String,
+}
+
+/// The outcome of one `decide`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub action: Option<Action>,
+    pub wait: Option<Wait>,
+    /// When to reconcile again even if nothing changes.
+    pub requeue_after: Duration,
+    /// Every hook answer used (or fallen back on) for this plan.
+    pub decisions: Vec<DecisionRecord>,
+    /// The member `decide` considers the primary, if any.
+    pub primary: Option<String>,
+    /// A stale member exists (a rollout is in progress).
+    pub rolling: bool,
+}
+
+impl Plan {
+    pub(crate) fn new(requeue_after: Duration) -> Plan {
+        Plan {
+            action: None,
+            wait: None,
+            requeue_after,
+            decisions: Vec::new(),
+            primary: None,
+            rolling: false,
+        }
+    }
+
+    pub(crate) fn act(mut self, action: Action, requeue_after: Duration) -> Plan {
+        self.action = Some(action);
+        self.requeue_after = requeue_after;
+        self
+    }
+
+    pub(crate) fn wait(
+        mut self,
+        blocker: Blocker,
+        reason: impl Into<String>,
+        after: Duration,
+    ) -> Plan {
+        self.wait = Some(Wait {
+            blocker,
+            reason: reason.into(),
+        });
+        self.requeue_after = after;
+        self
+    }
+}

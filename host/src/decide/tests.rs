@@ -1,0 +1,549 @@
+//! decide against hand-built observations. Policies are either the native defaults (the same
+//! code the builtin plugins run) or scripted answers that try to break the host's rules.
+
+use super::*;
+use crate::observe::{ObservedMember, Replication};
+use crate::policy::{Decided, DecisionRecord, Hook, PolicyError};
+use kvpilot_sdk::defaults::{most_caught_up, replicas_first, stagger};
+use kvpilot_sdk::{
+    MemberSchedule, Role, RolloutRequest, ScheduleRequest, Selection, SelectionReason,
+    SelectionRequest, Step,
+};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+const NEW: &str = "rev-2";
+const OLD: &str = "rev-1";
+
+fn record(hook: Hook, answer: String) -> DecisionRecord {
+    DecisionRecord {
+        hook,
+        plugin: "test".into(),
+        sha256: String::new(),
+        answer,
+        latency: Duration::ZERO,
+        fallback_from: None,
+    }
+}
+
+/// The native defaults, unless a scripted answer is set; records every request it saw.
+#[derive(Default)]
+struct TestPolicies {
+    selection: Option<Result<Selection, String>>,
+    step: Option<Result<Step, String>>,
+    seen_selection: Mutex<Vec<SelectionRequest>>,
+}
+
+fn fail(hook: Hook, message: String) -> PolicyError {
+    PolicyError::Plugin {
+        plugin: "test".into(),
+        hook,
+        message,
+    }
+}
+
+impl Policies for TestPolicies {
+    async fn select_replica(
+        &self,
+        request: SelectionRequest,
+    ) -> Result<Decided<Selection>, PolicyError> {
+        self.seen_selection.lock().unwrap().push(request.clone());
+        let answer = match &self.selection {
+            Some(a) => a.clone(),
+            None => most_caught_up::select(&request),
+        }
+        .map_err(|m| fail(Hook::ReplicaSelection, m))?;
+        Ok(Decided {
+            record: record(Hook::ReplicaSelection, format!("{answer:?}")),
+            answer,
+        })
+    }
+
+    async fn schedule_snapshots(
+        &self,
+        request: ScheduleRequest,
+    ) -> Result<Decided<Vec<MemberSchedule>>, PolicyError> {
+        let answer = stagger::schedule(&request).map_err(|m| fail(Hook::SnapshotSchedule, m))?;
+        Ok(Decided {
+            record: record(Hook::SnapshotSchedule, format!("{answer:?}")),
+            answer,
+        })
+    }
+
+    async fn rollout_step(&self, request: RolloutRequest) -> Result<Decided<Step>, PolicyError> {
+        let answer = match &self.step {
+            Some(a) => a.clone(),
+            None => replicas_first::next(&request),
+        }
+        .map_err(|m| fail(Hook::RolloutOrder, m))?;
+        Ok(Decided {
+            record: record(Hook::RolloutOrder, format!("{answer:?}")),
+            answer,
+        })
+    }
+}
+
+fn addr(ordinal: u32) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 10 + ordinal as u8], 6379))
+}
+
+fn primary(ordinal: u32, keys: u64, offset: u64) -> ObservedMember {
+    ObservedMember {
+        name: format!("kv-{ordinal}"),
+        shard: 0,
+        ordinal,
+        addr: addr(ordinal),
+        revision: Some(NEW.into()),
+        running: true,
+        zone: None,
+        node: None,
+        report: Some(Replication {
+            role: Role::Primary,
+            link_up: true,
+            offset,
+            keys,
+            ..Default::default()
+        }),
+    }
+}
+
+fn replica(ordinal: u32, of: u32, keys: u64, offset: u64) -> ObservedMember {
+    let mut m = primary(ordinal, keys, offset);
+    m.report = Some(Replication {
+        role: Role::Replica,
+        following: Some(addr(of)),
+        link_up: true,
+        offset,
+        keys,
+        ..Default::default()
+    });
+    m
+}
+
+fn dead(mut m: ObservedMember) -> ObservedMember {
+    m.running = false;
+    m.report = None;
+    m.revision = None;
+    m
+}
+
+fn stale(mut m: ObservedMember) -> ObservedMember {
+    m.revision = Some(OLD.into());
+    m
+}
+
+fn observed(members: Vec<ObservedMember>, endpoint: Option<u32>) -> Observed {
+    Observed {
+        name: "kv".into(),
+        namespace: "local".into(),
+        engine: kvpilot_sdk::Engine::Valkey,
+        engine_version: "8.0.1".into(),
+        desired_revision: NEW.into(),
+        members,
+        endpoint: endpoint.map(addr),
+        primary_missing_probes: 0,
+    }
+}
+
+fn spec() -> KvClusterSpec {
+    KvClusterSpec {
+        replicas: 2,
+        shards: 1,
+        ..Default::default()
+    }
+}
+
+async fn run(obs: &Observed, policies: &TestPolicies) -> Plan {
+    let spec = spec();
+    let settings = Settings::default();
+    decide(
+        &Input {
+            spec: &spec,
+            observed: obs,
+            settings: &settings,
+        },
+        policies,
+    )
+    .await
+}
+
+fn healthy() -> Vec<ObservedMember> {
+    vec![
+        primary(0, 100, 5000),
+        replica(1, 0, 100, 5000),
+        replica(2, 0, 100, 5000),
+    ]
+}
+
+#[tokio::test]
+async fn a_healthy_group_needs_nothing_and_requeues_at_the_steady_interval() {
+    let plan = run(&observed(healthy(), Some(0)), &TestPolicies::default()).await;
+    assert_eq!(plan.action, None);
+    assert_eq!(plan.wait, None);
+    assert_eq!(plan.primary.as_deref(), Some("kv-0"));
+    assert_eq!(plan.requeue_after, Settings::default().steady_interval);
+}
+
+#[tokio::test]
+async fn bootstrap_starts_every_member_parked() {
+    let members = (0..3).map(|i| dead(replica(i, 0, 0, 0))).collect();
+    let plan = run(&observed(members, None), &TestPolicies::default()).await;
+    assert_eq!(
+        plan.action,
+        Some(Action::Start {
+            members: vec!["kv-0".into(), "kv-1".into(), "kv-2".into()],
+            replica_of: None
+        })
+    );
+}
+
+#[tokio::test]
+async fn election_waits_for_the_failure_threshold_then_promotes_lowest_ordinal_of_empty_members() {
+    let nowhere = SocketAddr::from(([127, 0, 0, 1], 1));
+    let parked = |i| {
+        let mut m = replica(i, 0, 0, 0);
+        if let Some(r) = m.report.as_mut() {
+            r.following = Some(nowhere);
+            r.link_up = false;
+        }
+        m
+    };
+    let mut obs = observed(vec![parked(0), parked(1), parked(2)], None);
+    obs.primary_missing_probes = 1;
+    let plan = run(&obs, &TestPolicies::default()).await;
+    assert_eq!(plan.action, None);
+    let wait = plan.wait.expect("must wait");
+    assert_eq!(wait.blocker, Blocker::NoPrimary);
+    assert!(
+        plan.requeue_after <= Duration::from_secs(1),
+        "never drop work"
+    );
+
+    obs.primary_missing_probes = 3;
+    let plan = run(&obs, &TestPolicies::default()).await;
+    match plan.action {
+        Some(Action::Failover {
+            promote,
+            reason,
+            repoint,
+            ..
+        }) => {
+            assert_eq!(promote, "kv-0");
+            assert_eq!(reason, SelectionReason::PrimaryLost);
+            assert_eq!(repoint, vec!["kv-1".to_string(), "kv-2".to_string()]);
+        }
+        other => panic!("expected a failover, got {other:?}"),
+    }
+    assert_eq!(plan.decisions.len(), 1);
+}
+
+#[tokio::test]
+async fn members_all_loading_keep_the_election_requeued() {
+    let mut members: Vec<ObservedMember> = (0..3).map(|i| replica(i, 9, 10, 10)).collect();
+    for m in &mut members {
+        if let Some(r) = m.report.as_mut() {
+            r.loading = true;
+            r.link_up = false;
+        }
+    }
+    let mut obs = observed(members, None);
+    obs.primary_missing_probes = 10;
+    let plan = run(&obs, &TestPolicies::default()).await;
+    assert_eq!(plan.action, None);
+    let wait = plan.wait.expect("must wait");
+    assert_eq!(wait.blocker, Blocker::NoPrimary);
+    assert!(wait.reason.contains("loading"), "{}", wait.reason);
+    assert_eq!(plan.requeue_after, Settings::default().probe_interval);
+}
+
+#[tokio::test]
+async fn a_dead_primary_is_replaced_at_once_by_the_most_caught_up_replica() {
+    let mut members = healthy();
+    members[0] = dead(members[0].clone());
+    for (m, off) in members.iter_mut().skip(1).zip([4000, 4500]) {
+        if let Some(r) = m.report.as_mut() {
+            r.link_up = false;
+            r.offset = off;
+        }
+    }
+    let plan = run(&observed(members, Some(0)), &TestPolicies::default()).await;
+    match plan.action {
+        Some(Action::Failover {
+            promote, repoint, ..
+        }) => {
+            assert_eq!(promote, "kv-2");
+            assert_eq!(repoint, vec!["kv-1".to_string()]);
+        }
+        other => panic!("expected a failover, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_empty_candidate_is_never_offered_while_another_holds_data() {
+    let mut members = healthy();
+    members[0] = dead(members[0].clone());
+    // kv-1 restarted empty; kv-2 still holds the data.
+    members[1] = replica(1, 0, 0, 0);
+    if let Some(r) = members[2].report.as_mut() {
+        r.link_up = false;
+    }
+    let policies = TestPolicies {
+        selection: Some(Ok(Selection::Promote("kv-2".into()))),
+        ..Default::default()
+    };
+    let plan = run(&observed(members, Some(0)), &policies).await;
+    let seen = policies.seen_selection.lock().unwrap();
+    let offered: Vec<&str> = seen[0].candidates.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(offered, vec!["kv-2"]);
+    assert!(matches!(plan.action, Some(Action::Failover { ref promote, .. }) if promote == "kv-2"));
+}
+
+#[tokio::test]
+async fn an_empty_primary_that_came_back_is_demoted_not_followed() {
+    // kv-0 restarted empty as a primary; the replicas lost their link to it and hold the data.
+    let mut members = vec![
+        primary(0, 0, 0),
+        replica(1, 0, 100, 5000),
+        replica(2, 0, 100, 4800),
+    ];
+    for m in members.iter_mut().skip(1) {
+        if let Some(r) = m.report.as_mut() {
+            r.link_up = false;
+        }
+    }
+    let plan = run(&observed(members, Some(0)), &TestPolicies::default()).await;
+    match plan.action {
+        Some(Action::Failover {
+            promote,
+            reason,
+            repoint,
+            fence,
+        }) => {
+            assert_eq!(promote, "kv-1");
+            assert_eq!(reason, SelectionReason::PrimaryEmpty);
+            assert!(repoint.contains(&"kv-0".to_string()));
+            assert_eq!(fence, vec!["kv-0".to_string()]);
+        }
+        other => panic!("expected the data holder promoted, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_empty_primary_with_empty_followers_is_fine() {
+    let members = vec![
+        primary(0, 0, 10),
+        replica(1, 0, 0, 10),
+        replica(2, 0, 0, 10),
+    ];
+    let plan = run(&observed(members, Some(0)), &TestPolicies::default()).await;
+    assert_eq!(plan.action, None);
+    assert_eq!(plan.primary.as_deref(), Some("kv-0"));
+}
+
+#[tokio::test]
+async fn split_brain_keeps_the_data_holder_and_demotes_the_empty_one() {
+    let members = vec![
+        primary(0, 0, 0),
+        primary(1, 100, 5000),
+        replica(2, 1, 100, 5000),
+    ];
+    let plan = run(&observed(members, Some(0)), &TestPolicies::default()).await;
+    assert_eq!(
+        plan.action,
+        Some(Action::Replicate {
+            members: vec!["kv-0".into()],
+            primary: "kv-1".into()
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_dead_replica_is_brought_back_as_a_replica_of_the_primary() {
+    let mut members = healthy();
+    members[2] = dead(members[2].clone());
+    let plan = run(&observed(members, Some(0)), &TestPolicies::default()).await;
+    assert_eq!(
+        plan.action,
+        Some(Action::Start {
+            members: vec!["kv-2".into()],
+            replica_of: Some("kv-0".into())
+        })
+    );
+}
+
+#[tokio::test]
+async fn the_endpoint_follows_the_primary_and_the_old_target_is_fenced() {
+    let members = vec![
+        replica(0, 1, 100, 5000),
+        primary(1, 100, 5000),
+        replica(2, 1, 100, 5000),
+    ];
+    let plan = run(&observed(members, Some(0)), &TestPolicies::default()).await;
+    assert_eq!(
+        plan.action,
+        Some(Action::PointEndpoint {
+            primary: "kv-1".into(),
+            fence: vec!["kv-0".into()]
+        })
+    );
+}
+
+#[tokio::test]
+async fn replicas_following_a_former_primary_are_repointed() {
+    let members = vec![
+        replica(0, 1, 100, 5000),
+        primary(1, 100, 5000),
+        replica(2, 0, 100, 5000),
+    ];
+    let plan = run(&observed(members, Some(1)), &TestPolicies::default()).await;
+    assert_eq!(
+        plan.action,
+        Some(Action::Replicate {
+            members: vec!["kv-2".into()],
+            primary: "kv-1".into()
+        })
+    );
+}
+
+#[tokio::test]
+async fn rollout_restarts_stale_replicas_highest_ordinal_first() {
+    let members: Vec<ObservedMember> = healthy().into_iter().map(stale).collect();
+    let plan = run(&observed(members, Some(0)), &TestPolicies::default()).await;
+    assert!(plan.rolling);
+    assert_eq!(
+        plan.action,
+        Some(Action::Restart {
+            member: "kv-2".into(),
+            replica_of: Some("kv-0".into())
+        })
+    );
+}
+
+#[tokio::test]
+async fn rollout_hands_over_from_a_stale_primary_to_an_in_sync_current_replica() {
+    let mut members = healthy();
+    members[0] = stale(members[0].clone());
+    let plan = run(&observed(members, Some(0)), &TestPolicies::default()).await;
+    assert_eq!(
+        plan.action,
+        Some(Action::Handover {
+            from: "kv-0".into(),
+            to: "kv-1".into()
+        })
+    );
+    assert_eq!(
+        plan.decisions.len(),
+        2,
+        "rollout-order and replica-selection both recorded"
+    );
+}
+
+#[tokio::test]
+async fn a_lagging_replica_blocks_the_handover() {
+    let mut members = vec![
+        stale(primary(0, 100, 5_000_000)),
+        replica(1, 0, 100, 1000),
+        replica(2, 0, 100, 2000),
+    ];
+    members[0].revision = Some(OLD.into());
+    let plan = run(&observed(members, Some(0)), &TestPolicies::default()).await;
+    assert_eq!(plan.action, None);
+    assert_eq!(plan.wait.map(|w| w.blocker), Some(Blocker::RolloutBlocked));
+}
+
+#[tokio::test]
+async fn the_host_refuses_a_plugin_that_restarts_the_primary_with_replicas() {
+    let mut members = healthy();
+    members[0] = stale(members[0].clone());
+    let policies = TestPolicies {
+        step: Some(Ok(Step::Restart("kv-0".into()))),
+        ..Default::default()
+    };
+    let plan = run(&observed(members, Some(0)), &policies).await;
+    assert_eq!(plan.action, None);
+    let wait = plan.wait.expect("must wait");
+    assert_eq!(wait.blocker, Blocker::RolloutBlocked);
+    assert!(
+        wait.reason.contains("handover comes first"),
+        "{}",
+        wait.reason
+    );
+}
+
+#[tokio::test]
+async fn the_host_refuses_a_restart_while_another_replica_is_syncing() {
+    let mut members: Vec<ObservedMember> = healthy().into_iter().map(stale).collect();
+    if let Some(r) = members[1].report.as_mut() {
+        r.syncing = true;
+    }
+    let policies = TestPolicies {
+        step: Some(Ok(Step::Restart("kv-2".into()))),
+        ..Default::default()
+    };
+    let plan = run(&observed(members, Some(0)), &policies).await;
+    assert_eq!(plan.action, None);
+    assert!(plan.wait.expect("must wait").reason.contains("kv-1"));
+}
+
+#[tokio::test]
+async fn a_plugin_wait_blocks_the_rollout_with_its_reason() {
+    let members: Vec<ObservedMember> = healthy().into_iter().map(stale).collect();
+    let policies = TestPolicies {
+        step: Some(Ok(Step::Wait("change freeze until Monday".into()))),
+        ..Default::default()
+    };
+    let plan = run(&observed(members, Some(0)), &policies).await;
+    assert_eq!(plan.action, None);
+    let wait = plan.wait.expect("must wait");
+    assert_eq!(wait.blocker, Blocker::RolloutBlocked);
+    assert_eq!(wait.reason, "change freeze until Monday");
+}
+
+#[tokio::test]
+async fn a_failing_plugin_becomes_policy_failed_and_nothing_happens() {
+    let members: Vec<ObservedMember> = healthy().into_iter().map(stale).collect();
+    let policies = TestPolicies {
+        step: Some(Err("boom".into())),
+        ..Default::default()
+    };
+    let plan = run(&observed(members, Some(0)), &policies).await;
+    assert_eq!(plan.action, None);
+    let wait = plan.wait.expect("must wait");
+    assert_eq!(wait.blocker, Blocker::PolicyFailed);
+    assert!(wait.reason.contains("boom"));
+}
+
+#[tokio::test]
+async fn a_handover_in_progress_is_never_doubled() {
+    let mut members = healthy();
+    members[0] = stale(members[0].clone());
+    if let Some(r) = members[0].report.as_mut() {
+        r.failover_in_progress = true;
+    }
+    let plan = run(&observed(members, Some(0)), &TestPolicies::default()).await;
+    assert_eq!(plan.action, None);
+    assert_eq!(plan.wait.map(|w| w.blocker), Some(Blocker::InProgress));
+}
+
+#[tokio::test]
+async fn an_invalid_spec_changes_nothing() {
+    let spec = KvClusterSpec {
+        shards: 2,
+        ..spec()
+    };
+    let obs = observed(healthy(), Some(0));
+    let settings = Settings::default();
+    let plan = decide(
+        &Input {
+            spec: &spec,
+            observed: &obs,
+            settings: &settings,
+        },
+        &TestPolicies::default(),
+    )
+    .await;
+    assert_eq!(plan.action, None);
+    let wait = plan.wait.expect("must wait");
+    assert_eq!(wait.blocker, Blocker::InvalidSpec);
+    assert!(wait.reason.contains("spec.shards"));
+}

@@ -1,0 +1,12 @@
+//! kvpilot: a Kubernetes operator for Redis-protocol datastores whose judgement calls are
+//! WebAssembly policy plugins and whose safety rules are host code.
+//!
+//! One reconcile is `observe → decide → act` (see DESIGN.md); each stage has its own module.
+
+pub mod api;
+pub mod cli;
+pub mod decide;
+pub mod engine;
+pub mod observe;
+pub mod platform;
+pub mod policy;

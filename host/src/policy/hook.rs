@@ -1,0 +1,98 @@
+//! Hook names, failure policies and the record every decision leaves behind.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::Duration;
+
+/// A decision the reconciler delegates to a plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hook {
+    ReplicaSelection,
+    SnapshotSchedule,
+    RolloutOrder,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 3] = [
+        Hook::ReplicaSelection,
+        Hook::SnapshotSchedule,
+        Hook::RolloutOrder,
+    ];
+
+    /// The WIT interface name without package, e.g. `replica-selection`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::ReplicaSelection => "replica-selection",
+            Hook::SnapshotSchedule => "snapshot-schedule",
+            Hook::RolloutOrder => "rollout-order",
+        }
+    }
+
+    /// The builtin plugin that answers this hook by default.
+    pub fn default_builtin(self) -> &'static str {
+        match self {
+            Hook::ReplicaSelection => "most-caught-up",
+            Hook::SnapshotSchedule => "stagger",
+            Hook::RolloutOrder => "replicas-first",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Hook> {
+        Hook::ALL.into_iter().find(|h| h.as_str() == s)
+    }
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happens when a hook's plugin fails (trap, timeout, invalid answer, error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum FailurePolicy {
+    /// Take no action: `PolicyFailed` condition and requeue with backoff.
+    #[default]
+    Fail,
+    /// Use the builtin default for the hook, and say so in an event.
+    Fallback,
+}
+
+/// Who decided what, how fast: goes to events, `status.lastDecisions` and metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionRecord {
+    pub hook: Hook,
+    /// `builtin:NAME`, a PolicyPlugin name, or a file path.
+    pub plugin: String,
+    pub sha256: String,
+    /// The answer as compact JSON.
+    pub answer: String,
+    #[serde(with = "micros")]
+    pub latency: Duration,
+    /// Set when the configured plugin failed and the builtin answered (`FailurePolicy::Fallback`):
+    /// the failure message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_from: Option<String>,
+}
+
+/// A validated answer and its record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decided<T> {
+    pub answer: T,
+    pub record: DecisionRecord,
+}
+
+mod micros {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_micros(u64::deserialize(d)?))
+    }
+}

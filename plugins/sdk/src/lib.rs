@@ -1,0 +1,12 @@
+//! kvpilot's plugin SDK: the Rust mirror of the WIT records, a small cron library, and the
+//! default policies as plain functions.
+//!
+//! The default plugin components in `plugins/components/` are thin wit-bindgen wrappers around
+//! [`defaults`]; the host links the same functions natively to benchmark them against their
+//! wasm builds and to test `decide` without a sandbox.
+
+pub mod cron;
+pub mod defaults;
+pub mod types;
+
+pub use types::*;
