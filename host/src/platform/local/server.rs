@@ -1,0 +1,746 @@
+//! Real `valkey-server`/`redis-server` processes for the local platform.
+//!
+//! A member is started in its own process group, so it outlives the kvpilot process that
+//! started it (Ctrl-C on the terminal does not reach it) and a restarted reconciler re-adopts it
+//! from the small JSON state file written into its data directory ([`STATE_FILE`]).
+//!
+//! Liveness is judged by PID *and* process start time (from `/proc`), so a recycled PID is never
+//! mistaken for a member, and a zombie counts as dead.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use rustix::process::{Pid, Signal, kill_process, test_kill_process};
+use serde::{Deserialize, Serialize};
+use tokio::process::{Child, Command};
+use tokio::time::{Instant, sleep};
+
+use crate::engine::{Client, Dialect, HostPort};
+
+/// Name of the state file in a member's data directory.
+pub const STATE_FILE: &str = "member.json";
+/// Name of the server's log file in its data directory (`--logfile`).
+pub const LOG_FILE: &str = "server.log";
+/// Where the server's stdout/stderr go (startup errors before the log file is open).
+pub const STDIO_FILE: &str = "server.stdio.log";
+/// How long [`Server::start`] waits for the new process to answer `PING`.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Poll interval while waiting for a process to come up or go away.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// After `SIGKILL`, how long to wait for the process to disappear before reporting it stuck.
+const KILL_WAIT: Duration = Duration::from_secs(2);
+
+/// Settings owned by [`ServerSpec`] fields; `config` may not set them.
+const RESERVED_KEYS: &[&str] = &[
+    "daemonize",
+    "bind",
+    "port",
+    "dir",
+    "logfile",
+    "pidfile",
+    "protected-mode",
+    "requirepass",
+    "masterauth",
+    "replicaof",
+    "slaveof",
+    "replica-announce-ip",
+    "replica-announce-port",
+];
+
+/// Everything needed to start one member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSpec {
+    /// `valkey-server` or `redis-server` (path or name on `PATH`).
+    pub binary: PathBuf,
+    /// Loopback address to listen on (127.0.0.x).
+    pub bind: Ipv4Addr,
+    /// TCP port.
+    pub port: u16,
+    /// Data directory (created if missing); holds the RDB, the log and the state file.
+    pub dir: PathBuf,
+    /// Extra settings passed as `--key value`, after the defaults (`save ""`,
+    /// `appendonly no`), which they override. Keys in the reserved list (bind, port, dir,
+    /// logfile, requirepass, replicaof, ...) are rejected: they come from the fields.
+    pub config: BTreeMap<String, String>,
+    /// Sets both `requirepass` and `masterauth`, so members of a group authenticate to each other.
+    pub password: Option<String>,
+    /// Start as a replica of this primary.
+    pub replicaof: Option<SocketAddr>,
+    /// The caller's revision string, recorded in the state file (the reconciler compares it with
+    /// the desired revision to find stale members).
+    pub revision: String,
+}
+
+impl ServerSpec {
+    /// A primary with no password, no extra config and an empty revision.
+    pub fn new(
+        binary: impl Into<PathBuf>,
+        bind: Ipv4Addr,
+        port: u16,
+        dir: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            binary: binary.into(),
+            bind,
+            port,
+            dir: dir.into(),
+            config: BTreeMap::new(),
+            password: None,
+            replicaof: None,
+            revision: String::new(),
+        }
+    }
+
+    /// The address the member listens on.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::V4(SocketAddrV4::new(self.bind, self.port))
+    }
+
+    /// The full argument list (without the binary), secrets included.
+    pub fn args(&self) -> Result<Vec<String>, ServerError> {
+        if let Some(key) = self
+            .config
+            .keys()
+            .find(|k| RESERVED_KEYS.contains(&k.to_ascii_lowercase().as_str()))
+        {
+            return Err(ServerError::ReservedKey {
+                dir: self.dir.clone(),
+                key: key.clone(),
+            });
+        }
+        // Defaults a caller may override: no persistence unless asked for.
+        let mut settings: BTreeMap<String, String> = [("save", ""), ("appendonly", "no")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        settings.extend(self.config.clone());
+        let dir = self.dir.display().to_string();
+        let mut fixed = vec![
+            ("daemonize", "no".to_owned()),
+            ("bind", self.bind.to_string()),
+            ("port", self.port.to_string()),
+            ("dir", dir.clone()),
+            ("logfile", self.dir.join(LOG_FILE).display().to_string()),
+            // Loopback only, and a password is optional locally.
+            ("protected-mode", "no".to_owned()),
+            // Replicas connect from 127.0.0.1 whatever they bind; announce the real address so
+            // the primary's replica list (and FAILOVER TO) use it.
+            ("replica-announce-ip", self.bind.to_string()),
+        ];
+        if let Some(password) = &self.password {
+            fixed.push(("requirepass", password.clone()));
+            fixed.push(("masterauth", password.clone()));
+        }
+        let mut args = Vec::new();
+        for (key, value) in fixed {
+            args.push(format!("--{key}"));
+            args.push(value);
+        }
+        for (key, value) in settings {
+            args.push(format!("--{key}"));
+            args.push(value);
+        }
+        if let Some(primary) = self.replicaof {
+            args.push("--replicaof".to_owned());
+            args.push(format!("{} {}", primary.ip(), primary.port()));
+        }
+        Ok(args)
+    }
+}
+
+/// What the state file records about a running member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberState {
+    /// Process id.
+    pub pid: u32,
+    /// Process start time in clock ticks since boot (`/proc/PID/stat` field 22): with the PID,
+    /// identifies the process even if the PID is recycled.
+    pub start_ticks: u64,
+    /// Listen address.
+    pub bind: Ipv4Addr,
+    /// Listen port.
+    pub port: u16,
+    /// Binary the member runs.
+    pub binary: PathBuf,
+    /// The caller's revision string.
+    pub revision: String,
+}
+
+impl MemberState {
+    /// The member's address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::V4(SocketAddrV4::new(self.bind, self.port))
+    }
+}
+
+/// Failures starting, adopting or stopping a member; each names the member.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A `config` key that a [`ServerSpec`] field owns.
+    #[error("member in {dir}: config key {key:?} is set by kvpilot and may not be overridden")]
+    ReservedKey {
+        /// Data directory.
+        dir: PathBuf,
+        /// The offending key.
+        key: String,
+    },
+    /// The binary could not be executed.
+    #[error(
+        "cannot run {binary}: {source} (is it installed? e.g. `apt install valkey-server` or `apt install redis-server`)"
+    )]
+    Spawn {
+        /// The binary.
+        binary: PathBuf,
+        /// OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A file in the data directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The process exited while starting.
+    #[error("{binary} for {addr} exited while starting ({status}); last output:\n{output}")]
+    Exited {
+        /// The binary.
+        binary: PathBuf,
+        /// Address it was to listen on.
+        addr: SocketAddr,
+        /// Exit status.
+        status: String,
+        /// Tail of its log and stdio.
+        output: String,
+    },
+    /// The process runs but did not answer `PING` in time (it was killed).
+    #[error(
+        "{binary} for {addr} did not answer PING within {waited:?} (killed it); last error: {last_error}; last output:\n{output}"
+    )]
+    NotReady {
+        /// The binary.
+        binary: PathBuf,
+        /// Its address.
+        addr: SocketAddr,
+        /// How long we waited.
+        waited: Duration,
+        /// The last connection error.
+        last_error: String,
+        /// Tail of its log.
+        output: String,
+    },
+    /// The state file is missing or unreadable.
+    #[error("{path}: bad member state file: {problem}")]
+    StateFile {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The state file names a process that is not (or no longer) this member.
+    #[error("member in {dir} (pid {pid}, {addr}) is not running: {reason}")]
+    NotRunning {
+        /// Data directory.
+        dir: PathBuf,
+        /// Recorded PID.
+        pid: u32,
+        /// Recorded address.
+        addr: SocketAddr,
+        /// Why it is not considered this member.
+        reason: String,
+    },
+    /// A signal could not be delivered, or the process did not die after `SIGKILL`.
+    #[error("member pid {pid} ({addr}): {action}: {problem}")]
+    Signal {
+        /// PID.
+        pid: u32,
+        /// Address.
+        addr: SocketAddr,
+        /// What was attempted (`SIGTERM`, `SIGKILL`, ...).
+        action: &'static str,
+        /// What went wrong.
+        problem: String,
+    },
+}
+
+/// A running member process (started here or adopted).
+#[derive(Debug)]
+pub struct Server {
+    dir: PathBuf,
+    state: MemberState,
+    /// Present when this process spawned the member: lets us reap it and see its exit.
+    child: Option<Child>,
+}
+
+impl Server {
+    /// Starts a member from `spec`, writes its state file and waits (at most [`START_TIMEOUT`])
+    /// until it answers `PING` (a `-LOADING` answer counts: the process is serving).
+    /// If it does not come up, it is killed and the error carries the tail of its output.
+    pub async fn start(spec: &ServerSpec) -> Result<Server, ServerError> {
+        let args = spec.args()?;
+        fs::create_dir_all(&spec.dir).map_err(|source| ServerError::Io {
+            path: spec.dir.clone(),
+            source,
+        })?;
+        let stdio_path = spec.dir.join(STDIO_FILE);
+        let stdio = fs::File::create(&stdio_path).map_err(|source| ServerError::Io {
+            path: stdio_path.clone(),
+            source,
+        })?;
+        let stderr = stdio.try_clone().map_err(|source| ServerError::Io {
+            path: stdio_path.clone(),
+            source,
+        })?;
+        let child = Command::new(&spec.binary)
+            .args(&args)
+            .current_dir(&spec.dir)
+            .stdin(Stdio::null())
+            .stdout(stdio)
+            .stderr(stderr)
+            // Own process group: terminal signals to kvpilot do not reach the member, so it
+            // survives a reconciler restart.
+            .process_group(0)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|source| ServerError::Spawn {
+                binary: spec.binary.clone(),
+                source,
+            })?;
+        let pid = child.id().ok_or_else(|| ServerError::Exited {
+            binary: spec.binary.clone(),
+            addr: spec.addr(),
+            status: "exited immediately".into(),
+            output: tail_output(&spec.dir),
+        })?;
+        let state = MemberState {
+            pid,
+            start_ticks: proc_start_ticks(pid).unwrap_or(0),
+            bind: spec.bind,
+            port: spec.port,
+            binary: spec.binary.clone(),
+            revision: spec.revision.clone(),
+        };
+        let mut server = Server {
+            dir: spec.dir.clone(),
+            state,
+            child: Some(child),
+        };
+        if let Err(e) = server.wait_ready(spec.password.as_deref()).await {
+            // Never leave a half-started process behind.
+            let _ = server.kill();
+            return Err(e);
+        }
+        server.write_state()?;
+        Ok(server)
+    }
+
+    async fn wait_ready(&mut self, password: Option<&str>) -> Result<(), ServerError> {
+        let started = Instant::now();
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(ServerError::Exited {
+                    binary: self.state.binary.clone(),
+                    addr: self.addr(),
+                    status: status.to_string(),
+                    output: tail_output(&self.dir),
+                });
+            }
+            // PING is the same in every dialect.
+            let last_error =
+                match Client::connect(HostPort::from(self.addr()), password, Dialect::Valkey).await
+                {
+                    Ok(client) => match client.ping().await {
+                        Ok(()) => return Ok(()),
+                        Err(e) if e.is_loading() => return Ok(()),
+                        Err(e) => e.to_string(),
+                    },
+                    Err(e) => e.to_string(),
+                };
+            if started.elapsed() >= START_TIMEOUT {
+                return Err(ServerError::NotReady {
+                    binary: self.state.binary.clone(),
+                    addr: self.addr(),
+                    waited: started.elapsed(),
+                    last_error,
+                    output: tail_output(&self.dir),
+                });
+            }
+            sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    fn write_state(&self) -> Result<(), ServerError> {
+        let path = self.dir.join(STATE_FILE);
+        let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
+        let json = serde_json::to_vec_pretty(&self.state).map_err(|e| ServerError::StateFile {
+            path: path.clone(),
+            problem: e.to_string(),
+        })?;
+        // Write then rename, so a reader never sees a half-written file.
+        fs::write(&tmp, json)
+            .and_then(|()| fs::rename(&tmp, &path))
+            .map_err(|source| ServerError::Io { path, source })
+    }
+
+    /// Reads the state file in `dir` and checks that the recorded process is alive and is that
+    /// member (same PID and start time, not a zombie, command line naming the port).
+    pub fn adopt(dir: &Path) -> Result<Server, ServerError> {
+        let state = read_state(dir)?;
+        let not_running = |reason: String| ServerError::NotRunning {
+            dir: dir.to_path_buf(),
+            pid: state.pid,
+            addr: state.addr(),
+            reason,
+        };
+        match identity_check(&state) {
+            Ok(()) => {}
+            Err(reason) => return Err(not_running(reason)),
+        }
+        let cmdline = fs::read(format!("/proc/{}/cmdline", state.pid))
+            .map_err(|e| not_running(format!("cannot read its command line: {e}")))?;
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if !cmdline.contains(&state.port.to_string()) {
+            return Err(not_running(format!(
+                "its command line {cmdline:?} does not name port {}",
+                state.port
+            )));
+        }
+        Ok(Server {
+            dir: dir.to_path_buf(),
+            state,
+            child: None,
+        })
+    }
+
+    /// The member's process id.
+    pub fn pid(&self) -> u32 {
+        self.state.pid
+    }
+
+    /// The member's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.state.addr()
+    }
+
+    /// The member's data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What the state file records (pid, address, binary, revision).
+    pub fn state(&self) -> &MemberState {
+        &self.state
+    }
+
+    /// Whether the process still runs (a zombie or a recycled PID counts as dead).
+    pub fn is_alive(&mut self) -> bool {
+        if let Some(child) = self.child.as_mut() {
+            // Reaps our own child, so it never lingers as a zombie.
+            return matches!(child.try_wait(), Ok(None));
+        }
+        identity_check(&self.state).is_ok()
+    }
+
+    fn signal(&self, signal: Signal, action: &'static str) -> Result<(), ServerError> {
+        let error = |problem: String| ServerError::Signal {
+            pid: self.state.pid,
+            addr: self.addr(),
+            action,
+            problem,
+        };
+        let pid = i32::try_from(self.state.pid)
+            .ok()
+            .and_then(Pid::from_raw)
+            .ok_or_else(|| error("invalid pid".into()))?;
+        kill_process(pid, signal).map_err(|e| error(e.to_string()))
+    }
+
+    async fn wait_gone(&mut self, limit: Duration) -> bool {
+        let started = Instant::now();
+        loop {
+            if !self.is_alive() {
+                return true;
+            }
+            if started.elapsed() >= limit {
+                return false;
+            }
+            sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Stops the member: `SIGTERM` (it saves if persistence is configured and exits), waits up
+    /// to `grace`, then `SIGKILL`. Removes the state file once the process is gone.
+    pub async fn terminate(&mut self, grace: Duration) -> Result<(), ServerError> {
+        if self.is_alive() {
+            self.signal(Signal::TERM, "SIGTERM")?;
+            if !self.wait_gone(grace).await {
+                self.signal(Signal::KILL, "SIGKILL")?;
+                if !self.wait_gone(KILL_WAIT).await {
+                    return Err(ServerError::Signal {
+                        pid: self.state.pid,
+                        addr: self.addr(),
+                        action: "SIGKILL",
+                        problem: format!("still alive {KILL_WAIT:?} after SIGKILL"),
+                    });
+                }
+            }
+        }
+        let path = self.dir.join(STATE_FILE);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(ServerError::Io { path, source: e })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `SIGKILL` at once (a crash, for tests and the demo). The state file is left in place,
+    /// as after a real crash. Does not wait; see [`Server::is_alive`].
+    pub fn kill(&mut self) -> Result<(), ServerError> {
+        if !self.is_alive() {
+            return Ok(());
+        }
+        self.signal(Signal::KILL, "SIGKILL")
+    }
+
+    /// `SIGSTOP`: freezes the member (a hung process, for tests). Undo with [`Server::resume`].
+    pub fn pause(&self) -> Result<(), ServerError> {
+        self.signal(Signal::STOP, "SIGSTOP")
+    }
+
+    /// `SIGCONT`: resumes a member frozen by [`Server::pause`].
+    pub fn resume(&self) -> Result<(), ServerError> {
+        self.signal(Signal::CONT, "SIGCONT")
+    }
+}
+
+/// Reads a member's state file.
+pub fn read_state(dir: &Path) -> Result<MemberState, ServerError> {
+    let path = dir.join(STATE_FILE);
+    let bytes = fs::read(&path).map_err(|source| ServerError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ServerError::StateFile {
+        path,
+        problem: e.to_string(),
+    })
+}
+
+/// `Ok` if `state.pid` is alive, not a zombie, and started at `state.start_ticks`.
+fn identity_check(state: &MemberState) -> Result<(), String> {
+    let pid = i32::try_from(state.pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or("invalid pid")?;
+    test_kill_process(pid).map_err(|e| format!("no such process ({e})"))?;
+    let stat = fs::read_to_string(format!("/proc/{}/stat", state.pid))
+        .map_err(|e| format!("cannot read /proc ({e})"))?;
+    let (proc_state, start_ticks) = parse_stat(&stat).ok_or("unreadable /proc stat")?;
+    if proc_state == 'Z' || proc_state == 'X' {
+        return Err("it has exited (zombie)".into());
+    }
+    if start_ticks != state.start_ticks {
+        return Err("the PID now belongs to another process".into());
+    }
+    Ok(())
+}
+
+/// `(state, starttime)` from the text of `/proc/PID/stat`. The command name (field 2) may
+/// contain spaces and parentheses, so fields are counted after its last `)`.
+fn parse_stat(stat: &str) -> Option<(char, u64)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // After the state (field 3), starttime is field 22: 18 more fields on.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+fn proc_start_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat).map(|(_, start)| start)
+}
+
+/// The last lines of the member's log and stdio, for error messages.
+fn tail_output(dir: &Path) -> String {
+    let mut out = String::new();
+    for name in [STDIO_FILE, LOG_FILE] {
+        if let Ok(text) = fs::read_to_string(dir.join(name)) {
+            let lines: Vec<&str> = text.lines().collect();
+            let start = lines.len().saturating_sub(10);
+            for line in &lines[start..] {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// Next loopback address to use for a group of test members: cycles through 127.0.0.2..=254,
+/// starting at a point derived from the process id so concurrent test binaries rarely share one.
+/// (Linux routes all of 127.0.0.0/8 to `lo` without setup.)
+pub fn next_loopback_ip() -> Ipv4Addr {
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id() % 253,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    let n = NEXT.fetch_add(1, Ordering::SeqCst) % 253;
+    Ipv4Addr::new(127, 0, 0, 2 + u8::try_from(n).unwrap_or(0))
+}
+
+/// A currently free port on `ip`, found by binding port 0 and releasing it. Another process may
+/// take it before it is used; binding a private 127.0.0.x address makes that unlikely.
+pub fn free_port(ip: Ipv4Addr) -> io::Result<u16> {
+    let listener = TcpListener::bind(SocketAddrV4::new(ip, 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A free address on the next loopback IP ([`next_loopback_ip`] + [`free_port`]).
+pub fn free_loopback_addr() -> io::Result<SocketAddr> {
+    let ip = next_loopback_ip();
+    Ok(SocketAddr::V4(SocketAddrV4::new(ip, free_port(ip)?)))
+}
+
+/// Kills (`SIGKILL`, by PID and start time) every member it tracks when dropped, also when a
+/// test panics. Tracks individual servers and whole directories: on drop, every member whose
+/// state file lies in a tracked directory (or one level below it) is killed too, which catches
+/// members a reconciler started or restarted on its own.
+#[derive(Debug, Default)]
+pub struct ServerGuard {
+    members: Mutex<Vec<MemberState>>,
+    dirs: Mutex<Vec<PathBuf>>,
+}
+
+impl ServerGuard {
+    /// An empty guard.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Kill this server on drop.
+    pub fn track(&self, server: &Server) {
+        if let Ok(mut members) = self.members.lock() {
+            members.push(server.state.clone());
+        }
+    }
+
+    /// Kill every member found under `dir` on drop.
+    pub fn track_dir(&self, dir: impl Into<PathBuf>) {
+        if let Ok(mut dirs) = self.dirs.lock() {
+            dirs.push(dir.into());
+        }
+    }
+
+    fn found_members(&self) -> Vec<MemberState> {
+        let mut found = Vec::new();
+        let dirs = self.dirs.lock().map(|d| d.clone()).unwrap_or_default();
+        for dir in dirs {
+            let mut candidates = vec![dir.clone()];
+            if let Ok(entries) = fs::read_dir(&dir) {
+                candidates.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+            }
+            found.extend(candidates.iter().filter_map(|d| read_state(d).ok()));
+        }
+        found
+    }
+}
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        let mut all = self.members.lock().map(|m| m.clone()).unwrap_or_default();
+        all.extend(self.found_members());
+        for state in all {
+            if identity_check(&state).is_ok()
+                && let Some(pid) = i32::try_from(state.pid).ok().and_then(Pid::from_raw)
+            {
+                let _ = kill_process(pid, Signal::KILL);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_parsing_handles_odd_names() {
+        let stat = "4242 (valkey-server 1) S 1 4242 4242 0 -1 4194560 700 0 0 0 3 5 0 0 20 0 5 0 987654 0 0";
+        assert_eq!(parse_stat(stat), Some(('S', 987654)));
+        let stat = "7 (a) b) Z 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 55 0 0";
+        assert_eq!(parse_stat(stat), Some(('Z', 55)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn own_process_is_identified() {
+        let pid = std::process::id();
+        let start = proc_start_ticks(pid).unwrap();
+        let state = MemberState {
+            pid,
+            start_ticks: start,
+            bind: Ipv4Addr::LOCALHOST,
+            port: 1,
+            binary: "x".into(),
+            revision: String::new(),
+        };
+        assert_eq!(identity_check(&state), Ok(()));
+        let recycled = MemberState {
+            start_ticks: start + 1,
+            ..state
+        };
+        assert!(
+            identity_check(&recycled)
+                .unwrap_err()
+                .contains("another process")
+        );
+    }
+
+    #[test]
+    fn args_put_fields_first_and_reject_reserved_keys() {
+        let mut spec =
+            ServerSpec::new("valkey-server", Ipv4Addr::new(127, 0, 0, 9), 7001, "/tmp/m");
+        spec.password = Some("pw".into());
+        spec.replicaof = Some("127.0.0.8:7000".parse().unwrap());
+        spec.config.insert("save".into(), "60 1".into());
+        let args = spec.args().unwrap();
+        let pairs: Vec<(&str, &str)> = args
+            .chunks(2)
+            .map(|c| (c[0].as_str(), c[1].as_str()))
+            .collect();
+        assert!(pairs.contains(&("--bind", "127.0.0.9")));
+        assert!(pairs.contains(&("--replica-announce-ip", "127.0.0.9")));
+        assert!(pairs.contains(&("--masterauth", "pw")));
+        assert!(pairs.contains(&("--save", "60 1")));
+        assert!(!pairs.contains(&("--save", "")));
+        assert_eq!(pairs.last(), Some(&("--replicaof", "127.0.0.8 7000")));
+        spec.config.insert("port".into(), "1".into());
+        assert!(matches!(spec.args(), Err(ServerError::ReservedKey { .. })));
+    }
+
+    #[test]
+    fn loopback_ips_stay_in_range() {
+        for _ in 0..600 {
+            let ip = next_loopback_ip();
+            let last = ip.octets()[3];
+            assert!(ip.is_loopback() && (2..=254).contains(&last), "{ip}");
+        }
+    }
+}
