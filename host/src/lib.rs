@@ -3,6 +3,7 @@
 //!
 //! One reconcile is `observe → decide → act` (see DESIGN.md); each stage has its own module.
 
+pub mod act;
 pub mod api;
 pub mod cli;
 pub mod decide;
@@ -10,3 +11,5 @@ pub mod engine;
 pub mod observe;
 pub mod platform;
 pub mod policy;
+pub mod reconcile;
+pub mod status;

@@ -1,5 +1,9 @@
 //! observe: read the platform and each member; never change anything.
 
+mod clients;
+mod collect;
 mod model;
 
+pub use clients::Clients;
+pub use collect::{Tracker, collect};
 pub use model::{Observed, ObservedMember, Replication};

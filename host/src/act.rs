@@ -1,0 +1,202 @@
+//! act: carry out one step of a [`Plan`](crate::decide::Plan) and return. The next reconcile
+//! observes the result; nothing here is remembered.
+
+use crate::api::KvClusterSpec;
+use crate::decide::Action;
+use crate::engine::{self, EngineError, Role};
+use crate::observe::{Clients, Observed};
+use crate::platform::{Platform, PlatformError};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The error of one step, naming the member and what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum ActError {
+    #[error("{member}: {source}")]
+    Engine {
+        member: String,
+        #[source]
+        source: EngineError,
+    },
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
+    #[error("decide named {0}, which the platform does not list")]
+    UnknownMember(String),
+    #[error("handover from {from} to {to} finished, but the roles are not confirmed: {detail}")]
+    NotConfirmed {
+        from: String,
+        to: String,
+        detail: String,
+    },
+}
+
+/// Carries out `action` against the members in `observed`.
+pub async fn act<P: Platform>(
+    action: &Action,
+    observed: &Observed,
+    spec: &KvClusterSpec,
+    platform: &P,
+    clients: &Clients,
+) -> Result<(), ActError> {
+    let ctx = Ctx { observed, clients };
+    match action {
+        Action::Start {
+            members,
+            replica_of,
+        } => {
+            let primary = replica_of.as_deref().map(|p| ctx.addr(p)).transpose()?;
+            platform.start(members, primary).await?;
+        }
+        Action::Restart { member, replica_of } => {
+            let primary = replica_of.as_deref().map(|p| ctx.addr(p)).transpose()?;
+            let addr = ctx.addr(member)?;
+            platform.restart(member, primary).await?;
+            clients.forget(addr).await;
+        }
+        Action::Failover {
+            promote,
+            repoint,
+            fence,
+            ..
+        } => {
+            let new_primary = ctx.addr(promote)?;
+            ctx.client(promote)
+                .await?
+                .replicaof_no_one()
+                .await
+                .map_err(|e| engine_err(promote, e))?;
+            // Move clients first: every write after this point reaches the new primary.
+            platform.point_endpoint(new_primary).await?;
+            let repointed = ctx.replicate(repoint, promote).await;
+            let fenced = ctx.fence(fence).await;
+            repointed.and(fenced)?;
+        }
+        Action::Replicate { members, primary } => {
+            let demoted: Vec<String> = members
+                .iter()
+                .filter(|m| ctx.was_primary(m))
+                .cloned()
+                .collect();
+            ctx.replicate(members, primary).await?;
+            ctx.fence(&demoted).await?;
+        }
+        Action::PointEndpoint { primary, fence } => {
+            platform.point_endpoint(ctx.addr(primary)?).await?;
+            ctx.fence(fence).await?;
+        }
+        Action::Handover { from, to } => {
+            let timeout = Duration::from_secs(u64::from(spec.rollout.handover_timeout_seconds));
+            let old = ctx.client(from).await?;
+            let new = ctx.client(to).await?;
+            engine::handover(&old, &new, timeout)
+                .await
+                .map_err(|e| engine_err(from, e))?;
+            ctx.confirm(from, to).await?;
+            // The endpoint moves before the fence so that clients the fence disconnects
+            // reconnect straight to the new primary.
+            platform.point_endpoint(ctx.addr(to)?).await?;
+            ctx.fence(std::slice::from_ref(from)).await?;
+        }
+    }
+    Ok(())
+}
+
+struct Ctx<'a> {
+    observed: &'a Observed,
+    clients: &'a Clients,
+}
+
+impl Ctx<'_> {
+    fn addr(&self, member: &str) -> Result<SocketAddr, ActError> {
+        self.observed
+            .members
+            .iter()
+            .find(|m| m.name == member)
+            .map(|m| m.addr)
+            .ok_or_else(|| ActError::UnknownMember(member.to_string()))
+    }
+
+    fn was_primary(&self, member: &str) -> bool {
+        self.observed
+            .members
+            .iter()
+            .any(|m| m.name == member && m.is(kvpilot_sdk::Role::Primary))
+    }
+
+    async fn client(&self, member: &str) -> Result<engine::Client, ActError> {
+        let addr = self.addr(member)?;
+        self.clients
+            .get(addr)
+            .await
+            .map_err(|e| engine_err(member, e))
+    }
+
+    /// `REPLICAOF primary` on each member; tries all, returns the first error.
+    async fn replicate(&self, members: &[String], primary: &str) -> Result<(), ActError> {
+        let target = engine::HostPort::from(self.addr(primary)?);
+        let mut first = Ok(());
+        for m in members {
+            let result = match self.client(m).await {
+                Ok(c) => c.replicaof(&target).await.map_err(|e| engine_err(m, e)),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                tracing::warn!(member = %m, error = %e, "repoint failed; the next reconcile retries");
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
+    }
+
+    /// Safety rule 7: kill normal client connections on demoted members.
+    async fn fence(&self, members: &[String]) -> Result<(), ActError> {
+        for m in members {
+            let killed = self
+                .client(m)
+                .await?
+                .kill_normal_clients()
+                .await
+                .map_err(|e| engine_err(m, e))?;
+            tracing::info!(member = %m, killed, "fenced the demoted member's clients");
+        }
+        Ok(())
+    }
+
+    /// After a handover: `to` answers as primary and `from` follows it.
+    async fn confirm(&self, from: &str, to: &str) -> Result<(), ActError> {
+        let new = self
+            .client(to)
+            .await?
+            .observe()
+            .await
+            .map_err(|e| engine_err(to, e))?;
+        let old = self
+            .client(from)
+            .await?
+            .observe()
+            .await
+            .map_err(|e| engine_err(from, e))?;
+        let to_addr = engine::HostPort::from(self.addr(to)?);
+        if new.role() != Role::Primary || old.replica_of().as_ref() != Some(&to_addr) {
+            return Err(ActError::NotConfirmed {
+                from: from.to_string(),
+                to: to.to_string(),
+                detail: format!(
+                    "{to} is {:?}, {from} follows {:?}",
+                    new.role(),
+                    old.replica_of()
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn engine_err(member: &str, source: EngineError) -> ActError {
+    ActError::Engine {
+        member: member.to_string(),
+        source,
+    }
+}

@@ -1,0 +1,121 @@
+//! Builds [`Observed`] from the platform and one `observe()` round trip per running member.
+
+use super::{Clients, Observed, ObservedMember, Replication};
+use crate::api::KvClusterSpec;
+use crate::engine::{self, FailoverState, MemberReport};
+use crate::platform::{Platform, PlatformError};
+use futures::future::join_all;
+use kvpilot_sdk::Role;
+use std::net::SocketAddr;
+
+/// What observe remembers between reconciles: only the failure-detection counter, which is
+/// about time and so cannot be read off the members. Losing it (restart) only delays a failover.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    primary_missing_probes: u32,
+}
+
+/// Reads the platform and every running member. Members that do not answer are reported with
+/// `report: None`; only a platform failure is an error.
+pub async fn collect<P: Platform>(
+    platform: &P,
+    spec: &KvClusterSpec,
+    name: &str,
+    namespace: &str,
+    clients: &Clients,
+    tracker: &mut Tracker,
+) -> Result<Observed, PlatformError> {
+    let members = platform.members().await?;
+    let reports = join_all(members.iter().map(|m| async move {
+        if !m.running {
+            return None;
+        }
+        probe(clients, m.addr).await
+    }))
+    .await;
+    let engine_version = reports
+        .iter()
+        .flatten()
+        .map(|r| r.server.version.clone())
+        .next()
+        .or_else(|| spec.engine.version.clone())
+        .unwrap_or_default();
+    let observed_members: Vec<ObservedMember> = members
+        .into_iter()
+        .zip(reports)
+        .map(|(m, report)| ObservedMember {
+            name: m.name,
+            shard: m.shard,
+            ordinal: m.ordinal,
+            addr: m.addr,
+            revision: m.revision,
+            running: m.running,
+            zone: m.zone,
+            node: m.node,
+            report: report.as_ref().map(replication),
+        })
+        .collect();
+    if observed_members
+        .iter()
+        .any(|m| m.running && m.is(Role::Primary))
+    {
+        tracker.primary_missing_probes = 0;
+    } else {
+        tracker.primary_missing_probes = tracker.primary_missing_probes.saturating_add(1);
+    }
+    Ok(Observed {
+        name: name.to_string(),
+        namespace: namespace.to_string(),
+        engine: spec.engine.kind,
+        engine_version,
+        desired_revision: platform.desired_revision(),
+        members: observed_members,
+        endpoint: platform.endpoint(),
+        primary_missing_probes: tracker.primary_missing_probes,
+    })
+}
+
+async fn probe(clients: &Clients, addr: SocketAddr) -> Option<MemberReport> {
+    let client = match clients.get(addr).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(%addr, error = %e, "member does not answer");
+            return None;
+        }
+    };
+    match client.observe().await {
+        Ok(report) => Some(report),
+        Err(e) => {
+            tracing::debug!(%addr, error = %e, "observe failed");
+            clients.forget_if_broken(addr, &e).await;
+            None
+        }
+    }
+}
+
+/// The facts decide needs from one report.
+fn replication(r: &MemberReport) -> Replication {
+    Replication {
+        role: match r.role() {
+            engine::Role::Primary => Role::Primary,
+            engine::Role::Replica => Role::Replica,
+        },
+        following: r
+            .replica_of()
+            .and_then(|hp| format!("{}:{}", hp.host, hp.port).parse().ok()),
+        link_up: r.link_up(),
+        syncing: r
+            .replication
+            .primary
+            .as_ref()
+            .is_some_and(|p| p.sync_in_progress),
+        loading: r.persistence.loading || r.persistence.async_loading || r.keys.is_none(),
+        offset: r.offset().unwrap_or(0),
+        keys: r.keys.unwrap_or(0),
+        failover_in_progress: r
+            .replication
+            .failover_state
+            .as_ref()
+            .is_some_and(|s| *s != FailoverState::NoFailover),
+    }
+}

@@ -1,0 +1,205 @@
+//! What one reconcile reports: the members, the conditions and the last decisions. The local
+//! platform writes it to a file for `kvpilot local status`; Kubernetes writes it to
+//! `KvCluster.status`.
+
+use crate::decide::{Blocker, Plan};
+use crate::observe::Observed;
+use crate::policy::DecisionRecord;
+use serde::{Deserialize, Serialize};
+
+/// Decisions kept in status, newest last.
+pub const DECISION_HISTORY: usize = 20;
+/// Events kept in status, newest last.
+pub const EVENT_HISTORY: usize = 50;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    pub primary: Option<String>,
+    pub desired_revision: String,
+    pub members: Vec<MemberStatus>,
+    pub conditions: Vec<Condition>,
+    pub last_decisions: Vec<TimedDecision>,
+    pub events: Vec<Event>,
+    /// Unix milliseconds of the last reconcile.
+    pub updated_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    pub name: String,
+    pub address: String,
+    /// `primary`, `replica`, or `down`.
+    pub role: String,
+    pub revision: Option<String>,
+    pub ready: bool,
+    pub offset: u64,
+    pub keys: u64,
+    pub link_up: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Ready, Progressing, Degraded, PolicyFailed, RolloutBlocked.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimedDecision {
+    #[serde(flatten)]
+    pub decision: DecisionRecord,
+    pub time_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub time_ms: u64,
+    /// Normal or Warning, as Kubernetes events.
+    pub kind: String,
+    pub reason: String,
+    pub message: String,
+}
+
+impl ClusterStatus {
+    /// Folds one reconcile into the status.
+    pub fn record(&mut self, observed: &Observed, plan: &Plan, now_ms: u64) {
+        self.updated_ms = now_ms;
+        self.primary = plan.primary.clone();
+        self.desired_revision = observed.desired_revision.clone();
+        self.members = observed.members.iter().map(member_status).collect();
+        self.conditions = conditions(observed, plan);
+        for d in &plan.decisions {
+            self.last_decisions.push(TimedDecision {
+                decision: d.clone(),
+                time_ms: now_ms,
+            });
+        }
+        trim(&mut self.last_decisions, DECISION_HISTORY);
+    }
+
+    /// Appends an event (a decision, an action, a failure).
+    pub fn event(&mut self, now_ms: u64, warning: bool, reason: &str, message: String) {
+        self.events.push(Event {
+            time_ms: now_ms,
+            kind: if warning { "Warning" } else { "Normal" }.to_string(),
+            reason: reason.to_string(),
+            message,
+        });
+        trim(&mut self.events, EVENT_HISTORY);
+    }
+
+    pub fn condition(&self, kind: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.kind == kind)
+    }
+}
+
+fn trim<T>(v: &mut Vec<T>, keep: usize) {
+    if v.len() > keep {
+        v.drain(..v.len() - keep);
+    }
+}
+
+fn member_status(m: &crate::observe::ObservedMember) -> MemberStatus {
+    let r = m.report.as_ref();
+    MemberStatus {
+        name: m.name.clone(),
+        address: m.addr.to_string(),
+        role: match r.map(|r| r.role) {
+            Some(kvpilot_sdk::Role::Primary) => "primary",
+            Some(kvpilot_sdk::Role::Replica) => "replica",
+            _ => "down",
+        }
+        .to_string(),
+        revision: m.revision.clone(),
+        ready: m.ready(),
+        offset: r.map(|r| r.offset).unwrap_or(0),
+        keys: r.map(|r| r.keys).unwrap_or(0),
+        link_up: r.is_some_and(|r| r.link_up || r.role == kvpilot_sdk::Role::Primary),
+    }
+}
+
+fn conditions(observed: &Observed, plan: &Plan) -> Vec<Condition> {
+    let cond = |kind: &str, status: bool, reason: &str, message: String| Condition {
+        kind: kind.to_string(),
+        status,
+        reason: reason.to_string(),
+        message,
+    };
+    let blocker = plan.wait.as_ref().map(|w| w.blocker);
+    let wait_message = plan
+        .wait
+        .as_ref()
+        .map(|w| w.reason.clone())
+        .unwrap_or_default();
+    let unready: Vec<&str> = observed
+        .members
+        .iter()
+        .filter(|m| !m.ready())
+        .map(|m| m.name.as_str())
+        .collect();
+    let settled = plan.action.is_none() && plan.wait.is_none() && !plan.rolling;
+    vec![
+        cond(
+            "Ready",
+            settled && unready.is_empty() && plan.primary.is_some(),
+            if settled { "AsDesired" } else { "Reconciling" },
+            match &plan.primary {
+                Some(p) => format!("primary is {p}"),
+                None => "no primary".to_string(),
+            },
+        ),
+        cond(
+            "Progressing",
+            plan.action.is_some() || plan.rolling,
+            if plan.rolling {
+                "RollingOut"
+            } else {
+                "Converging"
+            },
+            plan.action
+                .as_ref()
+                .map(|a| a.describe())
+                .unwrap_or_else(|| wait_message.clone()),
+        ),
+        cond(
+            "Degraded",
+            !unready.is_empty(),
+            "MembersNotReady",
+            unready.join(", "),
+        ),
+        cond(
+            "PolicyFailed",
+            blocker == Some(Blocker::PolicyFailed),
+            "PolicyFailed",
+            if blocker == Some(Blocker::PolicyFailed) {
+                wait_message.clone()
+            } else {
+                String::new()
+            },
+        ),
+        cond(
+            "RolloutBlocked",
+            blocker == Some(Blocker::RolloutBlocked) || blocker == Some(Blocker::InvalidSpec),
+            match blocker {
+                Some(Blocker::InvalidSpec) => "InvalidSpec",
+                _ => "RolloutBlocked",
+            },
+            if matches!(
+                blocker,
+                Some(Blocker::RolloutBlocked) | Some(Blocker::InvalidSpec)
+            ) {
+                wait_message
+            } else {
+                String::new()
+            },
+        ),
+    ]
+}
