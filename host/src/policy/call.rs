@@ -1,0 +1,319 @@
+//! Calling a plugin: a fresh store per call from the plugin's instance template, an epoch
+//! deadline plus an async timeout, a memory cap, a bounded answer, and answer validation.
+//! An instance is used for one call only, so a trapped instance is never re-entered.
+
+use super::contract::v0_1_0::exports::kvpilot::policy::plugin as plugin_if;
+use super::plugin::{Compiled, Exports, Limits, Plugin};
+use super::sandbox::Sandbox;
+use super::{Hook, PolicyError, convert, validate};
+use kvpilot_sdk::{
+    MemberSchedule, PluginInfo, RolloutRequest, ScheduleRequest, Selection, SelectionRequest, Step,
+};
+use std::time::Duration;
+use wasmtime::component::InstancePre;
+use wasmtime::{Engine, Store, Trap};
+
+/// Slack of the async timeout over the epoch deadline: the epoch trap is the precise bound
+/// for guest code; the async timeout covers time the guest spends awaiting the host.
+const ASYNC_GRACE: Duration = Duration::from_millis(20);
+
+/// What went wrong in one call, before it is attributed to a plugin and hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Failure {
+    Trap(String),
+    Timeout(u64),
+    Memory(u64),
+}
+
+impl Failure {
+    pub(crate) fn into_error(self, plugin: &str, hook: Hook) -> PolicyError {
+        let plugin = plugin.to_string();
+        match self {
+            Failure::Trap(message) => PolicyError::Trap {
+                plugin,
+                hook,
+                message,
+            },
+            Failure::Timeout(after_ms) => PolicyError::Timeout {
+                plugin,
+                hook,
+                after_ms,
+            },
+            Failure::Memory(limit_mib) => PolicyError::Memory {
+                plugin,
+                hook,
+                limit_mib,
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Trap(message) => write!(f, "trapped: {message}"),
+            Failure::Timeout(ms) => write!(f, "timed out after {ms} ms"),
+            Failure::Memory(mib) => write!(f, "exceeded its memory limit of {mib} MiB"),
+        }
+    }
+}
+
+/// A store for one call: memory cap and epoch deadline set.
+fn new_store(engine: &Engine, limits: &Limits) -> Store<Sandbox> {
+    let mut store = Store::new(engine, Sandbox::new(limits.memory_bytes));
+    store.limiter(|sandbox| sandbox);
+    // The ticker advances the epoch once per millisecond.
+    store.set_epoch_deadline(u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX));
+    store.epoch_deadline_trap();
+    store
+}
+
+/// Names what happened, using what the sandbox saw (memory refusal, guest stderr).
+fn classify<T>(
+    store: &Store<Sandbox>,
+    limits: &Limits,
+    outcome: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+) -> Result<T, Failure> {
+    let timeout_ms = u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX);
+    let error = match outcome {
+        Ok(Ok(value)) => return Ok(value),
+        Err(_elapsed) => return Err(Failure::Timeout(timeout_ms)),
+        Ok(Err(error)) => error,
+    };
+    if store.data().memory_exceeded() {
+        return Err(Failure::Memory(limits.memory_mib()));
+    }
+    if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return Err(Failure::Timeout(timeout_ms));
+    }
+    let what = if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        format!("the guest called exit({})", exit.0)
+    } else if let Some(trap) = error.downcast_ref::<Trap>() {
+        trap.to_string()
+    } else {
+        error.root_cause().to_string()
+    };
+    Err(Failure::Trap(match store.data().stderr_text() {
+        Some(stderr) => format!("{} ({what})", guest_message(&stderr)),
+        None => what,
+    }))
+}
+
+/// The useful part of a guest's stderr: a Rust panic message without the backtrace hint,
+/// on one line, bounded.
+fn guest_message(stderr: &str) -> String {
+    const MAX: usize = 2000;
+    let joined = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if joined.len() <= MAX {
+        return joined;
+    }
+    let mut end = MAX;
+    while !joined.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &joined[..end])
+}
+
+/// Runs `$body` against a fresh instance of `$pre` under `$limits`; evaluates to
+/// `Result<T, Failure>`.
+macro_rules! guarded {
+    ($engine:expr, $pre:expr, $limits:expr, |$store:ident, $instance:ident| $body:expr) => {{
+        let limits: &Limits = $limits;
+        let pre: &InstancePre<Sandbox> = $pre;
+        let mut $store = new_store($engine, limits);
+        let outcome = tokio::time::timeout(limits.timeout + ASYNC_GRACE, async {
+            let $instance = pre.instantiate_async(&mut $store).await?;
+            $body
+        })
+        .await;
+        classify(&$store, limits, outcome)
+    }};
+}
+
+/// Calls `info()` of a component being loaded.
+pub(crate) async fn info(
+    engine: &Engine,
+    pre: &InstancePre<Sandbox>,
+    exports: &Exports,
+) -> Result<PluginInfo, Failure> {
+    let info = guarded!(engine, pre, &Limits::default(), |store, instance| {
+        let guest = exports.plugin.load(&mut store, &instance)?;
+        guest.call_info(&mut store).await
+    })?;
+    Ok(convert::info(info))
+}
+
+impl Plugin {
+    fn too_large(&self, hook: Hook, bytes: usize) -> Result<(), PolicyError> {
+        if bytes > self.limits.answer_bytes {
+            return Err(PolicyError::AnswerTooLarge {
+                plugin: self.name.clone(),
+                hook,
+                bytes,
+                limit: self.limits.answer_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn missing(&self, hook: Hook) -> PolicyError {
+        PolicyError::MissingHook {
+            plugin: self.name.clone(),
+            hook,
+        }
+    }
+
+    /// The guest's own `Err(message)`, bounded like an answer.
+    fn plugin_error(&self, hook: Hook, message: String) -> PolicyError {
+        if let Err(e) = self.too_large(hook, message.len()) {
+            return e;
+        }
+        PolicyError::Plugin {
+            plugin: self.name.clone(),
+            hook,
+            message,
+        }
+    }
+
+    fn invalid(&self, hook: Hook, invalid: validate::Invalid) -> PolicyError {
+        PolicyError::InvalidAnswer {
+            plugin: self.name.clone(),
+            hook,
+            field: invalid.field,
+            message: invalid.message,
+        }
+    }
+
+    fn compiled(&self) -> &Compiled {
+        &self.compiled
+    }
+
+    /// Asks the plugin to check `config`; a rejection or a failure is `InvalidConfig`.
+    pub async fn validate_config(&self, config: &str) -> Result<(), PolicyError> {
+        let compiled = self.compiled();
+        let idx: &plugin_if::GuestIndices = &compiled.exports.plugin;
+        let config = config.to_string();
+        let verdict = guarded!(
+            &self.engine,
+            &compiled.pre,
+            &self.limits,
+            |store, instance| {
+                let guest = idx.load(&mut store, &instance)?;
+                guest.call_validate_config(&mut store, &config).await
+            }
+        );
+        let message = match verdict {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(message)) => message,
+            Err(failure) => format!("validate-config {failure}"),
+        };
+        Err(PolicyError::InvalidConfig {
+            plugin: self.name.clone(),
+            message,
+        })
+    }
+
+    /// replica-selection: calls, bounds and validates the answer (`request.config` as given).
+    pub async fn select(&self, request: &SelectionRequest) -> Result<Selection, PolicyError> {
+        let hook = Hook::ReplicaSelection;
+        let compiled = self.compiled();
+        let idx = compiled
+            .exports
+            .replica_selection
+            .as_ref()
+            .ok_or_else(|| self.missing(hook))?;
+        let input = convert::selection_request(request);
+        let answer = guarded!(
+            &self.engine,
+            &compiled.pre,
+            &self.limits,
+            |store, instance| {
+                let guest = idx.load(&mut store, &instance)?;
+                guest.call_select(&mut store, &input).await
+            }
+        )
+        .map_err(|f| f.into_error(&self.name, hook))?
+        .map_err(|message| self.plugin_error(hook, message))?;
+        let answer = convert::selection(answer);
+        self.too_large(hook, convert::selection_bytes(&answer))?;
+        validate::selection(request, &answer).map_err(|i| self.invalid(hook, i))?;
+        Ok(answer)
+    }
+
+    /// snapshot-schedule: calls, bounds and validates the answer.
+    pub async fn schedule(
+        &self,
+        request: &ScheduleRequest,
+    ) -> Result<Vec<MemberSchedule>, PolicyError> {
+        let hook = Hook::SnapshotSchedule;
+        let compiled = self.compiled();
+        let idx = compiled
+            .exports
+            .snapshot_schedule
+            .as_ref()
+            .ok_or_else(|| self.missing(hook))?;
+        let input = convert::schedule_request(request);
+        let answer = guarded!(
+            &self.engine,
+            &compiled.pre,
+            &self.limits,
+            |store, instance| {
+                let guest = idx.load(&mut store, &instance)?;
+                guest.call_schedule(&mut store, &input).await
+            }
+        )
+        .map_err(|f| f.into_error(&self.name, hook))?
+        .map_err(|message| self.plugin_error(hook, message))?;
+        let answer = convert::schedules(answer);
+        self.too_large(hook, convert::schedules_bytes(&answer))?;
+        validate::schedules(request, &answer).map_err(|i| self.invalid(hook, i))?;
+        Ok(answer)
+    }
+
+    /// rollout-order: calls, bounds and validates the answer.
+    pub async fn next(&self, request: &RolloutRequest) -> Result<Step, PolicyError> {
+        let hook = Hook::RolloutOrder;
+        let compiled = self.compiled();
+        let idx = compiled
+            .exports
+            .rollout_order
+            .as_ref()
+            .ok_or_else(|| self.missing(hook))?;
+        let input = convert::rollout_request(request);
+        let answer = guarded!(
+            &self.engine,
+            &compiled.pre,
+            &self.limits,
+            |store, instance| {
+                let guest = idx.load(&mut store, &instance)?;
+                guest.call_next(&mut store, &input).await
+            }
+        )
+        .map_err(|f| f.into_error(&self.name, hook))?
+        .map_err(|message| self.plugin_error(hook, message))?;
+        let answer = convert::step(answer);
+        self.too_large(hook, convert::step_bytes(&answer))?;
+        validate::step(request, &answer).map_err(|i| self.invalid(hook, i))?;
+        Ok(answer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::guest_message;
+
+    #[test]
+    fn guest_message_keeps_the_panic_and_drops_the_hint() {
+        let stderr = "thread '<unnamed>' panicked at src/lib.rs:3:5:\nboom\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(
+            guest_message(stderr),
+            "thread '<unnamed>' panicked at src/lib.rs:3:5: boom"
+        );
+        assert!(guest_message(&"é".repeat(3000)).ends_with('…'));
+    }
+}

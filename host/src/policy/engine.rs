@@ -1,0 +1,65 @@
+//! The wasmtime `Engine` shared by every plugin, and the epoch ticker that enforces deadlines.
+
+use std::time::{Duration, Instant};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// The largest memory limit a plugin may be given (per-plugin `memoryMiB` is capped here):
+/// the pooling allocator reserves slots of this size.
+pub const MAX_MEMORY_MIB: u64 = 256;
+
+/// How often the ticker wakes. The engine epoch counts elapsed milliseconds, so a deadline
+/// of N ms is N epochs, however late a wake-up is.
+const TICK: Duration = Duration::from_millis(1);
+
+/// Builds the engine: cranelift, epoch interruption, and a pooling allocator whose slots keep
+/// a plugin's memory resident between calls so a fresh instance per call stays cheap.
+pub fn new_engine() -> Result<Engine, String> {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(256)
+        .total_core_instances(1024)
+        .total_memories(256)
+        .total_tables(1024)
+        .total_stacks(256)
+        .max_memory_size((MAX_MEMORY_MIB as usize) << 20)
+        // Reset the first bytes of a slot with memset instead of unmapping them, so the
+        // next instance does not page-fault its stack and data back in.
+        .linear_memory_keep_resident(LINEAR_MEMORY_KEEP_RESIDENT)
+        .table_keep_resident(64 << 10)
+        .async_stack_keep_resident(64 << 10);
+
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    let engine = Engine::new(&config).map_err(|e| format!("cannot configure wasmtime: {e}"))?;
+    spawn_ticker(&engine)?;
+    Ok(engine)
+}
+
+/// Bytes of each linear memory reset by memset rather than madvise between instances.
+const LINEAR_MEMORY_KEEP_RESIDENT: usize = 128 << 10;
+
+/// Starts the thread that advances `engine`'s epoch once per elapsed millisecond. It holds
+/// only a weak reference and stops when the engine is dropped.
+fn spawn_ticker(engine: &Engine) -> Result<(), String> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("kvpilot-epoch".into())
+        .spawn(move || {
+            let start = Instant::now();
+            let mut ticks: u128 = 0;
+            loop {
+                std::thread::sleep(TICK);
+                let Some(engine) = weak.upgrade() else {
+                    return;
+                };
+                let elapsed = start.elapsed().as_millis();
+                while ticks < elapsed {
+                    engine.increment_epoch();
+                    ticks += 1;
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| format!("cannot start the epoch ticker: {e}"))
+}

@@ -1,0 +1,51 @@
+//! The policy runtime: loads, sandboxes and calls WebAssembly policy plugins, validates every
+//! answer, and applies each hook's failure policy.
+//!
+//! [`Policies`] is what `decide` calls; production binds it to wasm plugins, tests of `decide`
+//! may bind it to the native defaults.
+
+mod bound;
+mod cache;
+mod call;
+pub mod contract;
+mod convert;
+mod engine;
+mod error;
+mod hook;
+pub mod native;
+mod plugin;
+mod runtime;
+pub mod sandbox;
+pub mod source;
+pub mod validate;
+
+pub use bound::{HookSetting, PolicySettings, WasmPolicies};
+pub use error::PolicyError;
+pub use hook::{Decided, DecisionRecord, FailurePolicy, Hook};
+pub use plugin::{Limits, Plugin};
+pub use runtime::PolicyRuntime;
+
+use kvpilot_sdk::{
+    MemberSchedule, RolloutRequest, ScheduleRequest, Selection, SelectionRequest, Step,
+};
+use std::future::Future;
+
+/// The three hooks, as `decide` sees them. An implementation is bound to one cluster's policy
+/// settings: it fills in each request's `config`, calls the plugin, validates the answer and
+/// applies the hook's failure policy. `Err` means the hook failed under `FailurePolicy::Fail`.
+pub trait Policies: Send + Sync {
+    fn select_replica(
+        &self,
+        request: SelectionRequest,
+    ) -> impl Future<Output = Result<Decided<Selection>, PolicyError>> + Send;
+
+    fn schedule_snapshots(
+        &self,
+        request: ScheduleRequest,
+    ) -> impl Future<Output = Result<Decided<Vec<MemberSchedule>>, PolicyError>> + Send;
+
+    fn rollout_step(
+        &self,
+        request: RolloutRequest,
+    ) -> impl Future<Output = Result<Decided<Step>, PolicyError>> + Send;
+}

@@ -1,0 +1,149 @@
+//! A loaded plugin: the compiled component (shared per sha256), its instance template, what
+//! it exports and imports, and the limits its calls run under.
+
+use super::Hook;
+use super::contract::v0_1_0::exports::kvpilot::policy::{
+    plugin as plugin_if, replica_selection, rollout_order, snapshot_schedule,
+};
+use super::engine::MAX_MEMORY_MIB;
+use super::sandbox::Sandbox;
+use kvpilot_sdk::PluginInfo;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::Engine;
+use wasmtime::component::InstancePre;
+
+/// What one call of a plugin may use. Settable per plugin (the `PolicyPlugin` resource
+/// carries `timeoutMs` and `memoryMiB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock deadline of one call (epoch deadline; the async timeout adds a small grace).
+    pub timeout: Duration,
+    /// Linear memory cap, in bytes.
+    pub memory_bytes: usize,
+    /// Largest answer accepted, in bytes of text.
+    pub answer_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_millis(100),
+            memory_bytes: 32 << 20,
+            answer_bytes: 1 << 20,
+        }
+    }
+}
+
+impl Limits {
+    /// Limits from a `PolicyPlugin`'s optional `timeoutMs` and `memoryMiB`; missing values are
+    /// the defaults, and the memory cap is at most [`MAX_MEMORY_MIB`].
+    pub fn from_settings(timeout_ms: Option<u64>, memory_mib: Option<u64>) -> Limits {
+        let default = Limits::default();
+        Limits {
+            timeout: timeout_ms.map_or(default.timeout, |ms| Duration::from_millis(ms.max(1))),
+            memory_bytes: memory_mib.map_or(default.memory_bytes, |mib| {
+                (mib.clamp(1, MAX_MEMORY_MIB) as usize) << 20
+            }),
+            answer_bytes: default.answer_bytes,
+        }
+    }
+
+    /// The memory cap in MiB (for messages).
+    pub fn memory_mib(&self) -> u64 {
+        (self.memory_bytes >> 20) as u64
+    }
+}
+
+/// Export indices of the hooks a component provides, resolved once per component.
+pub(crate) struct Exports {
+    pub plugin: plugin_if::GuestIndices,
+    pub replica_selection: Option<replica_selection::GuestIndices>,
+    pub snapshot_schedule: Option<snapshot_schedule::GuestIndices>,
+    pub rollout_order: Option<rollout_order::GuestIndices>,
+}
+
+/// A compiled, checked component: shared by every `Plugin` loaded from the same bytes.
+pub(crate) struct Compiled {
+    pub sha256: [u8; 32],
+    pub pre: InstancePre<Sandbox>,
+    pub exports: Exports,
+    pub imports: Vec<String>,
+    pub hooks: Vec<Hook>,
+    /// Filled in once, from the plugin's own `info()`, when the component is first loaded.
+    pub info: PluginInfo,
+}
+
+/// A plugin ready to call. Cheap to clone.
+#[derive(Clone)]
+pub struct Plugin {
+    pub(crate) name: String,
+    pub(crate) compiled: Arc<Compiled>,
+    pub(crate) limits: Limits,
+    pub(crate) engine: Engine,
+}
+
+impl Plugin {
+    /// How the plugin was named when loaded: `builtin:NAME`, a file path, or a given label.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What the plugin says about itself.
+    pub fn info(&self) -> &PluginInfo {
+        &self.compiled.info
+    }
+
+    /// The hooks it exports.
+    pub fn hooks(&self) -> &[Hook] {
+        &self.compiled.hooks
+    }
+
+    /// Whether it exports `hook`.
+    pub fn exports(&self, hook: Hook) -> bool {
+        self.compiled.hooks.contains(&hook)
+    }
+
+    /// Every import of the component, by name.
+    pub fn imports(&self) -> &[String] {
+        &self.compiled.imports
+    }
+
+    /// The sha256 digest of the component bytes, lower-case hex.
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.compiled.sha256)
+    }
+
+    /// The limits calls run under.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The same plugin with other limits (no recompilation).
+    pub fn with_limits(mut self, limits: Limits) -> Plugin {
+        self.limits = limits;
+        self
+    }
+
+    /// The same plugin under another name (no recompilation), e.g. a `PolicyPlugin` name.
+    pub fn named(mut self, name: impl Into<String>) -> Plugin {
+        self.name = name.into();
+        self
+    }
+
+    /// True when both share one compiled component (the cache returned the same artifact).
+    pub fn shares_compiled(&self, other: &Plugin) -> bool {
+        Arc::ptr_eq(&self.compiled, &other.compiled)
+    }
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("sha256", &self.sha256_hex())
+            .field("hooks", &self.compiled.hooks)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}

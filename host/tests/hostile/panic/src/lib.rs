@@ -1,0 +1,46 @@
+//! Panics with a recognisable message (the host must report it). With config `{}` it answers correctly: it promotes the first candidate.
+
+wit_bindgen::generate!({
+    world: "replica-selector",
+    path: "../../../../wit/0.1.0",
+});
+
+use exports::kvpilot::policy::plugin;
+use exports::kvpilot::policy::replica_selection::{self, Decision, Request};
+
+struct Component;
+
+impl plugin::Guest for Component {
+    fn info() -> plugin::PluginInfo {
+        plugin::PluginInfo {
+            name: "hostile-panic".into(),
+            version: "0.1.0".into(),
+            description: "Panics with a recognisable message (the host must report it).".into(),
+        }
+    }
+
+    fn validate_config(_config: String) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl replica_selection::Guest for Component {
+    fn select(request: Request) -> Result<Decision, String> {
+        if request.config.contains("hostile") {
+            return misbehave(&request);
+        }
+        match request.candidates.first() {
+            Some(first) => Ok(Decision::Promote(first.name.clone())),
+            None => Ok(Decision::Wait("no candidates".into())),
+        }
+    }
+}
+
+fn misbehave(request: &Request) -> Result<Decision, String> {
+    panic!(
+        "hostile plugin panicked on purpose with {} candidates",
+        request.candidates.len()
+    );
+}
+
+export!(Component);

@@ -1,0 +1,292 @@
+//! Hostile plugins against the real wasmtime sandbox. The components are built from source in
+//! `tests/hostile/` (one crate per misbehaviour) the first time a test needs them.
+//!
+//! Each hostile plugin answers correctly with config `{}` and misbehaves with
+//! `{"mode":"hostile"}`; every test checks the error, that it came within the deadline plus
+//! 50 ms (the bound the policy issue demands), and that the next call to the same plugin works.
+
+use kvpilot::policy::{Plugin, PolicyError, PolicyRuntime};
+use kvpilot_sdk::{Cluster, Member, Role, Selection, SelectionReason, SelectionRequest};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The default deadline plus the slack the issue allows.
+const BOUND: Duration = Duration::from_millis(100 + 50);
+
+/// Builds the hostile workspace once per test binary; returns the directory of the `.wasm`s.
+fn hostile_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let target = root.join("target/wasm-hostile");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(root.join("host/tests/hostile/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .status()
+            .expect("run cargo for the hostile plugins");
+        assert!(status.success(), "building the hostile plugins failed");
+        target.join("wasm32-wasip2/release")
+    })
+}
+
+fn wasm_path(crate_name: &str) -> PathBuf {
+    hostile_dir().join(format!("hostile_{}.wasm", crate_name.replace('-', "_")))
+}
+
+async fn load(crate_name: &str) -> Result<Plugin, PolicyError> {
+    let runtime = PolicyRuntime::global().expect("policy runtime");
+    runtime.load_file(&wasm_path(crate_name)).await
+}
+
+fn member(name: &str, ordinal: u32, role: Role) -> Member {
+    Member {
+        name: name.into(),
+        ordinal,
+        role,
+        ready: true,
+        on_desired_revision: true,
+        link_up: true,
+        offset: 1000,
+        keys: 10,
+        ..Member::default()
+    }
+}
+
+fn request(config: &str) -> SelectionRequest {
+    SelectionRequest {
+        reason: SelectionReason::PrimaryLost,
+        cluster: Cluster {
+            name: "cache".into(),
+            namespace: "default".into(),
+            shards: 1,
+            replicas_per_shard: 2,
+            ..Cluster::default()
+        },
+        primary: Some(member("cache-0", 0, Role::Primary)),
+        candidates: vec![
+            member("cache-1", 1, Role::Replica),
+            member("cache-2", 2, Role::Replica),
+        ],
+        config: config.into(),
+    }
+}
+
+const HOSTILE: &str = r#"{"mode":"hostile"}"#;
+
+/// Calls the plugin in hostile mode, timing only the call; then checks it still answers.
+async fn misbehave(plugin: &Plugin, config: &str) -> PolicyError {
+    let started = Instant::now();
+    let result = plugin.select(&request(config)).await;
+    let elapsed = started.elapsed();
+    let error = result.expect_err("the hostile call must fail");
+    assert!(
+        elapsed < BOUND,
+        "{} took {elapsed:?}, more than the deadline + 50 ms",
+        plugin.name()
+    );
+    let next = plugin
+        .select(&request("{}"))
+        .await
+        .expect("the next call to the same plugin succeeds");
+    assert_eq!(next, Selection::Promote("cache-1".into()));
+    error
+}
+
+#[tokio::test]
+async fn an_infinite_loop_times_out() {
+    let plugin = load("loop").await.expect("load");
+    let error = misbehave(&plugin, HOSTILE).await;
+    let PolicyError::Timeout {
+        plugin: name,
+        hook,
+        after_ms,
+    } = &error
+    else {
+        panic!("expected a timeout, got {error}");
+    };
+    assert_eq!(
+        (name.as_str(), hook.as_str(), *after_ms),
+        (plugin.name(), "replica-selection", 100)
+    );
+    assert!(
+        error.to_string().contains("timed out after 100 ms"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn unbounded_allocation_hits_the_memory_cap() {
+    let plugin = load("alloc").await.expect("load");
+    let error = misbehave(&plugin, HOSTILE).await;
+    assert!(
+        matches!(error, PolicyError::Memory { limit_mib: 32, .. }),
+        "expected a memory error, got {error}"
+    );
+    assert!(
+        error.to_string().contains("memory limit of 32 MiB"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_panic_is_reported_with_its_message() {
+    let plugin = load("panic").await.expect("load");
+    let error = misbehave(&plugin, HOSTILE).await;
+    let PolicyError::Trap { message, .. } = &error else {
+        panic!("expected a trap, got {error}");
+    };
+    assert!(
+        message.contains("hostile plugin panicked on purpose with 2 candidates"),
+        "the guest's panic message is lost: {message}"
+    );
+    assert!(error.to_string().contains("replica-selection"), "{error}");
+}
+
+#[tokio::test]
+async fn an_answer_naming_a_non_candidate_is_refused() {
+    let plugin = load("stranger").await.expect("load");
+    let error = misbehave(&plugin, HOSTILE).await;
+    let PolicyError::InvalidAnswer { field, message, .. } = &error else {
+        panic!("expected an invalid answer, got {error}");
+    };
+    assert_eq!(field, "promote");
+    assert!(
+        message.contains("stranger-99") && message.contains("cache-1, cache-2"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_ten_mib_answer_is_refused() {
+    let plugin = load("huge").await.expect("load");
+    let error = misbehave(&plugin, HOSTILE).await;
+    assert!(
+        matches!(
+            error,
+            PolicyError::AnswerTooLarge { bytes, limit: 1_048_576, .. } if bytes == 10 << 20
+        ),
+        "expected an answer-too-large error, got {error}"
+    );
+}
+
+#[tokio::test]
+async fn a_file_read_finds_no_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("secret.txt");
+    std::fs::write(&secret, "the-host-secret").expect("write secret");
+    let plugin = load("fs-read")
+        .await
+        .expect("a guest importing wasi:filesystem loads");
+    assert!(
+        plugin
+            .imports()
+            .iter()
+            .any(|i| i.starts_with("wasi:filesystem/preopens@")),
+        "{:?}",
+        plugin.imports()
+    );
+    let config = format!(r#"{{"mode":"hostile","path":"{}"}}"#, secret.display());
+    let error = misbehave(&plugin, &config).await;
+    let PolicyError::Plugin { message, .. } = &error else {
+        panic!("expected the plugin's own error, got {error}");
+    };
+    assert!(message.starts_with("cannot read"), "{message}");
+    assert!(!message.contains("the-host-secret"), "{message}");
+}
+
+#[tokio::test]
+async fn an_import_the_host_does_not_provide_is_refused_at_load() {
+    let error = load("forbidden-import").await.expect_err("must be refused");
+    let PolicyError::ForbiddenImport { plugin, import } = &error else {
+        panic!("expected a forbidden import, got {error}");
+    };
+    assert!(
+        plugin.ends_with("hostile_forbidden_import.wasm"),
+        "{plugin}"
+    );
+    assert!(import.starts_with("wasi:clocks/"), "{import}");
+    assert!(error.to_string().contains(import.as_str()), "{error}");
+}
+
+#[tokio::test]
+async fn a_std_guest_imports_only_granted_wasi_interfaces() {
+    let plugin = load("panic").await.expect("load");
+    let mut imports: Vec<&str> = plugin
+        .imports()
+        .iter()
+        .map(|i| i.split('@').next().unwrap_or(i))
+        .collect();
+    imports.sort_unstable();
+    assert_eq!(
+        imports,
+        [
+            "kvpilot:policy/types",
+            "wasi:cli/environment",
+            "wasi:cli/exit",
+            "wasi:cli/stderr",
+            "wasi:cli/stdin",
+            "wasi:cli/stdout",
+            "wasi:cli/terminal-input",
+            "wasi:cli/terminal-output",
+            "wasi:cli/terminal-stderr",
+            "wasi:cli/terminal-stdin",
+            "wasi:cli/terminal-stdout",
+            "wasi:io/error",
+            "wasi:io/poll",
+            "wasi:io/streams",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn garbage_and_core_modules_are_load_errors() {
+    let runtime = PolicyRuntime::global().expect("runtime");
+    let error = runtime
+        .load_bytes("garbage.wasm", b"definitely not wasm")
+        .await
+        .expect_err("garbage");
+    assert!(
+        matches!(&error, PolicyError::Load { plugin, message } if plugin == "garbage.wasm" && message.contains("not a WebAssembly file")),
+        "{error}"
+    );
+    // The smallest valid core module: magic and version 1, no sections.
+    let error = runtime
+        .load_bytes("core.wasm", b"\0asm\x01\0\0\0")
+        .await
+        .expect_err("core module");
+    assert!(
+        matches!(&error, PolicyError::Load { message, .. } if message.contains("not a component")),
+        "{error}"
+    );
+    // A component header followed by garbage.
+    let error = runtime
+        .load_bytes("broken.wasm", b"\0asm\x0d\0\x01\0\xff\xff")
+        .await
+        .expect_err("broken component");
+    assert!(matches!(&error, PolicyError::Load { .. }), "{error}");
+}
+
+#[tokio::test]
+async fn the_same_bytes_compile_once() {
+    let runtime = PolicyRuntime::new().expect("runtime");
+    let bytes = std::fs::read(wasm_path("stranger")).expect("read");
+    let first = runtime.load_bytes("a", &bytes).await.expect("first load");
+    assert_eq!(runtime.cached_components(), 1);
+    let second = runtime.load_bytes("b", &bytes).await.expect("second load");
+    assert!(first.shares_compiled(&second));
+    assert_eq!(runtime.cached_components(), 1);
+    assert_eq!(second.name(), "b");
+    assert_eq!(first.sha256_hex(), second.sha256_hex());
+    assert_eq!(first.info().name, "hostile-stranger");
+}
