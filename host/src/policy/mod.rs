@@ -5,6 +5,7 @@
 //! may bind it to the native defaults.
 
 mod bound;
+pub mod builtin;
 mod cache;
 mod call;
 pub mod contract;
