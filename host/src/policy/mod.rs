@@ -4,6 +4,7 @@
 //! [`Policies`] is what `decide` calls; production binds it to wasm plugins, tests of `decide`
 //! may bind it to the native defaults.
 
+pub mod bench;
 mod bound;
 pub mod builtin;
 mod cache;

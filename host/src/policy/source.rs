@@ -22,11 +22,10 @@ pub fn parse(source: &str) -> Source<'_> {
 
 /// The embedded component bytes of a builtin, by short name.
 pub fn builtin_bytes(name: &str) -> Option<&'static [u8]> {
-    let _ = name;
-    None
+    super::builtin::builtin(name).map(|b| b.wasm)
 }
 
 /// The short names of the builtins.
 pub fn builtin_names() -> Vec<&'static str> {
-    Vec::new()
+    super::builtin::BUILTINS.iter().map(|b| b.name).collect()
 }

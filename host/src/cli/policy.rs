@@ -1,0 +1,278 @@
+//! `kvpilot policy list|check|run|bench`: inspect, run and benchmark policy plugins.
+
+use crate::policy::{Hook, PolicyRuntime, bench, source};
+use clap::Subcommand;
+use kvpilot_sdk::{RolloutRequest, ScheduleRequest, SelectionRequest};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// List the builtin plugins with their hooks, version and sha256.
+    List,
+    /// Load a plugin and check it: a component, a known contract, only granted imports.
+    Check {
+        /// A `.wasm` file or `builtin:NAME`.
+        plugin: String,
+        /// Also check this config (a JSON object) with the plugin's `validate-config`.
+        #[arg(long)]
+        config: Option<String>,
+        /// Print `{"name","version","hooks","imports","sha256"}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Call one hook of a plugin on a request read from a JSON file; prints the decision.
+    Run {
+        /// `replica-selection`, `snapshot-schedule` or `rollout-order`.
+        hook: String,
+        /// A `.wasm` file or `builtin:NAME`.
+        plugin: String,
+        /// The request: the hook's WIT request record as JSON (see examples/policy-inputs/).
+        #[arg(long)]
+        input: PathBuf,
+        /// Plugin config (a JSON object); replaces the input's `config`.
+        #[arg(long)]
+        config: Option<String>,
+    },
+    /// Latency per call of each default plugin, wasm (fresh sandbox per call) vs native.
+    Bench {
+        /// Print a JSON array of `{"hook","plugin","members","wasm_p50_us","wasm_p99_us",
+        /// "native_p50_us","cached_load_us"}`.
+        #[arg(long)]
+        json: bool,
+        /// Timed calls per row.
+        #[arg(long, default_value_t = 2000)]
+        iterations: usize,
+        /// Untimed calls before timing.
+        #[arg(long, default_value_t = 200)]
+        warmup: usize,
+    },
+}
+
+pub async fn run(cmd: PolicyCommand) -> Result<ExitCode, String> {
+    let runtime = PolicyRuntime::global().map_err(|e| e.to_string())?;
+    match cmd {
+        PolicyCommand::List => list(&runtime).await,
+        PolicyCommand::Check {
+            plugin,
+            config,
+            json,
+        } => check(&runtime, &plugin, config.as_deref(), json).await,
+        PolicyCommand::Run {
+            hook,
+            plugin,
+            input,
+            config,
+        } => run_hook(&runtime, &hook, &plugin, &input, config.as_deref()).await,
+        PolicyCommand::Bench {
+            json,
+            iterations,
+            warmup,
+        } => run_bench(&runtime, json, bench::Rounds { iterations, warmup }).await,
+    }
+}
+
+fn hooks_text(hooks: &[Hook]) -> String {
+    hooks
+        .iter()
+        .map(|h| h.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+async fn list(runtime: &PolicyRuntime) -> Result<ExitCode, String> {
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "HOOKS".into(),
+        "VERSION".into(),
+        "SHA256".into(),
+    ]];
+    for name in source::builtin_names() {
+        let plugin = runtime
+            .load_builtin(name)
+            .await
+            .map_err(|e| e.to_string())?;
+        rows.push([
+            plugin.name().to_string(),
+            hooks_text(plugin.hooks()),
+            plugin.info().version.clone(),
+            plugin.sha256_hex(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..4)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        println!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct CheckReport<'a> {
+    name: &'a str,
+    version: &'a str,
+    hooks: Vec<&'static str>,
+    imports: &'a [String],
+    sha256: String,
+}
+
+async fn check(
+    runtime: &PolicyRuntime,
+    source: &str,
+    config: Option<&str>,
+    json: bool,
+) -> Result<ExitCode, String> {
+    let plugin = runtime.load(source).await.map_err(|e| e.to_string())?;
+    if let Some(config) = config {
+        plugin
+            .validate_config(config)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let info = plugin.info();
+    let report = CheckReport {
+        name: &info.name,
+        version: &info.version,
+        hooks: plugin.hooks().iter().map(|h| h.as_str()).collect(),
+        imports: plugin.imports(),
+        sha256: plugin.sha256_hex(),
+    };
+    if json {
+        println!("{}", to_json(&report)?);
+    } else {
+        println!("{source}: ok");
+        println!("  name:    {} {}", report.name, report.version);
+        if !info.description.is_empty() {
+            println!("  about:   {}", info.description);
+        }
+        println!("  hooks:   {}", report.hooks.join(", "));
+        println!("  sha256:  {}", report.sha256);
+        println!("  imports: {}", report.imports.join(", "));
+        if config.is_some() {
+            println!("  config:  accepted");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct RunReport<T: Serialize> {
+    hook: Hook,
+    plugin: String,
+    sha256: String,
+    answer: T,
+    latency_us: u128,
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String, String> {
+    serde_json::to_string_pretty(value).map_err(|e| format!("cannot print JSON: {e}"))
+}
+
+fn read_request<T: serde::de::DeserializeOwned>(path: &Path, hook: Hook) -> Result<T, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not a {hook} request: {e}", path.display()))
+}
+
+async fn run_hook(
+    runtime: &PolicyRuntime,
+    hook: &str,
+    source: &str,
+    input: &Path,
+    config: Option<&str>,
+) -> Result<ExitCode, String> {
+    let hook = Hook::parse(hook).ok_or_else(|| {
+        format!(
+            "unknown hook `{hook}` (one of {})",
+            Hook::ALL.map(Hook::as_str).join(", ")
+        )
+    })?;
+    let plugin = runtime.load(source).await.map_err(|e| e.to_string())?;
+    let config = |from_input: String| config.map_or(from_input, str::to_string);
+    macro_rules! call {
+        ($request:ty, $method:ident) => {{
+            let mut request: $request = read_request(input, hook)?;
+            request.config = config(request.config);
+            plugin
+                .validate_config(&request.config)
+                .await
+                .map_err(|e| e.to_string())?;
+            let started = Instant::now();
+            let answer = plugin.$method(&request).await.map_err(|e| e.to_string())?;
+            let latency_us = started.elapsed().as_micros();
+            to_json(&RunReport {
+                hook,
+                plugin: plugin.name().to_string(),
+                sha256: plugin.sha256_hex(),
+                answer,
+                latency_us,
+            })?
+        }};
+    }
+    let text = match hook {
+        Hook::ReplicaSelection => call!(SelectionRequest, select),
+        Hook::SnapshotSchedule => call!(ScheduleRequest, schedule),
+        Hook::RolloutOrder => call!(RolloutRequest, next),
+    };
+    println!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_bench(
+    runtime: &PolicyRuntime,
+    json: bool,
+    rounds: bench::Rounds,
+) -> Result<ExitCode, String> {
+    let rows = bench::run(runtime, rounds)
+        .await
+        .map_err(|e| e.to_string())?;
+    if json {
+        println!("{}", to_json(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<18} {:<24} {:>7} {:>12} {:>12} {:>14} {:>8}",
+        "HOOK", "PLUGIN", "MEMBERS", "WASM p50 µs", "WASM p99 µs", "NATIVE p50 µs", "RATIO"
+    );
+    for row in &rows {
+        let ratio = if row.native_p50_us > 0.0 {
+            format!("{:.0}x", row.wasm_p50_us / row.native_p50_us)
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:<18} {:<24} {:>7} {:>12.2} {:>12.2} {:>14.2} {:>8}",
+            row.hook.as_str(),
+            row.plugin,
+            row.members,
+            row.wasm_p50_us,
+            row.wasm_p99_us,
+            row.native_p50_us,
+            ratio
+        );
+    }
+    println!(
+        "{} iterations per row after {} warm-up calls; a fresh sandbox (store + instance) per wasm call.",
+        rounds.iterations, rounds.warmup
+    );
+    for row in rows.iter().filter(|r| r.members == bench::SIZES[0]) {
+        println!(
+            "cached load of {}: {:.1} µs",
+            row.plugin, row.cached_load_us
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,227 @@
+//! `kvpilot policy bench`: each default plugin at 3 and 100 members, a fresh sandbox per
+//! call, against the same policy linked natively.
+
+use super::{Hook, Plugin, PolicyError, PolicyRuntime, native};
+use kvpilot_sdk::{
+    Cluster, Member, Role, RolloutRequest, ScheduleRequest, SelectionReason, SelectionRequest,
+    SnapshotMode,
+};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// Member counts measured.
+pub const SIZES: [usize; 2] = [3, 100];
+
+/// How many calls are timed and how many run first, untimed.
+#[derive(Debug, Clone, Copy)]
+pub struct Rounds {
+    pub iterations: usize,
+    pub warmup: usize,
+}
+
+impl Default for Rounds {
+    fn default() -> Self {
+        Rounds {
+            iterations: 2000,
+            warmup: 200,
+        }
+    }
+}
+
+/// One measured row; the first six fields are the report format.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    pub hook: Hook,
+    pub plugin: String,
+    pub members: usize,
+    pub wasm_p50_us: f64,
+    pub wasm_p99_us: f64,
+    pub native_p50_us: f64,
+    /// Median time to load the plugin again once compiled (digest + cache lookup).
+    pub cached_load_us: f64,
+}
+
+fn micros(d: Duration) -> f64 {
+    (d.as_nanos() as f64 / 10.0).round() / 100.0
+}
+
+/// `q` in 0..=100 of sorted samples.
+fn percentile(sorted: &[Duration], q: usize) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[(sorted.len() * q / 100).min(sorted.len() - 1)]
+}
+
+fn member(i: usize, n: usize) -> Member {
+    let primary = i == 0;
+    Member {
+        name: format!("bench-{i}"),
+        shard: 0,
+        ordinal: u32::try_from(i).unwrap_or(u32::MAX),
+        role: if primary {
+            Role::Primary
+        } else {
+            Role::Replica
+        },
+        ready: true,
+        // The upper half is already rolled out, so rollout has work left and selection has
+        // eligible candidates.
+        on_desired_revision: i >= n / 2,
+        link_up: true,
+        syncing: false,
+        offset: 1_000_000 - (i as u64 % 7) * 10,
+        lag_bytes: (i as u64 % 7) * 10,
+        keys: 50_000,
+        zone: Some(format!("zone-{}", i % 3)),
+        node: Some(format!("node-{i}")),
+    }
+}
+
+fn cluster(n: usize) -> Cluster {
+    Cluster {
+        name: "bench".into(),
+        namespace: "default".into(),
+        engine_version: "8.0.1".into(),
+        shards: 1,
+        replicas_per_shard: u32::try_from(n.saturating_sub(1)).unwrap_or(u32::MAX),
+        ..Cluster::default()
+    }
+}
+
+/// A planned handover among `n` members (candidates: the replicas).
+pub fn selection_request(n: usize) -> SelectionRequest {
+    let members: Vec<Member> = (0..n).map(|i| member(i, n)).collect();
+    SelectionRequest {
+        reason: SelectionReason::PlannedHandover,
+        cluster: cluster(n),
+        primary: members.first().cloned(),
+        candidates: members.into_iter().skip(1).collect(),
+        config: kvpilot_sdk::empty_config(),
+    }
+}
+
+/// Replica-only snapshots, five minutes apart, for `n` members.
+pub fn schedule_request(n: usize) -> ScheduleRequest {
+    ScheduleRequest {
+        mode: SnapshotMode::ReplicasOnly,
+        cluster: cluster(n),
+        schedule: "0 3 * * *".into(),
+        stagger_minutes: 5,
+        members: (0..n).map(|i| member(i, n)).collect(),
+        config: kvpilot_sdk::empty_config(),
+    }
+}
+
+/// A half-done rollout of `n` members.
+pub fn rollout_request(n: usize) -> RolloutRequest {
+    RolloutRequest {
+        cluster: cluster(n),
+        members: (0..n).map(|i| member(i, n)).collect(),
+        max_in_flight: 1,
+        max_lag_bytes: 1 << 20,
+        config: kvpilot_sdk::empty_config(),
+    }
+}
+
+/// Times `rounds` calls of `f`, after the warm-up; sorted samples.
+async fn time_async<F, Fut>(rounds: Rounds, mut f: F) -> Result<Vec<Duration>, PolicyError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), PolicyError>>,
+{
+    for _ in 0..rounds.warmup {
+        f().await?;
+    }
+    let mut samples = Vec::with_capacity(rounds.iterations);
+    for _ in 0..rounds.iterations {
+        let started = Instant::now();
+        f().await?;
+        samples.push(started.elapsed());
+    }
+    samples.sort_unstable();
+    Ok(samples)
+}
+
+fn time_sync(
+    rounds: Rounds,
+    mut f: impl FnMut() -> Result<(), PolicyError>,
+) -> Result<Vec<Duration>, PolicyError> {
+    for _ in 0..rounds.warmup {
+        f()?;
+    }
+    let mut samples = Vec::with_capacity(rounds.iterations);
+    for _ in 0..rounds.iterations {
+        let started = Instant::now();
+        f()?;
+        samples.push(started.elapsed());
+    }
+    samples.sort_unstable();
+    Ok(samples)
+}
+
+async fn cached_load(runtime: &PolicyRuntime, hook: Hook) -> Result<Duration, PolicyError> {
+    let mut samples = Vec::with_capacity(21);
+    for _ in 0..21 {
+        let started = Instant::now();
+        runtime.load_builtin(hook.default_builtin()).await?;
+        samples.push(started.elapsed());
+    }
+    samples.sort_unstable();
+    Ok(percentile(&samples, 50))
+}
+
+async fn measure(
+    plugin: &Plugin,
+    hook: Hook,
+    n: usize,
+    rounds: Rounds,
+) -> Result<(Vec<Duration>, Vec<Duration>), PolicyError> {
+    Ok(match hook {
+        Hook::ReplicaSelection => {
+            let request = selection_request(n);
+            let wasm =
+                time_async(rounds, || async { plugin.select(&request).await.map(drop) }).await?;
+            let native = time_sync(rounds, || native::select(&request).map(drop))?;
+            (wasm, native)
+        }
+        Hook::SnapshotSchedule => {
+            let request = schedule_request(n);
+            let wasm = time_async(rounds, || async {
+                plugin.schedule(&request).await.map(drop)
+            })
+            .await?;
+            let native = time_sync(rounds, || native::schedule(&request).map(drop))?;
+            (wasm, native)
+        }
+        Hook::RolloutOrder => {
+            let request = rollout_request(n);
+            let wasm =
+                time_async(rounds, || async { plugin.next(&request).await.map(drop) }).await?;
+            let native = time_sync(rounds, || native::next(&request).map(drop))?;
+            (wasm, native)
+        }
+    })
+}
+
+/// Runs the whole benchmark.
+pub async fn run(runtime: &PolicyRuntime, rounds: Rounds) -> Result<Vec<BenchRow>, PolicyError> {
+    let mut rows = Vec::new();
+    for hook in Hook::ALL {
+        let plugin = runtime.load_builtin(hook.default_builtin()).await?;
+        let cached = cached_load(runtime, hook).await?;
+        for n in SIZES {
+            let (wasm, native) = measure(&plugin, hook, n, rounds).await?;
+            rows.push(BenchRow {
+                hook,
+                plugin: plugin.name().to_string(),
+                members: n,
+                wasm_p50_us: micros(percentile(&wasm, 50)),
+                wasm_p99_us: micros(percentile(&wasm, 99)),
+                native_p50_us: micros(percentile(&native, 50)),
+                cached_load_us: micros(cached),
+            });
+        }
+    }
+    Ok(rows)
+}

@@ -1,0 +1,342 @@
+//! The default plugins through the real wasm runtime: they load as builtins, answer
+//! representative inputs exactly as their native builds do, and their answers pass the host's
+//! validation. Also the failure policy of the wasm-backed `Policies`.
+
+use kvpilot::policy::{
+    FailurePolicy, Hook, HookSetting, Limits, Policies, PolicyError, PolicyRuntime, PolicySettings,
+    WasmPolicies, bench, native,
+};
+use kvpilot_sdk::{
+    Cluster, Member, Role, RolloutRequest, ScheduleRequest, Selection, SelectionReason,
+    SelectionRequest, SnapshotMode, Step,
+};
+
+fn runtime() -> PolicyRuntime {
+    PolicyRuntime::global().expect("policy runtime")
+}
+
+fn member(name: &str, ordinal: u32, role: Role) -> Member {
+    Member {
+        name: name.into(),
+        ordinal,
+        role,
+        ready: true,
+        on_desired_revision: true,
+        link_up: true,
+        offset: 5000,
+        keys: 100,
+        ..Member::default()
+    }
+}
+
+fn cluster() -> Cluster {
+    Cluster {
+        name: "cache".into(),
+        namespace: "default".into(),
+        shards: 1,
+        replicas_per_shard: 2,
+        ..Cluster::default()
+    }
+}
+
+#[tokio::test]
+async fn builtins_load_with_their_hook_and_metadata() {
+    let runtime = runtime();
+    for hook in Hook::ALL {
+        let plugin = runtime
+            .load(&format!("builtin:{}", hook.default_builtin()))
+            .await
+            .expect("builtin loads");
+        assert_eq!(plugin.hooks(), [hook]);
+        assert_eq!(plugin.info().name, hook.default_builtin());
+        assert_eq!(plugin.sha256_hex().len(), 64);
+        // Builtins are std guests: only granted WASI and the policy types.
+        assert!(
+            plugin.imports().iter().all(|i| i.starts_with("wasi:cli/")
+                || i.starts_with("wasi:io/")
+                || i.starts_with("kvpilot:policy/types@")),
+            "{:?}",
+            plugin.imports()
+        );
+    }
+}
+
+#[tokio::test]
+async fn most_caught_up_promotes_the_highest_offset() {
+    let plugin = runtime()
+        .load("builtin:most-caught-up")
+        .await
+        .expect("load");
+    let mut behind = member("cache-1", 1, Role::Replica);
+    behind.offset = 4000;
+    behind.lag_bytes = 1000;
+    let ahead = member("cache-2", 2, Role::Replica);
+    let request = SelectionRequest {
+        reason: SelectionReason::PlannedHandover,
+        cluster: cluster(),
+        primary: Some(member("cache-0", 0, Role::Primary)),
+        candidates: vec![behind.clone(), ahead],
+        config: "{}".into(),
+    };
+    let answer = plugin.select(&request).await.expect("select");
+    assert_eq!(answer, Selection::Promote("cache-2".into()));
+    assert_eq!(answer, native::select(&request).expect("native"));
+
+    // Primary lost, the only other candidate is empty: the data holder wins even if stale.
+    let mut stale_holder = behind;
+    stale_holder.on_desired_revision = false;
+    let mut empty = member("cache-2", 2, Role::Replica);
+    empty.keys = 0;
+    empty.offset = 0;
+    let lost = SelectionRequest {
+        reason: SelectionReason::PrimaryLost,
+        primary: None,
+        candidates: vec![stale_holder, empty],
+        ..request.clone()
+    };
+    let answer = plugin.select(&lost).await.expect("select");
+    assert_eq!(answer, Selection::Promote("cache-1".into()));
+    assert_eq!(answer, native::select(&lost).expect("native"));
+
+    // Nobody eligible: wait, with a reason.
+    let mut syncing = member("cache-1", 1, Role::Replica);
+    syncing.syncing = true;
+    let none = SelectionRequest {
+        candidates: vec![syncing],
+        ..request
+    };
+    let answer = plugin.select(&none).await.expect("select");
+    assert!(
+        matches!(&answer, Selection::Wait(reason) if !reason.is_empty()),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn stagger_spreads_replica_snapshots() {
+    let plugin = runtime().load("builtin:stagger").await.expect("load");
+    let request = ScheduleRequest {
+        mode: SnapshotMode::ReplicasOnly,
+        cluster: cluster(),
+        schedule: "50 23 * * *".into(),
+        stagger_minutes: 15,
+        members: vec![
+            member("cache-0", 0, Role::Primary),
+            member("cache-1", 1, Role::Replica),
+            member("cache-2", 2, Role::Replica),
+        ],
+        config: "{}".into(),
+    };
+    let answer = plugin.schedule(&request).await.expect("schedule");
+    assert_eq!(answer, native::schedule(&request).expect("native"));
+    let cron_of = |name: &str| {
+        answer
+            .iter()
+            .find(|s| s.member == name)
+            .map(|s| s.cron.clone())
+    };
+    assert_eq!(
+        cron_of("cache-0"),
+        Some(None),
+        "the primary never snapshots"
+    );
+    assert_eq!(cron_of("cache-1"), Some(Some("50 23 * * *".into())));
+    // Shifted by one interval: 23:50 + 15 min wraps to 00:05 the next day.
+    let second = cron_of("cache-2").flatten().expect("cache-2 snapshots");
+    assert!(second.starts_with("5 0 "), "{second}");
+}
+
+#[tokio::test]
+async fn replicas_first_restarts_stale_replicas_then_hands_over() {
+    let plugin = runtime()
+        .load("builtin:replicas-first")
+        .await
+        .expect("load");
+    let mut primary = member("cache-0", 0, Role::Primary);
+    primary.on_desired_revision = false;
+    let mut stale = member("cache-1", 1, Role::Replica);
+    stale.on_desired_revision = false;
+    let current = member("cache-2", 2, Role::Replica);
+    let request = RolloutRequest {
+        cluster: cluster(),
+        members: vec![primary.clone(), stale, current.clone()],
+        max_in_flight: 1,
+        max_lag_bytes: 1 << 20,
+        config: "{}".into(),
+    };
+    let answer = plugin.next(&request).await.expect("next");
+    assert_eq!(answer, Step::Restart("cache-1".into()));
+    assert_eq!(answer, native::next(&request).expect("native"));
+
+    let replicas_done = RolloutRequest {
+        members: vec![
+            primary,
+            member("cache-1", 1, Role::Replica),
+            current.clone(),
+        ],
+        ..request.clone()
+    };
+    let answer = plugin.next(&replicas_done).await.expect("next");
+    assert!(
+        matches!(&answer, Step::Handover { from, .. } if from == "cache-0"),
+        "{answer:?}"
+    );
+    assert_eq!(answer, native::next(&replicas_done).expect("native"));
+
+    let all_done = RolloutRequest {
+        members: vec![
+            member("cache-0", 0, Role::Primary),
+            member("cache-1", 1, Role::Replica),
+            current,
+        ],
+        ..request
+    };
+    assert_eq!(plugin.next(&all_done).await.expect("next"), Step::Done);
+}
+
+#[tokio::test]
+async fn builtins_agree_with_native_at_bench_sizes() {
+    let runtime = runtime();
+    let select = runtime.load("builtin:most-caught-up").await.expect("load");
+    let schedule = runtime.load("builtin:stagger").await.expect("load");
+    let next = runtime.load("builtin:replicas-first").await.expect("load");
+    for n in bench::SIZES {
+        let r = bench::selection_request(n);
+        assert_eq!(
+            select.select(&r).await.expect("wasm"),
+            native::select(&r).expect("native")
+        );
+        let r = bench::schedule_request(n);
+        assert_eq!(
+            schedule.schedule(&r).await.expect("wasm"),
+            native::schedule(&r).expect("native")
+        );
+        let r = bench::rollout_request(n);
+        assert_eq!(
+            next.next(&r).await.expect("wasm"),
+            native::next(&r).expect("native")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_rejected_config_fails_binding() {
+    let settings = PolicySettings {
+        replica_selection: Some(HookSetting {
+            config: r#"{"maxLagBytes":"lots"}"#.into(),
+            ..HookSetting::default_for(Hook::ReplicaSelection)
+        }),
+        ..PolicySettings::default()
+    };
+    let error = WasmPolicies::bind(&runtime(), &settings)
+        .await
+        .err()
+        .expect("binding must fail");
+    let PolicyError::InvalidConfig { plugin, message } = &error else {
+        panic!("expected an invalid config, got {error}");
+    };
+    assert_eq!(plugin, "builtin:most-caught-up");
+    assert!(message.contains("maxLagBytes"), "{message}");
+}
+
+#[tokio::test]
+async fn a_plugin_without_the_hook_is_refused_when_binding() {
+    let settings = PolicySettings {
+        rollout_order: Some(HookSetting {
+            source: "builtin:stagger".into(),
+            ..HookSetting::default_for(Hook::RolloutOrder)
+        }),
+        ..PolicySettings::default()
+    };
+    let error = WasmPolicies::bind(&runtime(), &settings)
+        .await
+        .err()
+        .expect("binding must fail");
+    assert!(
+        matches!(&error, PolicyError::MissingHook { plugin, hook: Hook::RolloutOrder } if plugin == "builtin:stagger"),
+        "{error}"
+    );
+}
+
+fn selection(candidates: Vec<Member>) -> SelectionRequest {
+    SelectionRequest {
+        reason: SelectionReason::PlannedHandover,
+        cluster: cluster(),
+        primary: Some(member("cache-0", 0, Role::Primary)),
+        candidates,
+        config: "ignored: the binding fills it in".into(),
+    }
+}
+
+#[tokio::test]
+async fn decisions_are_recorded_and_the_config_is_the_bound_one() {
+    let settings = PolicySettings {
+        replica_selection: Some(HookSetting {
+            config: r#"{"preferZone":"zone-b"}"#.into(),
+            ..HookSetting::default_for(Hook::ReplicaSelection)
+        }),
+        ..PolicySettings::default()
+    };
+    let policies = WasmPolicies::bind(&runtime(), &settings)
+        .await
+        .expect("bind");
+    let mut in_a = member("cache-1", 1, Role::Replica);
+    in_a.zone = Some("zone-a".into());
+    let mut in_b = member("cache-2", 2, Role::Replica);
+    in_b.zone = Some("zone-b".into());
+    let decided = policies
+        .select_replica(selection(vec![in_a, in_b]))
+        .await
+        .expect("decided");
+    assert_eq!(decided.answer, Selection::Promote("cache-2".into()));
+    let record = &decided.record;
+    assert_eq!(record.hook, Hook::ReplicaSelection);
+    assert_eq!(record.plugin, "builtin:most-caught-up");
+    assert_eq!(record.sha256.len(), 64);
+    assert_eq!(record.answer, r#"{"promote":"cache-2"}"#);
+    assert!(record.fallback_from.is_none());
+    assert!(record.latency > std::time::Duration::ZERO);
+}
+
+#[tokio::test]
+async fn fallback_uses_the_builtin_and_says_why_while_fail_returns_the_error() {
+    let runtime = runtime();
+    // A 4-byte answer bound makes the real builtin fail deterministically (its answer
+    // `cache-1` is 7 bytes); the fallback builtin runs under the default limits.
+    let failing = |failure| PolicySettings {
+        replica_selection: Some(HookSetting {
+            failure,
+            limits: Limits {
+                answer_bytes: 4,
+                ..Limits::default()
+            },
+            ..HookSetting::default_for(Hook::ReplicaSelection)
+        }),
+        ..PolicySettings::default()
+    };
+    let candidates = vec![member("cache-1", 1, Role::Replica)];
+
+    let fail = WasmPolicies::bind(&runtime, &failing(FailurePolicy::Fail))
+        .await
+        .expect("bind");
+    let error = fail
+        .select_replica(selection(candidates.clone()))
+        .await
+        .expect_err("Fail returns the error");
+    assert!(
+        matches!(error, PolicyError::AnswerTooLarge { limit: 4, .. }),
+        "{error}"
+    );
+
+    let fallback = WasmPolicies::bind(&runtime, &failing(FailurePolicy::Fallback))
+        .await
+        .expect("bind");
+    let decided = fallback
+        .select_replica(selection(candidates))
+        .await
+        .expect("the builtin answers");
+    assert_eq!(decided.answer, Selection::Promote("cache-1".into()));
+    let why = decided.record.fallback_from.expect("fallback recorded");
+    assert!(why.contains("exceeds the limit of 4 bytes"), "{why}");
+    assert_eq!(decided.record.plugin, "builtin:most-caught-up");
+}
