@@ -1,5 +1,6 @@
 //! Command-line entry points: one module per subcommand.
 
+pub mod local;
 pub mod policy;
 
 use clap::{Parser, Subcommand};
@@ -14,6 +15,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a replication group of real server processes on loopback.
+    #[command(subcommand)]
+    Local(local::LocalCommand),
     /// Inspect, run and benchmark policy plugins.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -21,6 +25,7 @@ pub enum Command {
 
 /// Runs a parsed command line; errors are printed to stderr and give a non-zero exit.
 pub fn run(cli: Cli) -> ExitCode {
+    init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -31,6 +36,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Policy(cmd) => policy::run(cmd).await,
+            Command::Local(cmd) => local::run(cmd).await,
         }
     });
     match result {
@@ -40,4 +46,19 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default: kvpilot at info), `KVPILOT_LOG_FORMAT=json`
+/// switches to JSON lines.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("kvpilot=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if std::env::var("KVPILOT_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }

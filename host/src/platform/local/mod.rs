@@ -1,4 +1,10 @@
 //! The local platform: real datastore processes on 127.0.0.x, and a primary endpoint.
 
 pub mod forwarder;
+mod group;
 pub mod server;
+
+pub use group::{Layout, LocalPlatform, PARKED, STOP_GRACE};
+mod runner;
+
+pub use runner::{LocalCluster, LocalError, PID_FILE, STATUS_FILE, policy_settings, read_manifest};

@@ -1,0 +1,213 @@
+//! `kvpilot local up|down|status`: run a group of real server processes on loopback.
+
+use crate::decide::Settings;
+use crate::platform::local::{LocalCluster, PID_FILE, STATUS_FILE, read_manifest};
+use crate::status::ClusterStatus;
+use clap::Subcommand;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Subcommand)]
+pub enum LocalCommand {
+    /// Start (or adopt) the group described by a KvCluster manifest and reconcile until Ctrl-C.
+    Up {
+        /// The KvCluster manifest (YAML). Edit it while running to roll the group.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Where members keep their data and state.
+        #[arg(long, default_value = ".kvpilot")]
+        state_dir: PathBuf,
+        /// Address of the primary endpoint (first run only; later runs reuse it).
+        #[arg(long)]
+        endpoint: Option<SocketAddr>,
+    },
+    /// Stop every member of a group and the `local up` that runs it.
+    Down {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        #[arg(long, default_value = ".kvpilot")]
+        state_dir: PathBuf,
+    },
+    /// Show members, roles, offsets, revisions and the last decisions.
+    Status {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        #[arg(long, default_value = ".kvpilot")]
+        state_dir: PathBuf,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(cmd: LocalCommand) -> Result<ExitCode, String> {
+    match cmd {
+        LocalCommand::Up {
+            file,
+            state_dir,
+            endpoint,
+        } => up(&file, &state_dir, endpoint).await,
+        LocalCommand::Down { file, state_dir } => down(&file, &state_dir).await,
+        LocalCommand::Status {
+            file,
+            state_dir,
+            json,
+        } => status(&file, &state_dir, json),
+    }
+}
+
+fn group_dir(file: &Path, state_dir: &Path) -> Result<PathBuf, String> {
+    let manifest = read_manifest(file).map_err(|e| e.to_string())?;
+    Ok(state_dir.join(manifest.metadata.name))
+}
+
+async fn up(
+    file: &Path,
+    state_dir: &Path,
+    endpoint: Option<SocketAddr>,
+) -> Result<ExitCode, String> {
+    let mut cluster = LocalCluster::open(file, state_dir, endpoint, Settings::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let dir = cluster.platform().dir().to_path_buf();
+    let pid_path = dir.join(PID_FILE);
+    std::fs::write(&pid_path, std::process::id().to_string())
+        .map_err(|e| format!("{}: {e}", pid_path.display()))?;
+    println!(
+        "kvpilot local: group {} — primary endpoint {} — state in {} (Ctrl-C or `kvpilot local down -f {}` to stop)",
+        cluster.reconciler.name,
+        cluster.endpoint(),
+        dir.display(),
+        file.display()
+    );
+    cluster
+        .run_until(stop_signal(), Duration::from_secs(1))
+        .await;
+    println!("stopping members…");
+    let _ = std::fs::remove_file(&pid_path);
+    cluster.shutdown().await.map_err(|e| e.to_string())?;
+    println!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C or SIGTERM (what `local down` sends).
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}
+
+async fn down(file: &Path, state_dir: &Path) -> Result<ExitCode, String> {
+    let dir = group_dir(file, state_dir)?;
+    // Ask a running `local up` to stop (it stops the members itself).
+    if let Ok(text) = std::fs::read_to_string(dir.join(PID_FILE))
+        && let Ok(pid) = text.trim().parse::<i32>()
+        && let Some(pid) = rustix::process::Pid::from_raw(pid)
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        for _ in 0..100 {
+            if !dir.join(PID_FILE).exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Members left behind (the runner was killed): stop them directly.
+    let members = dir.join("members");
+    let mut stopped = 0;
+    if let Ok(entries) = std::fs::read_dir(&members) {
+        for entry in entries.flatten() {
+            if let Ok(mut server) = crate::platform::local::server::Server::adopt(&entry.path()) {
+                server
+                    .terminate(crate::platform::local::STOP_GRACE)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                stopped += 1;
+            }
+        }
+    }
+    println!(
+        "group in {} is down ({stopped} leftover members stopped)",
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(file: &Path, state_dir: &Path, json: bool) -> Result<ExitCode, String> {
+    let dir = group_dir(file, state_dir)?;
+    let path = dir.join(STATUS_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "{}: {e} (is `kvpilot local up -f {}` running?)",
+            path.display(),
+            file.display()
+        )
+    })?;
+    if json {
+        println!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status: ClusterStatus =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    print!("{}", render(&status));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The human status table.
+pub fn render(s: &ClusterStatus) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "primary: {}   desired revision: {}",
+        s.primary.as_deref().unwrap_or("-"),
+        s.desired_revision
+    );
+    let _ = writeln!(
+        out,
+        "{:<12} {:<21} {:<8} {:<6} {:<13} {:>12} {:>10}",
+        "MEMBER", "ADDRESS", "ROLE", "READY", "REVISION", "OFFSET", "KEYS"
+    );
+    for m in &s.members {
+        let _ = writeln!(
+            out,
+            "{:<12} {:<21} {:<8} {:<6} {:<13} {:>12} {:>10}",
+            m.name,
+            m.address,
+            m.role,
+            if m.ready { "yes" } else { "no" },
+            m.revision.as_deref().unwrap_or("-"),
+            m.offset,
+            m.keys
+        );
+    }
+    let _ = writeln!(out, "conditions:");
+    for c in &s.conditions {
+        let _ = writeln!(
+            out,
+            "  {:<15} {:<5} {:<12} {}",
+            c.kind, c.status, c.reason, c.message
+        );
+    }
+    let _ = writeln!(out, "last decisions:");
+    for d in s.last_decisions.iter().rev().take(5) {
+        let _ = writeln!(
+            out,
+            "  {:<18} {:<26} {:>6} µs  {}",
+            d.decision.hook.as_str(),
+            d.decision.plugin,
+            d.decision.latency.as_micros(),
+            d.decision.answer
+        );
+    }
+    out
+}

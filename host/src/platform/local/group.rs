@@ -1,0 +1,361 @@
+//! [`LocalPlatform`]: one replication group of real server processes on 127.0.0.x, laid out
+//! under a state directory, with a TCP forwarder as its primary endpoint.
+//!
+//! Everything that matters survives the process that runs it: the members run in their own
+//! sessions and record themselves in `member.json`, and `layout.json` fixes each member's
+//! address. A new `kvpilot local up` adopts what is running and carries on.
+
+use super::forwarder::Forwarder;
+use super::server::{self, Server, ServerSpec};
+use crate::api::KvClusterSpec;
+use crate::platform::{Platform, PlatformError, PlatformMember};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+/// Where a parked member "replicates" from: nothing listens there, so it stays an empty,
+/// read-only replica that refuses to serve syncs until the reconciler repoints it.
+pub const PARKED: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1));
+
+/// How long a member gets to exit on SIGTERM before SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+const LAYOUT_FILE: &str = "layout.json";
+
+/// Fixed addresses of the group, kept across runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    pub name: String,
+    pub endpoint: SocketAddr,
+    /// Member addresses by ordinal.
+    pub members: Vec<SocketAddr>,
+}
+
+impl Layout {
+    /// Reads `dir/layout.json`, or allocates free loopback addresses for `count` members.
+    pub fn load_or_create(
+        dir: &Path,
+        name: &str,
+        endpoint: Option<SocketAddr>,
+        count: usize,
+    ) -> Result<Layout, PlatformError> {
+        let path = dir.join(LAYOUT_FILE);
+        let mut layout = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<Layout>(&bytes)
+                .map_err(|e| err("read layout", format!("{}: {e}", path.display())))?,
+            Err(_) => {
+                let endpoint = match endpoint {
+                    Some(e) => e,
+                    None => server::free_loopback_addr()
+                        .map_err(|e| err("allocate endpoint address", e.to_string()))?,
+                };
+                Layout {
+                    name: name.to_string(),
+                    endpoint,
+                    members: Vec::new(),
+                }
+            }
+        };
+        while layout.members.len() < count {
+            let addr = server::free_loopback_addr()
+                .map_err(|e| err("allocate member address", e.to_string()))?;
+            layout.members.push(addr);
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| err("create state dir", format!("{}: {e}", dir.display())))?;
+        let text =
+            serde_json::to_vec_pretty(&layout).map_err(|e| err("write layout", e.to_string()))?;
+        std::fs::write(&path, text)
+            .map_err(|e| err("write layout", format!("{}: {e}", path.display())))?;
+        Ok(layout)
+    }
+}
+
+/// The local platform for one group.
+pub struct LocalPlatform {
+    dir: PathBuf,
+    layout: Layout,
+    spec: RwLock<Built>,
+    servers: Mutex<HashMap<String, Server>>,
+    forwarder: Forwarder,
+    password: Option<String>,
+}
+
+/// What members are built from, and its digest.
+#[derive(Debug, Clone)]
+struct Built {
+    spec: KvClusterSpec,
+    binary: PathBuf,
+    revision: String,
+}
+
+impl LocalPlatform {
+    /// Lays out (or re-reads) the group under `dir`, binds the endpoint and adopts members
+    /// that are still running. Starts nothing: the reconciler does.
+    pub async fn open(
+        dir: &Path,
+        name: &str,
+        spec: &KvClusterSpec,
+        endpoint: Option<SocketAddr>,
+        password: Option<String>,
+    ) -> Result<LocalPlatform, PlatformError> {
+        let count = spec.replicas as usize + 1;
+        let layout = Layout::load_or_create(dir, name, endpoint, count)?;
+        let forwarder = Forwarder::bind(layout.endpoint)
+            .await
+            .map_err(|e| err("bind the primary endpoint", e.to_string()))?;
+        let built = build(spec)?;
+        Ok(LocalPlatform {
+            dir: dir.to_path_buf(),
+            layout,
+            spec: RwLock::new(built),
+            servers: Mutex::new(HashMap::new()),
+            forwarder,
+            password,
+        })
+    }
+
+    /// The address clients use: the primary endpoint.
+    pub fn endpoint_addr(&self) -> SocketAddr {
+        self.forwarder.local_addr()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Takes a new spec (the file changed). Members are not touched here: a changed revision
+    /// makes them stale and the rollout replaces them one at a time.
+    pub fn update_spec(&self, spec: &KvClusterSpec) -> Result<(), PlatformError> {
+        let built = build(spec)?;
+        let mut current = self.spec.write().map_err(|_| poisoned())?;
+        *current = built;
+        Ok(())
+    }
+
+    fn member_name(&self, ordinal: usize) -> String {
+        format!("{}-{ordinal}", self.layout.name)
+    }
+
+    fn member_dir(&self, name: &str) -> PathBuf {
+        self.dir.join("members").join(name)
+    }
+
+    fn ordinal_of(&self, name: &str) -> Result<usize, PlatformError> {
+        (0..self.layout.members.len())
+            .find(|&i| self.member_name(i) == name)
+            .ok_or_else(|| err("find member", format!("no member named {name}")))
+    }
+
+    /// Stops every member and the endpoint (`local down`, Ctrl-C).
+    pub async fn shutdown(self) -> Result<(), PlatformError> {
+        let names: Vec<String> = (0..self.layout.members.len())
+            .map(|i| self.member_name(i))
+            .collect();
+        let mut first = Ok(());
+        for name in names {
+            if let Err(e) = self.stop(&name).await
+                && first.is_ok()
+            {
+                first = Err(e);
+            }
+        }
+        self.forwarder.shutdown().await;
+        first
+    }
+
+    /// SIGKILLs a member, as a crash would (demo and tests).
+    pub fn kill(&self, name: &str) -> Result<(), PlatformError> {
+        let mut servers = self.servers.lock().map_err(|_| poisoned())?;
+        self.adopt_into(&mut servers, name);
+        match servers.get_mut(name) {
+            Some(s) => s.kill().map_err(|e| err("kill", e.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    async fn stop(&self, name: &str) -> Result<(), PlatformError> {
+        let server = {
+            let mut servers = self.servers.lock().map_err(|_| poisoned())?;
+            self.adopt_into(&mut servers, name);
+            servers.remove(name)
+        };
+        if let Some(mut s) = server {
+            s.terminate(STOP_GRACE)
+                .await
+                .map_err(|e| err("stop member", e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Makes sure `servers` holds `name` if its process runs (adopting it from its state file).
+    fn adopt_into(&self, servers: &mut HashMap<String, Server>, name: &str) {
+        if !servers.contains_key(name)
+            && let Ok(s) = Server::adopt(&self.member_dir(name))
+        {
+            servers.insert(name.to_string(), s);
+        }
+    }
+
+    async fn start_one(
+        &self,
+        name: &str,
+        replica_of: Option<SocketAddr>,
+    ) -> Result<(), PlatformError> {
+        let ordinal = self.ordinal_of(name)?;
+        let addr = self.layout.members[ordinal];
+        let SocketAddr::V4(v4) = addr else {
+            return Err(err(
+                "start member",
+                format!("{addr} is not an IPv4 loopback address"),
+            ));
+        };
+        let built = self.spec.read().map_err(|_| poisoned())?.clone();
+        let server_spec = ServerSpec {
+            binary: built.binary.clone(),
+            bind: *v4.ip(),
+            port: v4.port(),
+            dir: self.member_dir(name),
+            config: built.spec.config.clone(),
+            password: self.password.clone(),
+            replicaof: Some(replica_of.unwrap_or(PARKED)),
+            revision: built.revision.clone(),
+        };
+        let server = Server::start(&server_spec)
+            .await
+            .map_err(|e| err("start member", format!("{name}: {e}")))?;
+        self.servers
+            .lock()
+            .map_err(|_| poisoned())?
+            .insert(name.to_string(), server);
+        Ok(())
+    }
+}
+
+impl Platform for LocalPlatform {
+    async fn members(&self) -> Result<Vec<PlatformMember>, PlatformError> {
+        let count = self.spec.read().map_err(|_| poisoned())?.spec.replicas as usize + 1;
+        let mut servers = self.servers.lock().map_err(|_| poisoned())?;
+        let mut out = Vec::with_capacity(count);
+        for (ordinal, addr) in self.layout.members.iter().enumerate().take(count) {
+            let name = self.member_name(ordinal);
+            self.adopt_into(&mut servers, &name);
+            let (running, revision) = match servers.get_mut(&name) {
+                Some(s) => {
+                    let alive = s.is_alive();
+                    (alive, alive.then(|| s.state().revision.clone()))
+                }
+                None => (false, None),
+            };
+            out.push(PlatformMember {
+                name,
+                shard: 0,
+                ordinal: u32::try_from(ordinal).unwrap_or(u32::MAX),
+                addr: *addr,
+                revision,
+                running,
+                zone: None,
+                node: None,
+            });
+        }
+        Ok(out)
+    }
+
+    fn desired_revision(&self) -> String {
+        self.spec
+            .read()
+            .map(|b| b.revision.clone())
+            .unwrap_or_default()
+    }
+
+    fn endpoint(&self) -> Option<SocketAddr> {
+        self.forwarder.target()
+    }
+
+    async fn start(
+        &self,
+        members: &[String],
+        replica_of: Option<SocketAddr>,
+    ) -> Result<(), PlatformError> {
+        let results =
+            futures::future::join_all(members.iter().map(|m| self.start_one(m, replica_of))).await;
+        results.into_iter().collect()
+    }
+
+    async fn restart(
+        &self,
+        member: &str,
+        replica_of: Option<SocketAddr>,
+    ) -> Result<(), PlatformError> {
+        self.stop(member).await?;
+        self.start_one(member, replica_of).await
+    }
+
+    async fn point_endpoint(&self, primary: SocketAddr) -> Result<(), PlatformError> {
+        self.forwarder.set_target(Some(primary));
+        Ok(())
+    }
+}
+
+/// Resolves the server binary and computes the desired revision: a digest of everything a
+/// member is built from (engine, binary and its version, declared version, config).
+fn build(spec: &KvClusterSpec) -> Result<Built, PlatformError> {
+    let binary = PathBuf::from(spec.engine.image.clone().unwrap_or_else(|| {
+        match spec.engine.kind {
+            kvpilot_sdk::Engine::Valkey => "valkey-server",
+            kvpilot_sdk::Engine::Redis => "redis-server",
+            kvpilot_sdk::Engine::Dragonfly => "dragonfly",
+        }
+        .to_string()
+    }));
+    let version = binary_version(&binary)?;
+    let mut h = Sha256::new();
+    h.update(format!("{:?}\0", spec.engine.kind));
+    h.update(binary.display().to_string());
+    h.update("\0");
+    h.update(&version);
+    h.update("\0");
+    h.update(spec.engine.version.as_deref().unwrap_or(""));
+    for (k, v) in &spec.config {
+        h.update(format!("\0{k}={v}"));
+    }
+    let revision = hex::encode(&h.finalize()[..6]);
+    Ok(Built {
+        spec: spec.clone(),
+        binary,
+        revision,
+    })
+}
+
+/// `BINARY --version`, so that upgrading the installed server makes members stale.
+fn binary_version(binary: &Path) -> Result<String, PlatformError> {
+    let out = std::process::Command::new(binary).arg("--version").output().map_err(|e| {
+        err(
+            "find the server binary",
+            format!(
+                "cannot run {}: {e}. Install it, e.g. `apt-get install valkey-server` (Debian bookworm-backports) or `apt-get install redis-server`",
+                binary.display()
+            ),
+        )
+    })?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn err(action: &str, message: String) -> PlatformError {
+    PlatformError {
+        platform: "local",
+        action: action.to_string(),
+        message,
+    }
+}
+
+fn poisoned() -> PlatformError {
+    err(
+        "lock",
+        "a previous panic poisoned the platform state".to_string(),
+    )
+}
