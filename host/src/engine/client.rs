@@ -235,7 +235,7 @@ impl Client {
         EngineError::Reply {
             addr: self.addr.to_string(),
             command: command.to_string(),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -362,7 +362,7 @@ impl Client {
             addr: self.addr.to_string(),
             command: command.to_string(),
             target: target.to_string(),
-            detail,
+            detail: detail.into(),
         };
         loop {
             sleep(HANDOVER_POLL_INTERVAL).await;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::info::ParseError;
 
-/// A failure talking to one member. Every variant carries the member address (`addr`) and the
+/// A failure talking to one member (kept at most 96 bytes so callers can wrap it). Every variant carries the member address (`addr`) and the
 /// command (`command`, with secrets redacted) so a status line or log says exactly what failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -47,9 +47,9 @@ pub enum EngineError {
         addr: String,
         /// The command, secrets redacted.
         command: String,
-        /// Which field did not parse.
+        /// Which field did not parse (boxed to keep the error small).
         #[source]
-        source: ParseError,
+        source: Box<ParseError>,
     },
     /// A graceful handover was sent but did not complete; it was aborted where the dialect
     /// allows, and the old primary is still primary (or in an unknown state if `detail` says so).
@@ -61,8 +61,9 @@ pub enum EngineError {
         command: String,
         /// Intended new primary.
         target: String,
-        /// What was observed, and whether `FAILOVER ABORT` was sent.
-        detail: String,
+        /// What was observed, and whether `FAILOVER ABORT` was sent (boxed to keep the
+        /// error small).
+        detail: Box<str>,
     },
     /// The dialect has no such command (e.g. `FAILOVER` on Dragonfly).
     #[error("{addr}: `{command}` is not supported by the {dialect} dialect")]
@@ -113,4 +114,13 @@ impl EngineError {
 
 fn is_server_answer(e: &redis::RedisError) -> bool {
     e.code().is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stays_small_enough_to_wrap() {
+        // Callers embed it in their own error enums; clippy's large-error limit is 128 bytes.
+        assert!(size_of::<super::EngineError>() <= 96);
+    }
 }

@@ -1,0 +1,7 @@
+//! The engine boundary against real `valkey-server` processes.
+
+mod support;
+
+use kvpilot::engine::{Dialect, ServerKind};
+
+engine_tests!("valkey-server", Dialect::Valkey, ServerKind::Valkey);
