@@ -88,14 +88,22 @@ pub async fn act<P: Platform>(
             let timeout = Duration::from_secs(u64::from(spec.rollout.handover_timeout_seconds));
             let old = ctx.client(from).await?;
             let new = ctx.client(to).await?;
+            if old.dialect().handover_style() == engine::HandoverStyle::FailoverOnPrimary {
+                engine::ack::wait_for_ack_window(&old, &engine::HostPort::from(ctx.addr(to)?))
+                    .await
+                    .map_err(|e| engine_err(from, e))?;
+            }
+            let started = std::time::Instant::now();
             engine::handover(&old, &new, timeout)
                 .await
                 .map_err(|e| engine_err(from, e))?;
+            let handed = started.elapsed();
             ctx.confirm(from, to).await?;
             // The endpoint moves before the fence so that clients the fence disconnects
             // reconnect straight to the new primary.
             platform.point_endpoint(ctx.addr(to)?).await?;
             ctx.fence(std::slice::from_ref(from)).await?;
+            tracing::info!(%from, %to, handover_ms = handed.as_millis() as u64, total_ms = started.elapsed().as_millis() as u64, "handover done");
         }
     }
     Ok(())

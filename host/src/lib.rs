@@ -7,6 +7,7 @@ pub mod act;
 pub mod api;
 pub mod cli;
 pub mod decide;
+pub mod demo;
 pub mod engine;
 pub mod observe;
 pub mod platform;

@@ -1,5 +1,6 @@
 //! Command-line entry points: one module per subcommand.
 
+pub mod demo;
 pub mod local;
 pub mod policy;
 
@@ -7,7 +8,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "kvpilot", version, about = "Redis-protocol datastores with WebAssembly policies")]
+#[command(
+    name = "kvpilot",
+    version,
+    about = "Redis-protocol datastores with WebAssembly policies"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -15,6 +20,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the demo: rollouts and failovers under writes on a local group.
+    Demo(demo::DemoArgs),
     /// Run a replication group of real server processes on loopback.
     #[command(subcommand)]
     Local(local::LocalCommand),
@@ -26,7 +33,10 @@ pub enum Command {
 /// Runs a parsed command line; errors are printed to stderr and give a non-zero exit.
 pub fn run(cli: Cli) -> ExitCode {
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -37,6 +47,7 @@ pub fn run(cli: Cli) -> ExitCode {
         match cli.command {
             Command::Policy(cmd) => policy::run(cmd).await,
             Command::Local(cmd) => local::run(cmd).await,
+            Command::Demo(args) => demo::run(args).await,
         }
     });
     match result {

@@ -28,7 +28,14 @@ pub(super) fn member(
     let link_up = match (report, primary) {
         (Some(_), _) if is_primary => true,
         // A replica is only "linked" when it follows the current primary, not a former one.
-        (Some(r), Some(p)) => r.link_up && r.following == Some(p.addr),
+        // ...and when the primary lists it as online (FAILOVER refuses any other).
+        (Some(r), Some(p)) => {
+            r.link_up
+                && r.following == Some(p.addr)
+                && p.report
+                    .as_ref()
+                    .is_some_and(|pr| pr.online_replicas.contains(&m.addr))
+        }
         (Some(r), None) => r.link_up,
         (None, _) => false,
     };

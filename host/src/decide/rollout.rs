@@ -24,16 +24,19 @@ pub(super) async fn next<P: Policies>(
         .iter()
         .map(|m| members::member(m, Some(primary), &obs.desired_revision))
         .collect();
-    let settled = view
-        .iter()
-        .all(|m| m.name == primary.name || m.in_sync(max_lag));
     if view.iter().all(|m| m.on_desired_revision) {
-        let after = if settled {
-            s.steady_interval
-        } else {
-            s.probe_interval
-        };
-        plan.requeue_after = after;
+        if let Some(m) = view
+            .iter()
+            .find(|m| m.name != primary.name && !m.in_sync(max_lag))
+        {
+            // Not Ready until every replica is proven in sync (safety rule 5).
+            return plan.wait(
+                Blocker::InProgress,
+                format!("waiting for {} to sync with {}", m.name, primary.name),
+                s.probe_interval,
+            );
+        }
+        plan.requeue_after = s.steady_interval;
         return plan;
     }
     plan.rolling = true;

@@ -102,6 +102,7 @@ fn primary(ordinal: u32, keys: u64, offset: u64) -> ObservedMember {
             link_up: true,
             offset,
             keys,
+            online_replicas: (0..5).map(addr).collect(),
             ..Default::default()
         }),
     }

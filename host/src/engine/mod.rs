@@ -6,6 +6,7 @@
 //!   the other methods act (`REPLICAOF`, `FAILOVER`, `CLIENT KILL`, `CONFIG SET`, ...).
 //! - [`EngineError`]: the one error type of this boundary.
 
+pub mod ack;
 mod client;
 mod dialect;
 mod error;

@@ -112,6 +112,13 @@ fn replication(r: &MemberReport) -> Replication {
         loading: r.persistence.loading || r.persistence.async_loading || r.keys.is_none(),
         offset: r.offset().unwrap_or(0),
         keys: r.keys.unwrap_or(0),
+        online_replicas: r
+            .replication
+            .replicas
+            .iter()
+            .filter(|e| e.online())
+            .filter_map(|e| format!("{}:{}", e.ip, e.port).parse().ok())
+            .collect(),
         failover_in_progress: r
             .replication
             .failover_state

@@ -56,6 +56,8 @@ pub struct Replication {
     pub offset: u64,
     /// `DBSIZE`.
     pub keys: u64,
+    /// Primaries: the replicas it lists as `online` (FAILOVER only accepts those).
+    pub online_replicas: Vec<SocketAddr>,
     /// A `FAILOVER` is under way on this member (`master_failover_state` is not `no-failover`).
     pub failover_in_progress: bool,
 }

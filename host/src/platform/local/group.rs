@@ -178,6 +178,27 @@ impl LocalPlatform {
         }
     }
 
+    /// Waits (bounded) until a killed member's process is gone.
+    pub async fn wait_stopped(&self, name: &str, limit: Duration) -> Result<(), PlatformError> {
+        let started = std::time::Instant::now();
+        loop {
+            let alive = {
+                let mut servers = self.servers.lock().map_err(|_| poisoned())?;
+                servers.get_mut(name).is_some_and(|s| s.is_alive())
+            };
+            if !alive {
+                return Ok(());
+            }
+            if started.elapsed() > limit {
+                return Err(err(
+                    "wait for stop",
+                    format!("{name} still runs after {limit:?}"),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     async fn stop(&self, name: &str) -> Result<(), PlatformError> {
         let server = {
             let mut servers = self.servers.lock().map_err(|_| poisoned())?;
@@ -194,6 +215,10 @@ impl LocalPlatform {
 
     /// Makes sure `servers` holds `name` if its process runs (adopting it from its state file).
     fn adopt_into(&self, servers: &mut HashMap<String, Server>, name: &str) {
+        // A dead entry may have been replaced by a process someone else started.
+        if servers.get_mut(name).is_some_and(|s| !s.is_alive()) {
+            servers.remove(name);
+        }
         if !servers.contains_key(name)
             && let Ok(s) = Server::adopt(&self.member_dir(name))
         {
@@ -220,7 +245,7 @@ impl LocalPlatform {
             bind: *v4.ip(),
             port: v4.port(),
             dir: self.member_dir(name),
-            config: built.spec.config.clone(),
+            config: member_config(&built.spec),
             password: self.password.clone(),
             replicaof: Some(replica_of.unwrap_or(PARKED)),
             revision: built.revision.clone(),
@@ -299,6 +324,22 @@ impl Platform for LocalPlatform {
         self.forwarder.set_target(Some(primary));
         Ok(())
     }
+}
+
+/// Settings every local member gets unless the spec overrides them: start full syncs at
+/// once instead of after Valkey's 5 s batching delay, and delete the RDB a replica receives
+/// during a full sync when persistence is off, so a member that restarts comes back empty
+/// instead of loading a stale copy that could pass for data.
+fn member_config(spec: &KvClusterSpec) -> std::collections::BTreeMap<String, String> {
+    let mut config: std::collections::BTreeMap<String, String> = [
+        ("repl-diskless-sync-delay", "0"),
+        ("rdb-del-sync-files", "yes"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    config.extend(spec.config.clone());
+    config
 }
 
 /// Resolves the server binary and computes the desired revision: a digest of everything a

@@ -7,10 +7,12 @@ use crate::api::{KvClusterManifest, KvClusterSpec, PoliciesSpec};
 use crate::decide::Settings;
 use crate::engine::Dialect;
 use crate::observe::Clients;
+use crate::platform::Platform;
 use crate::policy::{
     Hook, HookSetting, Limits, PolicyError, PolicyRuntime, PolicySettings, WasmPolicies,
 };
 use crate::reconcile::{Outcome, Reconciler, now_ms};
+use crate::status::ClusterStatus;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -91,6 +93,7 @@ pub struct LocalCluster {
     policies: Result<WasmPolicies, PolicyError>,
     bound_policies: PoliciesSpec,
     pub reconciler: Reconciler<LocalPlatform>,
+    status_tx: tokio::sync::watch::Sender<ClusterStatus>,
 }
 
 impl LocalCluster {
@@ -139,6 +142,7 @@ impl LocalCluster {
             runtime,
             policies,
             reconciler,
+            status_tx: tokio::sync::watch::Sender::new(ClusterStatus::default()),
         })
     }
 
@@ -209,7 +213,30 @@ impl LocalCluster {
             }
         };
         self.write_status();
+        self.status_tx.send_replace(self.reconciler.status.clone());
         outcome
+    }
+
+    /// The status after every reconcile.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<ClusterStatus> {
+        self.status_tx.subscribe()
+    }
+
+    /// SIGKILLs a member, as a crash would.
+    pub fn kill(&self, member: &str) -> Result<(), LocalError> {
+        Ok(self.reconciler.platform.kill(member)?)
+    }
+
+    /// SIGKILLs a member and starts it again at once without asking the reconciler, as a
+    /// kubelet restarting a crashed container would: it comes back empty and parked.
+    pub async fn crash_and_restart(&self, member: &str) -> Result<(), LocalError> {
+        let platform = &self.reconciler.platform;
+        platform.kill(member)?;
+        platform
+            .wait_stopped(member, Duration::from_secs(5))
+            .await?;
+        platform.start(&[member.to_string()], None).await?;
+        Ok(())
     }
 
     fn write_status(&self) {

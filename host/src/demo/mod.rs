@@ -1,0 +1,434 @@
+//! `kvpilot demo`: a three-member group on loopback, a writer through the primary endpoint,
+//! and three disruptions in one run — (a) a proactive rolling restart after a config change,
+//! (b) the reactive baseline: the primary crashes and restarts with no handover, (c) the
+//! primary is SIGKILLed and stays down. Every acknowledged key is checked at the end.
+
+pub mod verify;
+pub mod writer;
+
+use crate::decide::Settings;
+use crate::platform::local::LocalCluster;
+use crate::status::ClusterStatus;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, watch};
+use writer::{Writer, max_gap};
+
+/// Longest the demo waits for any one phase to settle.
+const PHASE_LIMIT: Duration = Duration::from_secs(60);
+/// Writes before and after each disruption, so gaps are measured on a steady stream.
+const STEADY: Duration = Duration::from_millis(1500);
+
+/// The demo's error: which phase failed and why.
+#[derive(Debug, thiserror::Error)]
+#[error("demo: {phase}: {message}")]
+pub struct DemoError {
+    pub phase: &'static str,
+    pub message: String,
+}
+
+fn fail(phase: &'static str, message: impl ToString) -> DemoError {
+    DemoError {
+        phase,
+        message: message.to_string(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseReport {
+    pub acked_writes: usize,
+    pub lost_acked_writes: usize,
+    pub max_write_gap_ms: u64,
+    pub rollout_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailoverReport {
+    pub detect_and_promote_ms: u64,
+    pub lost_acked_writes: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub engine: String,
+    pub proactive: PhaseReport,
+    pub reactive: PhaseReport,
+    pub failover: FailoverReport,
+}
+
+/// The server binary for `engine`, or what to install.
+pub fn find_engine(engine: kvpilot_sdk::Engine) -> Result<PathBuf, String> {
+    let (binary, install) = match engine {
+        kvpilot_sdk::Engine::Valkey => (
+            "valkey-server",
+            "apt-get install -t bookworm-backports valkey-server (Debian 12; add the bookworm-backports suite first), or run with --engine redis",
+        ),
+        kvpilot_sdk::Engine::Redis => ("redis-server", "apt-get install redis-server"),
+        kvpilot_sdk::Engine::Dragonfly => {
+            return Err("the demo runs Valkey or Redis; Dragonfly support is experimental".into());
+        }
+    };
+    which(binary)
+        .ok_or_else(|| format!("{binary} was not found on PATH: install it with `{install}`"))
+}
+
+fn which(binary: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(binary))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The manifest the demo runs; `hz` is what the proactive phase changes.
+fn manifest(engine: kvpilot_sdk::Engine, hz: u32) -> String {
+    let kind = match engine {
+        kvpilot_sdk::Engine::Redis => "redis",
+        _ => "valkey",
+    };
+    format!(
+        "apiVersion: kvpilot.dev/v1alpha1\nkind: KvCluster\nmetadata:\n  name: demo\nspec:\n  engine:\n    kind: {kind}\n  replicas: 2\n  config:\n    hz: \"{hz}\"\n  rollout:\n    handoverTimeoutSeconds: 5\n"
+    )
+}
+
+/// Runs the demo in `work` (created, and removed afterwards unless `keep`).
+pub async fn run(
+    engine: kvpilot_sdk::Engine,
+    work: &Path,
+    progress: impl Fn(&str),
+) -> Result<Report, DemoError> {
+    find_engine(engine).map_err(|e| fail("setup", e))?;
+    std::fs::create_dir_all(work).map_err(|e| fail("setup", format!("{}: {e}", work.display())))?;
+    let spec_path = work.join("demo.yaml");
+    std::fs::write(&spec_path, manifest(engine, 10)).map_err(|e| fail("setup", e))?;
+    let settings = Settings {
+        probe_interval: Duration::from_millis(100),
+        steady_interval: Duration::from_millis(500),
+        ..Settings::default()
+    };
+    let cluster = LocalCluster::open(&spec_path, &work.join("state"), None, settings)
+        .await
+        .map_err(|e| fail("setup", e))?;
+    let endpoint = cluster.endpoint();
+    let mut status = cluster.subscribe();
+    let cluster = Arc::new(Mutex::new(cluster));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let loop_task = tokio::spawn(reconcile_loop(cluster.clone(), stop_rx));
+
+    let result = scenario(
+        engine,
+        &spec_path,
+        endpoint,
+        &cluster,
+        &mut status,
+        &progress,
+    )
+    .await;
+
+    let _ = stop_tx.send(true);
+    let _ = loop_task.await;
+    let cluster = Arc::try_unwrap(cluster)
+        .map_err(|_| fail("teardown", "the reconcile loop still holds the cluster"))?
+        .into_inner();
+    let down = cluster.shutdown().await;
+    let report = result?;
+    down.map_err(|e| fail("teardown", e))?;
+    Ok(report)
+}
+
+/// Reconciles until told to stop; each step holds the lock only while it runs.
+async fn reconcile_loop(cluster: Arc<Mutex<LocalCluster>>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let sleep = {
+            let mut c = cluster.lock().await;
+            c.step()
+                .await
+                .plan
+                .requeue_after
+                .min(Duration::from_millis(500))
+        };
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+async fn scenario(
+    engine: kvpilot_sdk::Engine,
+    spec_path: &Path,
+    endpoint: SocketAddr,
+    cluster: &Arc<Mutex<LocalCluster>>,
+    status: &mut watch::Receiver<ClusterStatus>,
+    progress: &impl Fn(&str),
+) -> Result<Report, DemoError> {
+    progress("starting a three-member group");
+    let boot = settled(status, None, "bootstrap").await?;
+    let writer = Writer::start(endpoint, "demo", Duration::from_secs(600));
+    tokio::time::sleep(STEADY).await;
+    if writer.acked().await == 0 {
+        return Err(fail(
+            "bootstrap",
+            "the writer got no acknowledgement through the endpoint",
+        ));
+    }
+
+    // (a) proactive: a config change rolls the group, handing the primary over gracefully.
+    progress("(a) proactive rolling restart after a config change");
+    let a_start = Instant::now();
+    std::fs::write(spec_path, manifest(engine, 11)).map_err(|e| fail("proactive", e))?;
+    let rolled = settled(status, Some(&boot.desired_revision), "proactive").await?;
+    let a_done = Instant::now();
+    tokio::time::sleep(STEADY).await;
+    let a_end = Instant::now();
+
+    // (b) reactive baseline: the primary crashes and comes straight back, empty, with no
+    // handover; detection and failover are left to the reconciler.
+    progress("(b) reactive baseline: the primary crashes and restarts without a handover");
+    let primary = rolled
+        .primary
+        .clone()
+        .ok_or_else(|| fail("reactive", "no primary"))?;
+    let b_start = Instant::now();
+    cluster
+        .lock()
+        .await
+        .crash_and_restart(&primary)
+        .await
+        .map_err(|e| fail("reactive", e))?;
+    let healed = settled_with_new_primary(status, &primary, "reactive").await?;
+    let b_done = Instant::now();
+    tokio::time::sleep(STEADY).await;
+    let b_end = Instant::now();
+
+    // (c) failover: the primary is SIGKILLed and stays down until the reconciler brings it
+    // back as a replica.
+    progress("(c) the primary is SIGKILLed and not restarted");
+    let victim = healed
+        .primary
+        .clone()
+        .ok_or_else(|| fail("failover", "no primary"))?;
+    let survivors: Vec<SocketAddr> = healed
+        .members
+        .iter()
+        .filter(|m| m.name != victim)
+        .filter_map(|m| m.address.parse().ok())
+        .collect();
+    let c_start = Instant::now();
+    cluster
+        .lock()
+        .await
+        .kill(&victim)
+        .map_err(|e| fail("failover", e))?;
+    let promoted_after = wait_for_promotion(&survivors, c_start).await?;
+    settled_with_new_primary(status, &victim, "failover").await?;
+    tokio::time::sleep(STEADY).await;
+    let c_end = Instant::now();
+
+    let log = writer.stop().await;
+    let final_status = status.borrow().clone();
+    let final_primary = final_status
+        .primary
+        .as_ref()
+        .and_then(|p| final_status.members.iter().find(|m| &m.name == p))
+        .and_then(|m| m.address.parse::<SocketAddr>().ok())
+        .ok_or_else(|| fail("verify", "no primary at the end"))?;
+    progress("checking every acknowledged write on the final primary");
+    if std::env::var_os("KVPILOT_DEMO_DEBUG").is_some() {
+        for m in &final_status.members {
+            progress(&format!("{m:?}"));
+        }
+        progress(&format!(
+            "acked {} first {:?} last {:?}",
+            log.acks.len(),
+            log.acks.first().map(|a| a.seq),
+            log.acks.last().map(|a| a.seq)
+        ));
+    }
+    let seqs: Vec<u64> = log.acks.iter().map(|a| a.seq).collect();
+    let lost = verify::missing(final_primary, "demo", &seqs)
+        .await
+        .map_err(|e| fail("verify", e))?;
+    let lost_between = |from: Instant, to: Instant| {
+        log.acks
+            .iter()
+            .filter(|a| a.at >= from && a.at < to && lost.binary_search(&a.seq).is_ok())
+            .count()
+    };
+    let acked_between = |from: Instant, to: Instant| {
+        log.acks
+            .iter()
+            .filter(|a| a.at >= from && a.at < to)
+            .count()
+    };
+    let phase = |from: Instant, done: Instant, to: Instant| PhaseReport {
+        acked_writes: acked_between(from, to),
+        lost_acked_writes: lost_between(from, to),
+        max_write_gap_ms: ms(max_gap(&log.acks, from, to)),
+        rollout_seconds: (done - from).as_secs_f64(),
+    };
+    let first_ack = log.acks.first().map(|a| a.at).unwrap_or(a_start);
+    Ok(Report {
+        engine: engine_name(engine).to_string(),
+        // Writes before the change count with the proactive phase: all of them must survive.
+        proactive: PhaseReport {
+            acked_writes: acked_between(first_ack, a_end),
+            lost_acked_writes: lost_between(first_ack, a_end),
+            ..phase(a_start, a_done, a_end)
+        },
+        reactive: phase(b_start, b_done, b_end),
+        failover: FailoverReport {
+            detect_and_promote_ms: ms(promoted_after),
+            lost_acked_writes: lost_between(c_start, c_end),
+        },
+    })
+}
+
+fn engine_name(engine: kvpilot_sdk::Engine) -> &'static str {
+    match engine {
+        kvpilot_sdk::Engine::Valkey => "valkey",
+        kvpilot_sdk::Engine::Redis => "redis",
+        kvpilot_sdk::Engine::Dragonfly => "dragonfly",
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Waits until the group is Ready on a revision other than `old_revision` (when given).
+async fn settled(
+    status: &mut watch::Receiver<ClusterStatus>,
+    old_revision: Option<&str>,
+    phase: &'static str,
+) -> Result<ClusterStatus, DemoError> {
+    wait_status(status, phase, |s| {
+        ready(s)
+            && old_revision.is_none_or(|old| s.desired_revision != old)
+            && s.members
+                .iter()
+                .all(|m| m.revision.as_deref() == Some(s.desired_revision.as_str()))
+    })
+    .await
+}
+
+/// Waits until the group is Ready with a primary other than `old`.
+async fn settled_with_new_primary(
+    status: &mut watch::Receiver<ClusterStatus>,
+    old: &str,
+    phase: &'static str,
+) -> Result<ClusterStatus, DemoError> {
+    wait_status(status, phase, |s| {
+        ready(s) && s.primary.as_deref().is_some_and(|p| p != old)
+    })
+    .await
+}
+
+fn ready(s: &ClusterStatus) -> bool {
+    s.condition("Ready").is_some_and(|c| c.status)
+}
+
+async fn wait_status(
+    status: &mut watch::Receiver<ClusterStatus>,
+    phase: &'static str,
+    done: impl Fn(&ClusterStatus) -> bool,
+) -> Result<ClusterStatus, DemoError> {
+    let waited = tokio::time::timeout(PHASE_LIMIT, async {
+        status.wait_for(|s| done(s)).await.map(|s| s.clone())
+    })
+    .await;
+    match waited {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(_)) => Err(fail(phase, "the reconciler stopped")),
+        Err(_) => {
+            let s = status.borrow().clone();
+            let why = s
+                .conditions
+                .iter()
+                .filter(|c| c.status && c.kind != "Ready")
+                .map(|c| format!("{}: {}", c.kind, c.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+            Err(fail(
+                phase,
+                format!("not settled after {PHASE_LIMIT:?} ({why})"),
+            ))
+        }
+    }
+}
+
+/// Polls the surviving members until one answers as primary; returns the time since `since`.
+async fn wait_for_promotion(
+    survivors: &[SocketAddr],
+    since: Instant,
+) -> Result<Duration, DemoError> {
+    let clients: Vec<redis::Client> = survivors
+        .iter()
+        .filter_map(|a| redis::Client::open(format!("redis://{a}/")).ok())
+        .collect();
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(200)))
+        .set_response_timeout(Some(Duration::from_millis(200)));
+    let mut conns = Vec::new();
+    for c in &clients {
+        if let Ok(conn) = c
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+        {
+            conns.push(conn);
+        }
+    }
+    while since.elapsed() < PHASE_LIMIT {
+        for conn in conns.iter_mut() {
+            let info: Result<String, _> = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(conn)
+                .await;
+            if info.is_ok_and(|t| t.contains("role:master")) {
+                return Ok(since.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Err(fail(
+        "failover",
+        format!("no survivor was promoted within {PHASE_LIMIT:?}"),
+    ))
+}
+
+impl Report {
+    /// The short table the demo prints.
+    pub fn table(&self) -> String {
+        format!(
+            "engine: {}\n\
+             {:<28} {:>12} {:>10} {:>14} {:>10}\n\
+             {:<28} {:>12} {:>10} {:>14} {:>10.2}\n\
+             {:<28} {:>12} {:>10} {:>14} {:>10.2}\n\
+             {:<28} {:>12} {:>10} {:>14} {:>10}\n",
+            self.engine,
+            "phase",
+            "acked",
+            "lost",
+            "max gap (ms)",
+            "took (s)",
+            "(a) proactive rollout",
+            self.proactive.acked_writes,
+            self.proactive.lost_acked_writes,
+            self.proactive.max_write_gap_ms,
+            self.proactive.rollout_seconds,
+            "(b) reactive restart",
+            self.reactive.acked_writes,
+            self.reactive.lost_acked_writes,
+            self.reactive.max_write_gap_ms,
+            self.reactive.rollout_seconds,
+            "(c) failover after SIGKILL",
+            "-",
+            self.failover.lost_acked_writes,
+            format!("promote {}", self.failover.detect_and_promote_ms),
+            "-",
+        )
+    }
+}

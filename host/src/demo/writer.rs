@@ -1,0 +1,205 @@
+//! A client that writes sequential keys through the primary endpoint and remembers every
+//! acknowledged one, to count lost writes and measure write gaps.
+//!
+//! It speaks raw RESP over one TCP connection so that nothing (pooling, retries inside a
+//! client library) hides what the server acknowledged and when.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+use tokio::time::timeout;
+
+/// Longest wait for one acknowledgement; past it the connection is dropped and rebuilt.
+const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause after a failed write or connect, so a dead endpoint is not spun on.
+const RETRY_PAUSE: Duration = Duration::from_millis(5);
+
+/// One acknowledged write.
+#[derive(Debug, Clone, Copy)]
+pub struct Ack {
+    pub seq: u64,
+    pub at: Instant,
+}
+
+/// What the writer saw.
+#[derive(Debug, Default)]
+pub struct Log {
+    pub acks: Vec<Ack>,
+    pub errors: u64,
+    /// The last error text (for the report when nothing is acknowledged).
+    pub last_error: Option<String>,
+}
+
+/// A running writer; stop it with [`Writer::stop`].
+pub struct Writer {
+    prefix: String,
+    log: Arc<Mutex<Log>>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    /// Starts writing `PREFIX:SEQ = SEQ` to `endpoint`, one write at a time, as fast as the
+    /// server acknowledges, for at most `limit` (a bound in case nobody stops it).
+    pub fn start(endpoint: SocketAddr, prefix: &str, limit: Duration) -> Writer {
+        let log = Arc::new(Mutex::new(Log::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(write_loop(
+            endpoint,
+            prefix.to_string(),
+            log.clone(),
+            stop.clone(),
+            limit,
+        ));
+        Writer {
+            prefix: prefix.to_string(),
+            log,
+            stop,
+            task,
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Acknowledged writes so far.
+    pub async fn acked(&self) -> usize {
+        self.log.lock().await.acks.len()
+    }
+
+    /// Stops the writer and returns its log.
+    pub async fn stop(self) -> Log {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.task.await;
+        let mut log = self.log.lock().await;
+        std::mem::take(&mut *log)
+    }
+}
+
+async fn write_loop(
+    endpoint: SocketAddr,
+    prefix: String,
+    log: Arc<Mutex<Log>>,
+    stop: Arc<AtomicBool>,
+    limit: Duration,
+) {
+    let started = Instant::now();
+    let mut seq: u64 = 0;
+    let mut conn: Option<BufReader<TcpStream>> = None;
+    while !stop.load(Ordering::SeqCst) && started.elapsed() < limit {
+        if conn.is_none() {
+            match timeout(ACK_TIMEOUT, TcpStream::connect(endpoint)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    conn = Some(BufReader::new(stream));
+                }
+                Ok(Err(e)) => {
+                    note_error(&log, format!("connect: {e}")).await;
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    continue;
+                }
+                Err(_) => {
+                    note_error(&log, "connect timed out".into()).await;
+                    continue;
+                }
+            }
+        }
+        let Some(stream) = conn.as_mut() else {
+            continue;
+        };
+        let key = format!("{prefix}:{seq}");
+        let value = seq.to_string();
+        match timeout(ACK_TIMEOUT, set(stream, &key, &value)).await {
+            Ok(Ok(())) => {
+                log.lock().await.acks.push(Ack {
+                    seq,
+                    at: Instant::now(),
+                });
+                seq += 1;
+            }
+            Ok(Err(e)) => {
+                // A -READONLY or a reset: this write is not acknowledged; retry the same key
+                // on a fresh connection (which the endpoint sends to the current primary).
+                note_error(&log, e).await;
+                conn = None;
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            Err(_) => {
+                note_error(&log, "no acknowledgement in time".into()).await;
+                conn = None;
+            }
+        }
+    }
+}
+
+async fn note_error(log: &Mutex<Log>, e: String) {
+    let mut log = log.lock().await;
+    log.errors += 1;
+    log.last_error = Some(e);
+}
+
+/// `SET key value` and wait for `+OK`.
+async fn set(stream: &mut BufReader<TcpStream>, key: &str, value: &str) -> Result<(), String> {
+    let frame = format!(
+        "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{value}\r\n",
+        key.len(),
+        value.len()
+    );
+    stream
+        .get_mut()
+        .write_all(frame.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut line = String::new();
+    let n = stream
+        .read_line(&mut line)
+        .await
+        .map_err(|e| format!("read: {e}"))?;
+    if n == 0 {
+        return Err("connection closed".into());
+    }
+    if line.starts_with("+OK") {
+        Ok(())
+    } else {
+        Err(line.trim_end().to_string())
+    }
+}
+
+/// The longest time without an acknowledgement inside `[from, to]`, counting the edges.
+pub fn max_gap(acks: &[Ack], from: Instant, to: Instant) -> Duration {
+    let mut last = from;
+    let mut worst = Duration::ZERO;
+    for a in acks.iter().filter(|a| a.at >= from && a.at <= to) {
+        worst = worst.max(a.at - last);
+        last = a.at;
+    }
+    worst.max(to.saturating_duration_since(last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_gap_counts_the_longest_silence_including_edges() {
+        let t0 = Instant::now();
+        let at = |ms| Ack {
+            seq: 0,
+            at: t0 + Duration::from_millis(ms),
+        };
+        let acks = [at(10), at(20), at(250), at(260)];
+        assert_eq!(
+            max_gap(&acks, t0, t0 + Duration::from_millis(300)),
+            Duration::from_millis(230)
+        );
+        assert_eq!(
+            max_gap(&acks, t0, t0 + Duration::from_millis(700)),
+            Duration::from_millis(440)
+        );
+    }
+}
