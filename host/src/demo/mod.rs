@@ -237,17 +237,6 @@ async fn scenario(
         .and_then(|m| m.address.parse::<SocketAddr>().ok())
         .ok_or_else(|| fail("verify", "no primary at the end"))?;
     progress("checking every acknowledged write on the final primary");
-    if std::env::var_os("KVPILOT_DEMO_DEBUG").is_some() {
-        for m in &final_status.members {
-            progress(&format!("{m:?}"));
-        }
-        progress(&format!(
-            "acked {} first {:?} last {:?}",
-            log.acks.len(),
-            log.acks.first().map(|a| a.seq),
-            log.acks.last().map(|a| a.seq)
-        ));
-    }
     let seqs: Vec<u64> = log.acks.iter().map(|a| a.seq).collect();
     let lost = verify::missing(final_primary, "demo", &seqs)
         .await
