@@ -1,8 +1,17 @@
-//! The user-facing API: the `KvCluster` spec (also the local platform's spec file) and its
-//! validation.
+//! The user-facing API: the `KvCluster` and `PolicyPlugin` custom resources (group
+//! `kvpilot.dev`, version `v1alpha1`), the spec's validation, and the CRDs `kvpilot crdgen`
+//! writes. `KvClusterSpec` is also the local platform's spec file.
 
+pub mod crd;
+mod plugin;
+mod schema;
 mod spec;
+mod status;
 mod validate;
+mod workload;
 
+pub use plugin::*;
 pub use spec::*;
+pub use status::*;
 pub use validate::{SpecError, validate_spec};
+pub use workload::*;

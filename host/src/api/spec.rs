@@ -1,7 +1,13 @@
 //! `KvCluster.spec`: the same shape on every platform, so a local spec file can be copied into
-//! a Kubernetes manifest unchanged.
+//! a Kubernetes manifest unchanged. The Kubernetes-only settings (resources, storage, auth, TLS,
+//! Services, PDB) live in [`super::workload`] and are ignored by the local platform.
 
+use super::schema;
+use super::status::KvClusterStatus;
+use super::workload::{AuthSpec, PdbSpec, ServiceSpec, StorageSpec, TlsSpec};
 use crate::policy::{FailurePolicy, Hook};
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -23,9 +29,55 @@ pub struct Metadata {
 }
 
 /// The desired state of one replication group (or, later, a sharded cluster).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[kube(
+    group = "kvpilot.dev",
+    version = "v1alpha1",
+    kind = "KvCluster",
+    namespaced,
+    shortname = "kvc",
+    category = "kvpilot",
+    status = "KvClusterStatus",
+    derive = "PartialEq",
+    doc = "A Redis-protocol datastore (Valkey, Redis, Dragonfly) run by kvpilot: one primary and \
+           its replicas per shard, rolled out and failed over safely, with WebAssembly policy \
+           plugins answering the judgement calls.",
+    printcolumn(
+        name = "Engine",
+        type_ = "string",
+        json_path = ".spec.engine.kind",
+        description = "The datastore engine"
+    ),
+    printcolumn(
+        name = "Primary",
+        type_ = "string",
+        json_path = ".status.primary",
+        description = "The member that is primary"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether every member is ready and settled"
+    ),
+    printcolumn(
+        name = "Revision",
+        type_ = "string",
+        json_path = ".status.currentRevision",
+        description = "The revision the members run"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("self.shards == 1").message(
+    "only 1 shard (plain replication) is supported until cluster mode exists"
+).field_path(".shards").reason(Reason::FieldValueInvalid))]
 #[serde(rename_all = "camelCase")]
 pub struct KvClusterSpec {
+    /// Which datastore runs, and which build of it.
     pub engine: EngineSpec,
     /// Replicas per shard, not counting the primary.
     #[serde(default = "default_replicas")]
@@ -33,13 +85,36 @@ pub struct KvClusterSpec {
     /// Number of shards; only 1 (plain replication) is accepted until cluster mode exists.
     #[serde(default = "default_shards")]
     pub shards: u32,
-    /// Server settings applied to every member (`CONFIG SET` names and values).
+    /// Server settings applied to every member (`CONFIG SET` names and values). Settings
+    /// kvpilot manages (port, bind, dir, replicaof, requirepass, ...) are refused. Changing a
+    /// value rolls the members out, one at a time.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
+    /// How planned rollouts hand over the primary.
     #[serde(default)]
     pub rollout: RolloutSpec,
+    /// Which plugin answers each hook; unset hooks use their builtin default with `Fail`.
     #[serde(default)]
     pub policies: PoliciesSpec,
+    /// CPU and memory of each member's container (Kubernetes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// A persistent volume per member (Kubernetes only); without it, members keep their data
+    /// in an `emptyDir` and a restarted member comes back empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
+    /// Client and replication authentication from Secrets (Kubernetes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+    /// TLS for clients and replication from a Secret (Kubernetes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+    /// How clients reach the members (Kubernetes only).
+    #[serde(default, skip_serializing_if = "ServiceSpec::is_default")]
+    pub service: ServiceSpec,
+    /// The PodDisruptionBudget of each shard (Kubernetes only).
+    #[serde(default, skip_serializing_if = "PdbSpec::is_default")]
+    pub pdb: PdbSpec,
 }
 
 fn default_replicas() -> u32 {
@@ -51,24 +126,32 @@ fn default_shards() -> u32 {
 }
 
 /// Which datastore runs, and which build of it.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EngineSpec {
+    /// The datastore dialect: `valkey`, `redis` or `dragonfly` (experimental).
+    #[schemars(schema_with = "schema::engine_kind")]
     pub kind: kvpilot_sdk::Engine,
-    /// Container image (Kubernetes). On the local platform, an optional path to the server
-    /// binary; by default `valkey-server` / `redis-server` from `PATH`.
+    /// Container image (Kubernetes); by default the engine's official image for `version`.
+    /// On the local platform, an optional path to the server binary; by default
+    /// `valkey-server` / `redis-server` from `PATH`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Declared engine version, e.g. `8.0`; part of the desired revision.
+    /// Declared engine version, e.g. `8.0`; part of the desired revision. Settings that only
+    /// newer engines accept are rendered from this version, or else from the image tag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
 }
 
 /// How planned rollouts behave.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new("self.handoverTimeoutSeconds >= 1").message(
+    "handoverTimeoutSeconds must be at least 1 second"
+).field_path(".handoverTimeoutSeconds").reason(Reason::FieldValueInvalid))]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutSpec {
-    /// Server-side timeout of a graceful handover (`FAILOVER … TIMEOUT`).
+    /// Server-side timeout of a graceful handover (`FAILOVER … TIMEOUT`), in seconds. Pods
+    /// get a termination grace period longer than this.
     #[serde(default = "default_handover_timeout")]
     pub handover_timeout_seconds: u32,
     /// A replica is in sync when its lag is at most this many bytes.
@@ -94,13 +177,17 @@ fn default_max_lag() -> u64 {
 }
 
 /// Which plugin answers each hook.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PoliciesSpec {
+    /// Chooses the replica to promote (failover and handover); default
+    /// `builtin:most-caught-up`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_selection: Option<PolicyRef>,
+    /// Chooses when each member snapshots; default `builtin:stagger`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_schedule: Option<PolicyRef>,
+    /// Chooses the order stale members are restarted in; default `builtin:replicas-first`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout_order: Option<PolicyRef>,
 }
@@ -122,15 +209,21 @@ impl PoliciesSpec {
 }
 
 /// One hook's plugin choice.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyRef {
     /// `builtin:NAME`, the name of a `PolicyPlugin`, or (local platform) a path to a `.wasm` file.
+    #[schemars(length(min = 1))]
     pub plugin: String,
     /// Plugin settings, handed to the plugin as JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::free_object")]
     pub config: Option<serde_json::Value>,
+    /// What happens when the plugin fails (trap, timeout, invalid answer): `Fail` takes no
+    /// action and sets `PolicyFailed`; `Fallback` uses the builtin default and says so in an
+    /// event.
     #[serde(default)]
+    #[schemars(schema_with = "schema::failure_policy")]
     pub failure_policy: FailurePolicy,
 }
 

@@ -1,5 +1,6 @@
 //! Command-line entry points: one module per subcommand.
 
+pub mod crdgen;
 pub mod demo;
 pub mod local;
 pub mod policy;
@@ -20,6 +21,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write the CustomResourceDefinitions as YAML files, one per CRD.
+    Crdgen(crdgen::CrdgenArgs),
     /// Run the demo: rollouts and failovers under writes on a local group.
     Demo(demo::DemoArgs),
     /// Run a replication group of real server processes on loopback.
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Policy(cmd) => policy::run(cmd).await,
             Command::Local(cmd) => local::run(cmd).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Crdgen(args) => crdgen::run(args).await,
         }
     });
     match result {

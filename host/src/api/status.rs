@@ -1,0 +1,351 @@
+//! `KvCluster.status`, and its conversion from what one reconcile reports
+//! ([`crate::status::ClusterStatus`], shared with the local platform).
+
+use crate::status::ClusterStatus;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+
+/// The condition types kvpilot sets, in the order it reports them.
+pub const CONDITION_TYPES: [&str; 5] = [
+    "Ready",
+    "Progressing",
+    "Degraded",
+    "PolicyFailed",
+    "RolloutBlocked",
+];
+
+/// Kubernetes caps a condition message at 32768 bytes.
+const MAX_MESSAGE_BYTES: usize = 32 * 1024;
+
+/// The observed state of a KvCluster.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KvClusterStatus {
+    /// Ready, Progressing, Degraded, PolicyFailed and RolloutBlocked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The member that is primary, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<String>,
+    /// Every member, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberState>,
+    /// The revision members run outside a rollout; during one, the revision the members not
+    /// yet updated run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_revision: Option<String>,
+    /// The revision every member should run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_revision: Option<String>,
+    /// The latest plugin decisions, newest last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_decisions: Vec<DecisionState>,
+}
+
+/// One member (pod) as last observed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberState {
+    /// Pod name.
+    pub name: String,
+    /// `primary`, `replica` or `down`.
+    pub role: String,
+    /// The revision the pod runs (its controller-revision-hash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Answering, and in sync when a replica.
+    pub ready: bool,
+    /// Replication offset reported by the member.
+    pub offset: u64,
+}
+
+/// One plugin decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionState {
+    /// `replica-selection`, `snapshot-schedule` or `rollout-order`.
+    pub hook: String,
+    /// `builtin:NAME` or the PolicyPlugin that answered.
+    pub plugin: String,
+    /// Digest of the plugin's WebAssembly component.
+    pub sha256: String,
+    /// The validated answer, as compact JSON.
+    pub answer: String,
+    /// How long the call took, in microseconds.
+    pub latency_micros: u64,
+    /// When the decision was taken.
+    pub time: Time,
+    /// Set when the configured plugin failed and the builtin default answered: the failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_from: Option<String>,
+}
+
+/// What the conversion needs besides the reconcile report.
+#[derive(Debug, Clone)]
+pub struct StatusContext<'a> {
+    /// `metadata.generation` of the KvCluster that was reconciled.
+    pub generation: Option<i64>,
+    /// The status currently stored, so unchanged conditions keep their transition time.
+    pub previous: Option<&'a KvClusterStatus>,
+    /// The time to stamp on conditions that changed.
+    pub now: Timestamp,
+}
+
+impl KvClusterStatus {
+    /// The CRD status for one reconcile's report.
+    pub fn from_report(report: &ClusterStatus, ctx: &StatusContext<'_>) -> KvClusterStatus {
+        let update_revision = Some(report.desired_revision.clone()).filter(|r| !r.is_empty());
+        KvClusterStatus {
+            conditions: report
+                .conditions
+                .iter()
+                .map(|c| condition(c, ctx))
+                .collect(),
+            observed_generation: ctx.generation,
+            primary: report.primary.clone(),
+            members: report
+                .members
+                .iter()
+                .map(|m| MemberState {
+                    name: m.name.clone(),
+                    role: m.role.clone(),
+                    revision: m.revision.clone(),
+                    ready: m.ready,
+                    offset: m.offset,
+                })
+                .collect(),
+            current_revision: current_revision(report),
+            update_revision,
+            last_decisions: report
+                .last_decisions
+                .iter()
+                .map(|d| DecisionState {
+                    hook: d.decision.hook.as_str().to_string(),
+                    plugin: d.decision.plugin.clone(),
+                    sha256: d.decision.sha256.clone(),
+                    answer: d.decision.answer.clone(),
+                    latency_micros: u64::try_from(d.decision.latency.as_micros())
+                        .unwrap_or(u64::MAX),
+                    time: Time(millis_to_timestamp(d.time_ms)),
+                    fallback_from: d.decision.fallback_from.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The condition of type `kind`, if set.
+    pub fn condition(&self, kind: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == kind)
+    }
+}
+
+fn condition(c: &crate::status::Condition, ctx: &StatusContext<'_>) -> Condition {
+    let status = if c.status { "True" } else { "False" }.to_string();
+    // A condition keeps its transition time until its status flips.
+    let last_transition_time = ctx
+        .previous
+        .and_then(|p| p.condition(&c.kind))
+        .filter(|p| p.status == status)
+        .map(|p| p.last_transition_time.clone())
+        .unwrap_or(Time(ctx.now));
+    Condition {
+        type_: c.kind.clone(),
+        status,
+        // The API requires a non-empty CamelCase reason.
+        reason: if c.reason.is_empty() {
+            c.kind.clone()
+        } else {
+            c.reason.clone()
+        },
+        message: truncate(&c.message, MAX_MESSAGE_BYTES),
+        last_transition_time,
+        observed_generation: ctx.generation,
+    }
+}
+
+/// The revision of the members not yet on the desired one (the most common, ties broken by
+/// name order), or the desired revision when every member runs it.
+fn current_revision(report: &ClusterStatus) -> Option<String> {
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for m in &report.members {
+        if let Some(r) = m.revision.as_deref()
+            && r != report.desired_revision
+        {
+            *counts.entry(r).or_default() += 1;
+        }
+    }
+    let stale = counts
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+        .map(|(r, _)| r.to_string());
+    stale.or_else(|| {
+        report
+            .members
+            .iter()
+            .any(|m| m.revision.as_deref() == Some(report.desired_revision.as_str()))
+            .then(|| report.desired_revision.clone())
+    })
+}
+
+fn millis_to_timestamp(ms: u64) -> Timestamp {
+    i64::try_from(ms)
+        .ok()
+        .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{DecisionRecord, Hook};
+    use crate::status::{MemberStatus, TimedDecision};
+    use std::time::Duration;
+
+    fn member(name: &str, role: &str, revision: &str) -> MemberStatus {
+        MemberStatus {
+            name: name.into(),
+            address: "10.0.0.1:6379".into(),
+            role: role.into(),
+            revision: Some(revision.into()),
+            ready: true,
+            offset: 42,
+            keys: 3,
+            link_up: true,
+        }
+    }
+
+    fn report() -> ClusterStatus {
+        let mut report = ClusterStatus {
+            primary: Some("demo-0-0".into()),
+            desired_revision: "new".into(),
+            members: vec![
+                member("demo-0-0", "primary", "old"),
+                member("demo-0-1", "replica", "new"),
+                member("demo-0-2", "replica", "old"),
+            ],
+            ..Default::default()
+        };
+        report.conditions = CONDITION_TYPES
+            .iter()
+            .map(|t| crate::status::Condition {
+                kind: t.to_string(),
+                status: *t == "Progressing",
+                reason: if *t == "Degraded" {
+                    String::new()
+                } else {
+                    "Because".into()
+                },
+                message: "m".into(),
+            })
+            .collect();
+        report.last_decisions.push(TimedDecision {
+            decision: DecisionRecord {
+                hook: Hook::RolloutOrder,
+                plugin: "builtin:replicas-first".into(),
+                sha256: "ab".repeat(32),
+                answer: "[\"demo-0-2\"]".into(),
+                latency: Duration::from_micros(1500),
+                fallback_from: None,
+            },
+            time_ms: 1_700_000_000_123,
+        });
+        report
+    }
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).unwrap()
+    }
+
+    #[test]
+    fn report_becomes_status_with_revisions_members_and_decisions() {
+        let ctx = StatusContext {
+            generation: Some(7),
+            previous: None,
+            now: at(1_000),
+        };
+        let s = KvClusterStatus::from_report(&report(), &ctx);
+        assert_eq!(s.observed_generation, Some(7));
+        assert_eq!(s.primary.as_deref(), Some("demo-0-0"));
+        assert_eq!(s.update_revision.as_deref(), Some("new"));
+        assert_eq!(s.current_revision.as_deref(), Some("old"));
+        assert_eq!(s.members.len(), 3);
+        assert_eq!(s.members[1].role, "replica");
+        assert_eq!(s.members[1].offset, 42);
+        let d = &s.last_decisions[0];
+        assert_eq!(d.hook, "rollout-order");
+        assert_eq!(d.latency_micros, 1500);
+        assert_eq!(
+            d.time.0,
+            Timestamp::from_millisecond(1_700_000_000_123).unwrap()
+        );
+        let progressing = s.condition("Progressing").unwrap();
+        assert_eq!(progressing.status, "True");
+        assert_eq!(progressing.observed_generation, Some(7));
+        assert_eq!(s.condition("Ready").unwrap().status, "False");
+        // An empty reason is replaced: the API rejects it.
+        assert_eq!(s.condition("Degraded").unwrap().reason, "Degraded");
+    }
+
+    #[test]
+    fn unchanged_conditions_keep_their_transition_time() {
+        let first = KvClusterStatus::from_report(
+            &report(),
+            &StatusContext {
+                generation: Some(1),
+                previous: None,
+                now: at(1_000),
+            },
+        );
+        let mut next = report();
+        next.conditions[0].status = true; // Ready flips
+        next.members
+            .iter_mut()
+            .for_each(|m| m.revision = Some("new".into()));
+        let second = KvClusterStatus::from_report(
+            &next,
+            &StatusContext {
+                generation: Some(1),
+                previous: Some(&first),
+                now: at(2_000),
+            },
+        );
+        assert_eq!(
+            second.condition("Ready").unwrap().last_transition_time.0,
+            at(2_000)
+        );
+        assert_eq!(
+            second
+                .condition("Progressing")
+                .unwrap()
+                .last_transition_time
+                .0,
+            at(1_000)
+        );
+        assert_eq!(second.current_revision.as_deref(), Some("new"));
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_char_boundary() {
+        let long = "é".repeat(MAX_MESSAGE_BYTES);
+        let cut = truncate(&long, MAX_MESSAGE_BYTES + 1);
+        assert!(cut.len() <= MAX_MESSAGE_BYTES + 1);
+        assert_eq!(cut.len() % 2, 0);
+    }
+}
