@@ -84,6 +84,20 @@ pub async fn act<P: Platform>(
             platform.point_endpoint(ctx.addr(primary)?).await?;
             ctx.fence(fence).await?;
         }
+        Action::Snapshot { member } => {
+            ctx.client(member)
+                .await?
+                .bgsave()
+                .await
+                .map_err(|e| engine_err(member, e))?;
+        }
+        Action::Configure { member, key, value } => {
+            ctx.client(member)
+                .await?
+                .config_set(key, value)
+                .await
+                .map_err(|e| engine_err(member, e))?;
+        }
         Action::Handover { from, to } => {
             let timeout = Duration::from_secs(u64::from(spec.rollout.handover_timeout_seconds));
             let old = ctx.client(from).await?;

@@ -80,6 +80,7 @@ impl<P: Platform> Reconciler<P> {
             spec,
             observed: &observed,
             settings: &self.settings,
+            snapshots: None,
         };
         let mut plan = decide::decide(&input, policies).await;
         self.status.record(&observed, &plan, now);

@@ -6,12 +6,14 @@
 mod members;
 mod plan;
 mod rollout;
+mod snapshot;
 mod topology;
 
 #[cfg(test)]
 mod tests;
 
 pub use plan::{Action, Blocker, Plan, Wait};
+pub use snapshot::SnapshotPolicy;
 
 use crate::api::{KvClusterSpec, validate_spec};
 use crate::observe::Observed;
@@ -47,6 +49,8 @@ pub struct Input<'a> {
     pub spec: &'a KvClusterSpec,
     pub observed: &'a Observed,
     pub settings: &'a Settings,
+    /// Snapshot settings from the spec, when snapshots are configured.
+    pub snapshots: Option<&'a SnapshotPolicy>,
 }
 
 /// Decides the next step for one cluster.
@@ -76,5 +80,12 @@ pub async fn decide<P: Policies>(input: &Input<'_>, policies: &P) -> Plan {
         topology::Settled::Primary(plan, primary) => (plan, primary),
         topology::Settled::Done(plan) => return plan,
     };
-    rollout::next(input, policies, plan, primary).await
+    let plan = rollout::next(input, policies, plan, primary).await;
+    match input.snapshots {
+        // Snapshots only while nothing else is moving.
+        Some(policy) if plan.action.is_none() && plan.wait.is_none() && !plan.rolling => {
+            snapshot::next(input, policies, plan, primary, policy).await
+        }
+        _ => plan,
+    }
 }

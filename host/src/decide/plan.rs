@@ -37,6 +37,14 @@ pub enum Action {
         member: String,
         replica_of: Option<String>,
     },
+    /// Take a snapshot now (`BGSAVE`).
+    Snapshot { member: String },
+    /// Correct a drifted setting (`CONFIG SET key value`).
+    Configure {
+        member: String,
+        key: String,
+        value: String,
+    },
 }
 
 impl Action {
@@ -64,6 +72,10 @@ impl Action {
             }
             Action::Handover { from, to } => format!("hand over from {from} to {to}"),
             Action::Restart { member, .. } => format!("restart {member} on the desired revision"),
+            Action::Snapshot { member } => format!("snapshot {member} (BGSAVE)"),
+            Action::Configure { member, key, value } => {
+                format!("set {key} to {value:?} on {member} (drift)")
+            }
         }
     }
 }
@@ -103,6 +115,8 @@ pub struct Plan {
     pub primary: Option<String>,
     /// A stale member exists (a rollout is in progress).
     pub rolling: bool,
+    /// Each member's snapshot schedule, when snapshots are configured.
+    pub schedules: Vec<kvpilot_sdk::MemberSchedule>,
 }
 
 impl Plan {
@@ -114,6 +128,7 @@ impl Plan {
             decisions: Vec::new(),
             primary: None,
             rolling: false,
+            schedules: Vec::new(),
         }
     }
 

@@ -143,6 +143,7 @@ fn observed(members: Vec<ObservedMember>, endpoint: Option<u32>) -> Observed {
         members,
         endpoint: endpoint.map(addr),
         primary_missing_probes: 0,
+        now_unix: 1_800_000_000,
     }
 }
 
@@ -162,6 +163,7 @@ async fn run(obs: &Observed, policies: &TestPolicies) -> Plan {
             spec: &spec,
             observed: obs,
             settings: &settings,
+            snapshots: None,
         },
         policies,
     )
@@ -539,6 +541,7 @@ async fn an_invalid_spec_changes_nothing() {
             spec: &spec,
             observed: &obs,
             settings: &settings,
+            snapshots: None,
         },
         &TestPolicies::default(),
     )
@@ -547,4 +550,148 @@ async fn an_invalid_spec_changes_nothing() {
     let wait = plan.wait.expect("must wait");
     assert_eq!(wait.blocker, Blocker::InvalidSpec);
     assert!(wait.reason.contains("spec.shards"));
+}
+
+// ---- snapshots ----
+
+fn snapshot_policy(mode: kvpilot_sdk::SnapshotMode) -> SnapshotPolicy {
+    SnapshotPolicy {
+        mode,
+        schedule: "0 3 * * *".into(),
+        stagger_minutes: 10,
+    }
+}
+
+async fn run_snap(obs: &Observed, policies: &TestPolicies, policy: &SnapshotPolicy) -> Plan {
+    let spec = spec();
+    let settings = Settings::default();
+    decide(
+        &Input {
+            spec: &spec,
+            observed: obs,
+            settings: &settings,
+            snapshots: Some(policy),
+        },
+        policies,
+    )
+    .await
+}
+
+/// 2030-01-01 03:15 UTC: after the 03:00 and 03:10 slots of that day, before 03:20.
+const AT_0315: i64 = 1_893_467_700;
+
+fn saved_at(mut m: ObservedMember, unix: i64) -> ObservedMember {
+    if let Some(r) = m.report.as_mut() {
+        r.last_save_unix = Some(unix);
+    }
+    m
+}
+
+#[tokio::test]
+async fn replicas_only_snapshots_the_first_due_replica_and_never_the_primary() {
+    let day_before = AT_0315 - 86_400;
+    let members = healthy()
+        .into_iter()
+        .map(|m| saved_at(m, day_before))
+        .collect();
+    let mut obs = observed(members, Some(0));
+    obs.now_unix = AT_0315;
+    let policy = snapshot_policy(kvpilot_sdk::SnapshotMode::ReplicasOnly);
+    let plan = run_snap(&obs, &TestPolicies::default(), &policy).await;
+    // kv-1 is due at 03:00, kv-2 at 03:10; the primary has no schedule.
+    assert_eq!(
+        plan.action,
+        Some(Action::Snapshot {
+            member: "kv-1".into()
+        })
+    );
+    let crons: Vec<Option<&str>> = plan.schedules.iter().map(|s| s.cron.as_deref()).collect();
+    assert_eq!(crons, vec![None, Some("0 3 * * *"), Some("10 3 * * *")]);
+}
+
+#[tokio::test]
+async fn at_most_one_snapshot_runs_per_shard() {
+    let day_before = AT_0315 - 86_400;
+    let mut members: Vec<ObservedMember> = healthy()
+        .into_iter()
+        .map(|m| saved_at(m, day_before))
+        .collect();
+    if let Some(r) = members[1].report.as_mut() {
+        r.bgsave_in_progress = true;
+    }
+    let mut obs = observed(members, Some(0));
+    obs.now_unix = AT_0315;
+    let policy = snapshot_policy(kvpilot_sdk::SnapshotMode::ReplicasOnly);
+    let plan = run_snap(&obs, &TestPolicies::default(), &policy).await;
+    assert_eq!(plan.action, None, "kv-2 is due but kv-1 is still saving");
+}
+
+#[tokio::test]
+async fn a_member_saved_after_its_slot_is_not_due_and_the_requeue_aims_at_the_next_slot() {
+    let members = healthy()
+        .into_iter()
+        .map(|m| saved_at(m, AT_0315 - 60))
+        .collect();
+    let mut obs = observed(members, Some(0));
+    obs.now_unix = AT_0315;
+    let policy = snapshot_policy(kvpilot_sdk::SnapshotMode::ReplicasOnly);
+    let plan = run_snap(&obs, &TestPolicies::default(), &policy).await;
+    assert_eq!(plan.action, None);
+    assert!(plan.requeue_after <= Settings::default().steady_interval);
+}
+
+#[tokio::test]
+async fn after_a_failover_the_new_primary_stops_and_the_old_one_starts() {
+    // kv-1 is now primary; kv-0 (the old primary) is a replica.
+    let day_before = AT_0315 - 86_400;
+    let members = vec![
+        saved_at(replica(0, 1, 100, 5000), day_before),
+        saved_at(primary(1, 100, 5000), day_before),
+        saved_at(replica(2, 1, 100, 5000), day_before),
+    ];
+    let mut obs = observed(members, Some(1));
+    obs.now_unix = AT_0315;
+    let policy = snapshot_policy(kvpilot_sdk::SnapshotMode::ReplicasOnly);
+    let plan = run_snap(&obs, &TestPolicies::default(), &policy).await;
+    let crons: Vec<Option<&str>> = plan.schedules.iter().map(|s| s.cron.as_deref()).collect();
+    assert_eq!(crons, vec![Some("0 3 * * *"), None, Some("10 3 * * *")]);
+    assert_eq!(
+        plan.action,
+        Some(Action::Snapshot {
+            member: "kv-0".into()
+        })
+    );
+}
+
+#[tokio::test]
+async fn engine_side_save_settings_are_drift_corrected() {
+    let mut members = healthy();
+    if let Some(r) = members[2].report.as_mut() {
+        r.snapshot_config = Some("3600 1 300 100".into());
+    }
+    let obs = observed(members, Some(0));
+    let policy = snapshot_policy(kvpilot_sdk::SnapshotMode::All);
+    let plan = run_snap(&obs, &TestPolicies::default(), &policy).await;
+    assert_eq!(
+        plan.action,
+        Some(Action::Configure {
+            member: "kv-2".into(),
+            key: "save".into(),
+            value: String::new()
+        })
+    );
+}
+
+#[tokio::test]
+async fn snapshots_wait_while_a_rollout_is_in_progress() {
+    let day_before = AT_0315 - 86_400;
+    let members = healthy()
+        .into_iter()
+        .map(|m| stale(saved_at(m, day_before)))
+        .collect();
+    let mut obs = observed(members, Some(0));
+    obs.now_unix = AT_0315;
+    let policy = snapshot_policy(kvpilot_sdk::SnapshotMode::ReplicasOnly);
+    let plan = run_snap(&obs, &TestPolicies::default(), &policy).await;
+    assert!(matches!(plan.action, Some(Action::Restart { .. })));
 }

@@ -2,7 +2,7 @@
 
 use super::{Clients, Observed, ObservedMember, Replication};
 use crate::api::KvClusterSpec;
-use crate::engine::{self, FailoverState, MemberReport};
+use crate::engine::{self, Dialect, FailoverState, MemberReport};
 use crate::platform::{Platform, PlatformError};
 use futures::future::join_all;
 use kvpilot_sdk::Role;
@@ -26,6 +26,7 @@ pub async fn collect<P: Platform>(
     tracker: &mut Tracker,
 ) -> Result<Observed, PlatformError> {
     let members = platform.members().await?;
+    let now_unix = crate::reconcile::now_ms() as i64 / 1000;
     let reports = join_all(members.iter().map(|m| async move {
         if !m.running {
             return None;
@@ -36,7 +37,7 @@ pub async fn collect<P: Platform>(
     let engine_version = reports
         .iter()
         .flatten()
-        .map(|r| r.server.version.clone())
+        .map(|(r, _)| r.server.version.clone())
         .next()
         .or_else(|| spec.engine.version.clone())
         .unwrap_or_default();
@@ -52,7 +53,9 @@ pub async fn collect<P: Platform>(
             running: m.running,
             zone: m.zone,
             node: m.node,
-            report: report.as_ref().map(replication),
+            report: report
+                .as_ref()
+                .map(|(r, snapshot)| replication(r, snapshot.clone())),
         })
         .collect();
     if observed_members
@@ -72,10 +75,12 @@ pub async fn collect<P: Platform>(
         members: observed_members,
         endpoint: platform.endpoint(),
         primary_missing_probes: tracker.primary_missing_probes,
+        now_unix,
     })
 }
 
-async fn probe(clients: &Clients, addr: SocketAddr) -> Option<MemberReport> {
+/// One member's report and its snapshot setting (`save` / `snapshot_cron`).
+async fn probe(clients: &Clients, addr: SocketAddr) -> Option<(MemberReport, Option<String>)> {
     let client = match clients.get(addr).await {
         Ok(c) => c,
         Err(e) => {
@@ -83,18 +88,24 @@ async fn probe(clients: &Clients, addr: SocketAddr) -> Option<MemberReport> {
             return None;
         }
     };
-    match client.observe().await {
-        Ok(report) => Some(report),
+    let report = match client.observe().await {
+        Ok(report) => report,
         Err(e) => {
             tracing::debug!(%addr, error = %e, "observe failed");
             clients.forget_if_broken(addr, &e).await;
-            None
+            return None;
         }
-    }
+    };
+    let key = match clients.dialect() {
+        Dialect::Dragonfly => "snapshot_cron",
+        Dialect::Valkey | Dialect::Redis => "save",
+    };
+    let snapshot = client.config_get(key).await.ok().flatten();
+    Some((report, snapshot))
 }
 
 /// The facts decide needs from one report.
-fn replication(r: &MemberReport) -> Replication {
+fn replication(r: &MemberReport, snapshot_config: Option<String>) -> Replication {
     Replication {
         role: match r.role() {
             engine::Role::Primary => Role::Primary,
@@ -119,6 +130,10 @@ fn replication(r: &MemberReport) -> Replication {
             .filter(|e| e.online())
             .filter_map(|e| format!("{}:{}", e.ip, e.port).parse().ok())
             .collect(),
+        bgsave_in_progress: r.persistence.bgsave_in_progress,
+        last_save_unix: r.persistence.last_save_time,
+        last_bgsave_ok: r.persistence.last_bgsave_ok,
+        snapshot_config,
         failover_in_progress: r
             .replication
             .failover_state

@@ -20,6 +20,8 @@ pub struct Observed {
     pub endpoint: Option<SocketAddr>,
     /// Consecutive observations in which no member answered as primary (0 when one did).
     pub primary_missing_probes: u32,
+    /// When this was observed (Unix seconds): the only clock `decide` sees.
+    pub now_unix: i64,
 }
 
 /// One member as seen by the platform and over RESP.
@@ -58,6 +60,15 @@ pub struct Replication {
     pub keys: u64,
     /// Primaries: the replicas it lists as `online` (FAILOVER only accepts those).
     pub online_replicas: Vec<SocketAddr>,
+    /// A `BGSAVE` (or a sync's snapshot) is running (`rdb_bgsave_in_progress`).
+    pub bgsave_in_progress: bool,
+    /// When the member last saved (`rdb_last_save_time`; its start time if it never saved).
+    pub last_save_unix: Option<i64>,
+    /// Whether the last `BGSAVE` succeeded (`rdb_last_bgsave_status`).
+    pub last_bgsave_ok: Option<bool>,
+    /// The member's own snapshot setting: `save` on Valkey/Redis, `snapshot_cron` on
+    /// Dragonfly (`None` when it could not be read).
+    pub snapshot_config: Option<String>,
     /// A `FAILOVER` is under way on this member (`master_failover_state` is not `no-failover`).
     pub failover_in_progress: bool,
 }
