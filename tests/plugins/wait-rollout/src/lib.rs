@@ -1,0 +1,46 @@
+//! A rollout-order plugin that always answers `wait`, with the reason from its config
+//! (`{"reason": "..."}`): the end-to-end tests check that it blocks a rollout and that the
+//! reason reaches status.
+
+wit_bindgen::generate!({
+    world: "rollout-planner",
+    path: "../../../wit/0.1.0",
+});
+
+use exports::kvpilot::policy::plugin::{self, PluginInfo};
+use exports::kvpilot::policy::rollout_order::{self, Request, Step};
+
+struct Component;
+
+/// The `reason` field of the config, or a message naming what is wrong.
+fn reason(config: &str) -> Result<String, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(config).map_err(|e| format!("config: {e}"))?;
+    value
+        .get("reason")
+        .and_then(|r| r.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| "reason: a string is required".to_string())
+}
+
+impl plugin::Guest for Component {
+    fn info() -> PluginInfo {
+        PluginInfo {
+            name: "e2e-wait-rollout".into(),
+            version: "0.1.0".into(),
+            description: "Always answers wait, with the reason from its config.".into(),
+        }
+    }
+
+    fn validate_config(config: String) -> Result<(), String> {
+        reason(&config).map(drop)
+    }
+}
+
+impl rollout_order::Guest for Component {
+    fn next(request: Request) -> Result<Step, String> {
+        Ok(Step::Wait(reason(&request.config)?))
+    }
+}
+
+export!(Component);
