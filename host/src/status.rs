@@ -37,6 +37,18 @@ pub struct MemberStatus {
     pub offset: u64,
     pub keys: u64,
     pub link_up: bool,
+    /// `LASTSAVE` (Unix seconds): the last snapshot, or the start if it never saved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_snapshot_unix: Option<i64>,
+    /// Whether the last `BGSAVE` succeeded (`rdb_last_bgsave_status`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_snapshot_ok: Option<bool>,
+    /// The member's snapshot schedule, when snapshots are configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_schedule: Option<String>,
+    /// When its schedule fires next (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_snapshot_unix: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,7 +86,11 @@ impl ClusterStatus {
         self.updated_ms = now_ms;
         self.primary = plan.primary.clone();
         self.desired_revision = observed.desired_revision.clone();
-        self.members = observed.members.iter().map(member_status).collect();
+        self.members = observed
+            .members
+            .iter()
+            .map(|m| member_status(m, plan, observed.now_unix))
+            .collect();
         self.conditions = conditions(observed, plan);
         for d in &plan.decisions {
             self.last_decisions.push(TimedDecision {
@@ -107,8 +123,17 @@ fn trim<T>(v: &mut Vec<T>, keep: usize) {
     }
 }
 
-fn member_status(m: &crate::observe::ObservedMember) -> MemberStatus {
+fn member_status(m: &crate::observe::ObservedMember, plan: &Plan, now_unix: i64) -> MemberStatus {
     let r = m.report.as_ref();
+    let schedule = plan
+        .schedules
+        .iter()
+        .find(|s| s.member == m.name)
+        .and_then(|s| s.cron.clone());
+    let next_snapshot_unix = schedule
+        .as_deref()
+        .and_then(|c| c.parse::<kvpilot_sdk::cron::Cron>().ok())
+        .and_then(|c| c.next_after(now_unix));
     MemberStatus {
         name: m.name.clone(),
         address: m.addr.to_string(),
@@ -123,6 +148,10 @@ fn member_status(m: &crate::observe::ObservedMember) -> MemberStatus {
         offset: r.map(|r| r.offset).unwrap_or(0),
         keys: r.map(|r| r.keys).unwrap_or(0),
         link_up: r.is_some_and(|r| r.link_up || r.role == kvpilot_sdk::Role::Primary),
+        last_snapshot_unix: r.and_then(|r| r.last_save_unix),
+        last_snapshot_ok: r.and_then(|r| r.last_bgsave_ok),
+        snapshot_schedule: schedule,
+        next_snapshot_unix,
     }
 }
 

@@ -190,6 +190,29 @@ pub fn render(s: &ClusterStatus) -> String {
             m.keys
         );
     }
+    if s.members.iter().any(|m| m.snapshot_schedule.is_some()) {
+        let _ = writeln!(out, "snapshots:");
+        let _ = writeln!(
+            out,
+            "  {:<12} {:<18} {:<22} {:<7} {:<22}",
+            "MEMBER", "SCHEDULE", "LAST (UTC)", "RESULT", "NEXT (UTC)"
+        );
+        for m in &s.members {
+            let _ = writeln!(
+                out,
+                "  {:<12} {:<18} {:<22} {:<7} {:<22}",
+                m.name,
+                m.snapshot_schedule.as_deref().unwrap_or("-"),
+                m.last_snapshot_unix.map(utc).unwrap_or_else(|| "-".into()),
+                match m.last_snapshot_ok {
+                    Some(true) => "ok",
+                    Some(false) => "failed",
+                    None => "-",
+                },
+                m.next_snapshot_unix.map(utc).unwrap_or_else(|| "-".into()),
+            );
+        }
+    }
     let _ = writeln!(out, "conditions:");
     for c in &s.conditions {
         let _ = writeln!(
@@ -210,4 +233,17 @@ pub fn render(s: &ClusterStatus) -> String {
         );
     }
     out
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC.
+fn utc(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let (y, m, d) = kvpilot_sdk::cron::civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
