@@ -218,17 +218,19 @@ mod tests {
     use crate::status::{MemberStatus, TimedDecision};
     use std::time::Duration;
 
+    /// From JSON, so fields added to the reconciler's status later keep their defaults.
     fn member(name: &str, role: &str, revision: &str) -> MemberStatus {
-        MemberStatus {
-            name: name.into(),
-            address: "10.0.0.1:6379".into(),
-            role: role.into(),
-            revision: Some(revision.into()),
-            ready: true,
-            offset: 42,
-            keys: 3,
-            link_up: true,
-        }
+        serde_json::from_value(serde_json::json!({
+            "name": name,
+            "address": "10.0.0.1:6379",
+            "role": role,
+            "revision": revision,
+            "ready": true,
+            "offset": 42,
+            "keys": 3,
+            "linkUp": true,
+        }))
+        .unwrap()
     }
 
     fn report() -> ClusterStatus {

@@ -2,7 +2,9 @@
 //! lists members, starts/restarts them and moves the primary endpoint.
 //!
 //! - [`local`]: real server processes on 127.0.0.x with a TCP forwarder as the endpoint.
+//! - [`kubernetes`]: the objects (StatefulSets, Services, PDBs, ConfigMaps) a KvCluster needs.
 
+pub mod kubernetes;
 pub mod local;
 
 use std::future::Future;

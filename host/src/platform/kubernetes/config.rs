@@ -1,0 +1,262 @@
+//! The member configuration file, rendered into a ConfigMap that every pod mounts as its server
+//! config. Every member starts as a replica of the `<name>-primary` Service: while no pod
+//! carries the primary role label that Service has no endpoints, so the member is parked
+//! (following nothing that answers) until the reconciler promotes one.
+//!
+//! The ConfigMap is named after a digest of its content, so each StatefulSet revision keeps
+//! reading the configuration it was built with, even when a pod of an old revision restarts
+//! in place.
+
+use super::{BuildError, gating, namespace, owned_meta};
+use crate::api::KvCluster;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
+use kvpilot_sdk::Engine;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// The port members serve on (plain or TLS).
+pub const PORT: i32 = 6379;
+/// Where the ConfigMap is mounted.
+pub const CONFIG_DIR: &str = "/etc/kvpilot/config";
+/// The key (file name) of the server config in the ConfigMap.
+pub const CONFIG_FILE: &str = "server.conf";
+/// The data directory (the PVC or an emptyDir).
+pub const DATA_DIR: &str = "/data";
+/// Where the TLS Secret is mounted.
+pub const TLS_DIR: &str = "/etc/kvpilot/tls";
+/// Where the ACL Secret key is mounted.
+pub const ACL_DIR: &str = "/etc/kvpilot/acl";
+/// The file name the ACL Secret key is mounted as.
+pub const ACL_FILE: &str = "users.acl";
+
+/// A rendered member configuration and the digest that names its ConfigMap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedConfig {
+    pub text: String,
+    /// First 10 hex digits of the SHA-256 of `text`.
+    pub digest: String,
+}
+
+/// The `<name>-primary` Service's DNS name, which every member replicates from.
+pub fn primary_host(kc: &KvCluster) -> Result<String, BuildError> {
+    Ok(format!("{}-primary.{}.svc", kc.name_any(), namespace(kc)?))
+}
+
+/// Renders the server config of `kc`'s members.
+pub fn render(kc: &KvCluster) -> Result<RenderedConfig, BuildError> {
+    let spec = &kc.spec;
+    let settings = member_settings(kc)?;
+    let mut text = format!(
+        "# Rendered by kvpilot for KvCluster {}/{}: do not edit.\n",
+        namespace(kc)?,
+        kc.name_any()
+    );
+    for (name, value) in &settings {
+        match spec.engine.kind {
+            // Dragonfly reads gflags: `--name=value` lines of a flag file.
+            Engine::Dragonfly => text.push_str(&format!("--{name}={value}\n")),
+            // kvpilot's own values are written as the parser expects them (`replicaof` takes
+            // two arguments); a user's value is one argument, quoted when needed.
+            Engine::Valkey | Engine::Redis if spec.config.contains_key(name) => {
+                text.push_str(&format!("{name} {}\n", quote(value)));
+            }
+            Engine::Valkey | Engine::Redis => text.push_str(&format!("{name} {value}\n")),
+        }
+    }
+    let digest = hex::encode(&Sha256::digest(text.as_bytes())[..5]);
+    Ok(RenderedConfig { text, digest })
+}
+
+/// The ConfigMap holding `rendered`, named `<name>-config-<digest>`.
+pub fn config_map(kc: &KvCluster, rendered: &RenderedConfig) -> Result<ConfigMap, BuildError> {
+    Ok(ConfigMap {
+        metadata: owned_meta(kc, config_map_name(kc, rendered), BTreeMap::new())?,
+        data: Some(BTreeMap::from([(
+            CONFIG_FILE.to_string(),
+            rendered.text.clone(),
+        )])),
+        immutable: Some(true),
+        ..Default::default()
+    })
+}
+
+/// `<name>-config-<digest>`.
+pub fn config_map_name(kc: &KvCluster, rendered: &RenderedConfig) -> String {
+    format!("{}-config-{}", kc.name_any(), rendered.digest)
+}
+
+/// Every setting in the file, by name: what kvpilot manages, then defaults, settings gated on
+/// the engine version, and the user's `spec.config` (which `validate_spec` keeps away from the
+/// managed names), later ones overriding earlier ones.
+fn member_settings(kc: &KvCluster) -> Result<BTreeMap<String, String>, BuildError> {
+    let spec = &kc.spec;
+    let mut settings = BTreeMap::new();
+    let mut set = |k: &str, v: String| {
+        settings.insert(k.to_string(), v);
+    };
+    set("dir", DATA_DIR.to_string());
+    match spec.engine.kind {
+        Engine::Dragonfly => {
+            if spec.tls.is_some() {
+                set("tls", "true".into());
+                set("tls_cert_file", format!("{TLS_DIR}/tls.crt"));
+                set("tls_key_file", format!("{TLS_DIR}/tls.key"));
+                set("tls_ca_cert_file", format!("{TLS_DIR}/ca.crt"));
+            }
+            set("port", PORT.to_string());
+        }
+        Engine::Valkey | Engine::Redis => {
+            set("bind", "* -::*".into());
+            set("protected-mode", "no".into());
+            if spec.tls.is_some() {
+                set("port", "0".into());
+                set("tls-port", PORT.to_string());
+                set("tls-cert-file", format!("{TLS_DIR}/tls.crt"));
+                set("tls-key-file", format!("{TLS_DIR}/tls.key"));
+                set("tls-ca-cert-file", format!("{TLS_DIR}/ca.crt"));
+                set("tls-replication", "yes".into());
+                set("tls-auth-clients", "optional".into());
+            } else {
+                set("port", PORT.to_string());
+            }
+            set("replicaof", format!("{} {PORT}", primary_host(kc)?));
+            if spec.auth.as_ref().is_some_and(|a| a.acl_secret.is_some()) {
+                set("aclfile", format!("{ACL_DIR}/{ACL_FILE}"));
+            }
+            // Start full syncs at once, and drop the RDB a replica received when persistence
+            // is off, so a restarted member comes back empty instead of passing a stale copy
+            // for data (the data-holding guard relies on it).
+            set("repl-diskless-sync-delay", "0".into());
+            set("rdb-del-sync-files", "yes".into());
+        }
+    }
+    settings.extend(gating::gated_settings(spec));
+    settings.extend(spec.config.clone());
+    Ok(settings)
+}
+
+/// Quotes a value when the config parser would otherwise split or misread it.
+fn quote(value: &str) -> String {
+    let plain = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| !c.is_whitespace() && c != '"' && c != '\'' && c != '\\');
+    if plain {
+        return value.to_string();
+    }
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::*;
+    use super::*;
+
+    fn lines(text: &str) -> Vec<&str> {
+        text.lines().filter(|l| !l.starts_with('#')).collect()
+    }
+
+    #[test]
+    fn members_start_as_replicas_of_the_primary_service() {
+        let kc = cluster(valkey("8.0"));
+        let rendered = render(&kc).unwrap();
+        let l = lines(&rendered.text);
+        assert!(
+            l.contains(&"replicaof cache-primary.shop.svc 6379"),
+            "{l:?}"
+        );
+        assert!(l.contains(&"port 6379"));
+        assert!(l.contains(&"dir /data"));
+        assert!(l.contains(&"bind * -::*"));
+        assert!(l.contains(&"maxmemory-policy noeviction"));
+        assert!(!rendered.text.contains("shutdown-on-sigterm"));
+        let mut kc = kc;
+        kc.spec
+            .config
+            .insert("save".into(), "3600 1 300 100".into());
+        let text = render(&kc).unwrap().text;
+        assert!(lines(&text).contains(&"save \"3600 1 300 100\""), "{text}");
+    }
+
+    #[test]
+    fn valkey_9_gets_failover_on_sigterm() {
+        let rendered = render(&cluster(valkey("9.0"))).unwrap();
+        assert!(
+            lines(&rendered.text).contains(&"shutdown-on-sigterm failover"),
+            "{}",
+            rendered.text
+        );
+        assert!(lines(&rendered.text).contains(&"shutdown-timeout 10"));
+    }
+
+    #[test]
+    fn tls_and_acl_point_at_the_mounted_secrets() {
+        let mut spec = valkey("8.0");
+        spec.tls = Some(crate::api::TlsSpec {
+            secret_name: "cache-tls".into(),
+        });
+        spec.auth = Some(crate::api::AuthSpec {
+            password_secret: None,
+            acl_secret: Some(crate::api::SecretKeyRef {
+                name: "cache-acl".into(),
+                key: "users".into(),
+            }),
+        });
+        let text = render(&cluster(spec)).unwrap().text;
+        let l = lines(&text);
+        assert!(l.contains(&"port 0"));
+        assert!(l.contains(&"tls-port 6379"));
+        assert!(l.contains(&"tls-replication yes"));
+        assert!(l.contains(&"tls-cert-file /etc/kvpilot/tls/tls.crt"));
+        assert!(l.contains(&"aclfile /etc/kvpilot/acl/users.acl"));
+    }
+
+    #[test]
+    fn the_config_map_name_follows_the_content() {
+        let kc = cluster(valkey("8.0"));
+        let a = render(&kc).unwrap();
+        assert_eq!(a, render(&kc).unwrap());
+        let mut changed = kc.clone();
+        changed.spec.config.insert("hz".into(), "20".into());
+        let b = render(&changed).unwrap();
+        assert_ne!(a.digest, b.digest);
+        let cm = config_map(&kc, &a).unwrap();
+        assert_eq!(
+            cm.metadata.name.as_deref(),
+            Some(format!("cache-config-{}", a.digest).as_str())
+        );
+        assert_eq!(cm.data.unwrap()[CONFIG_FILE], a.text);
+        assert_eq!(cm.immutable, Some(true));
+    }
+
+    #[test]
+    fn values_with_spaces_or_quotes_are_quoted() {
+        assert_eq!(quote("noeviction"), "noeviction");
+        assert_eq!(quote("3600 1 300 100"), "\"3600 1 300 100\"");
+        assert_eq!(quote(""), "\"\"");
+        assert_eq!(quote("a\"b"), "\"a\\\"b\"");
+    }
+
+    #[test]
+    fn dragonfly_gets_a_flag_file() {
+        let mut spec = valkey("1.27");
+        spec.engine.kind = Engine::Dragonfly;
+        let text = render(&cluster(spec)).unwrap().text;
+        let l = lines(&text);
+        assert!(l.contains(&"--port=6379"), "{l:?}");
+        assert!(l.contains(&"--maxmemory-policy=noeviction"));
+        assert!(!text.contains("replicaof"));
+    }
+}

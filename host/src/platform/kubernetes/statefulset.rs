@@ -1,0 +1,459 @@
+//! One StatefulSet per shard. `updateStrategy: OnDelete`: Kubernetes never restarts a member on
+//! its own; the reconciler deletes stale pods one at a time, after a handover when the pod is
+//! the primary.
+
+use super::config::{self, ACL_DIR, ACL_FILE, CONFIG_DIR, CONFIG_FILE, DATA_DIR, PORT, TLS_DIR};
+use super::{
+    BuildError, LABEL_ROLE, LABEL_SHARD, ROLE_REPLICA, cluster_labels, cluster_selector,
+    owned_meta, shard_name, shard_selector,
+};
+use crate::api::KvCluster;
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, KeyToPath, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, TCPSocketAction,
+    Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use kvpilot_sdk::Engine;
+use std::collections::BTreeMap;
+
+/// Seconds a pod gets beyond the handover timeout to stop: the shutdown (a final save, a
+/// failover on SIGTERM) waits up to the handover timeout, and must finish before SIGKILL.
+pub const SHUTDOWN_MARGIN_SECONDS: i64 = 30;
+/// The user and group of the official Valkey and Redis images.
+pub const SERVER_UID: i64 = 999;
+/// The environment variable the password Secret is exposed as (expanded in the args).
+pub const PASSWORD_ENV: &str = "KVPILOT_PASSWORD";
+
+/// Shard `shard`'s StatefulSet, whose pods run the config in `rendered`.
+pub fn statefulset(
+    kc: &KvCluster,
+    shard: u32,
+    rendered: &config::RenderedConfig,
+) -> Result<StatefulSet, BuildError> {
+    let spec = &kc.spec;
+    let name = shard_name(&kc.name_any(), shard);
+    let shard_label = BTreeMap::from([(LABEL_SHARD.to_string(), shard.to_string())]);
+    let mut pod_labels = cluster_labels(kc);
+    pod_labels.extend(shard_selector(kc, shard));
+    // Every pod starts as a replica; the reconciler relabels the one it promotes.
+    pod_labels.insert(LABEL_ROLE.to_string(), ROLE_REPLICA.to_string());
+    let grace = i64::from(spec.rollout.handover_timeout_seconds) + SHUTDOWN_MARGIN_SECONDS;
+
+    Ok(StatefulSet {
+        metadata: owned_meta(kc, name.clone(), shard_label)?,
+        spec: Some(StatefulSetSpec {
+            replicas: Some(
+                i32::try_from(spec.replicas + 1).map_err(|_| BuildError::Invalid {
+                    name: name.clone(),
+                    message: "too many replicas".into(),
+                })?,
+            ),
+            selector: LabelSelector {
+                match_labels: Some(shard_selector(kc, shard)),
+                ..Default::default()
+            },
+            service_name: Some(super::services::headless_name(kc)),
+            // Members start together; roles come from the reconciler, not from start order.
+            pod_management_policy: Some("Parallel".into()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".into()),
+                rolling_update: None,
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..Default::default()
+                }),
+                spec: Some(pod_spec(kc, rendered, grace)),
+            },
+            volume_claim_templates: spec.storage.as_ref().map(|s| {
+                vec![PersistentVolumeClaim {
+                    metadata: ObjectMeta {
+                        name: Some("data".into()),
+                        labels: Some(cluster_labels(kc)),
+                        ..Default::default()
+                    },
+                    spec: Some(PersistentVolumeClaimSpec {
+                        access_modes: Some(if s.access_modes.is_empty() {
+                            vec!["ReadWriteOnce".to_string()]
+                        } else {
+                            s.access_modes
+                                .iter()
+                                .map(|m| m.as_str().to_string())
+                                .collect()
+                        }),
+                        storage_class_name: s.storage_class_name.clone(),
+                        resources: Some(VolumeResourceRequirements {
+                            requests: Some(BTreeMap::from([(
+                                "storage".to_string(),
+                                s.size.clone(),
+                            )])),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+fn pod_spec(kc: &KvCluster, rendered: &config::RenderedConfig, grace: i64) -> PodSpec {
+    let spec = &kc.spec;
+    let mut volumes = vec![Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: config::config_map_name(kc, rendered),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let mut mounts = vec![
+        mount("config", CONFIG_DIR, true),
+        mount("data", DATA_DIR, false),
+    ];
+    if spec.storage.is_none() {
+        volumes.push(Volume {
+            name: "data".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        });
+    }
+    if let Some(tls) = &spec.tls {
+        volumes.push(secret_volume("tls", &tls.secret_name, None));
+        mounts.push(mount("tls", TLS_DIR, true));
+    }
+    let acl = spec.auth.as_ref().and_then(|a| a.acl_secret.as_ref());
+    if let Some(acl) = acl {
+        volumes.push(secret_volume("acl", &acl.name, Some((&acl.key, ACL_FILE))));
+        mounts.push(mount("acl", ACL_DIR, true));
+    }
+
+    let config_path = format!("{CONFIG_DIR}/{CONFIG_FILE}");
+    let (command, mut args) = match spec.engine.kind {
+        Engine::Valkey => ("valkey-server", vec![config_path]),
+        Engine::Redis => ("redis-server", vec![config_path]),
+        Engine::Dragonfly => ("dragonfly", vec![format!("--flagfile={config_path}")]),
+    };
+    let mut env = vec![];
+    if let Some(secret) = spec.auth.as_ref().and_then(|a| a.password_secret.as_ref()) {
+        env.push(EnvVar {
+            name: PASSWORD_ENV.into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.name.clone(),
+                    key: secret.key.clone(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        // Kubernetes expands `$(VAR)` in args, so the password never lands in the ConfigMap.
+        let password = format!("$({PASSWORD_ENV})");
+        match spec.engine.kind {
+            Engine::Valkey | Engine::Redis => args.extend([
+                "--requirepass".to_string(),
+                password.clone(),
+                "--masterauth".to_string(),
+                password,
+            ]),
+            Engine::Dragonfly => args.push(format!("--requirepass={password}")),
+        }
+    }
+
+    let tcp_probe = |period: i32, failures: i32| Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::String("resp".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Default::default()
+    };
+
+    PodSpec {
+        termination_grace_period_seconds: Some(grace),
+        enable_service_links: Some(false),
+        automount_service_account_token: Some(false),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(SERVER_UID),
+            run_as_group: Some(SERVER_UID),
+            fs_group: Some(SERVER_UID),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        // Spread members over nodes when the scheduler can.
+        affinity: Some(Affinity {
+            pod_anti_affinity: Some(PodAntiAffinity {
+                preferred_during_scheduling_ignored_during_execution: Some(vec![
+                    WeightedPodAffinityTerm {
+                        weight: 100,
+                        pod_affinity_term: PodAffinityTerm {
+                            label_selector: Some(LabelSelector {
+                                match_labels: Some(cluster_selector(kc)),
+                                ..Default::default()
+                            }),
+                            topology_key: "kubernetes.io/hostname".into(),
+                            ..Default::default()
+                        },
+                    },
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        containers: vec![Container {
+            name: "server".into(),
+            image: Some(image(kc)),
+            command: Some(vec![command.to_string()]),
+            args: Some(args),
+            env: (!env.is_empty()).then_some(env),
+            ports: Some(vec![ContainerPort {
+                name: Some("resp".into()),
+                container_port: PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            resources: spec.resources.clone(),
+            volume_mounts: Some(mounts),
+            // Readiness only says the server accepts connections; whether a replica is in
+            // sync is the reconciler's judgement, from INFO replication.
+            readiness_probe: Some(tcp_probe(5, 2)),
+            // Generous: killing a member that is loading a large dataset helps nobody.
+            liveness_probe: Some(tcp_probe(10, 6)),
+            security_context: Some(SecurityContext {
+                allow_privilege_escalation: Some(false),
+                read_only_root_filesystem: Some(true),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".into()]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        volumes: Some(volumes),
+        ..Default::default()
+    }
+}
+
+/// The image: `engine.image`, or the engine's official image tagged with `engine.version`.
+pub fn image(kc: &KvCluster) -> String {
+    let engine = &kc.spec.engine;
+    if let Some(image) = &engine.image {
+        return image.clone();
+    }
+    let version = engine.version.as_deref();
+    match engine.kind {
+        Engine::Valkey => format!("docker.io/valkey/valkey:{}", version.unwrap_or("8.1")),
+        Engine::Redis => format!("docker.io/library/redis:{}", version.unwrap_or("7.4")),
+        Engine::Dragonfly => format!(
+            "docker.dragonflydb.io/dragonflydb/dragonfly:{}",
+            version.map_or("latest".to_string(), |v| format!("v{v}"))
+        ),
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        ..Default::default()
+    }
+}
+
+fn secret_volume(name: &str, secret: &str, key_as: Option<(&str, &str)>) -> Volume {
+    Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.into()),
+            items: key_as.map(|(key, path)| {
+                vec![KeyToPath {
+                    key: key.into(),
+                    path: path.into(),
+                    ..Default::default()
+                }]
+            }),
+            default_mode: Some(0o440),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::*;
+    use super::super::{LABEL_CLUSTER, desired_objects};
+    use super::*;
+    use crate::api::{AuthSpec, SecretKeyRef, StorageSpec};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    fn build(kc: &KvCluster) -> StatefulSet {
+        desired_objects(kc).unwrap().statefulsets.remove(0)
+    }
+
+    #[test]
+    fn on_delete_with_a_grace_period_beyond_the_handover() {
+        let mut spec = valkey("9.0");
+        spec.rollout.handover_timeout_seconds = 45;
+        let sts = build(&cluster(spec));
+        assert_eq!(sts.metadata.name.as_deref(), Some("cache-s0"));
+        let s = sts.spec.unwrap();
+        assert_eq!(
+            s.update_strategy.unwrap().type_.as_deref(),
+            Some("OnDelete")
+        );
+        assert_eq!(s.replicas, Some(3));
+        assert_eq!(s.service_name.as_deref(), Some("cache-headless"));
+        let pod = s.template.spec.unwrap();
+        assert!(pod.termination_grace_period_seconds.unwrap() > 45);
+    }
+
+    #[test]
+    fn pods_are_labelled_replicas_of_their_cluster_and_shard() {
+        let sts = build(&cluster(valkey("8.0")));
+        let s = sts.spec.unwrap();
+        let labels = s.template.metadata.unwrap().labels.unwrap();
+        assert_eq!(labels[LABEL_CLUSTER], "cache");
+        assert_eq!(labels[LABEL_SHARD], "0");
+        assert_eq!(labels[LABEL_ROLE], "replica");
+        // The selector must not include the role: it changes on live pods.
+        let selector = s.selector.match_labels.unwrap();
+        assert!(!selector.contains_key(LABEL_ROLE));
+        assert!(selector.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    }
+
+    #[test]
+    fn the_config_map_is_mounted_as_the_server_config() {
+        let kc = cluster(valkey("8.0"));
+        let objects = desired_objects(&kc).unwrap();
+        let pod = objects.statefulsets[0]
+            .clone()
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let c = &pod.containers[0];
+        assert_eq!(
+            c.command.as_deref(),
+            Some(&["valkey-server".to_string()][..])
+        );
+        assert_eq!(
+            c.args.as_ref().unwrap()[0],
+            "/etc/kvpilot/config/server.conf"
+        );
+        let config = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "config")
+            .unwrap();
+        assert_eq!(
+            config.config_map.unwrap().name,
+            objects.config_map.metadata.name.unwrap()
+        );
+        assert_eq!(c.image.as_deref(), Some("docker.io/valkey/valkey:8.0"));
+    }
+
+    #[test]
+    fn containers_are_non_root_with_a_read_only_root() {
+        let pod = build(&cluster(valkey("8.0")))
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+        let sc = pod.containers[0].security_context.clone().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+    }
+
+    #[test]
+    fn storage_becomes_a_claim_template_instead_of_an_empty_dir() {
+        let mut spec = valkey("8.0");
+        spec.storage = Some(StorageSpec {
+            size: Quantity("5Gi".into()),
+            storage_class_name: Some("fast".into()),
+            access_modes: vec![],
+        });
+        let s = build(&cluster(spec)).spec.unwrap();
+        let claim = &s.volume_claim_templates.unwrap()[0];
+        assert_eq!(claim.metadata.name.as_deref(), Some("data"));
+        let cs = claim.spec.clone().unwrap();
+        assert_eq!(cs.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(cs.resources.unwrap().requests.unwrap()["storage"].0, "5Gi");
+        let volumes = s.template.spec.unwrap().volumes.unwrap();
+        assert!(volumes.iter().all(|v| v.name != "data"));
+
+        let s = build(&cluster(valkey("8.0"))).spec.unwrap();
+        assert!(s.volume_claim_templates.is_none());
+        let volumes = s.template.spec.unwrap().volumes.unwrap();
+        assert!(
+            volumes
+                .iter()
+                .any(|v| v.name == "data" && v.empty_dir.is_some())
+        );
+    }
+
+    #[test]
+    fn the_password_comes_from_the_secret_not_the_config() {
+        let mut spec = valkey("8.0");
+        spec.auth = Some(AuthSpec {
+            password_secret: Some(SecretKeyRef {
+                name: "cache-auth".into(),
+                key: "password".into(),
+            }),
+            acl_secret: None,
+        });
+        let kc = cluster(spec);
+        let objects = desired_objects(&kc).unwrap();
+        let c = objects.statefulsets[0]
+            .clone()
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .containers[0]
+            .clone();
+        let args = c.args.unwrap();
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--masterauth", "$(KVPILOT_PASSWORD)"])
+        );
+        let env = &c.env.unwrap()[0];
+        let from = env.value_from.clone().unwrap().secret_key_ref.unwrap();
+        assert_eq!(
+            (from.name.as_str(), from.key.as_str()),
+            ("cache-auth", "password")
+        );
+        assert!(!objects.config_map.data.unwrap()[CONFIG_FILE].contains("requirepass"));
+    }
+
+    #[test]
+    fn the_image_defaults_from_the_engine_and_version() {
+        let mut spec = valkey("9.0");
+        assert_eq!(image(&cluster(spec.clone())), "docker.io/valkey/valkey:9.0");
+        spec.engine.image = Some("registry.local/valkey:custom".into());
+        assert_eq!(image(&cluster(spec)), "registry.local/valkey:custom");
+    }
+}
