@@ -1,7 +1,7 @@
 //! `kvpilot demo [--engine valkey|redis] [--json]`.
 
 use crate::demo;
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use std::process::ExitCode;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -13,11 +13,24 @@ pub enum DemoEngine {
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Which server to run (default: Valkey if installed, else Redis 7).
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, global = true)]
     pub engine: Option<DemoEngine>,
     /// Print the report as JSON.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub json: bool,
+    #[command(subcommand)]
+    pub scenario: Option<Scenario>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// Write latency without snapshots, with primaryOnly and with staggered replicasOnly
+    /// snapshots, on a dataset large enough for the fork to matter.
+    Snapshots {
+        /// Dataset size in MiB (1 KiB values).
+        #[arg(long, default_value_t = 1024)]
+        dataset_mib: u64,
+    },
 }
 
 pub async fn run(args: DemoArgs) -> Result<ExitCode, String> {
@@ -39,21 +52,35 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, String> {
     };
     let work = std::env::temp_dir().join(format!("kvpilot-demo-{}", std::process::id()));
     let json = args.json;
-    let result = demo::run(engine, &work, |step| {
+    let progress = |step: &str| {
         if !json {
             println!("· {step}");
         }
-    })
-    .await;
-    let _ = std::fs::remove_dir_all(&work);
-    let report = result.map_err(|e| e.to_string())?;
+    };
+    let (value, table) = match args.scenario {
+        None => {
+            let result = demo::run(engine, &work, progress).await;
+            let _ = std::fs::remove_dir_all(&work);
+            let report = result.map_err(|e| e.to_string())?;
+            (serde_json::to_value(&report), report.table())
+        }
+        Some(Scenario::Snapshots { dataset_mib }) => {
+            let durations = demo::snapshots::Durations::default();
+            let result =
+                demo::snapshots::run(engine, &work, dataset_mib, durations, progress).await;
+            let _ = std::fs::remove_dir_all(&work);
+            let report = result.map_err(|e| e.to_string())?;
+            (serde_json::to_value(&report), report.table())
+        }
+    };
     if json {
+        let value = value.map_err(|e| e.to_string())?;
         println!(
             "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+            serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?
         );
     } else {
-        print!("{}", report.table());
+        print!("{table}");
     }
     Ok(ExitCode::SUCCESS)
 }

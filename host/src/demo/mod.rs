@@ -3,6 +3,7 @@
 //! (b) the reactive baseline: the primary crashes and restarts with no handover, (c) the
 //! primary is SIGKILLed and stays down. Every acknowledged key is checked at the end.
 
+pub mod snapshots;
 pub mod verify;
 pub mod writer;
 
@@ -30,7 +31,7 @@ pub struct DemoError {
     pub message: String,
 }
 
-fn fail(phase: &'static str, message: impl ToString) -> DemoError {
+pub(crate) fn fail(phase: &'static str, message: impl ToString) -> DemoError {
     DemoError {
         phase,
         message: message.to_string(),
@@ -140,7 +141,10 @@ pub async fn run(
 }
 
 /// Reconciles until told to stop; each step holds the lock only while it runs.
-async fn reconcile_loop(cluster: Arc<Mutex<LocalCluster>>, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn reconcile_loop(
+    cluster: Arc<Mutex<LocalCluster>>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let sleep = {
             let mut c = cluster.lock().await;
@@ -276,7 +280,7 @@ async fn scenario(
     })
 }
 
-fn engine_name(engine: kvpilot_sdk::Engine) -> &'static str {
+pub(crate) fn engine_name(engine: kvpilot_sdk::Engine) -> &'static str {
     match engine {
         kvpilot_sdk::Engine::Valkey => "valkey",
         kvpilot_sdk::Engine::Redis => "redis",
@@ -289,7 +293,7 @@ fn ms(d: Duration) -> u64 {
 }
 
 /// Waits until the group is Ready on a revision other than `old_revision` (when given).
-async fn settled(
+pub(crate) async fn settled(
     status: &mut watch::Receiver<ClusterStatus>,
     old_revision: Option<&str>,
     phase: &'static str,
@@ -316,11 +320,11 @@ async fn settled_with_new_primary(
     .await
 }
 
-fn ready(s: &ClusterStatus) -> bool {
+pub(crate) fn ready(s: &ClusterStatus) -> bool {
     s.condition("Ready").is_some_and(|c| c.status)
 }
 
-async fn wait_status(
+pub(crate) async fn wait_status(
     status: &mut watch::Receiver<ClusterStatus>,
     phase: &'static str,
     done: impl Fn(&ClusterStatus) -> bool,

@@ -23,6 +23,8 @@ const RETRY_PAUSE: Duration = Duration::from_millis(5);
 pub struct Ack {
     pub seq: u64,
     pub at: Instant,
+    /// From sending the write to its acknowledgement.
+    pub latency: Duration,
 }
 
 /// What the writer saw.
@@ -114,11 +116,14 @@ async fn write_loop(
         };
         let key = format!("{prefix}:{seq}");
         let value = seq.to_string();
+        let sent = Instant::now();
         match timeout(ACK_TIMEOUT, set(stream, &key, &value)).await {
             Ok(Ok(())) => {
+                let at = Instant::now();
                 log.lock().await.acks.push(Ack {
                     seq,
-                    at: Instant::now(),
+                    at,
+                    latency: at - sent,
                 });
                 seq += 1;
             }
@@ -191,6 +196,7 @@ mod tests {
         let at = |ms| Ack {
             seq: 0,
             at: t0 + Duration::from_millis(ms),
+            latency: Duration::ZERO,
         };
         let acks = [at(10), at(20), at(250), at(260)];
         assert_eq!(
