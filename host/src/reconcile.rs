@@ -76,11 +76,12 @@ impl<P: Platform> Reconciler<P> {
                 };
             }
         };
+        let snapshot_policy = spec.snapshots.as_ref().and_then(|s| s.policy());
         let input = decide::Input {
             spec,
             observed: &observed,
             settings: &self.settings,
-            snapshots: None,
+            snapshots: snapshot_policy.as_ref(),
         };
         let mut plan = decide::decide(&input, policies).await;
         self.status.record(&observed, &plan, now);

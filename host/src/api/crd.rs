@@ -202,6 +202,39 @@ mod tests {
         );
     }
 
+    /// kubernetes-validate has no schema for custom resources, so the examples are checked
+    /// here: they parse into the typed resources and pass the CRDs' CEL rules.
+    #[test]
+    fn the_examples_fit_the_crds() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let value: Value = serde_norway::from_str(&text).unwrap();
+            let crd = match value["kind"].as_str() {
+                Some("KvCluster") => {
+                    let kc: KvCluster = serde_norway::from_str(&text).unwrap();
+                    crate::api::validate_spec(&kc.spec).unwrap();
+                    KvCluster::crd()
+                }
+                Some("PolicyPlugin") => {
+                    serde_norway::from_str::<PolicyPlugin>(&text).unwrap();
+                    PolicyPlugin::crd()
+                }
+                _ => continue,
+            };
+            if let Err(e) = kube_cel::validate(&schema(&crd), &value, None) {
+                panic!("{}: {e}", path.display());
+            }
+            seen += 1;
+        }
+        assert!(seen >= 4, "only {seen} examples found in {}", dir.display());
+    }
+
     #[test]
     fn yaml_has_the_header_and_parses_back() {
         for crd in definitions() {

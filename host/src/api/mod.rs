@@ -5,12 +5,14 @@
 pub mod crd;
 mod plugin;
 mod schema;
+mod snapshots;
 mod spec;
 mod status;
 mod validate;
 mod workload;
 
 pub use plugin::*;
+pub use snapshots::*;
 pub use spec::*;
 pub use status::*;
 pub use validate::{SpecError, validate_spec};

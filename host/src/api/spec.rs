@@ -3,6 +3,7 @@
 //! Services, PDB) live in [`super::workload`] and are ignored by the local platform.
 
 use super::schema;
+use super::snapshots::SnapshotSpec;
 use super::status::KvClusterStatus;
 use super::workload::{AuthSpec, PdbSpec, ServiceSpec, StorageSpec, TlsSpec};
 use crate::policy::{FailurePolicy, Hook};
@@ -75,6 +76,12 @@ pub struct Metadata {
 #[x_kube(validation = Rule::new("self.shards == 1").message(
     "only 1 shard (plain replication) is supported until cluster mode exists"
 ).field_path(".shards").reason(Reason::FieldValueInvalid))]
+#[x_kube(validation = Rule::new(
+    "!has(self.snapshots) || !has(self.snapshots.mode) || self.snapshots.mode != 'replicasOnly' || self.replicas >= 2"
+).message("snapshots.mode replicasOnly needs at least 2 replicas").field_path(".snapshots.mode").reason(Reason::FieldValueInvalid))]
+#[x_kube(validation = Rule::new(
+    "!has(self.snapshots) || !has(self.snapshots.location) || self.snapshots.location != 'persistentVolume' || has(self.storage)"
+).message("snapshots.location persistentVolume needs spec.storage").field_path(".snapshots.location").reason(Reason::FieldValueInvalid))]
 #[serde(rename_all = "camelCase")]
 pub struct KvClusterSpec {
     /// Which datastore runs, and which build of it.
@@ -96,6 +103,10 @@ pub struct KvClusterSpec {
     /// Which plugin answers each hook; unset hooks use their builtin default with `Fail`.
     #[serde(default)]
     pub policies: PoliciesSpec,
+    /// Snapshots scheduled by the snapshot-schedule plugin and taken by the operator
+    /// (`BGSAVE`); the engine's own `save` schedule is turned off. Unset: no snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshots: Option<SnapshotSpec>,
     /// CPU and memory of each member's container (Kubernetes only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,

@@ -1,7 +1,8 @@
 //! Spec checks that the schema cannot express. A failing check becomes a status condition and
 //! an event; nothing changes until the spec is fixed.
 
-use super::KvClusterSpec;
+use super::{KvClusterSpec, SnapshotLocation, SnapshotModeSpec, parse_minutes};
+use kvpilot_sdk::cron::Cron;
 
 /// A spec problem, naming the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +35,49 @@ pub fn validate_spec(spec: &KvClusterSpec) -> Result<(), SpecError> {
             "rollout.handoverTimeoutSeconds",
             "must be at least 1 second",
         ));
+    }
+    if let Some(snap) = &spec.snapshots {
+        let cron: Cron = snap
+            .schedule
+            .parse()
+            .map_err(|e| err("snapshots.schedule", format!("`{}`: {e}", snap.schedule)))?;
+        let stagger = parse_minutes(&snap.stagger_interval)
+            .map_err(|e| err("snapshots.staggerInterval", e))?;
+        let members = spec.replicas + 1;
+        let snapshotting = match snap.mode {
+            SnapshotModeSpec::All => members,
+            SnapshotModeSpec::PrimaryOnly => 1,
+            SnapshotModeSpec::ReplicasOnly => {
+                if spec.replicas < 2 {
+                    return Err(err(
+                        "snapshots.mode",
+                        format!(
+                            "replicasOnly needs at least 2 replicas (has {}): with one, losing it leaves no snapshot source",
+                            spec.replicas
+                        ),
+                    ));
+                }
+                spec.replicas
+            }
+        };
+        let period = cron.min_period_minutes();
+        if stagger.saturating_mul(snapshotting) > period {
+            return Err(err(
+                "snapshots.staggerInterval",
+                format!(
+                    "{} × {snapshotting} snapshotting members = {} minutes does not fit in the {period}-minute period of `{}`",
+                    snap.stagger_interval,
+                    stagger.saturating_mul(snapshotting),
+                    snap.schedule
+                ),
+            ));
+        }
+        if snap.location == SnapshotLocation::PersistentVolume && spec.storage.is_none() {
+            return Err(err(
+                "snapshots.location",
+                "persistentVolume needs spec.storage (a volume per member)",
+            ));
+        }
     }
     for (key, _) in spec.config.iter() {
         if key.trim().is_empty() || key.contains(char::is_whitespace) {
@@ -70,6 +114,51 @@ const FORBIDDEN_CONFIG: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::SnapshotSpec;
+
+    fn with_snapshots(
+        replicas: u32,
+        mode: SnapshotModeSpec,
+        schedule: &str,
+        stagger: &str,
+    ) -> KvClusterSpec {
+        KvClusterSpec {
+            shards: 1,
+            replicas,
+            snapshots: Some(SnapshotSpec {
+                mode,
+                schedule: schedule.into(),
+                stagger_interval: stagger.into(),
+                location: SnapshotLocation::DataDir,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn snapshot_settings_are_checked_with_the_field_named() {
+        let ok = with_snapshots(2, SnapshotModeSpec::ReplicasOnly, "0 3 * * *", "10m");
+        assert_eq!(validate_spec(&ok), Ok(()));
+        let one_replica = with_snapshots(1, SnapshotModeSpec::ReplicasOnly, "0 3 * * *", "10m");
+        assert_eq!(
+            validate_spec(&one_replica).unwrap_err().field,
+            "snapshots.mode"
+        );
+        let bad_cron = with_snapshots(2, SnapshotModeSpec::All, "0 25 * * *", "10m");
+        let e = validate_spec(&bad_cron).unwrap_err();
+        assert_eq!(e.field, "snapshots.schedule");
+        assert!(e.message.contains("hour"), "{e}");
+        // Every 15 minutes cannot hold 3 members 10 minutes apart.
+        let too_wide = with_snapshots(2, SnapshotModeSpec::All, "*/15 * * * *", "10m");
+        let e = validate_spec(&too_wide).unwrap_err();
+        assert_eq!(e.field, "snapshots.staggerInterval");
+        assert!(e.message.contains("15-minute period"), "{e}");
+        let bad_interval = with_snapshots(2, SnapshotModeSpec::All, "0 3 * * *", "30s");
+        assert_eq!(
+            validate_spec(&bad_interval).unwrap_err().field,
+            "snapshots.staggerInterval"
+        );
+    }
 
     #[test]
     fn more_than_one_shard_is_rejected_with_the_field() {
