@@ -620,7 +620,7 @@ pub fn free_loopback_addr() -> io::Result<SocketAddr> {
 
 /// Kills (`SIGKILL`, by PID and start time) every member it tracks when dropped, also when a
 /// test panics. Tracks individual servers and whole directories: on drop, every member whose
-/// state file lies in a tracked directory (or one level below it) is killed too, which catches
+/// state file lies in a tracked directory (or up to three levels below it) is killed too, which catches
 /// members a reconciler started or restarted on its own.
 #[derive(Debug, Default)]
 pub struct ServerGuard {
@@ -641,7 +641,8 @@ impl ServerGuard {
         }
     }
 
-    /// Kill every member found under `dir` on drop.
+    /// Kill every member found under `dir` (up to three levels down, e.g. a state root's
+    /// `GROUP/members/MEMBER`) on drop.
     pub fn track_dir(&self, dir: impl Into<PathBuf>) {
         if let Ok(mut dirs) = self.dirs.lock() {
             dirs.push(dir.into());
@@ -652,13 +653,27 @@ impl ServerGuard {
         let mut found = Vec::new();
         let dirs = self.dirs.lock().map(|d| d.clone()).unwrap_or_default();
         for dir in dirs {
-            let mut candidates = vec![dir.clone()];
-            if let Ok(entries) = fs::read_dir(&dir) {
-                candidates.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
-            }
-            found.extend(candidates.iter().filter_map(|d| read_state(d).ok()));
+            collect_states(&dir, GUARD_SEARCH_DEPTH, &mut found);
         }
         found
+    }
+}
+
+/// How deep below a tracked directory [`ServerGuard`] looks for member state files: a state
+/// root holds `GROUP/members/MEMBER/member.json`.
+const GUARD_SEARCH_DEPTH: usize = 3;
+
+fn collect_states(dir: &Path, depth: usize, found: &mut Vec<MemberState>) {
+    if let Ok(state) = read_state(dir) {
+        found.push(state);
+    }
+    if depth == 0 {
+        return;
+    }
+    if let Ok(entries) = fs::read_dir(dir) {
+        for path in entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()) {
+            collect_states(&path, depth - 1, found);
+        }
     }
 }
 
