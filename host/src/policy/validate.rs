@@ -243,6 +243,11 @@ mod tests {
         let twice = [entry("c-0", None), entry("c-0", None), entry("c-1", None)];
         assert_eq!(schedules(&request, &twice).unwrap_err().field, "[1].member");
 
+        let bad_cron = [entry("c-0", None), entry("c-1", Some("61 3 * * *"))];
+        let err = schedules(&request, &bad_cron).unwrap_err();
+        assert_eq!(err.field, "[1].cron");
+        assert!(err.message.contains("61 3 * * *"), "{}", err.message);
+
         let unknown = [entry("c-0", None), entry("c-1", None), entry("x", None)];
         let err = schedules(&request, &unknown).unwrap_err();
         assert_eq!(err.field, "[2].member");
