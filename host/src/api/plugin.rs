@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 /// A WebAssembly policy plugin and the limits of each call.
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+// Each printer column repeats `type_ = "string"`, which clippy reads as a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[kube(
     group = "kvpilot.dev",
     version = "v1alpha1",

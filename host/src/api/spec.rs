@@ -31,6 +31,8 @@ pub struct Metadata {
 
 /// The desired state of one replication group (or, later, a sharded cluster).
 #[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+// Each printer column repeats `type_ = "string"`, which clippy reads as a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[kube(
     group = "kvpilot.dev",
     version = "v1alpha1",
