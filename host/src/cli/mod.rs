@@ -3,6 +3,7 @@
 pub mod crdgen;
 pub mod demo;
 pub mod local;
+pub mod operator;
 pub mod policy;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,8 @@ pub enum Command {
     /// Run a replication group of real server processes on loopback.
     #[command(subcommand)]
     Local(local::LocalCommand),
+    /// Run the Kubernetes operator.
+    Operator(operator::OperatorArgs),
     /// Inspect, run and benchmark policy plugins.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -35,7 +38,9 @@ pub enum Command {
 
 /// Runs a parsed command line; errors are printed to stderr and give a non-zero exit.
 pub fn run(cli: Cli) -> ExitCode {
-    init_logging();
+    init_logging(
+        matches!(&cli.command, Command::Operator(a) if a.log_format == operator::LogFormat::Json),
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -52,6 +57,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Local(cmd) => local::run(cmd).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Crdgen(args) => crdgen::run(args).await,
+            Command::Operator(args) => operator::run(args).await,
         }
     });
     match result {
@@ -64,14 +70,14 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 /// Logs to stderr; `RUST_LOG` filters (default: kvpilot at info), `KVPILOT_LOG_FORMAT=json`
-/// switches to JSON lines.
-fn init_logging() {
+/// (or `json`, from `kvpilot operator --log-format json`) switches to JSON lines.
+fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("kvpilot=info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let _ = if std::env::var("KVPILOT_LOG_FORMAT").as_deref() == Ok("json") {
+    let _ = if json || std::env::var("KVPILOT_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().try_init()
     } else {
         builder.try_init()

@@ -10,6 +10,7 @@ use kvpilot_sdk::{
     MemberSchedule, RolloutRequest, ScheduleRequest, Selection, SelectionRequest, Step,
 };
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 /// How one hook is answered in a cluster.
@@ -56,14 +57,16 @@ impl Bound {
         runtime: &PolicyRuntime,
         hook: Hook,
         setting: Option<&HookSetting>,
+        preloaded: &BTreeMap<String, Plugin>,
     ) -> Result<Bound, PolicyError> {
         let setting = setting
             .cloned()
             .unwrap_or_else(|| HookSetting::default_for(hook));
-        let plugin = runtime
-            .load(&setting.source)
-            .await?
-            .with_limits(setting.limits);
+        let plugin = match preloaded.get(&setting.source) {
+            Some(plugin) => plugin.clone(),
+            None => runtime.load(&setting.source).await?,
+        }
+        .with_limits(setting.limits);
         if !plugin.exports(hook) {
             return Err(PolicyError::MissingHook {
                 plugin: plugin.name().to_string(),
@@ -123,23 +126,37 @@ impl WasmPolicies {
         runtime: &PolicyRuntime,
         settings: &PolicySettings,
     ) -> Result<WasmPolicies, PolicyError> {
+        Self::bind_with(runtime, settings, &BTreeMap::new()).await
+    }
+
+    /// [`WasmPolicies::bind`], taking the plugins whose `HookSetting::source` is a key of
+    /// `preloaded` from there (e.g. `PolicyPlugin`s the operator loaded from a ConfigMap)
+    /// instead of loading the source.
+    pub async fn bind_with(
+        runtime: &PolicyRuntime,
+        settings: &PolicySettings,
+        preloaded: &BTreeMap<String, Plugin>,
+    ) -> Result<WasmPolicies, PolicyError> {
         Ok(WasmPolicies {
             replica_selection: Bound::bind(
                 runtime,
                 Hook::ReplicaSelection,
                 settings.replica_selection.as_ref(),
+                preloaded,
             )
             .await?,
             snapshot_schedule: Bound::bind(
                 runtime,
                 Hook::SnapshotSchedule,
                 settings.snapshot_schedule.as_ref(),
+                preloaded,
             )
             .await?,
             rollout_order: Bound::bind(
                 runtime,
                 Hook::RolloutOrder,
                 settings.rollout_order.as_ref(),
+                preloaded,
             )
             .await?,
         })

@@ -7,10 +7,19 @@
 //! - [`pdb`]: one PodDisruptionBudget per shard.
 //! - [`config`]: the member configuration, rendered into a ConfigMap.
 //! - [`gating`]: settings only some engine versions accept.
+//!
+//! The operator (I/O): [`platform`] (the `Platform` over pods), [`apply`], [`policies`]
+//! (PolicyPlugin loading), [`controller`], [`leader`] (Lease) and [`metrics`].
 
+pub mod apply;
 pub mod config;
+pub mod controller;
 pub mod gating;
+pub mod leader;
+pub mod metrics;
 pub mod pdb;
+pub mod platform;
+pub mod policies;
 pub mod services;
 pub mod statefulset;
 

@@ -1,0 +1,103 @@
+//! `kvpilot operator`: the Kubernetes controller, with `/metrics` and `/healthz`, and leader
+//! election through a Lease when several replicas run.
+
+use crate::decide::Settings;
+use crate::platform::kubernetes::config::PORT;
+use crate::platform::kubernetes::controller::{self, Context, Scope};
+use crate::platform::kubernetes::leader::LeaderElector;
+use crate::platform::kubernetes::metrics::{self, Metrics};
+use crate::policy::PolicyRuntime;
+use clap::{Args, ValueEnum};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct OperatorArgs {
+    /// Where `/metrics` and `/healthz` are served.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Log as text lines or JSON lines (also `KVPILOT_LOG_FORMAT=json`).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Only watch KvClusters (and their objects) in this namespace; all namespaces by default.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Reconcile only while holding the `kvpilot` Lease (for more than one replica).
+    #[arg(long)]
+    pub leader_election: bool,
+    /// Namespace of the Lease; defaults to `$POD_NAMESPACE`, else `default`.
+    #[arg(long)]
+    pub lease_namespace: Option<String>,
+    /// Seconds a Lease stays valid without renewal.
+    #[arg(long, default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+}
+
+/// The name of the Lease replicas compete for.
+const LEASE_NAME: &str = "kvpilot-operator";
+
+pub async fn run(args: OperatorArgs) -> Result<ExitCode, String> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
+    let runtime = PolicyRuntime::global().map_err(|e| e.to_string())?;
+    let metrics = Arc::new(Metrics::new());
+    let (addr, _server) = metrics::spawn(args.metrics_addr, metrics.clone())
+        .await
+        .map_err(|e| format!("cannot serve metrics on {}: {e}", args.metrics_addr))?;
+    tracing::info!(%addr, "serving /metrics and /healthz");
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        runtime,
+        metrics,
+        Settings::default(),
+        PORT as u16,
+    ));
+    let scope = Scope {
+        namespace: args.namespace.clone(),
+    };
+    if !args.leader_election {
+        controller::run(ctx, scope).await;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let namespace = args
+        .lease_namespace
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".into());
+    let identity = std::env::var("POD_NAME")
+        .ok()
+        .unwrap_or_else(|| format!("kvpilot-{}", std::process::id()));
+    let elector = LeaderElector::new(
+        client,
+        &namespace,
+        LEASE_NAME,
+        &identity,
+        Duration::from_secs(args.lease_duration_seconds.max(3)),
+    );
+    let (tx, mut leading) = tokio::sync::watch::channel(false);
+    tokio::spawn(elector.run(tx));
+    tracing::info!(%identity, lease = %format!("{namespace}/{LEASE_NAME}"), "waiting for the lease");
+    leading
+        .wait_for(|l| *l)
+        .await
+        .map_err(|_| "leader election stopped".to_string())?;
+    tracing::info!(%identity, "leading");
+    // Losing the lease ends the process: another replica takes over, and this one restarts
+    // as a candidate (the usual controller pattern; nothing here must finish first).
+    tokio::select! {
+        () = controller::run(ctx, scope) => Ok(ExitCode::SUCCESS),
+        lost = leading.wait_for(|l| !*l) => {
+            let _ = lost;
+            Err("lost the leader lease; exiting".into())
+        }
+    }
+}

@@ -1,0 +1,438 @@
+//! The KvCluster controller: validate → build → apply → observe/decide/act (the shared
+//! [`Reconciler`]) → status, plus an Event for every decision and action.
+//!
+//! No finalizer: every object a KvCluster needs carries a controller owner reference, so the
+//! garbage collector deletes them with it, and nothing outside the API needs cleaning up.
+
+use super::apply::{self, ApplyError};
+use super::platform::KubernetesPlatform;
+use super::policies::{self, PluginProblem, referenced_plugins};
+use super::{LABEL_CLUSTER, desired_objects, metrics::Metrics};
+use crate::api::{KvCluster, KvClusterStatus, PolicyPlugin, StatusContext, validate_spec};
+use crate::decide::{Blocker, Plan, Settings, Wait};
+use crate::engine::Dialect;
+use crate::observe::Clients;
+use crate::policy::{PolicyRuntime, WasmPolicies};
+use crate::reconcile::Reconciler;
+use crate::status::{ClusterStatus, Condition};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Client, Resource, ResourceExt};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long an invalid spec waits before it is looked at again (a spec change requeues at
+/// once through the watch).
+const INVALID_SPEC_REQUEUE: Duration = Duration::from_secs(300);
+/// Requeue after an unexpected error.
+const ERROR_REQUEUE: Duration = Duration::from_secs(5);
+/// Kubernetes caps an Event note at 1 kB.
+const MAX_NOTE_BYTES: usize = 1024;
+
+/// The error of one reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("KvCluster {0} has no namespace")]
+    NoNamespace(String),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("KvCluster {cluster}: {action}: {source}")]
+    Kube {
+        cluster: String,
+        action: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// One cluster's state that survives between reconciles: the reconciler (member connections,
+/// failure-detection counter, policy backoff) and the bound policies.
+struct ClusterState {
+    reconciler: Reconciler<KubernetesPlatform>,
+    /// The bound policies and the key they were bound for.
+    bound: Option<(String, Result<WasmPolicies, String>)>,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub runtime: PolicyRuntime,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    /// The port members serve on (6379; tests use another).
+    pub member_port: u16,
+    clusters: tokio::sync::Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<ClusterState>>>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        runtime: PolicyRuntime,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+        member_port: u16,
+    ) -> Context {
+        let reporter = Reporter {
+            controller: "kvpilot".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            runtime,
+            metrics,
+            settings,
+            member_port,
+            clusters: Default::default(),
+        }
+    }
+
+    async fn state(
+        &self,
+        kc: &KvCluster,
+        namespace: &str,
+    ) -> Arc<tokio::sync::Mutex<ClusterState>> {
+        let key = (namespace.to_string(), kc.name_any());
+        let mut clusters = self.clusters.lock().await;
+        if let Some(s) = clusters.get(&key) {
+            return s.clone();
+        }
+        let dialect = match kc.spec.engine.kind {
+            kvpilot_sdk::Engine::Valkey => Dialect::Valkey,
+            kvpilot_sdk::Engine::Redis => Dialect::Redis,
+            kvpilot_sdk::Engine::Dragonfly => Dialect::Dragonfly,
+        };
+        let password = self.password(kc, namespace).await;
+        let platform = KubernetesPlatform::new(
+            self.client.clone(),
+            namespace,
+            &kc.name_any(),
+            kc.spec.shards,
+            kc.spec.replicas + 1,
+            self.member_port,
+        );
+        let state = Arc::new(tokio::sync::Mutex::new(ClusterState {
+            reconciler: Reconciler::new(
+                &kc.name_any(),
+                namespace,
+                platform,
+                Clients::new(dialect, password),
+                self.settings.clone(),
+            ),
+            bound: None,
+        }));
+        clusters.insert(key, state.clone());
+        state
+    }
+
+    /// The members' password from `spec.auth.passwordSecret`, if set and readable.
+    async fn password(&self, kc: &KvCluster, namespace: &str) -> Option<String> {
+        let r = kc.spec.auth.as_ref()?.password_secret.as_ref()?;
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        match secrets.get_opt(&r.name).await {
+            Ok(Some(s)) => s
+                .data
+                .and_then(|d| d.get(&r.key).cloned())
+                .and_then(|b| String::from_utf8(b.0).ok()),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(secret = %r.name, error = %e, "cannot read the password Secret");
+                None
+            }
+        }
+    }
+
+    async fn publish(&self, kc: &KvCluster, warning: bool, reason: &str, message: &str) {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.chars().take(128).collect(),
+            note: Some(truncate(message, MAX_NOTE_BYTES)),
+            action: reason.chars().take(128).collect(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &kc.object_ref(&())).await {
+            tracing::warn!(cluster = %kc.name_any(), error = %e, "cannot publish an event");
+        }
+    }
+}
+
+/// One reconcile of one KvCluster.
+pub async fn reconcile(kc: Arc<KvCluster>, ctx: Arc<Context>) -> Result<Action, OperatorError> {
+    let started = Instant::now();
+    let result = reconcile_inner(&kc, &ctx).await;
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, OperatorError> {
+    let name = kc.name_any();
+    let namespace = kc
+        .namespace()
+        .ok_or_else(|| OperatorError::NoNamespace(name.clone()))?;
+    if kc.metadata.deletion_timestamp.is_some() {
+        // Owner references delete the objects; forget the connections.
+        ctx.clusters.lock().await.remove(&(namespace, name));
+        return Ok(Action::await_change());
+    }
+    let state = ctx.state(kc, &namespace).await;
+    let mut state = state.lock().await;
+    let state = &mut *state;
+
+    // validate → build: an invalid spec changes nothing.
+    let objects = match validate_spec(&kc.spec)
+        .map_err(|e| e.to_string())
+        .and_then(|()| desired_objects(kc).map_err(|e| e.to_string()))
+    {
+        Ok(o) => o,
+        Err(message) => {
+            let status = &mut state.reconciler.status;
+            set_condition(status, "Ready", false, "InvalidSpec", &message);
+            set_condition(status, "Progressing", false, "InvalidSpec", &message);
+            ctx.publish(kc, true, "InvalidSpec", &message).await;
+            patch_status(ctx, kc, &namespace, &state.reconciler.status).await?;
+            return Ok(Action::requeue(INVALID_SPEC_REQUEUE));
+        }
+    };
+    apply::apply_all(&ctx.client, &namespace, &name, &objects).await?;
+
+    // Policies: (re)bind when the spec's policies or a referenced PolicyPlugin changed.
+    let policies = match policies::resolve(&ctx.client, &ctx.runtime, &kc.spec).await {
+        Ok(resolved) => {
+            if state.bound.as_ref().map(|(k, _)| k) != Some(&resolved.key) {
+                let bound = resolved.bind(&ctx.runtime).await;
+                state.bound = Some((resolved.key, bound));
+            }
+            match state.bound.as_ref().map(|(_, b)| b) {
+                Some(Ok(p)) => Ok(p),
+                Some(Err(e)) => Err(e.clone()),
+                None => Err("policies not bound".to_string()),
+            }
+        }
+        Err(problem) => Err(problem.to_string()),
+    };
+    let policies = match policies {
+        Ok(p) => p,
+        Err(message) => {
+            // A plugin that cannot be used acts like a failing plugin under `Fail`: nothing
+            // changes, PolicyFailed says why, and the next reconcile retries.
+            state.bound = None;
+            ctx.metrics.plugin_failure("", "");
+            let status = &mut state.reconciler.status;
+            set_condition(status, "PolicyFailed", true, "PolicyFailed", &message);
+            set_condition(status, "Ready", false, "PolicyFailed", &message);
+            ctx.publish(kc, true, "PolicyFailed", &message).await;
+            patch_status(ctx, kc, &namespace, &state.reconciler.status).await?;
+            let mut plan = Plan::new(ctx.settings.policy_retry);
+            plan.wait = Some(Wait {
+                blocker: Blocker::PolicyFailed,
+                reason: message,
+            });
+            return Ok(Action::requeue(plan.requeue_after));
+        }
+    };
+
+    // observe → decide → act, shared with the local platform.
+    state
+        .reconciler
+        .platform
+        .resize(kc.spec.shards, kc.spec.replicas + 1);
+    let outcome = state.reconciler.reconcile(&kc.spec, policies).await;
+    ctx.metrics
+        .observe_plan(&namespace, &name, &outcome.plan, outcome.error.is_none());
+    for e in std::mem::take(&mut state.reconciler.status.events) {
+        ctx.publish(kc, e.kind == "Warning", &e.reason, &e.message)
+            .await;
+    }
+    patch_status(ctx, kc, &namespace, &state.reconciler.status).await?;
+    Ok(Action::requeue(outcome.plan.requeue_after))
+}
+
+/// Requeues after an error; the error is logged.
+pub fn error_policy(kc: Arc<KvCluster>, error: &OperatorError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(cluster = %kc.name_any(), error = %error, "reconcile failed");
+    Action::requeue(ERROR_REQUEUE)
+}
+
+/// Reconciles a PolicyPlugin on its own (so plugins no cluster uses yet still get a status).
+pub async fn reconcile_plugin(
+    pp: Arc<PolicyPlugin>,
+    ctx: Arc<Context>,
+) -> Result<Action, PluginProblem> {
+    match policies::load_and_record(&ctx.client, &ctx.runtime, &pp).await {
+        Ok(_) => Ok(Action::await_change()),
+        Err(problem) => {
+            tracing::warn!(error = %problem, "PolicyPlugin refused");
+            // A ConfigMap source is not watched: look again now and then.
+            Ok(Action::requeue(INVALID_SPEC_REQUEUE))
+        }
+    }
+}
+
+fn plugin_error_policy(pp: Arc<PolicyPlugin>, error: &PluginProblem, _: Arc<Context>) -> Action {
+    tracing::warn!(plugin = %pp.name_any(), %error, "PolicyPlugin reconcile failed");
+    Action::requeue(ERROR_REQUEUE)
+}
+
+/// Writes the KvCluster status (status subresource) for `report`.
+async fn patch_status(
+    ctx: &Context,
+    kc: &KvCluster,
+    namespace: &str,
+    report: &ClusterStatus,
+) -> Result<(), OperatorError> {
+    let status = KvClusterStatus::from_report(
+        report,
+        &StatusContext {
+            generation: kc.metadata.generation,
+            previous: kc.status.as_ref(),
+            now: Timestamp::now(),
+        },
+    );
+    let mut value = serde_json::to_value(&status).unwrap_or_default();
+    // A merge patch keeps fields it does not mention: clear the ones now unset.
+    if let Some(map) = value.as_object_mut() {
+        for key in [
+            "primary",
+            "members",
+            "currentRevision",
+            "updateRevision",
+            "lastDecisions",
+        ] {
+            map.entry(key).or_insert(serde_json::Value::Null);
+        }
+    }
+    let api: Api<KvCluster> = Api::namespaced(ctx.client.clone(), namespace);
+    api.patch_status(
+        &kc.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "status": value })),
+    )
+    .await
+    .map_err(|source| OperatorError::Kube {
+        cluster: kc.name_any(),
+        action: "patch status",
+        source,
+    })?;
+    Ok(())
+}
+
+/// Sets (or adds) condition `kind` on the report.
+fn set_condition(status: &mut ClusterStatus, kind: &str, on: bool, reason: &str, message: &str) {
+    let condition = Condition {
+        kind: kind.to_string(),
+        status: on,
+        reason: reason.to_string(),
+        message: message.to_string(),
+    };
+    match status.conditions.iter_mut().find(|c| c.kind == kind) {
+        Some(c) => *c = condition,
+        None => status.conditions.push(condition),
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+/// Where the operator watches.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// Only this namespace's KvClusters (all namespaces when `None`).
+    pub namespace: Option<String>,
+}
+
+fn api<K>(client: &Client, scope: &Scope) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    match &scope.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the KvCluster and PolicyPlugin controllers until a shutdown signal.
+pub async fn run(ctx: Arc<Context>, scope: Scope) {
+    let client = ctx.client.clone();
+    let owned = watcher::Config::default().labels(LABEL_CLUSTER);
+    let controller = Controller::new(
+        api::<KvCluster>(&client, &scope),
+        watcher::Config::default(),
+    );
+    let store = controller.store();
+    let clusters = controller
+        .owns(api::<StatefulSet>(&client, &scope), owned.clone())
+        .owns(api::<Service>(&client, &scope), owned.clone())
+        .owns(api::<PodDisruptionBudget>(&client, &scope), owned.clone())
+        .owns(api::<ConfigMap>(&client, &scope), owned.clone())
+        .watches(api::<Pod>(&client, &scope), owned, |pod| {
+            let cluster = pod.labels().get(LABEL_CLUSTER).cloned();
+            let namespace = pod.namespace();
+            cluster.map(|c| {
+                let r = ObjectRef::<KvCluster>::new(&c);
+                match namespace {
+                    Some(ns) => r.within(&ns),
+                    None => r,
+                }
+            })
+        })
+        .watches(
+            Api::<PolicyPlugin>::all(client.clone()),
+            watcher::Config::default(),
+            move |pp| {
+                let name = pp.name_any();
+                store
+                    .state()
+                    .iter()
+                    .filter(|kc| referenced_plugins(&kc.spec.policies).contains(&name))
+                    .map(|kc| ObjectRef::from_obj(kc.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(cluster = %obj, "reconciled"),
+                Err(e) => tracing::warn!(error = %e, "controller"),
+            }
+        });
+    let plugins = Controller::new(
+        Api::<PolicyPlugin>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal()
+    .run(reconcile_plugin, plugin_error_policy, ctx)
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "policy plugin controller");
+        }
+    });
+    futures::join!(clusters, plugins);
+}

@@ -1,0 +1,236 @@
+//! [`KubernetesPlatform`]: the [`Platform`] of one KvCluster in Kubernetes. Members are the
+//! pods of the shard's StatefulSet; the StatefulSet (`OnDelete`) starts and recreates them, so
+//! starting is a no-op and restarting deletes the pod; the primary endpoint is the
+//! `<name>-primary` Service, which follows the `kvpilot.dev/role=primary` pod label.
+
+use super::{LABEL_CLUSTER, LABEL_ROLE, ROLE_PRIMARY, ROLE_REPLICA, member_name, shard_name};
+use crate::platform::{Platform, PlatformError, PlatformMember};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Mutex;
+
+/// The label the StatefulSet controller puts on each pod: the revision it was created from.
+pub const LABEL_REVISION: &str = "controller-revision-hash";
+
+/// What the last [`Platform::members`] call saw; `desired_revision` and `endpoint` are
+/// synchronous and answer from it (observe calls `members` first).
+#[derive(Debug, Default)]
+struct Seen {
+    desired_revision: String,
+    endpoint: Option<SocketAddr>,
+    /// Pod name → address, of running pods.
+    addrs: BTreeMap<String, SocketAddr>,
+}
+
+/// One KvCluster's members, as pods.
+pub struct KubernetesPlatform {
+    client: Client,
+    namespace: String,
+    cluster: String,
+    shards: u32,
+    /// Members per shard (primary + replicas).
+    members_per_shard: u32,
+    /// The port members serve on ([`super::config::PORT`] in a real cluster).
+    port: u16,
+    seen: Mutex<Seen>,
+}
+
+impl KubernetesPlatform {
+    /// The platform of KvCluster `namespace/cluster` with `shards` StatefulSets of
+    /// `members_per_shard` pods each, serving on `port`.
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        cluster: &str,
+        shards: u32,
+        members_per_shard: u32,
+        port: u16,
+    ) -> Self {
+        KubernetesPlatform {
+            client,
+            namespace: namespace.to_string(),
+            cluster: cluster.to_string(),
+            shards,
+            members_per_shard,
+            port,
+            seen: Mutex::new(Seen::default()),
+        }
+    }
+
+    /// Follows a spec change (replicas or shards).
+    pub fn resize(&mut self, shards: u32, members_per_shard: u32) {
+        self.shards = shards;
+        self.members_per_shard = members_per_shard;
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn error(&self, action: impl Into<String>, e: impl std::fmt::Display) -> PlatformError {
+        PlatformError {
+            platform: "kubernetes",
+            action: format!("{}/{}: {}", self.namespace, self.cluster, action.into()),
+            message: e.to_string(),
+        }
+    }
+
+    async fn cluster_pods(&self) -> Result<Vec<Pod>, PlatformError> {
+        let selector = format!("{LABEL_CLUSTER}={}", self.cluster);
+        self.pods()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map(|l| l.items)
+            .map_err(|e| self.error("list pods", e))
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        // The data is a cache rebuilt on every `members` call: a poisoned lock is still usable.
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The pod's address, when it has an IP.
+fn pod_addr(pod: &Pod, port: u16) -> Option<SocketAddr> {
+    let ip: IpAddr = pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Running: scheduled, phase `Running`, with an IP, and not being deleted.
+fn pod_running(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+fn is_primary(pod: &Pod) -> bool {
+    pod.labels().get(LABEL_ROLE).map(String::as_str) == Some(ROLE_PRIMARY)
+}
+
+impl Platform for KubernetesPlatform {
+    async fn members(&self) -> Result<Vec<PlatformMember>, PlatformError> {
+        let pods = self.cluster_pods().await?;
+        let by_name: BTreeMap<String, &Pod> = pods.iter().map(|p| (p.name_any(), p)).collect();
+        let statefulsets: Api<StatefulSet> = Api::namespaced(self.client.clone(), &self.namespace);
+        let mut desired_revision = String::new();
+        let mut members = Vec::new();
+        let mut seen = Seen::default();
+        for shard in 0..self.shards {
+            let sts = statefulsets
+                .get_opt(&shard_name(&self.cluster, shard))
+                .await
+                .map_err(|e| self.error("get statefulset", e))?;
+            // One shard until cluster mode exists: its update revision is the cluster's.
+            if shard == 0 {
+                desired_revision = sts
+                    .as_ref()
+                    .and_then(|s| s.status.as_ref())
+                    .and_then(|s| s.update_revision.clone())
+                    .unwrap_or_default();
+            }
+            for ordinal in 0..self.members_per_shard {
+                let name = member_name(&self.cluster, shard, ordinal);
+                let pod = by_name.get(&name);
+                let addr = pod.and_then(|p| pod_addr(p, self.port));
+                let running = pod.is_some_and(|p| pod_running(p)) && addr.is_some();
+                // A member without a pod IP is not probed; it still needs an address.
+                let addr = addr.unwrap_or(SocketAddr::new(
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    self.port,
+                ));
+                if running {
+                    seen.addrs.insert(name.clone(), addr);
+                    if pod.is_some_and(|p| is_primary(p)) {
+                        seen.endpoint = Some(addr);
+                    }
+                }
+                members.push(PlatformMember {
+                    name,
+                    shard,
+                    ordinal,
+                    addr,
+                    revision: pod
+                        .filter(|_| running)
+                        .and_then(|p| p.labels().get(LABEL_REVISION).cloned()),
+                    running,
+                    zone: None,
+                    node: pod
+                        .and_then(|p| p.spec.as_ref())
+                        .and_then(|s| s.node_name.clone()),
+                });
+            }
+        }
+        seen.desired_revision = desired_revision;
+        *self.seen() = seen;
+        Ok(members)
+    }
+
+    fn desired_revision(&self) -> String {
+        self.seen().desired_revision.clone()
+    }
+
+    fn endpoint(&self) -> Option<SocketAddr> {
+        self.seen().endpoint
+    }
+
+    /// The StatefulSet starts every pod it lacks; nothing to do.
+    async fn start(
+        &self,
+        _members: &[String],
+        _replica_of: Option<SocketAddr>,
+    ) -> Result<(), PlatformError> {
+        Ok(())
+    }
+
+    /// Deletes the pod; the StatefulSet recreates it on its update revision, and the new pod
+    /// replicates from the `<name>-primary` Service (the rendered config), whatever
+    /// `replica_of` says.
+    async fn restart(
+        &self,
+        member: &str,
+        _replica_of: Option<SocketAddr>,
+    ) -> Result<(), PlatformError> {
+        match self.pods().delete(member, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(self.error(format!("delete pod {member}"), e)),
+        }
+        self.seen().addrs.remove(member);
+        Ok(())
+    }
+
+    /// Labels the pod serving at `primary` as the primary and every other pod as a replica,
+    /// demoting first so the `-primary` Service never selects two pods.
+    async fn point_endpoint(&self, primary: SocketAddr) -> Result<(), PlatformError> {
+        let pods = self.cluster_pods().await?;
+        let target = pods
+            .iter()
+            .find(|p| pod_running(p) && pod_addr(p, self.port) == Some(primary))
+            .map(|p| p.name_any())
+            .ok_or_else(|| {
+                self.error("point the primary endpoint", format!("no pod at {primary}"))
+            })?;
+        let label = |role: &str| serde_json::json!({"metadata": {"labels": {LABEL_ROLE: role}}});
+        let params = PatchParams::default();
+        for pod in pods
+            .iter()
+            .filter(|p| p.name_any() != target && is_primary(p))
+        {
+            self.pods()
+                .patch(&pod.name_any(), &params, &Patch::Merge(label(ROLE_REPLICA)))
+                .await
+                .map_err(|e| self.error(format!("label {} replica", pod.name_any()), e))?;
+        }
+        if !pods.iter().any(|p| p.name_any() == target && is_primary(p)) {
+            self.pods()
+                .patch(&target, &params, &Patch::Merge(label(ROLE_PRIMARY)))
+                .await
+                .map_err(|e| self.error(format!("label {target} primary"), e))?;
+        }
+        self.seen().endpoint = Some(primary);
+        Ok(())
+    }
+}
