@@ -62,7 +62,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, String> {
             let result = demo::run(engine, &work, progress).await;
             let _ = std::fs::remove_dir_all(&work);
             let report = result.map_err(|e| e.to_string())?;
-            (serde_json::to_value(&report), report.table())
+            (serde_json::to_string_pretty(&report), report.table())
         }
         Some(Scenario::Snapshots { dataset_mib }) => {
             let durations = demo::snapshots::Durations::default();
@@ -70,15 +70,11 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, String> {
                 demo::snapshots::run(engine, &work, dataset_mib, durations, progress).await;
             let _ = std::fs::remove_dir_all(&work);
             let report = result.map_err(|e| e.to_string())?;
-            (serde_json::to_value(&report), report.table())
+            (serde_json::to_string_pretty(&report), report.table())
         }
     };
     if json {
-        let value = value.map_err(|e| e.to_string())?;
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?
-        );
+        println!("{}", value.map_err(|e| e.to_string())?);
     } else {
         print!("{table}");
     }
