@@ -220,6 +220,16 @@ impl Group {
         what: &str,
         done: impl Fn(&StepRecord) -> bool,
     ) -> StepRecord {
+        self.run_until_within(what, PHASE_LIMIT, done).await
+    }
+
+    /// [`Group::run_until`] with another time limit (a phase that waits for a cron minute).
+    pub async fn run_until_within(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&StepRecord) -> bool,
+    ) -> StepRecord {
         let started = Instant::now();
         let first = self.history.len();
         for _ in 0..MAX_STEPS {
@@ -227,7 +237,7 @@ impl Group {
             if done(&record) {
                 return record;
             }
-            if started.elapsed() >= PHASE_LIMIT {
+            if started.elapsed() >= limit {
                 break;
             }
             tokio::time::sleep(record.requeue_after.min(MAX_SLEEP)).await;

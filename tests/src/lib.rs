@@ -9,6 +9,7 @@ pub mod availability;
 pub mod group;
 pub mod plugins;
 pub mod probe;
+pub mod saves;
 pub mod spec;
 
 pub use group::{Group, PHASE_LIMIT, StepRecord};

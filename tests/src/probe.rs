@@ -19,7 +19,8 @@ pub enum Role {
     },
 }
 
-async fn connect(addr: SocketAddr) -> Result<redis::aio::MultiplexedConnection, String> {
+/// A connection to `addr` with the harness's timeouts.
+pub async fn connect(addr: SocketAddr) -> Result<redis::aio::MultiplexedConnection, String> {
     let client =
         redis::Client::open(format!("redis://{addr}/")).map_err(|e| format!("{addr}: {e}"))?;
     let config = redis::AsyncConnectionConfig::new()
@@ -98,6 +99,39 @@ pub async fn set(addr: SocketAddr, key: &str, value: &str) -> Result<(), String>
         .query_async(&mut conn)
         .await
         .map_err(|e| format!("{addr}: SET: {e}"))
+}
+
+/// `CONFIG GET key` on `addr` (the value, `None` if the key is unknown).
+pub async fn config_get(addr: SocketAddr, key: &str) -> Result<Option<String>, String> {
+    let mut conn = connect(addr).await?;
+    let pairs: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| format!("{addr}: CONFIG GET {key}: {e}"))?;
+    Ok(pairs.get(1).cloned())
+}
+
+/// `CONFIG SET key value` on `addr`.
+pub async fn config_set(addr: SocketAddr, key: &str, value: &str) -> Result<(), String> {
+    let mut conn = connect(addr).await?;
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(key)
+        .arg(value)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| format!("{addr}: CONFIG SET {key} {value}: {e}"))
+}
+
+/// `LASTSAVE` on `addr` (Unix seconds).
+pub async fn lastsave(addr: SocketAddr) -> Result<i64, String> {
+    let mut conn = connect(addr).await?;
+    redis::cmd("LASTSAVE")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| format!("{addr}: LASTSAVE: {e}"))
 }
 
 /// `GET key` on `addr`.

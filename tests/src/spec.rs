@@ -23,6 +23,17 @@ impl PolicyChoice {
     }
 }
 
+/// `spec.snapshots`, as the manifest spells it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshots {
+    /// `all`, `primaryOnly` or `replicasOnly`.
+    pub mode: &'static str,
+    /// A 5-field cron expression.
+    pub schedule: String,
+    /// `10m`, `0m`, `1h`…
+    pub stagger: String,
+}
+
 /// The parts of a `KvCluster` spec the tests change.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
@@ -32,6 +43,8 @@ pub struct Spec {
     /// A harmless config value: changing it changes the desired revision (a rollout).
     pub hz: u32,
     pub rollout_order: PolicyChoice,
+    /// Snapshot settings (none: the operator leaves snapshots alone).
+    pub snapshots: Option<Snapshots>,
 }
 
 impl Spec {
@@ -43,6 +56,7 @@ impl Spec {
             replicas: 2,
             hz: 10,
             rollout_order: PolicyChoice::builtin(),
+            snapshots: None,
         }
     }
 
@@ -55,6 +69,18 @@ impl Spec {
     pub fn with_rollout_order(&self, choice: PolicyChoice) -> Spec {
         Spec {
             rollout_order: choice,
+            ..self.clone()
+        }
+    }
+
+    /// The same spec with snapshots in `mode` on `schedule`, members `stagger` apart.
+    pub fn with_snapshots(&self, mode: &'static str, schedule: &str, stagger: &str) -> Spec {
+        Spec {
+            snapshots: Some(Snapshots {
+                mode,
+                schedule: schedule.into(),
+                stagger: stagger.into(),
+            }),
             ..self.clone()
         }
     }
@@ -73,6 +99,18 @@ impl Spec {
             .as_ref()
             .map(|c| format!("      config: {c}\n"))
             .unwrap_or_default();
+        let snapshots = self
+            .snapshots
+            .as_ref()
+            .map(|s| {
+                format!(
+                    "  snapshots:\n    mode: {}\n    schedule: {}\n    staggerInterval: {}\n",
+                    s.mode,
+                    serde_json::Value::String(s.schedule.clone()),
+                    serde_json::Value::String(s.stagger.clone()),
+                )
+            })
+            .unwrap_or_default();
         format!(
             "apiVersion: kvpilot.dev/v1alpha1\n\
              kind: KvCluster\n\
@@ -84,7 +122,7 @@ impl Spec {
              \x20 rollout:\n    handoverTimeoutSeconds: 5\n\
              \x20 policies:\n\
              \x20   replicaSelection:\n      plugin: builtin:most-caught-up\n      failurePolicy: Fail\n\
-             \x20   rolloutOrder:\n      plugin: {plugin}\n{config}      failurePolicy: {failure}\n",
+             \x20   rolloutOrder:\n      plugin: {plugin}\n{config}      failurePolicy: {failure}\n{snapshots}",
             name = self.name,
             replicas = self.replicas,
             hz = self.hz,
@@ -132,5 +170,21 @@ mod tests {
             rollout.failure_policy,
             kvpilot::policy::FailurePolicy::Fallback
         );
+        assert!(manifest.spec.snapshots.is_none());
+    }
+
+    #[test]
+    fn snapshot_settings_reach_the_manifest() {
+        let spec =
+            Spec::new("s", Engine::Valkey).with_snapshots("replicasOnly", "*/2 * * * *", "1m");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("spec.yaml");
+        std::fs::write(&path, spec.yaml()).expect("write");
+        let manifest = kvpilot::platform::local::read_manifest(&path).expect("parses");
+        let snap = manifest.spec.snapshots.clone().expect("snapshots");
+        assert_eq!(snap.mode, kvpilot::api::SnapshotModeSpec::ReplicasOnly);
+        assert_eq!(snap.schedule, "*/2 * * * *");
+        assert_eq!(snap.stagger_interval, "1m");
+        assert_eq!(kvpilot::api::validate_spec(&manifest.spec), Ok(()));
     }
 }
