@@ -1,0 +1,437 @@
+//! The operator's reconcile against an in-memory Kubernetes API (`kube-fake-client`, a real
+//! `kube::Client`; it has no watch, so reconciles are driven directly), and end to end with a
+//! stand-in StatefulSet controller/kubelet backing each Pod with a real `valkey-server`.
+
+mod operator_support;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, PostParams};
+use kube::{Resource, ResourceExt};
+use kvpilot::api::{KvCluster, PolicyPlugin, PolicyPluginSpec};
+use kvpilot::demo::{verify, writer::Writer};
+use kvpilot::platform::local::forwarder::Forwarder;
+use kvpilot::platform::local::server::{free_port, next_loopback_ip};
+use operator_support::kubelet::Kubelet;
+use operator_support::*;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+const PHASE: Duration = Duration::from_secs(60);
+
+fn owned_by(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, kc: &KvCluster) {
+    let owner = &meta.owner_references.as_ref().expect("owner references")[0];
+    assert_eq!(owner.kind, "KvCluster");
+    assert_eq!(Some(&owner.uid), kc.meta().uid.as_ref());
+    assert_eq!(owner.controller, Some(true));
+}
+
+#[tokio::test]
+async fn reconcile_creates_owned_objects_and_reports_status() {
+    let client = fake_client().await;
+    let kc = create_cluster(
+        &client,
+        "cache",
+        spec("engine: {kind: valkey, version: \"8.0\"}\nreplicas: 2\n"),
+    )
+    .await;
+    let ctx = context(&client, 6379);
+    reconcile_once(&client, &ctx, "cache").await;
+
+    let sts = Api::<StatefulSet>::namespaced(client.clone(), NS)
+        .get("cache-s0")
+        .await
+        .unwrap();
+    owned_by(&sts.metadata, &kc);
+    let sts_spec = sts.spec.unwrap();
+    assert_eq!(sts_spec.replicas, Some(3));
+    assert_eq!(
+        sts_spec.update_strategy.unwrap().type_.as_deref(),
+        Some("OnDelete")
+    );
+    let services = Api::<Service>::namespaced(client.clone(), NS)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let mut names: Vec<String> = services.items.iter().map(|s| s.name_any()).collect();
+    names.sort();
+    assert_eq!(names, ["cache-headless", "cache-primary", "cache-replicas"]);
+    for s in &services.items {
+        owned_by(&s.metadata, &kc);
+    }
+    let primary = services
+        .items
+        .iter()
+        .find(|s| s.name_any() == "cache-primary")
+        .unwrap();
+    assert_eq!(
+        primary.spec.as_ref().unwrap().selector.as_ref().unwrap()["kvpilot.dev/role"],
+        "primary"
+    );
+    let pdb = Api::<PodDisruptionBudget>::namespaced(client.clone(), NS)
+        .get("cache-s0")
+        .await
+        .unwrap();
+    owned_by(&pdb.metadata, &kc);
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), NS)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert_eq!(cms.items.len(), 1);
+    owned_by(&cms.items[0].metadata, &kc);
+    assert!(
+        cms.items[0].data.as_ref().unwrap()["server.conf"]
+            .contains("replicaof cache-primary.shop.svc 6379")
+    );
+
+    let status = get_cluster(&client, "cache").await.status.expect("status");
+    assert_eq!(status.observed_generation, kc.metadata.generation);
+    assert_eq!(status.members.len(), 3, "{status:?}");
+    assert!(
+        status.members.iter().all(|m| m.role == "down"),
+        "{status:?}"
+    );
+    assert_eq!(status.condition("Ready").unwrap().status, "False");
+
+    // A spec change renders a new ConfigMap; the old one goes once nothing mounts it.
+    let api: Api<KvCluster> = Api::namespaced(client.clone(), NS);
+    let mut changed = get_cluster(&client, "cache").await;
+    changed.spec.config.insert("hz".into(), "20".into());
+    api.replace("cache", &PostParams::default(), &changed)
+        .await
+        .unwrap();
+    reconcile_once(&client, &ctx, "cache").await;
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), NS)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert_eq!(cms.items.len(), 1);
+    assert!(cms.items[0].data.as_ref().unwrap()["server.conf"].contains("hz 20"));
+}
+
+#[tokio::test]
+async fn an_invalid_spec_sets_a_condition_and_creates_nothing() {
+    let client = fake_client().await;
+    create_cluster(
+        &client,
+        "big",
+        spec("engine: {kind: valkey}\nreplicas: 1\nshards: 3\n"),
+    )
+    .await;
+    let ctx = context(&client, 6379);
+    reconcile_once(&client, &ctx, "big").await;
+    let status = get_cluster(&client, "big").await.status.expect("status");
+    let ready = status.condition("Ready").expect("Ready");
+    assert_eq!(ready.status, "False");
+    assert_eq!(ready.reason, "InvalidSpec");
+    assert!(ready.message.contains("shards"), "{}", ready.message);
+    let sts = Api::<StatefulSet>::namespaced(client.clone(), NS)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(sts.items.is_empty());
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), NS)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(cms.items.is_empty());
+}
+
+/// Stores `bytes` in ConfigMap `plugins/<name>` and a PolicyPlugin `name` pointing at it,
+/// declaring `declared` as its sha256.
+async fn store_plugin(client: &kube::Client, name: &str, bytes: &[u8], declared: &str) {
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "plugins");
+    let mut cm = ConfigMap {
+        binary_data: Some(BTreeMap::from([(
+            "plugin.wasm".to_string(),
+            ByteString(bytes.to_vec()),
+        )])),
+        ..Default::default()
+    };
+    cm.metadata.name = Some(name.into());
+    cm.metadata.namespace = Some("plugins".into());
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    let pp_spec: PolicyPluginSpec = serde_json::from_value(serde_json::json!({
+        "source": {"configMap": {"namespace": "plugins", "name": name, "key": "plugin.wasm"}, "sha256": declared},
+        "limits": {"timeoutMs": 500}
+    }))
+    .unwrap();
+    let pps: Api<PolicyPlugin> = Api::all(client.clone());
+    pps.create(&PostParams::default(), &PolicyPlugin::new(name, pp_spec))
+        .await
+        .unwrap();
+}
+
+fn builtin_wasm(name: &str) -> &'static [u8] {
+    kvpilot::policy::builtin::builtin(name)
+        .expect("builtin")
+        .wasm
+}
+
+#[tokio::test]
+async fn a_plugin_with_the_wrong_sha256_is_refused_and_the_cluster_reports_policy_failed() {
+    let client = fake_client().await;
+    let bytes = builtin_wasm("most-caught-up");
+    let wrong = hex::encode(Sha256::digest(b"something else"));
+    store_plugin(&client, "tampered", bytes, &wrong).await;
+    create_cluster(
+        &client,
+        "cache",
+        spec("engine: {kind: valkey}\nreplicas: 1\npolicies:\n  replicaSelection: {plugin: tampered}\n"),
+    )
+    .await;
+    let ctx = context(&client, 6379);
+    reconcile_once(&client, &ctx, "cache").await;
+
+    let status = get_cluster(&client, "cache").await.status.expect("status");
+    let failed = status.condition("PolicyFailed").expect("PolicyFailed");
+    assert_eq!(failed.status, "True");
+    assert!(
+        failed.message.contains("sha256 mismatch"),
+        "{}",
+        failed.message
+    );
+    let pp = Api::<PolicyPlugin>::all(client.clone())
+        .get("tampered")
+        .await
+        .unwrap();
+    let pp_status = pp.status.expect("plugin status");
+    let valid = pp_status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Valid")
+        .unwrap();
+    assert_eq!(valid.status, "False");
+    let loaded = pp_status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Loaded")
+        .unwrap();
+    assert_eq!(loaded.status, "False");
+    assert!(pp_status.message.unwrap().contains(&wrong));
+    assert!(pp_status.sha256.is_none());
+}
+
+/// A cluster of real servers (stand-in kubelet), the operator driven in a background loop.
+struct Running {
+    client: kube::Client,
+    kubelet: Kubelet,
+    operator: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.operator.abort();
+    }
+}
+
+async fn run_cluster(name: &str, spec_yaml: &str) -> Running {
+    let client = fake_client().await;
+    let port = free_port(next_loopback_ip()).expect("port");
+    create_cluster(&client, name, spec(spec_yaml)).await;
+    let ctx = context(&client, port);
+    let kubelet = Kubelet::start(&client, port);
+    let (c, n) = (client.clone(), name.to_string());
+    let operator = tokio::spawn(async move {
+        loop {
+            reconcile_once(&c, &ctx, &n).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    Running {
+        client,
+        kubelet,
+        operator,
+    }
+}
+
+async fn wait_ready(r: &Running, name: &str, what: &str) -> kvpilot::api::KvClusterStatus {
+    eventually(what, PHASE, || async {
+        let status = get_cluster(&r.client, name)
+            .await
+            .status
+            .unwrap_or_default();
+        match status.condition("Ready") {
+            Some(c) if c.status == "True" => Ok(status),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_naming_a_configmap_plugin_gets_its_decisions() {
+    let bytes = builtin_wasm("most-caught-up");
+    let digest = hex::encode(Sha256::digest(bytes));
+    let r = run_cluster(
+        "pp",
+        "engine: {kind: valkey}\nreplicas: 1\npolicies:\n  replicaSelection: {plugin: caught-up-from-cm}\n",
+    )
+    .await;
+    store_plugin(&r.client, "caught-up-from-cm", bytes, &digest).await;
+    let status = wait_ready(&r, "pp", "election through the PolicyPlugin").await;
+    let decision = status
+        .last_decisions
+        .iter()
+        .find(|d| d.hook == "replica-selection")
+        .expect("a replica-selection decision");
+    assert_eq!(decision.plugin, "caught-up-from-cm");
+    assert_eq!(decision.sha256, digest);
+    let pp = Api::<PolicyPlugin>::all(r.client.clone())
+        .get("caught-up-from-cm")
+        .await
+        .unwrap();
+    let pp_status = pp.status.expect("status");
+    assert_eq!(pp_status.sha256.as_deref(), Some(digest.as_str()));
+    assert_eq!(pp_status.hooks, ["replica-selection"]);
+    assert!(
+        pp_status.conditions.iter().all(|c| c.status == "True"),
+        "{pp_status:?}"
+    );
+    assert_eq!(labelled_primary(&r.client, "pp").await, status.primary);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_rollout_under_writes_and_failover_through_kubernetes() {
+    let r = run_cluster("kv", "engine: {kind: valkey}\nreplicas: 2\n").await;
+    let status = wait_ready(&r, "kv", "bootstrap (election)").await;
+    let first_primary = status.primary.clone().expect("a primary");
+    assert_eq!(status.members.len(), 3);
+    assert_eq!(
+        labelled_primary(&r.client, "kv").await.as_ref(),
+        Some(&first_primary)
+    );
+    let old_revision = status.update_revision.clone().expect("revision");
+
+    // kube-proxy stand-in: the -primary Service's address follows the role label.
+    let forwarder = Arc::new(
+        Forwarder::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap(),
+    );
+    let (fc, fw) = (r.client.clone(), forwarder.clone());
+    let port = r.kubelet.addr(&first_primary).await.port();
+    let proxy =
+        tokio::spawn(async move {
+            loop {
+                if let Some(p) = pods(&fc, "kv").await.into_iter().find(|p| {
+                    p.labels().get("kvpilot.dev/role").map(String::as_str) == Some("primary")
+                }) && let Some(ip) = p.status.and_then(|s| s.pod_ip)
+                {
+                    fw.set_target(Some(std::net::SocketAddr::new(ip.parse().unwrap(), port)));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    let writer = Writer::start(forwarder.local_addr(), "k8s", Duration::from_secs(300));
+    eventually("writes are acknowledged", PHASE, || async {
+        match writer.acked().await {
+            n if n >= 200 => Ok(()),
+            n => Err(format!("{n} acks")),
+        }
+    })
+    .await;
+
+    // Proactive rollout: a config change → a new StatefulSet revision → pods deleted in the
+    // order decide chooses (replicas first, the primary after a handover).
+    let api: Api<KvCluster> = Api::namespaced(r.client.clone(), NS);
+    let mut kc = get_cluster(&r.client, "kv").await;
+    kc.spec.config.insert("hz".into(), "11".into());
+    api.replace("kv", &PostParams::default(), &kc)
+        .await
+        .unwrap();
+    let deleted_before = r.kubelet.history().await.deleted.len();
+    let status = eventually(
+        "the rollout completes",
+        Duration::from_secs(120),
+        || async {
+            let s = get_cluster(&r.client, "kv")
+                .await
+                .status
+                .unwrap_or_default();
+            let new_rev = s.update_revision.clone().unwrap_or_default();
+            let done = new_rev != old_revision
+                && s.members.len() == 3
+                && s.members
+                    .iter()
+                    .all(|m| m.revision.as_deref() == Some(new_rev.as_str()))
+                && s.condition("Ready").is_some_and(|c| c.status == "True");
+            if done {
+                Ok(s)
+            } else {
+                Err(format!("{:?}", s.members))
+            }
+        },
+    )
+    .await;
+    let acked_at_end = writer.acked().await;
+    eventually("writes continue after the rollout", PHASE, || async {
+        match writer.acked().await {
+            n if n >= acked_at_end + 100 => Ok(()),
+            n => Err(format!("{} since", n - acked_at_end)),
+        }
+    })
+    .await;
+    let log = writer.stop().await;
+    let new_primary = status.primary.clone().expect("primary");
+    assert_ne!(new_primary, first_primary, "the primary was handed over");
+    let history = r.kubelet.history().await;
+    let deleted = &history.deleted[deleted_before..];
+    assert_eq!(deleted.len(), 3, "each pod deleted once: {deleted:?}");
+    assert_eq!(
+        deleted.last(),
+        Some(&first_primary),
+        "the old primary goes last: {deleted:?}"
+    );
+    assert!(!status.last_decisions.is_empty());
+
+    // 0 acknowledged writes lost, on every member.
+    let seqs: Vec<u64> = log.acks.iter().map(|a| a.seq).collect();
+    assert!(seqs.len() > acked_at_end);
+    let addrs = r.kubelet.addrs().await;
+    for (pod, addr) in &addrs {
+        let missing = eventually("replicas catch up", PHASE, || async {
+            match verify::missing(*addr, "k8s", &seqs).await {
+                Ok(m) if m.is_empty() => Ok(m),
+                Ok(m) => Err(format!("{pod}: {} missing", m.len())),
+                Err(e) => Err(e),
+            }
+        })
+        .await;
+        assert!(missing.is_empty());
+    }
+
+    // Failover: SIGKILL the primary's server.
+    r.kubelet.kill(&new_primary).await;
+    let after = eventually("failover", PHASE, || async {
+        let s = get_cluster(&r.client, "kv")
+            .await
+            .status
+            .unwrap_or_default();
+        match &s.primary {
+            Some(p)
+                if *p != new_primary
+                    && labelled_primary(&r.client, "kv").await.as_ref() == Some(p) =>
+            {
+                Ok(s)
+            }
+            other => Err(format!("primary {other:?}")),
+        }
+    })
+    .await;
+    let promoted = after.primary.clone().unwrap();
+    let keys = verify::missing(addrs[&promoted], "k8s", &seqs)
+        .await
+        .expect("read");
+    assert!(
+        keys.is_empty(),
+        "the promoted replica holds every acknowledged write"
+    );
+    // The crashed pod comes back (in place, empty) and rejoins as a replica.
+    wait_ready(&r, "kv", "the old primary rejoins").await;
+    proxy.abort();
+}

@@ -1,0 +1,370 @@
+//! A stand-in for the StatefulSet controller and the kubelet, over the fake API:
+//! - each StatefulSet gets `status.updateRevision` = `<name>-<digest of its pod template>`;
+//! - each missing Pod is created with the template's labels, the update revision's
+//!   `controller-revision-hash`, and a real `valkey-server` on a fresh 127.0.0.x pod IP, started
+//!   as a replica of the pod labelled primary or parked when there is none (what the rendered
+//!   `replicaof <name>-primary` resolves to), with the rendered config's settings;
+//! - a deleted Pod's server gets SIGTERM and the Pod is recreated on the current update revision;
+//! - a server that dies is restarted in place, empty, after [`RESTART_DELAY`] (crash loop).
+//!
+//! Every process is killed when the [`Kubelet`] is dropped (also on panic).
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use kvpilot::platform::local::PARKED;
+use kvpilot::platform::local::server::{Server, ServerGuard, ServerSpec, next_loopback_ip};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+use super::NS;
+
+/// How long a crashed container stays down before the kubelet restarts it.
+pub const RESTART_DELAY: Duration = Duration::from_secs(3);
+/// Period of the stand-in's loop.
+const TICK: Duration = Duration::from_millis(50);
+/// Settings the stand-in sets itself (addresses, files) or that need files it does not have.
+const NOT_PASSED: &[&str] = &[
+    "daemonize",
+    "bind",
+    "port",
+    "dir",
+    "logfile",
+    "pidfile",
+    "protected-mode",
+    "requirepass",
+    "masterauth",
+    "replicaof",
+    "slaveof",
+    "replica-announce-ip",
+    "replica-announce-port",
+    "aclfile",
+];
+
+struct Member {
+    uid: String,
+    server: Server,
+    ip: Ipv4Addr,
+    revision: String,
+    restart_at: Option<Instant>,
+}
+
+/// What the stand-in did, for assertions.
+#[derive(Debug, Default, Clone)]
+pub struct History {
+    /// Pods whose deletion was seen, in order.
+    pub deleted: Vec<String>,
+    /// Pods created, with their revision, in order.
+    pub created: Vec<(String, String)>,
+}
+
+#[derive(Default)]
+struct State {
+    members: HashMap<String, Member>,
+    history: History,
+    incarnation: u32,
+}
+
+pub struct Kubelet {
+    state: Arc<Mutex<State>>,
+    task: tokio::task::JoinHandle<()>,
+    _guard: Arc<ServerGuard>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        self.task.abort();
+        // `_guard` kills every server when the last reference (the aborted task's) is gone.
+    }
+}
+
+struct Env {
+    client: Client,
+    port: u16,
+    root: PathBuf,
+    guard: Arc<ServerGuard>,
+}
+
+impl Kubelet {
+    /// Starts the stand-in for namespace [`NS`]; members serve on `port`.
+    pub fn start(client: &Client, port: u16) -> Kubelet {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let guard = Arc::new(ServerGuard::new());
+        guard.track_dir(dir.path());
+        let state = Arc::new(Mutex::new(State::default()));
+        let env = Env {
+            client: client.clone(),
+            port,
+            root: dir.path().to_path_buf(),
+            guard: guard.clone(),
+        };
+        let task_state = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                if let Err(e) = step(&env, &task_state).await {
+                    eprintln!("kubelet stand-in: {e}");
+                }
+                tokio::time::sleep(TICK).await;
+            }
+        });
+        Kubelet {
+            state,
+            task,
+            _guard: guard,
+            _dir: dir,
+        }
+    }
+
+    /// SIGKILLs the server of `pod`, as a crash would.
+    pub async fn kill(&self, pod: &str) {
+        let mut state = self.state.lock().await;
+        let m = state.members.get_mut(pod).expect("a running pod");
+        m.server.kill().expect("kill");
+    }
+
+    /// The address of `pod`'s server.
+    pub async fn addr(&self, pod: &str) -> SocketAddr {
+        self.state.lock().await.members[pod].server.addr()
+    }
+
+    /// Every pod's server address.
+    pub async fn addrs(&self) -> BTreeMap<String, SocketAddr> {
+        let state = self.state.lock().await;
+        state
+            .members
+            .iter()
+            .map(|(n, m)| (n.clone(), m.server.addr()))
+            .collect()
+    }
+
+    pub async fn history(&self) -> History {
+        self.state.lock().await.history.clone()
+    }
+}
+
+async fn step(env: &Env, state: &Mutex<State>) -> Result<(), String> {
+    let sts_api: Api<StatefulSet> = Api::namespaced(env.client.clone(), NS);
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), NS);
+    let list = sts_api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut state = state.lock().await;
+    for sts in list.items {
+        let name = sts.name_any();
+        let spec = sts.spec.clone().ok_or("a StatefulSet without spec")?;
+        let template = spec.template.clone();
+        let digest = hex::encode(Sha256::digest(
+            serde_json::to_vec(&template).map_err(|e| e.to_string())?,
+        ));
+        let revision = format!("{name}-{}", &digest[..10]);
+        let replicas = spec.replicas.unwrap_or(1);
+        if sts
+            .status
+            .as_ref()
+            .and_then(|s| s.update_revision.as_deref())
+            != Some(&revision)
+        {
+            let patch = serde_json::json!({"status": {
+                "replicas": replicas, "updateRevision": revision, "currentRevision": revision,
+                "observedGeneration": sts.metadata.generation,
+            }});
+            sts_api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let config = rendered_settings(env, &template).await?;
+        for ordinal in 0..replicas {
+            let pod_name = format!("{name}-{ordinal}");
+            let pod = pods.get_opt(&pod_name).await.map_err(|e| e.to_string())?;
+            let deleted = match (&pod, state.members.get(&pod_name)) {
+                (None, Some(_)) => true,
+                (Some(p), Some(m)) => p.uid().as_deref() != Some(m.uid.as_str()),
+                _ => false,
+            };
+            if deleted {
+                let mut m = state.members.remove(&pod_name).expect("present");
+                // The kubelet's SIGTERM, with the pod's grace period.
+                let _ = m.server.terminate(Duration::from_secs(10)).await;
+                state.history.deleted.push(pod_name.clone());
+            }
+            let pod = if deleted { None } else { pod };
+            match pod {
+                None => {
+                    let mut labels = template
+                        .metadata
+                        .as_ref()
+                        .and_then(|m| m.labels.clone())
+                        .unwrap_or_default();
+                    labels.insert("controller-revision-hash".into(), revision.clone());
+                    labels.insert(
+                        "statefulset.kubernetes.io/pod-name".into(),
+                        pod_name.clone(),
+                    );
+                    let mut new = Pod {
+                        spec: template.spec.clone(),
+                        ..Default::default()
+                    };
+                    new.metadata.name = Some(pod_name.clone());
+                    new.metadata.namespace = Some(NS.into());
+                    new.metadata.labels = Some(labels);
+                    let created = pods
+                        .create(&PostParams::default(), &new)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let ip = free_ip(env.port)?;
+                    let server =
+                        start_server(env, &mut state, &pod_name, ip, &config, &revision).await?;
+                    state.members.insert(
+                        pod_name.clone(),
+                        Member {
+                            uid: created.uid().unwrap_or_default(),
+                            server,
+                            ip,
+                            revision: revision.clone(),
+                            restart_at: None,
+                        },
+                    );
+                    state
+                        .history
+                        .created
+                        .push((pod_name.clone(), revision.clone()));
+                    set_status(&pods, &pod_name, ip, true).await?;
+                }
+                Some(_) => {
+                    let crashed = match state.members.get_mut(&pod_name) {
+                        Some(m) => !m.server.is_alive(),
+                        None => continue,
+                    };
+                    if !crashed {
+                        continue;
+                    }
+                    let m = state.members.get_mut(&pod_name).expect("present");
+                    match m.restart_at {
+                        None => {
+                            m.restart_at = Some(Instant::now() + RESTART_DELAY);
+                            let ip = m.ip;
+                            set_status(&pods, &pod_name, ip, false).await?;
+                        }
+                        Some(at) if at <= Instant::now() => {
+                            let (ip, revision) = (m.ip, m.revision.clone());
+                            let server =
+                                start_server(env, &mut state, &pod_name, ip, &config, &revision)
+                                    .await?;
+                            let m = state.members.get_mut(&pod_name).expect("present");
+                            m.server = server;
+                            m.restart_at = None;
+                            set_status(&pods, &pod_name, ip, true).await?;
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The settings of the ConfigMap the template mounts, minus what the stand-in sets itself.
+async fn rendered_settings(
+    env: &Env,
+    template: &k8s_openapi::api::core::v1::PodTemplateSpec,
+) -> Result<BTreeMap<String, String>, String> {
+    let cm_name = template
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .and_then(|v| v.iter().find_map(|v| v.config_map.as_ref()))
+        .map(|c| c.name.clone())
+        .ok_or("the template mounts no ConfigMap")?;
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), NS);
+    let cm = cms
+        .get(&cm_name)
+        .await
+        .map_err(|e| format!("{cm_name}: {e}"))?;
+    let text = cm
+        .data
+        .and_then(|d| d.get("server.conf").cloned())
+        .ok_or("no server.conf")?;
+    let mut out = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+        if NOT_PASSED.contains(&key) || key.starts_with("tls") {
+            continue;
+        }
+        out.insert(key.to_string(), value.trim_matches('"').to_string());
+    }
+    Ok(out)
+}
+
+async fn start_server(
+    env: &Env,
+    state: &mut State,
+    pod: &str,
+    ip: Ipv4Addr,
+    config: &BTreeMap<String, String>,
+    revision: &str,
+) -> Result<Server, String> {
+    state.incarnation += 1;
+    let dir = env.root.join(format!("{pod}-{}", state.incarnation));
+    // What `replicaof <name>-primary` resolves to: the pod labelled primary, if any.
+    let primary = labelled_primary_addr(env, pod).await?;
+    let mut spec = ServerSpec::new("valkey-server", ip, env.port, dir);
+    spec.config = config.clone();
+    spec.replicaof = Some(primary.unwrap_or(PARKED));
+    spec.revision = revision.to_string();
+    let server = Server::start(&spec).await.map_err(|e| e.to_string())?;
+    env.guard.track(&server);
+    Ok(server)
+}
+
+async fn labelled_primary_addr(env: &Env, except: &str) -> Result<Option<SocketAddr>, String> {
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), NS);
+    let list = pods
+        .list(&ListParams::default().labels("kvpilot.dev/role=primary"))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|p| p.name_any() != except)
+        .find_map(|p| {
+            let ip: Ipv4Addr = p.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
+            Some(SocketAddr::V4(SocketAddrV4::new(ip, env.port)))
+        }))
+}
+
+async fn set_status(pods: &Api<Pod>, name: &str, ip: Ipv4Addr, ready: bool) -> Result<(), String> {
+    let ready = if ready { "True" } else { "False" };
+    let patch = serde_json::json!({"status": {
+        "phase": "Running",
+        "podIP": ip.to_string(),
+        "conditions": [{"type": "Ready", "status": ready}],
+    }});
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// A fresh loopback IP on which `port` is free.
+fn free_ip(port: u16) -> Result<Ipv4Addr, String> {
+    for _ in 0..50 {
+        let ip = next_loopback_ip();
+        if TcpListener::bind(SocketAddrV4::new(ip, port)).is_ok() {
+            return Ok(ip);
+        }
+    }
+    Err(format!("no loopback IP with port {port} free"))
+}

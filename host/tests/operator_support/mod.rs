@@ -1,0 +1,201 @@
+//! Test support for the operator: an in-memory API ([`kube_fake_client`]) and a stand-in for
+//! the StatefulSet controller and the kubelet that backs every Pod with a real `valkey-server`
+//! on its own 127.0.0.x pod IP.
+
+#![allow(dead_code)]
+
+pub mod kubelet;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use kvpilot::api::{KvCluster, KvClusterSpec, PolicyPlugin};
+use kvpilot::decide::Settings;
+use kvpilot::platform::kubernetes::controller::{self, Context};
+use kvpilot::platform::kubernetes::metrics::Metrics;
+use kvpilot::policy::PolicyRuntime;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const NS: &str = "shop";
+
+/// A fake API server with the kvpilot CRDs (KvCluster status as a subresource).
+pub async fn fake_client() -> Client {
+    kube_fake_client::ClientBuilder::new()
+        .with_resource::<KvCluster>()
+        // The fake registers every custom resource as namespaced; PolicyPlugin is
+        // cluster-scoped, so its plural is registered under another kind, which makes the
+        // scope check (by kind) pass for it.
+        .with_resource::<PluralOnly<PolicyPlugin>>()
+        .with_status_subresource::<StatusOf<KvCluster>>()
+        .with_status_subresource::<Pod>()
+        .with_status_subresource::<k8s_openapi::api::apps::v1::StatefulSet>()
+        .build()
+        .await
+        .expect("fake client")
+}
+
+/// A stand-in that names a custom resource's group/version/kind for
+/// `with_status_subresource`, which wants a `Default` instance (CRD types have none).
+pub struct StatusOf<K> {
+    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    _kind: std::marker::PhantomData<K>,
+}
+
+impl<K> Default for StatusOf<K> {
+    fn default() -> Self {
+        StatusOf {
+            metadata: Default::default(),
+            _kind: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<K: kube::Resource<DynamicType = ()>> serde::Serialize for StatusOf<K> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("apiVersion", &K::api_version(&()))?;
+        m.serialize_entry("kind", &K::kind(&()))?;
+        m.end()
+    }
+}
+
+impl<K: kube::Resource<DynamicType = ()>> kube::Resource for StatusOf<K> {
+    type DynamicType = ();
+    type Scope = K::Scope;
+    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+        K::kind(&()).into_owned().into()
+    }
+    fn group(_: &()) -> std::borrow::Cow<'_, str> {
+        K::group(&()).into_owned().into()
+    }
+    fn version(_: &()) -> std::borrow::Cow<'_, str> {
+        K::version(&()).into_owned().into()
+    }
+    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+        K::plural(&()).into_owned().into()
+    }
+    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// Registers `K`'s plural under the kind `<Kind>Plural` (see [`fake_client`]).
+pub struct PluralOnly<K>(StatusOf<K>);
+
+impl<K: kube::Resource<DynamicType = ()>> kube::Resource for PluralOnly<K> {
+    type DynamicType = ();
+    type Scope = K::Scope;
+    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+        format!("{}Plural", K::kind(&())).into()
+    }
+    fn group(_: &()) -> std::borrow::Cow<'_, str> {
+        K::group(&()).into_owned().into()
+    }
+    fn version(_: &()) -> std::borrow::Cow<'_, str> {
+        K::version(&()).into_owned().into()
+    }
+    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+        K::plural(&()).into_owned().into()
+    }
+    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &self.0.metadata
+    }
+    fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &mut self.0.metadata
+    }
+}
+
+/// A spec from YAML.
+pub fn spec(yaml: &str) -> KvClusterSpec {
+    serde_norway::from_str(yaml).expect("spec")
+}
+
+/// Stores KvCluster `name` and returns it as read back (uid, generation set).
+pub async fn create_cluster(client: &Client, name: &str, spec: KvClusterSpec) -> KvCluster {
+    let api: Api<KvCluster> = Api::namespaced(client.clone(), NS);
+    let mut kc = KvCluster::new(name, spec);
+    kc.metadata.namespace = Some(NS.into());
+    api.create(&PostParams::default(), &kc)
+        .await
+        .expect("create");
+    api.get(name).await.expect("get")
+}
+
+pub async fn get_cluster(client: &Client, name: &str) -> KvCluster {
+    Api::<KvCluster>::namespaced(client.clone(), NS)
+        .get(name)
+        .await
+        .expect("get KvCluster")
+}
+
+/// The controller context, with fast probes and members on `port`.
+pub fn context(client: &Client, port: u16) -> Arc<Context> {
+    let settings = Settings {
+        probe_interval: Duration::from_millis(100),
+        steady_interval: Duration::from_millis(500),
+        ..Settings::default()
+    };
+    Arc::new(Context::new(
+        client.clone(),
+        PolicyRuntime::global().expect("runtime"),
+        Arc::new(Metrics::new()),
+        settings,
+        port,
+    ))
+}
+
+/// One reconcile of the cluster as stored now.
+pub async fn reconcile_once(client: &Client, ctx: &Arc<Context>, name: &str) {
+    let kc = get_cluster(client, name).await;
+    if let Err(e) = controller::reconcile(Arc::new(kc), ctx.clone()).await {
+        panic!("reconcile failed: {e}");
+    }
+}
+
+/// Polls `check` until it returns `Ok`, at most `limit`; panics with the last error.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < limit {
+        match check().await {
+            Ok(v) => return v,
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: not within {limit:?}: {last}");
+}
+
+/// The pod names of the cluster.
+pub async fn pods(client: &Client, cluster: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(client.clone(), NS)
+        .list(&ListParams::default().labels(&format!("kvpilot.dev/cluster={cluster}")))
+        .await
+        .expect("list pods")
+        .items
+}
+
+/// The name of the pod labelled primary, if exactly one is.
+pub async fn labelled_primary(client: &Client, cluster: &str) -> Option<String> {
+    let primaries: Vec<String> = pods(client, cluster)
+        .await
+        .into_iter()
+        .filter(|p| p.labels().get("kvpilot.dev/role").map(String::as_str) == Some("primary"))
+        .map(|p| p.name_any())
+        .collect();
+    assert!(
+        primaries.len() <= 1,
+        "two pods labelled primary: {primaries:?}"
+    );
+    primaries.into_iter().next()
+}
