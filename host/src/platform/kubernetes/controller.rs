@@ -62,6 +62,10 @@ struct ClusterState {
     bound: Option<(String, Result<WasmPolicies, String>)>,
 }
 
+/// A cluster by (namespace, name).
+type ClusterKey = (String, String);
+type SharedState = Arc<tokio::sync::Mutex<ClusterState>>;
+
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
@@ -71,7 +75,7 @@ pub struct Context {
     pub settings: Settings,
     /// The port members serve on (6379; tests use another).
     pub member_port: u16,
-    clusters: tokio::sync::Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<ClusterState>>>>,
+    clusters: tokio::sync::Mutex<HashMap<ClusterKey, SharedState>>,
 }
 
 impl Context {
