@@ -99,7 +99,10 @@ impl SaveWatch {
             let mut conns: BTreeMap<SocketAddr, redis::aio::MultiplexedConnection> =
                 BTreeMap::new();
             let mut seen = Watched::default();
-            while !flag.load(Ordering::SeqCst) && started.elapsed() < LIMIT {
+            loop {
+                // Read before the round: once stopped, one more full round is taken, so the
+                // watcher has seen whatever happened before `stop`.
+                let stopping = flag.load(Ordering::SeqCst) || started.elapsed() >= LIMIT;
                 // All members at once, so that one round is one moment.
                 let mut round = tokio::task::JoinSet::new();
                 for &m in &members {
@@ -135,6 +138,9 @@ impl SaveWatch {
                     seen.max_saving = saving.len();
                     seen.worst = saving;
                 }
+                if stopping {
+                    break;
+                }
                 tokio::time::sleep(every).await;
             }
             seen
@@ -142,6 +148,7 @@ impl SaveWatch {
         SaveWatch { stop, task }
     }
 
+    /// Stops after one more round that starts now.
     pub async fn stop(self) -> Watched {
         self.stop.store(true, Ordering::SeqCst);
         self.task.await.expect("the save watcher panicked")
