@@ -30,8 +30,9 @@ pub struct Cron {
 struct Set(u64);
 
 impl Set {
-    fn range(lo: u32, hi: u32) -> Set {
-        Set((lo..=hi).fold(0, |bits, v| bits | (1 << v)))
+    /// `lo..=hi` (both at most 62).
+    const fn range(lo: u32, hi: u32) -> Set {
+        Set(((1u64 << (hi + 1)) - 1) & !((1u64 << lo) - 1))
     }
     fn has(self, v: u32) -> bool {
         v < 64 && self.0 & (1 << v) != 0
@@ -39,11 +40,24 @@ impl Set {
     fn with(self, v: u32) -> Set {
         Set(self.0 | (1 << v))
     }
+    /// The values, ascending (visits set bits only).
     fn values(self) -> impl Iterator<Item = u32> {
-        (0..64).filter(move |v| self.has(*v))
+        let mut bits = self.0;
+        std::iter::from_fn(move || {
+            if bits == 0 {
+                return None;
+            }
+            let v = bits.trailing_zeros();
+            bits &= bits - 1;
+            Some(v)
+        })
     }
     fn len(self) -> u32 {
         self.0.count_ones()
+    }
+    /// The only value of a one-element set.
+    fn single(self) -> Option<u32> {
+        (self.len() == 1).then(|| self.0.trailing_zeros())
     }
 }
 
@@ -92,8 +106,20 @@ const DOW: Field = Field {
 
 const MINUTES_PER_DAY: u64 = 24 * 60;
 
+/// How the firings of a day moved between days when shifted.
+#[derive(Debug, Clone, Copy)]
+struct Carry {
+    /// Days the first firing moved.
+    first: u64,
+    /// Every firing moved by `first` days.
+    uniform: bool,
+    /// The first firing (time of day before the shift) that moved to a later day, and by how
+    /// many days.
+    moved: Option<(u64, u64)>,
+}
+
 impl Field {
-    fn full(&self) -> Set {
+    const fn full(&self) -> Set {
         // Day-of-week's full set is 0-6: 7 is an alias of 0.
         if self.max == 7 {
             Set::range(0, 6)
@@ -127,6 +153,23 @@ impl Field {
     }
 
     fn parse(&self, text: &str) -> Result<Set, String> {
+        // Fast paths for the common spellings; they give exactly what the general loop gives.
+        if text == "*" {
+            return Ok(self.full());
+        }
+        if (1..=2).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit()) {
+            let v = self.value(text)?;
+            return Ok(if self.max == 7 && v == 7 {
+                Set(1)
+            } else {
+                Set(0).with(v)
+            });
+        }
+        self.parse_list(text)
+    }
+
+    /// The general parser: a comma list of `*`, values, ranges and steps.
+    fn parse_list(&self, text: &str) -> Result<Set, String> {
         let mut set = Set(0);
         for item in text.split(',') {
             if item.is_empty() {
@@ -176,7 +219,17 @@ impl Field {
         if set == full {
             return f.write_str("*");
         }
-        let values: Vec<u32> = set.values().collect();
+        if let Some(v) = set.single() {
+            return write_number(f, v);
+        }
+        // At most 64 values: kept on the stack.
+        let mut buffer = [0u32; 64];
+        let mut count = 0;
+        for v in set.values() {
+            buffer[count] = v;
+            count += 1;
+        }
+        let values = &buffer[..count];
         let top = if self.max == 7 { 6 } else { self.max };
         if let [first, second, ..] = values[..] {
             let step = second - first;
@@ -184,7 +237,8 @@ impl Field {
                 .step_by(step as usize)
                 .fold(0, |b, v| b | (1 << v)));
             if first == self.min && step > 1 && values.len() >= 3 && progression == set {
-                return write!(f, "*/{step}");
+                f.write_str("*/")?;
+                return write_number(f, step);
             }
         }
         let mut i = 0;
@@ -198,10 +252,17 @@ impl Field {
                 f.write_str(",")?;
             }
             first_item = false;
+            write_number(f, values[i])?;
             match j - i {
-                0 => write!(f, "{}", values[i])?,
-                1 => write!(f, "{},{}", values[i], values[j])?,
-                _ => write!(f, "{}-{}", values[i], values[j])?,
+                0 => {}
+                1 => {
+                    f.write_str(",")?;
+                    write_number(f, values[j])?;
+                }
+                _ => {
+                    f.write_str("-")?;
+                    write_number(f, values[j])?;
+                }
             }
             i = j + 1;
         }
@@ -209,27 +270,49 @@ impl Field {
     }
 }
 
+/// Writes a field value (0..=63) without going through the integer formatting machinery.
+fn write_number(f: &mut fmt::Formatter<'_>, v: u32) -> fmt::Result {
+    let digits = [b'0' + (v / 10 % 10) as u8, b'0' + (v % 10) as u8];
+    let text = if v < 10 { &digits[1..] } else { &digits[..] };
+    // Both bytes are ASCII digits.
+    f.write_str(std::str::from_utf8(text).map_err(|_| fmt::Error)?)
+}
+
 impl FromStr for Cron {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
         let text = s.trim();
-        let expanded = match text.to_ascii_lowercase().as_str() {
-            "@hourly" => "0 * * * *",
-            "@daily" | "@midnight" => "0 0 * * *",
-            "@weekly" => "0 0 * * 0",
-            "@monthly" => "0 0 1 * *",
-            "@yearly" | "@annually" => "0 0 1 1 *",
-            other if other.starts_with('@') => {
-                return Err(format!("unknown shorthand `{text}`"));
-            }
-            _ => text,
+        let expanded = if text.starts_with('@') {
+            const SHORTHANDS: &[(&str, &str)] = &[
+                ("@hourly", "0 * * * *"),
+                ("@daily", "0 0 * * *"),
+                ("@midnight", "0 0 * * *"),
+                ("@weekly", "0 0 * * 0"),
+                ("@monthly", "0 0 1 * *"),
+                ("@yearly", "0 0 1 1 *"),
+                ("@annually", "0 0 1 1 *"),
+            ];
+            SHORTHANDS
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(text))
+                .map(|(_, expanded)| *expanded)
+                .ok_or_else(|| format!("unknown shorthand `{text}`"))?
+        } else {
+            text
         };
-        let fields: Vec<&str> = expanded.split_whitespace().collect();
-        let [minute, hour, dom, month, dow] = fields[..] else {
+        let mut fields = expanded.split_whitespace();
+        let (Some(minute), Some(hour), Some(dom), Some(month), Some(dow), None) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
             return Err(format!(
                 "expected 5 fields (minute hour day-of-month month day-of-week), got {} in `{text}`",
-                fields.len()
+                expanded.split_whitespace().count()
             ));
         };
         let cron = Cron {
@@ -267,17 +350,62 @@ impl Cron {
     /// unrestricted, or when only day-of-week is restricted and every firing moves by the same
     /// number of days (the days of the week then move with it).
     pub fn shifted(&self, minutes: u32) -> Result<Cron, String> {
+        // One firing a day (the usual snapshot schedule): plain arithmetic, same answer as
+        // the set algorithm (see the `single_firing_fast_path_matches_the_set_algorithm` test).
+        if let (Some(h), Some(m)) = (self.hour.single(), self.minute.single()) {
+            let t = u64::from(h) * 60 + u64::from(m);
+            let shifted = t + u64::from(minutes);
+            let (day, tod) = (shifted / MINUTES_PER_DAY, shifted % MINUTES_PER_DAY);
+            let carry = Carry {
+                first: day,
+                uniform: true,
+                moved: (day > 0).then_some((t, day)),
+            };
+            let hours = Set(0).with((tod / 60) as u32);
+            let mins = Set(0).with((tod % 60) as u32);
+            return self.with_times(hours, mins, carry, minutes);
+        }
+        self.shifted_by_sets(minutes)
+    }
+
+    /// [`Cron::shifted`] for any hour and minute sets: shifts every firing of the day.
+    fn shifted_by_sets(&self, minutes: u32) -> Result<Cron, String> {
         let mut hours = Set(0);
         let mut mins = Set(0);
-        let mut carries: Vec<(u64, u64)> = Vec::new(); // (original time of day, days carried)
+        let mut carry: Option<Carry> = None;
         for t in self.times_of_day() {
             let shifted = t + u64::from(minutes);
             let day = shifted / MINUTES_PER_DAY;
             let tod = shifted % MINUTES_PER_DAY;
             hours = hours.with((tod / 60) as u32);
             mins = mins.with((tod % 60) as u32);
-            carries.push((t, day));
+            let c = carry.get_or_insert(Carry {
+                first: day,
+                uniform: true,
+                moved: None,
+            });
+            c.uniform &= day == c.first;
+            if day > 0 && c.moved.is_none() {
+                c.moved = Some((t, day));
+            }
         }
+        let carry = carry.unwrap_or(Carry {
+            first: 0,
+            uniform: true,
+            moved: None,
+        });
+        self.with_times(hours, mins, carry, minutes)
+    }
+
+    /// The shifted schedule from the shifted hour and minute sets and how firings moved
+    /// between days; errors when cron cannot express it.
+    fn with_times(
+        &self,
+        hours: Set,
+        mins: Set,
+        carry: Carry,
+        minutes: u32,
+    ) -> Result<Cron, String> {
         if hours.len() * mins.len() != self.hour.len() * self.minute.len() {
             return Err(format!(
                 "`{self}` shifted by {minutes} minutes fires at times that are not every \
@@ -285,19 +413,13 @@ impl Cron {
             ));
         }
         let mut dow = self.dow;
-        let days_move = carries.iter().any(|&(_, day)| day > 0);
         let days_restricted =
             self.dom != DOM.full() || self.month != MONTH.full() || self.dow != DOW.full();
-        if days_move && days_restricted {
+        if let Some((t, day)) = carry.moved
+            && days_restricted
+        {
             let only_dow = self.dom == DOM.full() && self.month == MONTH.full();
-            let first_carry = carries[0].1;
-            let uniform = carries.iter().all(|&(_, day)| day == first_carry);
-            if !(only_dow && uniform) {
-                let (t, day) = carries
-                    .iter()
-                    .find(|(_, day)| *day > 0)
-                    .copied()
-                    .unwrap_or_default();
+            if !(only_dow && carry.uniform) {
                 let what = if only_dow {
                     "day-of-week is restricted and only some firings move to another day"
                 } else {
@@ -310,7 +432,7 @@ impl Cron {
                     t % 60
                 ));
             }
-            let by = (first_carry % 7) as u32;
+            let by = (carry.first % 7) as u32;
             dow = Set(0);
             for d in self.dow.values() {
                 dow = dow.with((d + by) % 7);
@@ -789,6 +911,70 @@ mod tests {
             cron("0 0 29 2 *").min_period_minutes(),
             4 * 365 * 1440 + 1440
         );
+    }
+
+    #[test]
+    fn single_firing_fast_path_matches_the_set_algorithm() {
+        let mut compared = 0;
+        for days in [
+            "* * *", "* * MON", "* * 1-5", "1 * *", "* JAN *", "13 * FRI",
+        ] {
+            for hour in [0, 1, 12, 22, 23] {
+                for minute in [0, 7, 30, 59] {
+                    let c = cron(&format!("{minute} {hour} {days}"));
+                    for shift in [
+                        0,
+                        1,
+                        5,
+                        29,
+                        60,
+                        61,
+                        130,
+                        1439,
+                        1440,
+                        1441,
+                        2 * 1440 + 7,
+                        10_000,
+                    ] {
+                        assert_eq!(
+                            c.shifted(shift),
+                            c.shifted_by_sets(shift),
+                            "`{c}` + {shift}"
+                        );
+                        compared += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(compared, 6 * 5 * 4 * 12);
+    }
+
+    #[test]
+    fn field_fast_paths_match_the_general_parser() {
+        for field in [&MINUTE, &HOUR, &DOM, &MONTH, &DOW] {
+            let mut texts = vec!["*".to_string(), "x".into(), "99".into(), "007".into()];
+            texts.extend((0..=60).map(|v| v.to_string()));
+            texts.extend((0..=9).map(|v| format!("0{v}")));
+            for text in texts {
+                assert_eq!(
+                    field.parse(&text),
+                    field.parse_list(&text),
+                    "{}: `{text}`",
+                    field.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn set_values_visit_every_member_in_order() {
+        let set = Set(0).with(0).with(5).with(59).with(63);
+        assert_eq!(set.values().collect::<Vec<_>>(), [0, 5, 59, 63]);
+        assert_eq!(Set(0).values().count(), 0);
+        assert_eq!(Set::range(3, 6), Set(0b111_1000));
+        assert_eq!(Set::range(0, 59).len(), 60);
+        assert_eq!(Set(0).with(42).single(), Some(42));
+        assert_eq!(Set::range(1, 2).single(), None);
     }
 
     #[test]

@@ -85,16 +85,14 @@ pub fn select(req: &SelectionRequest) -> Result<Selection, String> {
         .iter()
         .find(|m| !m.is_empty())
         .map(|m| m.name.as_str());
-    let mut eligible: Vec<&Member> = Vec::new();
-    let mut refused: Vec<String> = Vec::new();
-    for m in &req.candidates {
-        let lacks = shortcomings(m, req.reason, &config, holder);
-        if lacks.is_empty() {
-            eligible.push(m);
-        } else {
-            refused.push(format!("{} {}", m.name, lacks.join(", ")));
-        }
-    }
+    // Eligibility first, without building messages: they are only needed when nobody is
+    // eligible.
+    let mut eligible: Vec<&Member> = Vec::with_capacity(req.candidates.len());
+    eligible.extend(
+        req.candidates
+            .iter()
+            .filter(|m| is_eligible(m, req.reason, &config, holder)),
+    );
     if let Some(zone) = &config.prefer_zone
         && eligible.iter().any(|m| m.zone.as_ref() == Some(zone))
     {
@@ -108,12 +106,37 @@ pub fn select(req: &SelectionRequest) -> Result<Selection, String> {
     });
     Ok(match best {
         Some(m) => Selection::Promote(m.name.clone()),
-        None => Selection::Wait(format!(
-            "no candidate can be promoted ({}): {}",
-            reason_text(req.reason),
-            refused.join("; ")
-        )),
+        None => {
+            let refused: Vec<String> = req
+                .candidates
+                .iter()
+                .map(|m| {
+                    let lacks = shortcomings(m, req.reason, &config, holder);
+                    format!("{} {}", m.name, lacks.join(", "))
+                })
+                .collect();
+            Selection::Wait(format!(
+                "no candidate can be promoted ({}): {}",
+                reason_text(req.reason),
+                refused.join("; ")
+            ))
+        }
     })
+}
+
+/// Whether `m` may be promoted for `reason`: exactly when [`shortcomings`] is empty.
+fn is_eligible(m: &Member, reason: SelectionReason, config: &Config, holder: Option<&str>) -> bool {
+    if !m.ready || m.syncing {
+        return false;
+    }
+    if reason == SelectionReason::PlannedHandover
+        && (!m.on_desired_revision
+            || !m.link_up
+            || config.max_lag_bytes.is_some_and(|max| m.lag_bytes > max))
+    {
+        return false;
+    }
+    !(m.is_empty() && (reason == SelectionReason::PrimaryEmpty || holder.is_some()))
 }
 
 /// What keeps `m` from being promoted for `reason`; empty when it is eligible. `holder` is a
@@ -425,5 +448,43 @@ mod tests {
         c[98].ready = false;
         let text = wait_text(pick(PlannedHandover, c, "{}"));
         assert!(text.contains("cache-1 is not ready") && text.contains("cache-100 is not ready"));
+    }
+
+    #[test]
+    fn eligibility_agrees_with_the_shortcomings() {
+        let configs = [
+            Config::default(),
+            Config {
+                max_lag_bytes: Some(10),
+                prefer_zone: None,
+            },
+        ];
+        let mut checked = 0;
+        for bits in 0u32..64 {
+            let mut m = member(1, Role::Replica);
+            m.ready = bits & 1 != 0;
+            m.syncing = bits & 2 != 0;
+            m.on_desired_revision = bits & 4 != 0;
+            m.link_up = bits & 8 != 0;
+            m.lag_bytes = if bits & 16 != 0 { 100 } else { 0 };
+            m.keys = if bits & 32 != 0 { 0 } else { 100 };
+            for reason in [
+                SelectionReason::PlannedHandover,
+                SelectionReason::PrimaryLost,
+                SelectionReason::PrimaryEmpty,
+            ] {
+                for config in &configs {
+                    for holder in [None, Some("cache-2")] {
+                        assert_eq!(
+                            is_eligible(&m, reason, config, holder),
+                            shortcomings(&m, reason, config, holder).is_empty(),
+                            "{m:?} {reason:?} {config:?} {holder:?}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 64 * 3 * 2 * 2);
     }
 }

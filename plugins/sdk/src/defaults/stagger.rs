@@ -15,6 +15,7 @@
 use super::config_object;
 use crate::cron::Cron;
 use crate::types::{Member, MemberSchedule, PluginInfo, Role, ScheduleRequest, SnapshotMode};
+use std::fmt::Write as _;
 
 /// Who the plugin is.
 pub fn info() -> PluginInfo {
@@ -44,17 +45,24 @@ pub fn schedule(req: &ScheduleRequest) -> Result<Vec<MemberSchedule>, String> {
         SnapshotMode::ReplicasOnly => m.role == Role::Replica,
         SnapshotMode::PrimaryOnly => m.role == Role::Primary,
     };
-    // Rank by name (then input position, should two members share a name).
-    let mut ranked: Vec<usize> = (0..req.members.len())
-        .filter(|&i| takes_part(&req.members[i]))
-        .collect();
-    ranked.sort_by(|&a, &b| {
+    // Rank by name (then input position, should two members share a name): a total order,
+    // so an unstable sort gives the same ranking.
+    let mut ranked: Vec<usize> = Vec::with_capacity(req.members.len());
+    ranked.extend((0..req.members.len()).filter(|&i| takes_part(&req.members[i])));
+    ranked.sort_unstable_by(|&a, &b| {
         req.members[a]
             .name
             .cmp(&req.members[b].name)
             .then(a.cmp(&b))
     });
-    let mut crons: Vec<Option<String>> = vec![None; req.members.len()];
+    let mut out: Vec<MemberSchedule> = req
+        .members
+        .iter()
+        .map(|m| MemberSchedule {
+            member: m.name.clone(),
+            cron: None,
+        })
+        .collect();
     for (rank, &i) in ranked.iter().enumerate() {
         let name = &req.members[i].name;
         // The primary-only mode snapshots the primary at the base schedule, unshifted.
@@ -75,17 +83,12 @@ pub fn schedule(req: &ScheduleRequest) -> Result<Vec<MemberSchedule>, String> {
         let cron = base
             .shifted(shift)
             .map_err(|e| format!("cannot stagger {name} by {shift} minutes: {e}"))?;
-        crons[i] = Some(cron.to_string());
+        let mut text = String::with_capacity(24);
+        // Writing to a String cannot fail.
+        let _ = write!(text, "{cron}");
+        out[i].cron = Some(text);
     }
-    Ok(req
-        .members
-        .iter()
-        .zip(crons)
-        .map(|(m, cron)| MemberSchedule {
-            member: m.name.clone(),
-            cron,
-        })
-        .collect())
+    Ok(out)
 }
 
 #[cfg(test)]
