@@ -95,53 +95,89 @@ fn manifest(engine: kvpilot_sdk::Engine, hz: u32) -> String {
     )
 }
 
-/// Runs the demo in `work` (created, and removed afterwards unless `keep`).
+/// A local group reconciled in the background while a scenario runs against it.
+pub(crate) struct Harness {
+    pub spec_path: std::path::PathBuf,
+    pub endpoint: SocketAddr,
+    pub status: watch::Receiver<ClusterStatus>,
+    pub cluster: Arc<Mutex<LocalCluster>>,
+    stop_tx: watch::Sender<bool>,
+    loop_task: tokio::task::JoinHandle<()>,
+}
+
+impl Harness {
+    /// Writes `manifest` to `work/file`, opens the group and starts reconciling it.
+    pub(crate) async fn start(
+        engine: kvpilot_sdk::Engine,
+        work: &Path,
+        file: &str,
+        manifest: String,
+    ) -> Result<Harness, DemoError> {
+        find_engine(engine).map_err(|e| fail("setup", e))?;
+        std::fs::create_dir_all(work)
+            .map_err(|e| fail("setup", format!("{}: {e}", work.display())))?;
+        let spec_path = work.join(file);
+        std::fs::write(&spec_path, manifest).map_err(|e| fail("setup", e))?;
+        let settings = Settings {
+            probe_interval: Duration::from_millis(100),
+            steady_interval: Duration::from_millis(500),
+            ..Settings::default()
+        };
+        let cluster = LocalCluster::open(&spec_path, &work.join("state"), None, settings)
+            .await
+            .map_err(|e| fail("setup", e))?;
+        let endpoint = cluster.endpoint();
+        let status = cluster.subscribe();
+        let cluster = Arc::new(Mutex::new(cluster));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let loop_task = tokio::spawn(reconcile_loop(cluster.clone(), stop_rx));
+        Ok(Harness {
+            spec_path,
+            endpoint,
+            status,
+            cluster,
+            stop_tx,
+            loop_task,
+        })
+    }
+
+    /// Stops reconciling and every member; returns the scenario's result, or the teardown's
+    /// error if the scenario succeeded but the group did not stop cleanly.
+    pub(crate) async fn finish<T>(self, result: Result<T, DemoError>) -> Result<T, DemoError> {
+        let _ = self.stop_tx.send(true);
+        let _ = self.loop_task.await;
+        let cluster = Arc::try_unwrap(self.cluster)
+            .map_err(|_| fail("teardown", "the reconcile loop still holds the cluster"))?
+            .into_inner();
+        let down = cluster.shutdown().await;
+        let value = result?;
+        down.map_err(|e| fail("teardown", e))?;
+        Ok(value)
+    }
+}
+
+/// Runs the demo in `work`.
 pub async fn run(
     engine: kvpilot_sdk::Engine,
     work: &Path,
     progress: impl Fn(&str),
 ) -> Result<Report, DemoError> {
-    find_engine(engine).map_err(|e| fail("setup", e))?;
-    std::fs::create_dir_all(work).map_err(|e| fail("setup", format!("{}: {e}", work.display())))?;
-    let spec_path = work.join("demo.yaml");
-    std::fs::write(&spec_path, manifest(engine, 10)).map_err(|e| fail("setup", e))?;
-    let settings = Settings {
-        probe_interval: Duration::from_millis(100),
-        steady_interval: Duration::from_millis(500),
-        ..Settings::default()
-    };
-    let cluster = LocalCluster::open(&spec_path, &work.join("state"), None, settings)
-        .await
-        .map_err(|e| fail("setup", e))?;
-    let endpoint = cluster.endpoint();
-    let mut status = cluster.subscribe();
-    let cluster = Arc::new(Mutex::new(cluster));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let loop_task = tokio::spawn(reconcile_loop(cluster.clone(), stop_rx));
-
+    let mut h = Harness::start(engine, work, "demo.yaml", manifest(engine, 10)).await?;
+    let spec_path = h.spec_path.clone();
     let result = scenario(
         engine,
         &spec_path,
-        endpoint,
-        &cluster,
-        &mut status,
+        h.endpoint,
+        &h.cluster,
+        &mut h.status,
         &progress,
     )
     .await;
-
-    let _ = stop_tx.send(true);
-    let _ = loop_task.await;
-    let cluster = Arc::try_unwrap(cluster)
-        .map_err(|_| fail("teardown", "the reconcile loop still holds the cluster"))?
-        .into_inner();
-    let down = cluster.shutdown().await;
-    let report = result?;
-    down.map_err(|e| fail("teardown", e))?;
-    Ok(report)
+    h.finish(result).await
 }
 
 /// Reconciles until told to stop; each step holds the lock only while it runs.
-pub(crate) async fn reconcile_loop(
+async fn reconcile_loop(
     cluster: Arc<Mutex<LocalCluster>>,
     mut stop: watch::Receiver<bool>,
 ) {

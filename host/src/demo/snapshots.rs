@@ -5,9 +5,7 @@
 //! `rdb_bgsave_in_progress` to count concurrent snapshots.
 
 use super::writer::{Ack, Writer};
-use super::{DemoError, fail, ready, reconcile_loop, settled, wait_status};
-use crate::decide::Settings;
-use crate::platform::local::LocalCluster;
+use super::{DemoError, Harness, fail, ready, settled, wait_status};
 use crate::status::ClusterStatus;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -16,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::watch;
 
 /// How often the sampler reads every member's persistence state.
 const SAMPLE_EVERY: Duration = Duration::from_millis(25);
@@ -91,44 +89,19 @@ pub async fn run(
     durations: Durations,
     progress: impl Fn(&str),
 ) -> Result<SnapshotReport, DemoError> {
-    super::find_engine(engine).map_err(|e| fail("setup", e))?;
-    std::fs::create_dir_all(work).map_err(|e| fail("setup", format!("{}: {e}", work.display())))?;
-    let spec_path = work.join("snapdemo.yaml");
-    std::fs::write(&spec_path, manifest(engine, None)).map_err(|e| fail("setup", e))?;
-    let settings = Settings {
-        probe_interval: Duration::from_millis(100),
-        steady_interval: Duration::from_millis(500),
-        ..Settings::default()
-    };
-    let cluster = LocalCluster::open(&spec_path, &work.join("state"), None, settings)
-        .await
-        .map_err(|e| fail("setup", e))?;
-    let endpoint = cluster.endpoint();
-    let mut status = cluster.subscribe();
-    let cluster = Arc::new(Mutex::new(cluster));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let loop_task = tokio::spawn(reconcile_loop(cluster.clone(), stop_rx));
-
+    let mut h = Harness::start(engine, work, "snapdemo.yaml", manifest(engine, None)).await?;
+    let spec_path = h.spec_path.clone();
     let result = phases(
         engine,
         &spec_path,
-        endpoint,
-        &mut status,
+        h.endpoint,
+        &mut h.status,
         dataset_mib,
         durations,
         &progress,
     )
     .await;
-
-    let _ = stop_tx.send(true);
-    let _ = loop_task.await;
-    let cluster = Arc::try_unwrap(cluster)
-        .map_err(|_| fail("teardown", "the reconcile loop still holds the cluster"))?
-        .into_inner();
-    let down = cluster.shutdown().await;
-    let report = result?;
-    down.map_err(|e| fail("teardown", e))?;
-    Ok(report)
+    h.finish(result).await
 }
 
 async fn phases(
