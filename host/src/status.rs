@@ -201,7 +201,11 @@ fn conditions(observed: &Observed, plan: &Plan) -> Vec<Condition> {
         cond(
             "Degraded",
             !unready.is_empty(),
-            "MembersNotReady",
+            if unready.is_empty() {
+                "AllMembersReady"
+            } else {
+                "MembersNotReady"
+            },
             unready.join(", "),
         ),
         cond(
