@@ -14,7 +14,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use kvpilot::platform::local::PARKED;
-use kvpilot::platform::local::server::{Server, ServerGuard, ServerSpec, next_loopback_ip};
+use kvpilot::platform::local::server::{
+    RESERVED_KEYS, Server, ServerGuard, ServerSpec, next_loopback_ip,
+};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
@@ -29,23 +31,8 @@ use super::NS;
 pub const RESTART_DELAY: Duration = Duration::from_secs(3);
 /// Period of the stand-in's loop.
 const TICK: Duration = Duration::from_millis(50);
-/// Settings the stand-in sets itself (addresses, files) or that need files it does not have.
-const NOT_PASSED: &[&str] = &[
-    "daemonize",
-    "bind",
-    "port",
-    "dir",
-    "logfile",
-    "pidfile",
-    "protected-mode",
-    "requirepass",
-    "masterauth",
-    "replicaof",
-    "slaveof",
-    "replica-announce-ip",
-    "replica-announce-port",
-    "aclfile",
-];
+/// Besides what `ServerSpec` owns, settings that need files the stand-in does not have.
+const NEEDS_FILES: &[&str] = &["aclfile"];
 
 struct Member {
     uid: String,
@@ -300,7 +287,7 @@ async fn rendered_settings(
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
     {
         let (key, value) = line.split_once(' ').unwrap_or((line, ""));
-        if NOT_PASSED.contains(&key) || key.starts_with("tls") {
+        if RESERVED_KEYS.contains(&key) || NEEDS_FILES.contains(&key) || key.starts_with("tls") {
             continue;
         }
         out.insert(key.to_string(), value.trim_matches('"').to_string());

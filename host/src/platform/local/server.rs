@@ -38,7 +38,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 const KILL_WAIT: Duration = Duration::from_secs(2);
 
 /// Settings owned by [`ServerSpec`] fields; `config` may not set them.
-const RESERVED_KEYS: &[&str] = &[
+pub const RESERVED_KEYS: &[&str] = &[
     "daemonize",
     "bind",
     "port",
