@@ -340,3 +340,81 @@ async fn fallback_uses_the_builtin_and_says_why_while_fail_returns_the_error() {
     assert!(why.contains("exceeds the limit of 4 bytes"), "{why}");
     assert_eq!(decided.record.plugin, "builtin:most-caught-up");
 }
+
+#[tokio::test]
+async fn bind_failures_fall_back_to_the_builtin_only_under_fallback() {
+    let runtime = runtime();
+    // Three ways a replica-selection plugin fails at bind time.
+    let broken = [
+        (
+            HookSetting {
+                config: r#"{"maxLagBytes":"lots"}"#.into(),
+                ..HookSetting::default_for(Hook::ReplicaSelection)
+            },
+            "maxLagBytes",
+        ),
+        (
+            HookSetting {
+                source: "builtin:stagger".into(),
+                ..HookSetting::default_for(Hook::ReplicaSelection)
+            },
+            "builtin:stagger",
+        ),
+        (
+            HookSetting {
+                source: "/nonexistent/kvpilot-test-plugin.wasm".into(),
+                ..HookSetting::default_for(Hook::ReplicaSelection)
+            },
+            "cannot read the file",
+        ),
+    ];
+    let candidates = vec![
+        member("cache-1", 1, Role::Replica),
+        Member {
+            offset: 9000,
+            ..member("cache-2", 2, Role::Replica)
+        },
+    ];
+    for (setting, says) in broken {
+        let with = |failure| PolicySettings {
+            replica_selection: Some(HookSetting {
+                failure,
+                ..setting.clone()
+            }),
+            ..PolicySettings::default()
+        };
+
+        let error = WasmPolicies::bind(&runtime, &with(FailurePolicy::Fail))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("Fail must refuse {}", setting.source));
+        assert!(error.to_string().contains(says), "{error}");
+
+        let policies = WasmPolicies::bind(&runtime, &with(FailurePolicy::Fallback))
+            .await
+            .unwrap_or_else(|e| panic!("Fallback binds the builtin for {}: {e}", setting.source));
+        for _ in 0..2 {
+            let decided = policies
+                .select_replica(selection(candidates.clone()))
+                .await
+                .expect("the builtin answers");
+            assert_eq!(decided.answer, Selection::Promote("cache-2".into()));
+            assert_eq!(decided.record.plugin, "builtin:most-caught-up");
+            let why = decided.record.fallback_from.expect("fallback recorded");
+            assert!(why.contains(says), "{why}");
+        }
+        // The other hooks are unaffected.
+        let step = policies
+            .rollout_step(RolloutRequest {
+                cluster: cluster(),
+                members: vec![member("cache-0", 0, Role::Primary)],
+                max_in_flight: 1,
+                max_lag_bytes: 0,
+                config: String::new(),
+            })
+            .await
+            .expect("rollout");
+        assert_eq!(step.answer, Step::Done);
+        assert!(step.record.fallback_from.is_none());
+    }
+}

@@ -44,15 +44,32 @@ pub struct PolicySettings {
     pub rollout_order: Option<HookSetting>,
 }
 
-/// One hook, bound: the loaded plugin, its config, and the builtin to fall back on.
-struct Bound {
-    plugin: Plugin,
-    config: String,
-    /// Present when the failure policy is `Fallback`.
-    fallback: Option<Plugin>,
+/// One hook, bound.
+enum Bound {
+    /// The configured plugin, its config, and the builtin to fall back on (present when the
+    /// failure policy is `Fallback`).
+    Plugin {
+        plugin: Plugin,
+        config: String,
+        fallback: Option<Plugin>,
+    },
+    /// The configured plugin could not be bound (it did not load, lacks the hook, or rejected
+    /// its config) and the failure policy is `Fallback`: the builtin answers every call, and
+    /// `failure` goes into each decision record as `fallback_from`.
+    Unbound { failure: String, builtin: Plugin },
+}
+
+/// Who answers a call first.
+enum First<'a> {
+    /// The configured plugin, with its config.
+    Plugin(&'a Plugin, &'a str),
+    /// The builtin, because binding failed.
+    Builtin(&'a Plugin, &'a str),
 }
 
 impl Bound {
+    /// Binds `hook` as `setting` says. A bind-time failure is an error under `Fail`; under
+    /// `Fallback` the hook is bound to its builtin instead, remembering the failure.
     async fn bind(
         runtime: &PolicyRuntime,
         hook: Hook,
@@ -62,6 +79,34 @@ impl Bound {
         let setting = setting
             .cloned()
             .unwrap_or_else(|| HookSetting::default_for(hook));
+        let bound = Self::bind_plugin(runtime, hook, &setting, preloaded).await;
+        match (bound, setting.failure) {
+            (Ok(plugin), FailurePolicy::Fail) => Ok(Bound::Plugin {
+                plugin,
+                config: setting.config,
+                fallback: None,
+            }),
+            (Ok(plugin), FailurePolicy::Fallback) => Ok(Bound::Plugin {
+                plugin,
+                config: setting.config,
+                fallback: Some(runtime.load_builtin(hook.default_builtin()).await?),
+            }),
+            (Err(error), FailurePolicy::Fail) => Err(error),
+            (Err(error), FailurePolicy::Fallback) => Ok(Bound::Unbound {
+                failure: error.to_string(),
+                builtin: runtime.load_builtin(hook.default_builtin()).await?,
+            }),
+        }
+    }
+
+    /// Loads the configured plugin, checks that it exports `hook` and that it accepts its
+    /// config.
+    async fn bind_plugin(
+        runtime: &PolicyRuntime,
+        hook: Hook,
+        setting: &HookSetting,
+        preloaded: &BTreeMap<String, Plugin>,
+    ) -> Result<Plugin, PolicyError> {
         let plugin = match preloaded.get(&setting.source) {
             Some(plugin) => plugin.clone(),
             None => runtime.load(&setting.source).await?,
@@ -74,22 +119,25 @@ impl Bound {
             });
         }
         plugin.validate_config(&setting.config).await?;
-        let fallback = match setting.failure {
-            FailurePolicy::Fail => None,
-            FailurePolicy::Fallback => Some(runtime.load_builtin(hook.default_builtin()).await?),
-        };
-        Ok(Bound {
-            plugin,
-            config: setting.config,
-            fallback,
-        })
+        Ok(plugin)
+    }
+
+    fn first(&self) -> First<'_> {
+        match self {
+            Bound::Plugin { plugin, config, .. } => First::Plugin(plugin, config),
+            Bound::Unbound { failure, builtin } => First::Builtin(builtin, failure),
+        }
     }
 
     /// The builtin to ask after `error`, or `error` itself under `FailurePolicy::Fail`.
     fn fallback(&self, error: PolicyError) -> Result<(&Plugin, String), PolicyError> {
-        match &self.fallback {
-            Some(plugin) => Ok((plugin, error.to_string())),
-            None => Err(error),
+        match self {
+            Bound::Plugin {
+                fallback: Some(builtin),
+                ..
+            }
+            | Bound::Unbound { builtin, .. } => Ok((builtin, error.to_string())),
+            Bound::Plugin { fallback: None, .. } => Err(error),
         }
     }
 }
@@ -121,7 +169,9 @@ pub struct WasmPolicies {
 
 impl WasmPolicies {
     /// Loads every hook's plugin and checks its config (`validate-config`); a rejected config
-    /// is `PolicyError::InvalidConfig`, a plugin without the hook `MissingHook`.
+    /// is `PolicyError::InvalidConfig`, a plugin without the hook `MissingHook`. Under
+    /// `FailurePolicy::Fallback` such a failure binds the hook to its builtin instead, and
+    /// every decision of that hook names the failure in `fallback_from`.
     pub async fn bind(
         runtime: &PolicyRuntime,
         settings: &PolicySettings,
@@ -171,16 +221,20 @@ impl Policies for WasmPolicies {
         let hook = Hook::ReplicaSelection;
         let bound = &self.replica_selection;
         let started = Instant::now();
-        request.config.clone_from(&bound.config);
-        match bound.plugin.select(&request).await {
-            Ok(answer) => Ok(decided(hook, &bound.plugin, answer, started, None)),
-            Err(error) => {
-                let (builtin, failure) = bound.fallback(error)?;
-                request.config = kvpilot_sdk::empty_config();
-                let answer = builtin.select(&request).await?;
-                Ok(decided(hook, builtin, answer, started, Some(failure)))
+        let (builtin, failure) = match bound.first() {
+            First::Plugin(plugin, config) => {
+                request.config.clear();
+                request.config.push_str(config);
+                match plugin.select(&request).await {
+                    Ok(answer) => return Ok(decided(hook, plugin, answer, started, None)),
+                    Err(error) => bound.fallback(error)?,
+                }
             }
-        }
+            First::Builtin(builtin, failure) => (builtin, failure.to_string()),
+        };
+        request.config = kvpilot_sdk::empty_config();
+        let answer = builtin.select(&request).await?;
+        Ok(decided(hook, builtin, answer, started, Some(failure)))
     }
 
     async fn schedule_snapshots(
@@ -190,16 +244,20 @@ impl Policies for WasmPolicies {
         let hook = Hook::SnapshotSchedule;
         let bound = &self.snapshot_schedule;
         let started = Instant::now();
-        request.config.clone_from(&bound.config);
-        match bound.plugin.schedule(&request).await {
-            Ok(answer) => Ok(decided(hook, &bound.plugin, answer, started, None)),
-            Err(error) => {
-                let (builtin, failure) = bound.fallback(error)?;
-                request.config = kvpilot_sdk::empty_config();
-                let answer = builtin.schedule(&request).await?;
-                Ok(decided(hook, builtin, answer, started, Some(failure)))
+        let (builtin, failure) = match bound.first() {
+            First::Plugin(plugin, config) => {
+                request.config.clear();
+                request.config.push_str(config);
+                match plugin.schedule(&request).await {
+                    Ok(answer) => return Ok(decided(hook, plugin, answer, started, None)),
+                    Err(error) => bound.fallback(error)?,
+                }
             }
-        }
+            First::Builtin(builtin, failure) => (builtin, failure.to_string()),
+        };
+        request.config = kvpilot_sdk::empty_config();
+        let answer = builtin.schedule(&request).await?;
+        Ok(decided(hook, builtin, answer, started, Some(failure)))
     }
 
     async fn rollout_step(
@@ -209,15 +267,19 @@ impl Policies for WasmPolicies {
         let hook = Hook::RolloutOrder;
         let bound = &self.rollout_order;
         let started = Instant::now();
-        request.config.clone_from(&bound.config);
-        match bound.plugin.next(&request).await {
-            Ok(answer) => Ok(decided(hook, &bound.plugin, answer, started, None)),
-            Err(error) => {
-                let (builtin, failure) = bound.fallback(error)?;
-                request.config = kvpilot_sdk::empty_config();
-                let answer = builtin.next(&request).await?;
-                Ok(decided(hook, builtin, answer, started, Some(failure)))
+        let (builtin, failure) = match bound.first() {
+            First::Plugin(plugin, config) => {
+                request.config.clear();
+                request.config.push_str(config);
+                match plugin.next(&request).await {
+                    Ok(answer) => return Ok(decided(hook, plugin, answer, started, None)),
+                    Err(error) => bound.fallback(error)?,
+                }
             }
-        }
+            First::Builtin(builtin, failure) => (builtin, failure.to_string()),
+        };
+        request.config = kvpilot_sdk::empty_config();
+        let answer = builtin.next(&request).await?;
+        Ok(decided(hook, builtin, answer, started, Some(failure)))
     }
 }
