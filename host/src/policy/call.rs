@@ -2,7 +2,9 @@
 //! deadline plus an async timeout, a memory cap, a bounded answer, and answer validation.
 //! An instance is used for one call only, so a trapped instance is never re-entered.
 
-use super::contract::v0_1_0::exports::kvpilot::policy::plugin as plugin_if;
+use super::contract::v0_1_0::exports::kvpilot::policy::{
+    plugin as plugin_if, replica_selection as rs, rollout_order as ro, snapshot_schedule as ss,
+};
 use super::plugin::{Compiled, Exports, Limits, Plugin};
 use super::sandbox::Sandbox;
 use super::{Hook, PolicyError, convert, validate};
@@ -227,14 +229,15 @@ impl Plugin {
             .replica_selection
             .as_ref()
             .ok_or_else(|| self.missing(hook))?;
-        let input = convert::selection_request(request);
+        let input = convert::selection_ref(request);
         let answer = guarded!(
             &self.engine,
             &compiled.pre,
             &self.limits,
             |store, instance| {
-                let guest = idx.load(&mut store, &instance)?;
-                guest.call_select(&mut store, &input).await
+                let func = instance
+                    .get_typed_func::<(&convert::SelectionRef<'_>,), (Result<rs::Decision, String>,)>(&mut store, idx)?;
+                func.call_async(&mut store, (&input,)).await.map(|(answer,)| answer)
             }
         )
         .map_err(|f| f.into_error(&self.name, hook))?
@@ -257,14 +260,15 @@ impl Plugin {
             .snapshot_schedule
             .as_ref()
             .ok_or_else(|| self.missing(hook))?;
-        let input = convert::schedule_request(request);
+        let input = convert::schedule_ref(request);
         let answer = guarded!(
             &self.engine,
             &compiled.pre,
             &self.limits,
             |store, instance| {
-                let guest = idx.load(&mut store, &instance)?;
-                guest.call_schedule(&mut store, &input).await
+                let func = instance
+                    .get_typed_func::<(&convert::ScheduleRef<'_>,), (Result<Vec<ss::MemberSchedule>, String>,)>(&mut store, idx)?;
+                func.call_async(&mut store, (&input,)).await.map(|(answer,)| answer)
             }
         )
         .map_err(|f| f.into_error(&self.name, hook))?
@@ -284,14 +288,19 @@ impl Plugin {
             .rollout_order
             .as_ref()
             .ok_or_else(|| self.missing(hook))?;
-        let input = convert::rollout_request(request);
+        let input = convert::rollout_ref(request);
         let answer = guarded!(
             &self.engine,
             &compiled.pre,
             &self.limits,
             |store, instance| {
-                let guest = idx.load(&mut store, &instance)?;
-                guest.call_next(&mut store, &input).await
+                let func = instance
+                    .get_typed_func::<(&convert::RolloutRef<'_>,), (Result<ro::Step, String>,)>(
+                        &mut store, idx,
+                    )?;
+                func.call_async(&mut store, (&input,))
+                    .await
+                    .map(|(answer,)| answer)
             }
         )
         .map_err(|f| f.into_error(&self.name, hook))?

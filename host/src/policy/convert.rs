@@ -1,11 +1,172 @@
 //! Conversions between the sdk records (what the host builds) and the generated WIT bindings
 //! (what crosses into the sandbox).
+//!
+//! Requests cross as borrowed views ([`SelectionRef`], [`ScheduleRef`], [`RolloutRef`]) that
+//! lower straight from the sdk records: the same WIT types (wasmtime checks them against the
+//! component's function types, field by field), without copying every member's strings first.
 
 use super::contract::v0_1_0::exports::kvpilot::policy::{
     plugin, replica_selection as rs, rollout_order as ro, snapshot_schedule as ss,
 };
 use super::contract::v0_1_0::kvpilot::policy::types as wit;
 use kvpilot_sdk as sdk;
+use wasmtime::component::{ComponentType, Lower};
+
+/// `types.member`, borrowing the sdk record's strings.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct MemberRef<'a> {
+    name: &'a str,
+    shard: u32,
+    ordinal: u32,
+    role: wit::Role,
+    ready: bool,
+    #[component(name = "on-desired-revision")]
+    on_desired_revision: bool,
+    #[component(name = "link-up")]
+    link_up: bool,
+    syncing: bool,
+    offset: u64,
+    #[component(name = "lag-bytes")]
+    lag_bytes: u64,
+    keys: u64,
+    zone: Option<&'a str>,
+    node: Option<&'a str>,
+}
+
+/// `types.cluster`, borrowed.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct ClusterRef<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    engine: wit::Engine,
+    #[component(name = "engine-version")]
+    engine_version: &'a str,
+    shards: u32,
+    #[component(name = "replicas-per-shard")]
+    replicas_per_shard: u32,
+}
+
+/// `replica-selection.request`, borrowed.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct SelectionRef<'a> {
+    reason: rs::Reason,
+    cluster: ClusterRef<'a>,
+    primary: Option<MemberRef<'a>>,
+    candidates: Vec<MemberRef<'a>>,
+    config: &'a str,
+}
+
+/// `snapshot-schedule.request`, borrowed.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct ScheduleRef<'a> {
+    mode: ss::Mode,
+    cluster: ClusterRef<'a>,
+    schedule: &'a str,
+    #[component(name = "stagger-minutes")]
+    stagger_minutes: u32,
+    members: Vec<MemberRef<'a>>,
+    config: &'a str,
+}
+
+/// `rollout-order.request`, borrowed.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct RolloutRef<'a> {
+    cluster: ClusterRef<'a>,
+    members: Vec<MemberRef<'a>>,
+    #[component(name = "max-in-flight")]
+    max_in_flight: u32,
+    #[component(name = "max-lag-bytes")]
+    max_lag_bytes: u64,
+    config: &'a str,
+}
+
+fn member_ref(m: &sdk::Member) -> MemberRef<'_> {
+    MemberRef {
+        name: &m.name,
+        shard: m.shard,
+        ordinal: m.ordinal,
+        role: role(m.role),
+        ready: m.ready,
+        on_desired_revision: m.on_desired_revision,
+        link_up: m.link_up,
+        syncing: m.syncing,
+        offset: m.offset,
+        lag_bytes: m.lag_bytes,
+        keys: m.keys,
+        zone: m.zone.as_deref(),
+        node: m.node.as_deref(),
+    }
+}
+
+fn member_refs(ms: &[sdk::Member]) -> Vec<MemberRef<'_>> {
+    ms.iter().map(member_ref).collect()
+}
+
+fn cluster_ref(c: &sdk::Cluster) -> ClusterRef<'_> {
+    ClusterRef {
+        name: &c.name,
+        namespace: &c.namespace,
+        engine: engine(c.engine),
+        engine_version: &c.engine_version,
+        shards: c.shards,
+        replicas_per_shard: c.replicas_per_shard,
+    }
+}
+
+/// The replica-selection request as the guest receives it, borrowing `r`.
+pub fn selection_ref(r: &sdk::SelectionRequest) -> SelectionRef<'_> {
+    SelectionRef {
+        reason: reason(r.reason),
+        cluster: cluster_ref(&r.cluster),
+        primary: r.primary.as_ref().map(member_ref),
+        candidates: member_refs(&r.candidates),
+        config: &r.config,
+    }
+}
+
+/// The snapshot-schedule request as the guest receives it, borrowing `r`.
+pub fn schedule_ref(r: &sdk::ScheduleRequest) -> ScheduleRef<'_> {
+    ScheduleRef {
+        mode: mode(r.mode),
+        cluster: cluster_ref(&r.cluster),
+        schedule: &r.schedule,
+        stagger_minutes: r.stagger_minutes,
+        members: member_refs(&r.members),
+        config: &r.config,
+    }
+}
+
+/// The rollout-order request as the guest receives it, borrowing `r`.
+pub fn rollout_ref(r: &sdk::RolloutRequest) -> RolloutRef<'_> {
+    RolloutRef {
+        cluster: cluster_ref(&r.cluster),
+        members: member_refs(&r.members),
+        max_in_flight: r.max_in_flight,
+        max_lag_bytes: r.max_lag_bytes,
+        config: &r.config,
+    }
+}
+
+fn reason(r: sdk::SelectionReason) -> rs::Reason {
+    match r {
+        sdk::SelectionReason::PlannedHandover => rs::Reason::PlannedHandover,
+        sdk::SelectionReason::PrimaryLost => rs::Reason::PrimaryLost,
+        sdk::SelectionReason::PrimaryEmpty => rs::Reason::PrimaryEmpty,
+    }
+}
+
+fn mode(m: sdk::SnapshotMode) -> ss::Mode {
+    match m {
+        sdk::SnapshotMode::All => ss::Mode::All,
+        sdk::SnapshotMode::PrimaryOnly => ss::Mode::PrimaryOnly,
+        sdk::SnapshotMode::ReplicasOnly => ss::Mode::ReplicasOnly,
+    }
+}
 
 fn role(r: sdk::Role) -> wit::Role {
     match r {
@@ -20,81 +181,6 @@ fn engine(e: sdk::Engine) -> wit::Engine {
         sdk::Engine::Valkey => wit::Engine::Valkey,
         sdk::Engine::Redis => wit::Engine::Redis,
         sdk::Engine::Dragonfly => wit::Engine::Dragonfly,
-    }
-}
-
-fn member(m: &sdk::Member) -> wit::Member {
-    wit::Member {
-        name: m.name.clone(),
-        shard: m.shard,
-        ordinal: m.ordinal,
-        role: role(m.role),
-        ready: m.ready,
-        on_desired_revision: m.on_desired_revision,
-        link_up: m.link_up,
-        syncing: m.syncing,
-        offset: m.offset,
-        lag_bytes: m.lag_bytes,
-        keys: m.keys,
-        zone: m.zone.clone(),
-        node: m.node.clone(),
-    }
-}
-
-fn members(ms: &[sdk::Member]) -> Vec<wit::Member> {
-    ms.iter().map(member).collect()
-}
-
-fn cluster(c: &sdk::Cluster) -> wit::Cluster {
-    wit::Cluster {
-        name: c.name.clone(),
-        namespace: c.namespace.clone(),
-        engine: engine(c.engine),
-        engine_version: c.engine_version.clone(),
-        shards: c.shards,
-        replicas_per_shard: c.replicas_per_shard,
-    }
-}
-
-/// The replica-selection request as the guest receives it.
-pub fn selection_request(r: &sdk::SelectionRequest) -> rs::Request {
-    rs::Request {
-        reason: match r.reason {
-            sdk::SelectionReason::PlannedHandover => rs::Reason::PlannedHandover,
-            sdk::SelectionReason::PrimaryLost => rs::Reason::PrimaryLost,
-            sdk::SelectionReason::PrimaryEmpty => rs::Reason::PrimaryEmpty,
-        },
-        cluster: cluster(&r.cluster),
-        primary: r.primary.as_ref().map(member),
-        candidates: members(&r.candidates),
-        config: r.config.clone(),
-    }
-}
-
-/// The snapshot-schedule request as the guest receives it.
-pub fn schedule_request(r: &sdk::ScheduleRequest) -> ss::Request {
-    ss::Request {
-        mode: match r.mode {
-            sdk::SnapshotMode::All => ss::Mode::All,
-            sdk::SnapshotMode::PrimaryOnly => ss::Mode::PrimaryOnly,
-            sdk::SnapshotMode::ReplicasOnly => ss::Mode::ReplicasOnly,
-        },
-        cluster: cluster(&r.cluster),
-        schedule: r.schedule.clone(),
-        stagger_minutes: r.stagger_minutes,
-        members: members(&r.members),
-        config: r.config.clone(),
-    }
-}
-
-/// The rollout-order request as the guest receives it.
-pub fn rollout_request(r: &sdk::RolloutRequest) -> ro::Request {
-    ro::Request {
-        cluster: cluster(&r.cluster),
-        members: members(&r.members),
-        max_in_flight: r.max_in_flight,
-        max_lag_bytes: r.max_lag_bytes,
-        config: r.config.clone(),
     }
 }
 

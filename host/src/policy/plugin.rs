@@ -2,16 +2,14 @@
 //! it exports and imports, and the limits its calls run under.
 
 use super::Hook;
-use super::contract::v0_1_0::exports::kvpilot::policy::{
-    plugin as plugin_if, replica_selection, rollout_order, snapshot_schedule,
-};
+use super::contract::v0_1_0::exports::kvpilot::policy::plugin as plugin_if;
 use super::engine::MAX_MEMORY_MIB;
 use super::sandbox::Sandbox;
 use kvpilot_sdk::PluginInfo;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::Engine;
-use wasmtime::component::InstancePre;
+use wasmtime::component::{ComponentExportIndex, InstancePre};
 
 /// What one call of a plugin may use. Settable per plugin (the `PolicyPlugin` resource
 /// carries `timeoutMs` and `memoryMiB`).
@@ -58,9 +56,12 @@ impl Limits {
 /// Export indices of the hooks a component provides, resolved once per component.
 pub(crate) struct Exports {
     pub plugin: plugin_if::GuestIndices,
-    pub replica_selection: Option<replica_selection::GuestIndices>,
-    pub snapshot_schedule: Option<snapshot_schedule::GuestIndices>,
-    pub rollout_order: Option<rollout_order::GuestIndices>,
+    /// `replica-selection.select`, when exported.
+    pub replica_selection: Option<ComponentExportIndex>,
+    /// `snapshot-schedule.schedule`, when exported.
+    pub snapshot_schedule: Option<ComponentExportIndex>,
+    /// `rollout-order.next`, when exported.
+    pub rollout_order: Option<ComponentExportIndex>,
 }
 
 /// A compiled, checked component: shared by every `Plugin` loaded from the same bytes.

@@ -2,9 +2,7 @@
 //! cache, and loading plugins from bytes, files or builtins.
 
 use super::cache::Cache;
-use super::contract::v0_1_0::exports::kvpilot::policy::{
-    plugin as plugin_if, replica_selection, rollout_order, snapshot_schedule,
-};
+use super::contract::v0_1_0::exports::kvpilot::policy::plugin as plugin_if;
 use super::contract::{PolicyExport, policy_export};
 use super::plugin::{Compiled, Exports, Limits, Plugin};
 use super::sandbox::{self, Sandbox};
@@ -13,7 +11,7 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use wasmtime::Engine;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, Linker};
 
 /// Loads and caches plugins. Cheap to clone; [`PolicyRuntime::global`] is the process-wide one.
 #[derive(Clone)]
@@ -26,6 +24,9 @@ struct Inner {
     linker: Linker<Sandbox>,
     cache: Cache,
 }
+
+/// The contract version of the generated bindings in `contract::v0_1_0`.
+const BINDINGS_VERSION: &str = "0.1.0";
 
 /// The label used for errors that concern the runtime itself rather than a plugin.
 const RUNTIME: &str = "<runtime>";
@@ -153,23 +154,32 @@ impl PolicyRuntime {
             .instantiate_pre(&component)
             .map_err(|e| load_error(format!("cannot link: {e:#}")))?;
         let index_error = |e: wasmtime::Error| load_error(format!("bad export: {e:#}"));
+        // The hook functions of the contract version the host's bindings (and its borrowed
+        // request views) are generated for.
+        let hook_func =
+            |hook: Hook, func: &str| -> Result<Option<ComponentExportIndex>, PolicyError> {
+                if !hooks.contains(&hook) {
+                    return Ok(None);
+                }
+                let iface = format!(
+                    "{}/{}@{BINDINGS_VERSION}",
+                    super::contract::PACKAGE,
+                    hook.as_str()
+                );
+                let component = pre.component();
+                component
+                    .get_export_index(None, iface.as_str())
+                    .and_then(|i| component.get_export_index(Some(&i), func))
+                    .map(Some)
+                    .ok_or_else(|| {
+                        load_error(format!("bad export: `{iface}` has no function `{func}`"))
+                    })
+            };
         let exports = Exports {
             plugin: plugin_if::GuestIndices::new(&pre).map_err(index_error)?,
-            replica_selection: hooks
-                .contains(&Hook::ReplicaSelection)
-                .then(|| replica_selection::GuestIndices::new(&pre))
-                .transpose()
-                .map_err(index_error)?,
-            snapshot_schedule: hooks
-                .contains(&Hook::SnapshotSchedule)
-                .then(|| snapshot_schedule::GuestIndices::new(&pre))
-                .transpose()
-                .map_err(index_error)?,
-            rollout_order: hooks
-                .contains(&Hook::RolloutOrder)
-                .then(|| rollout_order::GuestIndices::new(&pre))
-                .transpose()
-                .map_err(index_error)?,
+            replica_selection: hook_func(Hook::ReplicaSelection, "select")?,
+            snapshot_schedule: hook_func(Hook::SnapshotSchedule, "schedule")?,
+            rollout_order: hook_func(Hook::RolloutOrder, "next")?,
         };
         let info = call::info(engine, &pre, &exports)
             .await
