@@ -177,10 +177,7 @@ pub async fn run(
 }
 
 /// Reconciles until told to stop; each step holds the lock only while it runs.
-async fn reconcile_loop(
-    cluster: Arc<Mutex<LocalCluster>>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn reconcile_loop(cluster: Arc<Mutex<LocalCluster>>, mut stop: watch::Receiver<bool>) {
     loop {
         let sleep = {
             let mut c = cluster.lock().await;
