@@ -214,7 +214,7 @@ impl Field {
 
     /// Canonical text: `*`, `*/s` for a progression of three or more values from the minimum
     /// to the end of the range, else a comma list of values and ranges.
-    fn format(&self, set: Set, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    fn format<W: fmt::Write>(&self, set: Set, f: &mut W) -> fmt::Result {
         let full = self.full();
         if set == full {
             return f.write_str("*");
@@ -271,11 +271,11 @@ impl Field {
 }
 
 /// Writes a field value (0..=63) without going through the integer formatting machinery.
-fn write_number(f: &mut fmt::Formatter<'_>, v: u32) -> fmt::Result {
-    let digits = [b'0' + (v / 10 % 10) as u8, b'0' + (v % 10) as u8];
-    let text = if v < 10 { &digits[1..] } else { &digits[..] };
-    // Both bytes are ASCII digits.
-    f.write_str(std::str::from_utf8(text).map_err(|_| fmt::Error)?)
+fn write_number<W: fmt::Write>(f: &mut W, v: u32) -> fmt::Result {
+    if v >= 10 {
+        f.write_char(char::from(b'0' + (v / 10 % 10) as u8))?;
+    }
+    f.write_char(char::from(b'0' + (v % 10) as u8))
 }
 
 impl FromStr for Cron {
@@ -329,19 +329,25 @@ impl FromStr for Cron {
 
 impl fmt::Display for Cron {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        MINUTE.format(self.minute, f)?;
-        f.write_str(" ")?;
-        HOUR.format(self.hour, f)?;
-        f.write_str(" ")?;
-        DOM.format(self.dom, f)?;
-        f.write_str(" ")?;
-        MONTH.format(self.month, f)?;
-        f.write_str(" ")?;
-        DOW.format(self.dow, f)
+        self.write_to(f)
     }
 }
 
 impl Cron {
+    /// Writes the canonical text (what [`Display`](fmt::Display) prints) to `out`; writing to
+    /// a `String` this way skips the formatter's dynamic dispatch.
+    pub fn write_to<W: fmt::Write>(&self, out: &mut W) -> fmt::Result {
+        MINUTE.format(self.minute, out)?;
+        out.write_char(' ')?;
+        HOUR.format(self.hour, out)?;
+        out.write_char(' ')?;
+        DOM.format(self.dom, out)?;
+        out.write_char(' ')?;
+        MONTH.format(self.month, out)?;
+        out.write_char(' ')?;
+        DOW.format(self.dow, out)
+    }
+
     /// The same schedule, `minutes` later (minutes carry into hours, hours into days).
     ///
     /// The firing times of a day are the set of (hour, minute) pairs; each is shifted. The

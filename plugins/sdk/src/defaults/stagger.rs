@@ -15,7 +15,6 @@
 use super::config_object;
 use crate::cron::Cron;
 use crate::types::{Member, MemberSchedule, PluginInfo, Role, ScheduleRequest, SnapshotMode};
-use std::fmt::Write as _;
 
 /// Who the plugin is.
 pub fn info() -> PluginInfo {
@@ -85,7 +84,7 @@ pub fn schedule(req: &ScheduleRequest) -> Result<Vec<MemberSchedule>, String> {
             .map_err(|e| format!("cannot stagger {name} by {shift} minutes: {e}"))?;
         let mut text = String::with_capacity(24);
         // Writing to a String cannot fail.
-        let _ = write!(text, "{cron}");
+        let _ = cron.write_to(&mut text);
         out[i].cron = Some(text);
     }
     Ok(out)
