@@ -435,3 +435,222 @@ async fn bootstrap_rollout_under_writes_and_failover_through_kubernetes() {
     wait_ready(&r, "kv", "the old primary rejoins").await;
     proxy.abort();
 }
+
+/// A tiny HTTP/1.1 server on 127.0.0.1 for url PolicyPlugins: `/plugin.wasm` answers 200
+/// with `body`, `/moved` a 302 to it, anything else 404. Counts the requests it answered;
+/// stops when dropped.
+struct PluginServer {
+    base: String,
+    requests: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PluginServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl PluginServer {
+    async fn start(body: &'static [u8]) -> PluginServer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = requests.clone();
+        let location = format!("{base}/plugin.wasm");
+        let task = tokio::spawn(async move {
+            // At most 100 connections: far more than any test here makes.
+            for _ in 0..100 {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                // The request head, at most 8 KiB within 5 s.
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                let read = tokio::time::timeout(Duration::from_secs(5), async {
+                    while head.len() < 8192 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                })
+                .await;
+                if read.is_err() {
+                    continue;
+                }
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let path = String::from_utf8_lossy(&head)
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("")
+                    .to_string();
+                let (status, extra, payload): (&str, String, &[u8]) = match path.as_str() {
+                    "/plugin.wasm" => ("200 OK", String::new(), body),
+                    "/moved" => ("302 Found", format!("Location: {location}\r\n"), b""),
+                    _ => ("404 Not Found", String::new(), b""),
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    payload.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.write_all(payload).await;
+                let _ = stream.shutdown().await;
+            }
+        });
+        PluginServer {
+            base,
+            requests,
+            task,
+        }
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A PolicyPlugin `name` with a url source pinned to `declared`.
+async fn store_url_plugin(client: &kube::Client, name: &str, url: &str, declared: &str) {
+    let pp_spec: PolicyPluginSpec = serde_json::from_value(serde_json::json!({
+        "source": {"url": url, "sha256": declared},
+        "limits": {"timeoutMs": 500}
+    }))
+    .unwrap();
+    Api::<PolicyPlugin>::all(client.clone())
+        .create(&PostParams::default(), &PolicyPlugin::new(name, pp_spec))
+        .await
+        .unwrap();
+}
+
+async fn plugin_status(client: &kube::Client, name: &str) -> kvpilot::api::PolicyPluginStatus {
+    Api::<PolicyPlugin>::all(client.clone())
+        .get(name)
+        .await
+        .unwrap()
+        .status
+        .expect("plugin status")
+}
+
+fn condition<'a>(
+    status: &'a kvpilot::api::PolicyPluginStatus,
+    kind: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
+        .unwrap_or_else(|| panic!("no {kind} condition: {status:?}"))
+}
+
+#[tokio::test]
+async fn a_url_plugin_is_downloaded_once_checked_and_loaded() {
+    let bytes = builtin_wasm("most-caught-up");
+    let digest = hex::encode(Sha256::digest(bytes));
+    let server = PluginServer::start(bytes).await;
+    let client = fake_client().await;
+    let url = format!("{}/plugin.wasm", server.base);
+    store_url_plugin(&client, "caught-up-from-url", &url, &digest).await;
+    create_cluster(
+        &client,
+        "cache",
+        spec("engine: {kind: valkey}\nreplicas: 1\npolicies:\n  replicaSelection: {plugin: caught-up-from-url}\n"),
+    )
+    .await;
+    let ctx = context(&client, 6379);
+    reconcile_once(&client, &ctx, "cache").await;
+
+    let pp_status = plugin_status(&client, "caught-up-from-url").await;
+    assert_eq!(
+        condition(&pp_status, "Loaded").status,
+        "True",
+        "{pp_status:?}"
+    );
+    assert_eq!(
+        condition(&pp_status, "Valid").status,
+        "True",
+        "{pp_status:?}"
+    );
+    assert_eq!(pp_status.hooks, ["replica-selection"]);
+    assert_eq!(pp_status.sha256.as_deref(), Some(digest.as_str()));
+    let status = get_cluster(&client, "cache").await.status.expect("status");
+    assert!(
+        status
+            .condition("PolicyFailed")
+            .is_none_or(|c| c.status == "False"),
+        "{status:?}"
+    );
+    assert_eq!(server.requests(), 1);
+
+    // Later reconciles use the kept bytes.
+    reconcile_once(&client, &ctx, "cache").await;
+    assert_eq!(server.requests(), 1);
+    let pp_status = plugin_status(&client, "caught-up-from-url").await;
+    assert_eq!(
+        condition(&pp_status, "Valid").status,
+        "True",
+        "{pp_status:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_url_plugin_with_the_wrong_sha256_or_a_redirect_is_refused() {
+    let bytes = builtin_wasm("most-caught-up");
+    let digest = hex::encode(Sha256::digest(bytes));
+    let wrong = hex::encode(Sha256::digest(b"something else"));
+    let server = PluginServer::start(bytes).await;
+    let client = fake_client().await;
+    store_url_plugin(
+        &client,
+        "tampered-url",
+        &format!("{}/plugin.wasm", server.base),
+        &wrong,
+    )
+    .await;
+    store_url_plugin(
+        &client,
+        "moved-url",
+        &format!("{}/moved", server.base),
+        &digest,
+    )
+    .await;
+    let ctx = context(&client, 6379);
+    for (cluster, plugin, expected) in [
+        ("tampered", "tampered-url", "sha256 mismatch"),
+        ("moved", "moved-url", "redirects are not followed"),
+    ] {
+        create_cluster(
+            &client,
+            cluster,
+            spec(&format!(
+                "engine: {{kind: valkey}}\nreplicas: 1\npolicies:\n  replicaSelection: {{plugin: {plugin}}}\n"
+            )),
+        )
+        .await;
+        reconcile_once(&client, &ctx, cluster).await;
+
+        let status = get_cluster(&client, cluster).await.status.expect("status");
+        let failed = status.condition("PolicyFailed").expect("PolicyFailed");
+        assert_eq!(failed.status, "True");
+        assert!(failed.message.contains(expected), "{}", failed.message);
+        let pp_status = plugin_status(&client, plugin).await;
+        assert_eq!(condition(&pp_status, "Loaded").status, "False");
+        assert_eq!(condition(&pp_status, "Valid").status, "False");
+        assert!(pp_status.sha256.is_none());
+        assert!(pp_status.hooks.is_empty());
+        let message = pp_status.message.expect("message");
+        assert!(message.contains(expected), "{message}");
+        if plugin == "tampered-url" {
+            assert!(
+                message.contains(&wrong) && message.contains(&digest),
+                "{message}"
+            );
+        }
+    }
+    // Bytes that did not match were not kept: the next reconcile asks again.
+    let before = server.requests();
+    reconcile_once(&client, &ctx, "tampered").await;
+    assert_eq!(server.requests(), before + 1);
+}

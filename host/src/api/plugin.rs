@@ -66,9 +66,11 @@ pub struct PluginSource {
     /// A ConfigMap whose `binaryData` key holds the component.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map: Option<ConfigMapSource>,
-    /// An HTTPS URL to download the component from; requires `sha256`.
+    /// An `https://` (or `http://`: the sha256 pin still guards the bytes) URL to download
+    /// the component from; requires `sha256`. One GET, 200 only, redirects not followed,
+    /// at most 32 MiB within 30 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^https://"))]
+    #[schemars(regex(pattern = r"^https?://"))]
     pub url: Option<String>,
     /// Expected SHA-256 of the component (64 lowercase hex digits). Bytes with another digest
     /// are refused, and every KvCluster using the plugin reports `PolicyFailed`.

@@ -1,6 +1,9 @@
 //! Per-cluster policy selection in Kubernetes: each hook's `plugin` is `builtin:NAME` or the
-//! name of a `PolicyPlugin`, whose source (a builtin, or a ConfigMap's `binaryData` pinned by
-//! sha256) is loaded here and whose status (Loaded, Valid, hooks, sha256, message) is kept.
+//! name of a `PolicyPlugin`, whose source (a builtin, a ConfigMap's `binaryData` or a URL,
+//! pinned by sha256) is loaded here and whose status (Loaded, Valid, hooks, sha256, message)
+//! is kept.
+
+pub mod fetch;
 
 use crate::api::{KvClusterSpec, PluginSource, PoliciesSpec, PolicyPlugin, PolicyPluginStatus};
 use crate::platform::local::policy_settings;
@@ -192,11 +195,17 @@ pub async fn load(
             .load_bytes(&name, &bytes.0)
             .await
             .map_err(|e| problem(true, e.to_string()))?
-    } else if url.is_some() {
-        return Err(problem(
-            false,
-            "url sources are not supported yet: store the component in a ConfigMap".into(),
-        ));
+    } else if let Some(url) = url {
+        let declared = sha256
+            .as_deref()
+            .ok_or_else(|| problem(false, format!("{url}: a url source needs sha256")))?;
+        let bytes = fetch::fetch_pinned(url, declared)
+            .await
+            .map_err(|e| problem(false, e.to_string()))?;
+        runtime
+            .load_bytes(&name, &bytes)
+            .await
+            .map_err(|e| problem(true, e.to_string()))?
     } else {
         return Err(problem(
             false,

@@ -1,0 +1,246 @@
+//! Downloads a PolicyPlugin's `url` source: one bounded HTTP/1.1 GET (`http://` or `https://`
+//! over rustls with the system's roots), checked against the declared sha256. Bytes that
+//! matched are kept per URL and digest, so a reconcile does not download them again.
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper::{Request, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
+use hyper_util::rt::TokioExecutor;
+use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+/// Longest wait for the TCP connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest time for the whole download (connect, TLS, headers and body).
+pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest component accepted.
+pub const MAX_BYTES: usize = 32 * 1024 * 1024;
+/// Downloads kept; the oldest goes first. A few plugins per cluster is the expected use.
+const CACHE_ENTRIES: usize = 16;
+
+/// Why a URL source could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{url}: not an http:// or https:// URL ({reason})")]
+    BadUrl { url: String, reason: String },
+    #[error("{url}: cannot set up TLS: {reason}")]
+    Tls { url: String, reason: String },
+    #[error("{url}: request failed: {reason}")]
+    Request { url: String, reason: String },
+    #[error("{url}: no complete answer within {}s", TOTAL_TIMEOUT.as_secs())]
+    Timeout { url: String },
+    #[error(
+        "{url}: answered {status}{location}; only 200 is accepted and redirects are not followed"
+    )]
+    Status {
+        url: String,
+        status: StatusCode,
+        location: String,
+    },
+    #[error("{url}: the component is larger than the {} MiB limit", MAX_BYTES / (1024 * 1024))]
+    TooLarge { url: String },
+    #[error("{url}: sha256 mismatch: declared {declared}, found {found}; refused")]
+    Mismatch {
+        url: String,
+        declared: String,
+        found: String,
+    },
+}
+
+type Entry = (String, String, Arc<[u8]>);
+
+fn cache() -> &'static Mutex<VecDeque<Entry>> {
+    static CACHE: OnceLock<Mutex<VecDeque<Entry>>> = OnceLock::new();
+    CACHE.get_or_init(Mutex::default)
+}
+
+fn cached(url: &str, sha256: &str) -> Option<Arc<[u8]>> {
+    cache()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .find(|(u, d, _)| u == url && d == sha256)
+        .map(|(_, _, b)| b.clone())
+}
+
+fn remember(url: &str, sha256: &str, bytes: Arc<[u8]>) {
+    let mut entries = cache().lock().unwrap_or_else(PoisonError::into_inner);
+    if entries.iter().any(|(u, d, _)| u == url && d == sha256) {
+        return;
+    }
+    while entries.len() >= CACHE_ENTRIES {
+        entries.pop_front();
+    }
+    entries.push_back((url.to_string(), sha256.to_string(), bytes));
+}
+
+/// The component at `url` whose sha256 is `declared` (lowercase hex), from the cache or
+/// downloaded. Bytes with another digest are refused and not kept.
+pub async fn fetch_pinned(url: &str, declared: &str) -> Result<Arc<[u8]>, FetchError> {
+    if let Some(bytes) = cached(url, declared) {
+        return Ok(bytes);
+    }
+    let bytes = download(url).await?;
+    let found = hex::encode(Sha256::digest(&bytes));
+    if found != declared {
+        return Err(FetchError::Mismatch {
+            url: url.to_string(),
+            declared: declared.to_string(),
+            found,
+        });
+    }
+    let bytes: Arc<[u8]> = bytes.into();
+    remember(url, declared, bytes.clone());
+    Ok(bytes)
+}
+
+/// One GET of `url` within [`TOTAL_TIMEOUT`], at most [`MAX_BYTES`], 200 only.
+pub async fn download(url: &str) -> Result<Vec<u8>, FetchError> {
+    let bad = |reason: String| FetchError::BadUrl {
+        url: url.to_string(),
+        reason,
+    };
+    let uri: Uri = url.parse().map_err(|e| bad(format!("{e}")))?;
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    let fetch = async {
+        match uri.scheme_str() {
+            Some("http") => get(http, uri, url).await,
+            Some("https") => {
+                http.enforce_http(false);
+                let https = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
+                    .map_err(|e| FetchError::Tls {
+                        url: url.to_string(),
+                        reason: e.to_string(),
+                    })?
+                    .https_only()
+                    .enable_http1()
+                    .wrap_connector(http);
+                get(https, uri, url).await
+            }
+            other => Err(bad(format!("scheme {other:?}"))),
+        }
+    };
+    tokio::time::timeout(TOTAL_TIMEOUT, fetch)
+        .await
+        .map_err(|_| FetchError::Timeout {
+            url: url.to_string(),
+        })?
+}
+
+async fn get<C>(connector: C, uri: Uri, url: &str) -> Result<Vec<u8>, FetchError>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    let failed = |reason: String| FetchError::Request {
+        url: url.to_string(),
+        reason,
+    };
+    let client: Client<C, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let request = Request::get(uri)
+        .header(hyper::header::USER_AGENT, "kvpilot")
+        .body(Empty::new())
+        .map_err(|e| failed(e.to_string()))?;
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| failed(format!("{e:#}")))?;
+    let status = response.status();
+    if status != StatusCode::OK {
+        let location = response
+            .headers()
+            .get(hyper::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .map(|l| format!(" (redirect to {l})"))
+            .unwrap_or_default();
+        return Err(FetchError::Status {
+            url: url.to_string(),
+            status,
+            location,
+        });
+    }
+    let too_large = || FetchError::TooLarge {
+        url: url.to_string(),
+    };
+    let declared_length = response
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|l| l.to_str().ok())
+        .and_then(|l| l.parse::<u64>().ok());
+    if declared_length.is_some_and(|l| l > MAX_BYTES as u64) {
+        return Err(too_large());
+    }
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    // Ends with the body, at MAX_BYTES, or at the caller's TOTAL_TIMEOUT.
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| failed(format!("reading the body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > MAX_BYTES {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers one connection with `head` and then `body_len` bytes (in 64 KiB writes).
+    async fn serve_once(head: String, body_len: usize) -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/plugin.wasm", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+            let _ = stream.write_all(head.as_bytes()).await;
+            let chunk = vec![0u8; 64 * 1024];
+            for _ in 0..body_len.div_ceil(chunk.len()) {
+                if stream.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        (url, task)
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_over_the_limit_is_refused() {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            MAX_BYTES + 1
+        );
+        let (url, task) = serve_once(head, 0).await;
+        let err = download(&url).await.unwrap_err();
+        assert!(matches!(err, FetchError::TooLarge { .. }), "{err}");
+        assert!(err.to_string().contains("32 MiB"), "{err}");
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_over_the_limit_is_refused() {
+        let head = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_string();
+        let (url, task) = serve_once(head, MAX_BYTES + 64 * 1024).await;
+        let err = download(&url).await.unwrap_err();
+        assert!(matches!(err, FetchError::TooLarge { .. }), "{err}");
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn other_schemes_are_refused() {
+        let err = download("ftp://127.0.0.1/plugin.wasm").await.unwrap_err();
+        assert!(matches!(err, FetchError::BadUrl { .. }), "{err}");
+    }
+}
