@@ -7,6 +7,7 @@
 
 pub mod cron;
 pub mod defaults;
+mod guest;
 pub mod types;
 
 pub use types::*;
