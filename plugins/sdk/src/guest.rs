@@ -4,6 +4,9 @@
 
 /// Writes `member`, `cluster` and `plugin_info` into a component crate that called
 /// `wit_bindgen::generate!` on one of the `kvpilot:policy@0.1.0` worlds (at its crate root).
+// `crate::` deliberately names the calling component's crate: that is where wit-bindgen put
+// the generated records.
+#[allow(clippy::crate_in_macro_def)]
 #[macro_export]
 macro_rules! guest_records {
     () => {
