@@ -27,11 +27,14 @@ pub async fn collect<P: Platform>(
 ) -> Result<Observed, PlatformError> {
     let members = platform.members().await?;
     let now_unix = crate::reconcile::now_ms() as i64 / 1000;
+    // The snapshot setting is only compared when the spec manages snapshots: skip the round
+    // trip otherwise.
+    let snapshots = spec.snapshots.is_some();
     let reports = join_all(members.iter().map(|m| async move {
         if !m.running {
             return None;
         }
-        probe(clients, m.addr).await
+        probe(clients, m.addr, snapshots).await
     }))
     .await;
     let engine_version = reports
@@ -79,8 +82,12 @@ pub async fn collect<P: Platform>(
     })
 }
 
-/// One member's report and its snapshot setting (`save` / `snapshot_cron`).
-async fn probe(clients: &Clients, addr: SocketAddr) -> Option<(MemberReport, Option<String>)> {
+/// One member's report and, when `snapshots`, its snapshot setting (`save` / `snapshot_cron`).
+async fn probe(
+    clients: &Clients,
+    addr: SocketAddr,
+    snapshots: bool,
+) -> Option<(MemberReport, Option<String>)> {
     let client = match clients.get(addr).await {
         Ok(c) => c,
         Err(e) => {
@@ -96,6 +103,9 @@ async fn probe(clients: &Clients, addr: SocketAddr) -> Option<(MemberReport, Opt
             return None;
         }
     };
+    if !snapshots {
+        return Some((report, None));
+    }
     let key = match clients.dialect() {
         Dialect::Dragonfly => "snapshot_cron",
         Dialect::Valkey | Dialect::Redis => "save",
