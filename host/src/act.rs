@@ -9,6 +9,9 @@ use crate::platform::{Platform, PlatformError};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// How long the roles may take to settle after the server reports the handover done.
+const CONFIRM_LIMIT: Duration = Duration::from_secs(3);
+
 /// The error of one step, naming the member and what was being done.
 #[derive(Debug, thiserror::Error)]
 pub enum ActError {
@@ -186,8 +189,40 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// After a handover: `to` answers as primary and `from` follows it.
+    /// After a handover: `to` answers as primary and `from` follows it. The old primary
+    /// turns into a replica before the target has processed its `PSYNC FAILOVER` and promoted
+    /// itself, so for a few milliseconds the target still reports itself a replica: poll,
+    /// bounded by [`CONFIRM_LIMIT`].
     async fn confirm(&self, from: &str, to: &str) -> Result<(), ActError> {
+        let to_addr = engine::HostPort::from(self.addr(to)?);
+        let deadline = tokio::time::Instant::now() + CONFIRM_LIMIT;
+        loop {
+            let detail = match self.roles(from, to).await {
+                Ok((new_role, old_follows)) => {
+                    if new_role == Role::Primary && old_follows.as_ref() == Some(&to_addr) {
+                        return Ok(());
+                    }
+                    format!("{to} is {new_role:?}, {from} follows {old_follows:?}")
+                }
+                Err(e) => e.to_string(),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ActError::NotConfirmed {
+                    from: from.to_string(),
+                    to: to.to_string(),
+                    detail: format!("after {CONFIRM_LIMIT:?}: {detail}"),
+                });
+            }
+            tokio::time::sleep(engine::HANDOVER_POLL_INTERVAL).await;
+        }
+    }
+
+    /// The role of `to` and the primary `from` follows, as they answer now.
+    async fn roles(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> Result<(Role, Option<engine::HostPort>), ActError> {
         let new = self
             .client(to)
             .await?
@@ -200,19 +235,7 @@ impl Ctx<'_> {
             .observe()
             .await
             .map_err(|e| engine_err(from, e))?;
-        let to_addr = engine::HostPort::from(self.addr(to)?);
-        if new.role() != Role::Primary || old.replica_of().as_ref() != Some(&to_addr) {
-            return Err(ActError::NotConfirmed {
-                from: from.to_string(),
-                to: to.to_string(),
-                detail: format!(
-                    "{to} is {:?}, {from} follows {:?}",
-                    new.role(),
-                    old.replica_of()
-                ),
-            });
-        }
-        Ok(())
+        Ok((new.role(), old.replica_of()))
     }
 }
 

@@ -78,7 +78,16 @@ async fn rollout_under_writes(engine: Engine) {
         .copied()
         .filter(|r| matches!(r.done(), Some(Action::Handover { .. })))
         .collect();
-    assert_eq!(handovers.len(), 1, "exactly one handover: {handovers:#?}");
+    let attempts: Vec<String> = rollout
+        .iter()
+        .filter(|r| matches!(r.action, Some(Action::Handover { .. })))
+        .map(|r| format!("{:?} error {:?}", r.action, r.error))
+        .collect();
+    assert_eq!(
+        handovers.len(),
+        1,
+        "exactly one handover, carried out without error; attempts: {attempts:#?}"
+    );
     let Some(Action::Handover { from, to }) = handovers[0].done() else {
         unreachable!()
     };
