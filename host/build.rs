@@ -118,6 +118,7 @@ fn rerun_if_changed(root: &Path) {
         root.join("wit"),
         components.join("Cargo.toml"),
         components.join("Cargo.lock"),
+        components.join(".cargo/config.toml"),
         root.join("plugins/sdk/src"),
         root.join("plugins/sdk/Cargo.toml"),
     ];
