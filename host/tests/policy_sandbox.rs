@@ -290,3 +290,16 @@ async fn the_same_bytes_compile_once() {
     assert_eq!(first.sha256_hex(), second.sha256_hex());
     assert_eq!(first.info().name, "hostile-stranger");
 }
+
+#[tokio::test]
+async fn a_hook_with_another_signature_is_refused_at_load_naming_the_hook() {
+    let error = load("mismatched").await.expect_err("must be refused");
+    let PolicyError::Load { plugin, message } = &error else {
+        panic!("expected a load error, got {error}");
+    };
+    assert!(plugin.ends_with("hostile_mismatched.wasm"), "{plugin}");
+    assert!(
+        message.contains("replica-selection hook does not have the type of kvpilot:policy@0.1.0"),
+        "{message}"
+    );
+}

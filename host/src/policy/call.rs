@@ -6,14 +6,23 @@ use super::contract::v0_1_0::exports::kvpilot::policy::{
     plugin as plugin_if, replica_selection as rs, rollout_order as ro, snapshot_schedule as ss,
 };
 use super::plugin::{Compiled, Exports, Limits, Plugin};
+use super::runtime::BINDINGS_VERSION;
 use super::sandbox::Sandbox;
 use super::{Hook, PolicyError, convert, validate};
 use kvpilot_sdk::{
     MemberSchedule, PluginInfo, RolloutRequest, ScheduleRequest, Selection, SelectionRequest, Step,
 };
 use std::time::Duration;
-use wasmtime::component::InstancePre;
+use wasmtime::component::{ComponentExportIndex, Func, InstancePre};
 use wasmtime::{Engine, Store, Trap};
+
+/// The hook functions' parameters (the host's borrowed request views) and results.
+type SelectParams<'a> = (&'a convert::SelectionRef<'a>,);
+type SelectResults = (Result<rs::Decision, String>,);
+type ScheduleParams<'a> = (&'a convert::ScheduleRef<'a>,);
+type ScheduleResults = (Result<Vec<ss::MemberSchedule>, String>,);
+type NextParams<'a> = (&'a convert::RolloutRef<'a>,);
+type NextResults = (Result<ro::Step, String>,);
 
 /// Slack of the async timeout over the epoch deadline: the epoch trap is the precise bound
 /// for guest code; the async timeout covers time the guest spends awaiting the host.
@@ -150,6 +159,51 @@ pub(crate) async fn info(
     Ok(convert::info(info))
 }
 
+/// Checks the types of a component's hook functions against the host's request and answer
+/// types, so that a plugin built against another shape of the contract is refused when it is
+/// loaded rather than on its first decision. The message names the hook.
+pub(crate) async fn check_types(
+    engine: &Engine,
+    pre: &InstancePre<Sandbox>,
+    exports: &Exports,
+) -> Result<(), String> {
+    type Check = fn(Func, &Store<Sandbox>) -> wasmtime::Result<()>;
+    let hooks: [(Hook, Option<ComponentExportIndex>, Check); 3] = [
+        (Hook::ReplicaSelection, exports.replica_selection, |f, s| {
+            f.typed::<SelectParams<'_>, SelectResults>(s).map(drop)
+        }),
+        (Hook::SnapshotSchedule, exports.snapshot_schedule, |f, s| {
+            f.typed::<ScheduleParams<'_>, ScheduleResults>(s).map(drop)
+        }),
+        (Hook::RolloutOrder, exports.rollout_order, |f, s| {
+            f.typed::<NextParams<'_>, NextResults>(s).map(drop)
+        }),
+    ];
+    let checked = guarded!(engine, pre, &Limits::default(), |store, instance| {
+        let mut mismatch = None;
+        for (hook, index, typecheck) in &hooks {
+            let Some(index) = index else { continue };
+            let func = instance
+                .get_func(&mut store, index)
+                .ok_or_else(|| wasmtime::format_err!("the {hook} export is not a function"))?;
+            if let Err(e) = typecheck(func, &store) {
+                mismatch = Some(format!(
+                    "the {hook} hook does not have the type of {}@{BINDINGS_VERSION}: {e:#}",
+                    super::contract::PACKAGE
+                ));
+                break;
+            }
+        }
+        wasmtime::Result::<Option<String>>::Ok(mismatch)
+    });
+    match checked {
+        Ok(None) => Ok(()),
+        Ok(Some(mismatch)) => Err(mismatch),
+        Err(Failure::Trap(message)) => Err(message),
+        Err(failure) => Err(format!("instantiating it {failure}")),
+    }
+}
+
 impl Plugin {
     fn too_large(&self, hook: Hook, bytes: usize) -> Result<(), PolicyError> {
         if bytes > self.limits.answer_bytes {
@@ -235,9 +289,11 @@ impl Plugin {
             &compiled.pre,
             &self.limits,
             |store, instance| {
-                let func = instance
-                    .get_typed_func::<(&convert::SelectionRef<'_>,), (Result<rs::Decision, String>,)>(&mut store, idx)?;
-                func.call_async(&mut store, (&input,)).await.map(|(answer,)| answer)
+                let func =
+                    instance.get_typed_func::<SelectParams<'_>, SelectResults>(&mut store, idx)?;
+                func.call_async(&mut store, (&input,))
+                    .await
+                    .map(|(answer,)| answer)
             }
         )
         .map_err(|f| f.into_error(&self.name, hook))?
@@ -267,8 +323,10 @@ impl Plugin {
             &self.limits,
             |store, instance| {
                 let func = instance
-                    .get_typed_func::<(&convert::ScheduleRef<'_>,), (Result<Vec<ss::MemberSchedule>, String>,)>(&mut store, idx)?;
-                func.call_async(&mut store, (&input,)).await.map(|(answer,)| answer)
+                    .get_typed_func::<ScheduleParams<'_>, ScheduleResults>(&mut store, idx)?;
+                func.call_async(&mut store, (&input,))
+                    .await
+                    .map(|(answer,)| answer)
             }
         )
         .map_err(|f| f.into_error(&self.name, hook))?
@@ -294,10 +352,8 @@ impl Plugin {
             &compiled.pre,
             &self.limits,
             |store, instance| {
-                let func = instance
-                    .get_typed_func::<(&convert::RolloutRef<'_>,), (Result<ro::Step, String>,)>(
-                        &mut store, idx,
-                    )?;
+                let func =
+                    instance.get_typed_func::<NextParams<'_>, NextResults>(&mut store, idx)?;
                 func.call_async(&mut store, (&input,))
                     .await
                     .map(|(answer,)| answer)

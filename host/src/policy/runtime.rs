@@ -26,7 +26,7 @@ struct Inner {
 }
 
 /// The contract version of the generated bindings in `contract::v0_1_0`.
-const BINDINGS_VERSION: &str = "0.1.0";
+pub(crate) const BINDINGS_VERSION: &str = "0.1.0";
 
 /// The label used for errors that concern the runtime itself rather than a plugin.
 const RUNTIME: &str = "<runtime>";
@@ -181,6 +181,9 @@ impl PolicyRuntime {
             snapshot_schedule: hook_func(Hook::SnapshotSchedule, "schedule")?,
             rollout_order: hook_func(Hook::RolloutOrder, "next")?,
         };
+        call::check_types(engine, &pre, &exports)
+            .await
+            .map_err(load_error)?;
         let info = call::info(engine, &pre, &exports)
             .await
             .map_err(|failure| load_error(format!("info() {failure}")))?;
