@@ -654,3 +654,68 @@ async fn a_url_plugin_with_the_wrong_sha256_or_a_redirect_is_refused() {
     reconcile_once(&client, &ctx, "tampered").await;
     assert_eq!(server.requests(), before + 1);
 }
+
+#[tokio::test]
+async fn members_carry_their_node_and_the_nodes_zone() {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use kvpilot::platform::Platform;
+    use kvpilot::platform::kubernetes::platform::{KubernetesPlatform, LABEL_ZONE};
+
+    let client = fake_client().await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    for (name, zone) in [("node-a", Some("eu-west-1a")), ("node-b", None)] {
+        let mut node = Node::default();
+        node.metadata.name = Some(name.into());
+        if let Some(zone) = zone {
+            node.metadata.labels = Some(BTreeMap::from([(LABEL_ZONE.into(), zone.into())]));
+        }
+        nodes
+            .create(&PostParams::default(), &node)
+            .await
+            .expect("node");
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    // kv-s0-0 on a zoned node, kv-s0-1 on an unzoned one, kv-s0-2 on a node that does not
+    // exist (yet): the reconcile goes on, without a zone for it.
+    for (ordinal, node) in [(0, "node-a"), (1, "node-b"), (2, "node-gone")] {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": format!("kv-s0-{ordinal}"),
+                "namespace": NS,
+                "labels": {"kvpilot.dev/cluster": "kv", "controller-revision-hash": "rev-1"},
+            },
+            "spec": {"nodeName": node, "containers": [{"name": "server", "image": "valkey"}]},
+        }))
+        .expect("pod");
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .expect("pod");
+        let status = serde_json::json!({"status": {
+            "phase": "Running",
+            "podIP": format!("10.0.0.{}", ordinal + 1),
+        }});
+        pods.patch_status(
+            &format!("kv-s0-{ordinal}"),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&status),
+        )
+        .await
+        .expect("pod status");
+    }
+
+    let platform = KubernetesPlatform::new(client, NS, "kv", 1, 3, 6379);
+    let members = platform.members().await.expect("members");
+    let seen: Vec<(&str, Option<&str>, Option<&str>)> = members
+        .iter()
+        .map(|m| (m.name.as_str(), m.node.as_deref(), m.zone.as_deref()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("kv-s0-0", Some("node-a"), Some("eu-west-1a")),
+            ("kv-s0-1", Some("node-b"), None),
+            ("kv-s0-2", Some("node-gone"), None),
+        ]
+    );
+    assert!(members.iter().all(|m| m.running), "{members:?}");
+}

@@ -6,7 +6,7 @@
 use super::{LABEL_CLUSTER, LABEL_ROLE, ROLE_PRIMARY, ROLE_REPLICA, member_name, shard_name};
 use crate::platform::{Platform, PlatformError, PlatformMember};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use std::collections::BTreeMap;
@@ -15,6 +15,9 @@ use std::sync::Mutex;
 
 /// The label the StatefulSet controller puts on each pod: the revision it was created from.
 pub const LABEL_REVISION: &str = "controller-revision-hash";
+
+/// The well-known Node label that names its zone; a member's zone is its node's.
+pub const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
 
 /// What the last [`Platform::members`] call saw; `desired_revision` and `endpoint` are
 /// synchronous and answer from it (observe calls `members` first).
@@ -37,6 +40,9 @@ pub struct KubernetesPlatform {
     /// The port members serve on ([`super::config::PORT`] in a real cluster).
     port: u16,
     seen: Mutex<Seen>,
+    /// Node name → zone (`None`: the node has no zone label). A node's zone does not change
+    /// while it exists, so each node is read once.
+    zones: Mutex<BTreeMap<String, Option<String>>>,
 }
 
 impl KubernetesPlatform {
@@ -58,6 +64,7 @@ impl KubernetesPlatform {
             members_per_shard,
             port,
             seen: Mutex::new(Seen::default()),
+            zones: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -88,6 +95,47 @@ impl KubernetesPlatform {
             .map_err(|e| self.error("list pods", e))
     }
 
+    /// The zone of each node in `nodes`, from the [`LABEL_ZONE`] label. Zones only inform
+    /// policies (`preferZone`), so a node that cannot be read (missing, or RBAC without
+    /// `nodes: get`) leaves its members without a zone instead of failing the reconcile.
+    async fn zones(&self, nodes: impl Iterator<Item = &str>) -> BTreeMap<String, Option<String>> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let mut out = BTreeMap::new();
+        for node in nodes {
+            if out.contains_key(node) {
+                continue;
+            }
+            let cached = self.zones_cache().get(node).cloned();
+            let zone = match cached {
+                Some(zone) => zone,
+                None => match api.get_opt(node).await {
+                    Ok(Some(n)) => {
+                        let zone = n.labels().get(LABEL_ZONE).cloned();
+                        self.zones_cache().insert(node.to_string(), zone.clone());
+                        zone
+                    }
+                    // Not cached: the node may yet appear.
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::warn!(node, error = %e, "cannot read the node's zone; members on it have none");
+                        // Forbidden will not change without new RBAC: do not ask again.
+                        if matches!(&e, kube::Error::Api(s) if s.code == 403) {
+                            self.zones_cache().insert(node.to_string(), None);
+                        }
+                        None
+                    }
+                },
+            };
+            out.insert(node.to_string(), zone);
+        }
+        out
+    }
+
+    fn zones_cache(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Option<String>>> {
+        // A cache: a poisoned lock is still usable.
+        self.zones.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
         // The data is a cache rebuilt on every `members` call: a poisoned lock is still usable.
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
@@ -106,6 +154,11 @@ fn pod_running(pod: &Pod) -> bool {
         && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
 }
 
+/// The node the pod is scheduled on.
+fn pod_node(pod: &Pod) -> Option<&str> {
+    pod.spec.as_ref()?.node_name.as_deref()
+}
+
 fn is_primary(pod: &Pod) -> bool {
     pod.labels().get(LABEL_ROLE).map(String::as_str) == Some(ROLE_PRIMARY)
 }
@@ -114,6 +167,7 @@ impl Platform for KubernetesPlatform {
     async fn members(&self) -> Result<Vec<PlatformMember>, PlatformError> {
         let pods = self.cluster_pods().await?;
         let by_name: BTreeMap<String, &Pod> = pods.iter().map(|p| (p.name_any(), p)).collect();
+        let zones = self.zones(pods.iter().filter_map(pod_node)).await;
         let statefulsets: Api<StatefulSet> = Api::namespaced(self.client.clone(), &self.namespace);
         let mut desired_revision = String::new();
         let mut members = Vec::new();
@@ -156,10 +210,10 @@ impl Platform for KubernetesPlatform {
                         .filter(|_| running)
                         .and_then(|p| p.labels().get(LABEL_REVISION).cloned()),
                     running,
-                    zone: None,
-                    node: pod
-                        .and_then(|p| p.spec.as_ref())
-                        .and_then(|s| s.node_name.clone()),
+                    zone: pod
+                        .and_then(|p| pod_node(p))
+                        .and_then(|n| zones.get(n).cloned().flatten()),
+                    node: pod.and_then(|p| pod_node(p)).map(str::to_string),
                 });
             }
         }
