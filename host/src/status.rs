@@ -37,10 +37,12 @@ pub struct MemberStatus {
     pub offset: u64,
     pub keys: u64,
     pub link_up: bool,
-    /// `LASTSAVE` (Unix seconds): the last snapshot, or the start if it never saved.
+    /// When the member last made a snapshot (Unix seconds). Absent when the server has made
+    /// none since it started: the engine then reports its start time, which is no snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_snapshot_unix: Option<i64>,
-    /// Whether the last `BGSAVE` succeeded (`rdb_last_bgsave_status`).
+    /// Whether the last `BGSAVE` succeeded (`rdb_last_bgsave_status`). A failure is always
+    /// shown; success only once the server has made a snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_snapshot_ok: Option<bool>,
     /// The member's snapshot schedule, when snapshots are configured.
@@ -148,8 +150,14 @@ fn member_status(m: &crate::observe::ObservedMember, plan: &Plan, now_unix: i64)
         offset: r.map(|r| r.offset).unwrap_or(0),
         keys: r.map(|r| r.keys).unwrap_or(0),
         link_up: r.is_some_and(|r| r.link_up || r.role == kvpilot_sdk::Role::Primary),
-        last_snapshot_unix: r.and_then(|r| r.last_save_unix),
-        last_snapshot_ok: r.and_then(|r| r.last_bgsave_ok),
+        last_snapshot_unix: r
+            .filter(|r| r.saves_since_start != Some(0))
+            .and_then(|r| r.last_save_unix),
+        last_snapshot_ok: r.and_then(|r| match (r.last_bgsave_ok, r.saves_since_start) {
+            (Some(false), _) => Some(false),
+            (Some(true), Some(0)) => None,
+            (ok, _) => ok,
+        }),
         snapshot_schedule: schedule,
         next_snapshot_unix,
     }
@@ -235,4 +243,49 @@ fn conditions(observed: &Observed, plan: &Plan) -> Vec<Condition> {
             },
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::{ObservedMember, Replication};
+
+    fn member(saves: Option<u64>, ok: Option<bool>) -> ObservedMember {
+        ObservedMember {
+            name: "kv-0".into(),
+            shard: 0,
+            ordinal: 0,
+            addr: "127.0.0.1:6379".parse().expect("addr"),
+            revision: None,
+            running: true,
+            zone: None,
+            node: None,
+            report: Some(Replication {
+                last_save_unix: Some(1_800_000_000),
+                last_bgsave_ok: ok,
+                saves_since_start: saves,
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn snapshot(saves: Option<u64>, ok: Option<bool>) -> (Option<i64>, Option<bool>) {
+        let plan = Plan::new(std::time::Duration::from_secs(1));
+        let s = member_status(&member(saves, ok), &plan, 1_800_000_100);
+        (s.last_snapshot_unix, s.last_snapshot_ok)
+    }
+
+    #[test]
+    fn a_server_that_never_saved_shows_no_snapshot_but_always_shows_a_failure() {
+        // LASTSAVE is the start time until the first save: not a snapshot.
+        assert_eq!(snapshot(Some(0), Some(true)), (None, None));
+        assert_eq!(
+            snapshot(Some(2), Some(true)),
+            (Some(1_800_000_000), Some(true))
+        );
+        // A failed BGSAVE is shown even before any success.
+        assert_eq!(snapshot(Some(0), Some(false)), (None, Some(false)));
+        // Dragonfly reports no save count: the time is taken as reported.
+        assert_eq!(snapshot(None, None), (Some(1_800_000_000), None));
+    }
 }

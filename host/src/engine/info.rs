@@ -222,6 +222,8 @@ pub struct PersistenceInfo {
     pub last_bgsave_ok: Option<bool>,
     /// `rdb_changes_since_last_save`.
     pub changes_since_last_save: Option<u64>,
+    /// `rdb_saves`: snapshots this server process has made (Valkey, Redis 7+).
+    pub saves: Option<u64>,
 }
 
 impl PersistenceInfo {
@@ -239,6 +241,7 @@ impl PersistenceInfo {
             last_save_time,
             last_bgsave_ok: f.get("rdb_last_bgsave_status").map(|v| *v == "ok"),
             changes_since_last_save: parse_optional(&f, "rdb_changes_since_last_save")?,
+            saves: parse_optional(&f, "rdb_saves")?,
         })
     }
 }
@@ -588,6 +591,7 @@ mod tests {
                 last_save_time: Some(1795339799),
                 last_bgsave_ok: Some(true),
                 changes_since_last_save: Some(1),
+                saves: Some(1),
             }
         );
     }

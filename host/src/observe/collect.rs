@@ -143,6 +143,7 @@ fn replication(r: &MemberReport, snapshot_config: Option<String>) -> Replication
         bgsave_in_progress: r.persistence.bgsave_in_progress,
         last_save_unix: r.persistence.last_save_time,
         last_bgsave_ok: r.persistence.last_bgsave_ok,
+        saves_since_start: r.persistence.saves,
         snapshot_config,
         failover_in_progress: r
             .replication

@@ -64,8 +64,11 @@ pub struct Replication {
     pub bgsave_in_progress: bool,
     /// When the member last saved (`rdb_last_save_time`; its start time if it never saved).
     pub last_save_unix: Option<i64>,
-    /// Whether the last `BGSAVE` succeeded (`rdb_last_bgsave_status`).
+    /// Whether the last `BGSAVE` succeeded (`rdb_last_bgsave_status`; "ok" also when it
+    /// never saved).
     pub last_bgsave_ok: Option<bool>,
+    /// Snapshots made since the server started (`rdb_saves`; not reported by Dragonfly).
+    pub saves_since_start: Option<u64>,
     /// The member's own snapshot setting: `save` on Valkey/Redis, `snapshot_cron` on
     /// Dragonfly (`None` when it could not be read).
     pub snapshot_config: Option<String>,
