@@ -219,6 +219,33 @@ async fn builtins_agree_with_native_at_bench_sizes() {
     }
 }
 
+/// 3000 members is far past any real shard; it makes the builtins' arena allocator grow the
+/// guest memory many times (and move growing vectors) within one call.
+#[tokio::test]
+async fn builtins_agree_with_native_on_a_request_that_grows_their_memory() {
+    const N: usize = 3000;
+    let runtime = runtime();
+    let select = runtime.load("builtin:most-caught-up").await.expect("load");
+    let schedule = runtime.load("builtin:stagger").await.expect("load");
+    let next = runtime.load("builtin:replicas-first").await.expect("load");
+    let r = bench::selection_request(N);
+    assert_eq!(
+        select.select(&r).await.expect("wasm"),
+        native::select(&r).expect("native")
+    );
+    // Every replica at the same minute: a stagger this long would not fit in a day.
+    let mut r = bench::schedule_request(N);
+    r.stagger_minutes = 0;
+    let answer = schedule.schedule(&r).await.expect("wasm");
+    assert_eq!(answer.len(), N);
+    assert_eq!(answer, native::schedule(&r).expect("native"));
+    let r = bench::rollout_request(N);
+    assert_eq!(
+        next.next(&r).await.expect("wasm"),
+        native::next(&r).expect("native")
+    );
+}
+
 #[tokio::test]
 async fn a_rejected_config_fails_binding() {
     let settings = PolicySettings {

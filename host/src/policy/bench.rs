@@ -204,11 +204,15 @@ async fn measure(
     })
 }
 
-/// Runs the whole benchmark.
+/// Runs the whole benchmark. Every plugin is compiled before the first timed call, so that
+/// compilation (and the compiler's worker threads winding down) does not land in a row.
 pub async fn run(runtime: &PolicyRuntime, rounds: Rounds) -> Result<Vec<BenchRow>, PolicyError> {
-    let mut rows = Vec::new();
+    let mut plugins = Vec::new();
     for hook in Hook::ALL {
-        let plugin = runtime.load_builtin(hook.default_builtin()).await?;
+        plugins.push((hook, runtime.load_builtin(hook.default_builtin()).await?));
+    }
+    let mut rows = Vec::new();
+    for (hook, plugin) in plugins {
         let cached = cached_load(runtime, hook).await?;
         for n in SIZES {
             let (wasm, native) = measure(&plugin, hook, n, rounds).await?;

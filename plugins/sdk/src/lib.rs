@@ -5,6 +5,7 @@
 //! [`defaults`]; the host links the same functions natively to benchmark them against their
 //! wasm builds and to test `decide` without a sandbox.
 
+pub mod arena;
 pub mod cron;
 pub mod defaults;
 mod guest;

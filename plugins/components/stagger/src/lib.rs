@@ -10,6 +10,10 @@ use exports::kvpilot::policy::plugin::{self, PluginInfo};
 use exports::kvpilot::policy::snapshot_schedule::{self, MemberSchedule, Mode, Request};
 use kvpilot_sdk::defaults::stagger;
 
+// Every call runs in a fresh instance: an arena that never frees is the cheapest allocator.
+#[global_allocator]
+static ALLOC: kvpilot_sdk::arena::Arena = kvpilot_sdk::arena::Arena;
+
 struct Component;
 
 impl plugin::Guest for Component {
