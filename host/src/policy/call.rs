@@ -146,27 +146,15 @@ macro_rules! guarded {
     }};
 }
 
-/// Calls `info()` of a component being loaded.
-pub(crate) async fn info(
+/// Inspects a component being loaded, in one instance: checks the types of its hook
+/// functions against the host's request and answer types, then calls `info()`. A plugin built
+/// against another shape of the contract is thus refused when it is loaded rather than on its
+/// first decision, with a message naming the hook.
+pub(crate) async fn inspect(
     engine: &Engine,
     pre: &InstancePre<Sandbox>,
     exports: &Exports,
-) -> Result<PluginInfo, Failure> {
-    let info = guarded!(engine, pre, &Limits::default(), |store, instance| {
-        let guest = exports.plugin.load(&mut store, &instance)?;
-        guest.call_info(&mut store).await
-    })?;
-    Ok(convert::info(info))
-}
-
-/// Checks the types of a component's hook functions against the host's request and answer
-/// types, so that a plugin built against another shape of the contract is refused when it is
-/// loaded rather than on its first decision. The message names the hook.
-pub(crate) async fn check_types(
-    engine: &Engine,
-    pre: &InstancePre<Sandbox>,
-    exports: &Exports,
-) -> Result<(), String> {
+) -> Result<PluginInfo, String> {
     type Check = fn(Func, &Store<Sandbox>) -> wasmtime::Result<()>;
     let hooks: [(Hook, Option<ComponentExportIndex>, Check); 3] = [
         (Hook::ReplicaSelection, exports.replica_selection, |f, s| {
@@ -179,28 +167,26 @@ pub(crate) async fn check_types(
             f.typed::<NextParams<'_>, NextResults>(s).map(drop)
         }),
     ];
-    let checked = guarded!(engine, pre, &Limits::default(), |store, instance| {
-        let mut mismatch = None;
+    let inspected = guarded!(engine, pre, &Limits::default(), |store, instance| {
         for (hook, index, typecheck) in &hooks {
             let Some(index) = index else { continue };
             let func = instance
                 .get_func(&mut store, index)
                 .ok_or_else(|| wasmtime::format_err!("the {hook} export is not a function"))?;
             if let Err(e) = typecheck(func, &store) {
-                mismatch = Some(format!(
+                return Ok(Err(format!(
                     "the {hook} hook does not have the type of {}@{BINDINGS_VERSION}: {e:#}",
                     super::contract::PACKAGE
-                ));
-                break;
+                )));
             }
         }
-        wasmtime::Result::<Option<String>>::Ok(mismatch)
+        let guest = exports.plugin.load(&mut store, &instance)?;
+        guest.call_info(&mut store).await.map(Ok)
     });
-    match checked {
-        Ok(None) => Ok(()),
-        Ok(Some(mismatch)) => Err(mismatch),
-        Err(Failure::Trap(message)) => Err(message),
-        Err(failure) => Err(format!("instantiating it {failure}")),
+    match inspected {
+        Ok(Ok(info)) => Ok(convert::info(info)),
+        Ok(Err(mismatch)) => Err(mismatch),
+        Err(failure) => Err(format!("info() {failure}")),
     }
 }
 

@@ -181,12 +181,9 @@ impl PolicyRuntime {
             snapshot_schedule: hook_func(Hook::SnapshotSchedule, "schedule")?,
             rollout_order: hook_func(Hook::RolloutOrder, "next")?,
         };
-        call::check_types(engine, &pre, &exports)
+        let info = call::inspect(engine, &pre, &exports)
             .await
             .map_err(load_error)?;
-        let info = call::info(engine, &pre, &exports)
-            .await
-            .map_err(|failure| load_error(format!("info() {failure}")))?;
         Ok(Compiled {
             sha256,
             pre,
