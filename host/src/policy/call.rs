@@ -13,16 +13,21 @@ use kvpilot_sdk::{
     MemberSchedule, PluginInfo, RolloutRequest, ScheduleRequest, Selection, SelectionRequest, Step,
 };
 use std::time::Duration;
-use wasmtime::component::{ComponentExportIndex, Func, InstancePre};
+use wasmtime::component::{
+    ComponentExportIndex, ComponentNamedList, ComponentType, Func, InstancePre, Lift, Lower,
+};
 use wasmtime::{Engine, Store, Trap};
 
-/// The hook functions' parameters (the host's borrowed request views) and results.
+/// The hook functions' parameters (the host's borrowed request views) and answers. The check
+/// at load ([`inspect`]) and every call ([`Plugin::call_hook`]) use the same types.
 type SelectParams<'a> = (&'a convert::SelectionRef<'a>,);
-type SelectResults = (Result<rs::Decision, String>,);
+type SelectAnswer = rs::Decision;
 type ScheduleParams<'a> = (&'a convert::ScheduleRef<'a>,);
-type ScheduleResults = (Result<Vec<ss::MemberSchedule>, String>,);
+type ScheduleAnswer = Vec<ss::MemberSchedule>;
 type NextParams<'a> = (&'a convert::RolloutRef<'a>,);
-type NextResults = (Result<ro::Step, String>,);
+type NextAnswer = ro::Step;
+/// What a hook function returns: its answer or the plugin's own error.
+type Results<A> = (Result<A, String>,);
 
 /// Slack of the async timeout over the epoch deadline: the epoch trap is the precise bound
 /// for guest code; the async timeout covers time the guest spends awaiting the host.
@@ -158,13 +163,15 @@ pub(crate) async fn inspect(
     type Check = fn(Func, &Store<Sandbox>) -> wasmtime::Result<()>;
     let hooks: [(Hook, Option<ComponentExportIndex>, Check); 3] = [
         (Hook::ReplicaSelection, exports.replica_selection, |f, s| {
-            f.typed::<SelectParams<'_>, SelectResults>(s).map(drop)
+            f.typed::<SelectParams<'_>, Results<SelectAnswer>>(s)
+                .map(drop)
         }),
         (Hook::SnapshotSchedule, exports.snapshot_schedule, |f, s| {
-            f.typed::<ScheduleParams<'_>, ScheduleResults>(s).map(drop)
+            f.typed::<ScheduleParams<'_>, Results<ScheduleAnswer>>(s)
+                .map(drop)
         }),
         (Hook::RolloutOrder, exports.rollout_order, |f, s| {
-            f.typed::<NextParams<'_>, NextResults>(s).map(drop)
+            f.typed::<NextParams<'_>, Results<NextAnswer>>(s).map(drop)
         }),
     ];
     let inspected = guarded!(engine, pre, &Limits::default(), |store, instance| {
@@ -260,30 +267,43 @@ impl Plugin {
         })
     }
 
-    /// replica-selection: calls, bounds and validates the answer (`request.config` as given).
-    pub async fn select(&self, request: &SelectionRequest) -> Result<Selection, PolicyError> {
-        let hook = Hook::ReplicaSelection;
+    /// One hook call in a fresh instance: the typed export, the guest's own `Err` bounded
+    /// like an answer. The caller converts, bounds and validates the answer.
+    async fn call_hook<P, A>(
+        &self,
+        hook: Hook,
+        index: Option<ComponentExportIndex>,
+        params: P,
+    ) -> Result<A, PolicyError>
+    where
+        P: ComponentNamedList + Lower + Send + Sync,
+        A: ComponentType + Lift + Send + Sync + 'static,
+    {
+        let index = index.ok_or_else(|| self.missing(hook))?;
         let compiled = self.compiled();
-        let idx = compiled
-            .exports
-            .replica_selection
-            .as_ref()
-            .ok_or_else(|| self.missing(hook))?;
-        let input = convert::selection_ref(request);
-        let answer = guarded!(
+        guarded!(
             &self.engine,
             &compiled.pre,
             &self.limits,
             |store, instance| {
-                let func =
-                    instance.get_typed_func::<SelectParams<'_>, SelectResults>(&mut store, idx)?;
-                func.call_async(&mut store, (&input,))
+                let func = instance.get_typed_func::<P, Results<A>>(&mut store, index)?;
+                func.call_async(&mut store, params)
                     .await
                     .map(|(answer,)| answer)
             }
         )
         .map_err(|f| f.into_error(&self.name, hook))?
-        .map_err(|message| self.plugin_error(hook, message))?;
+        .map_err(|message| self.plugin_error(hook, message))
+    }
+
+    /// replica-selection: calls, bounds and validates the answer (`request.config` as given).
+    pub async fn select(&self, request: &SelectionRequest) -> Result<Selection, PolicyError> {
+        let hook = Hook::ReplicaSelection;
+        let input = convert::selection_ref(request);
+        let index = self.compiled().exports.replica_selection;
+        let answer = self
+            .call_hook::<SelectParams<'_>, SelectAnswer>(hook, index, (&input,))
+            .await?;
         let answer = convert::selection(answer);
         self.too_large(hook, convert::selection_bytes(&answer))?;
         validate::selection(request, &answer).map_err(|i| self.invalid(hook, i))?;
@@ -296,27 +316,11 @@ impl Plugin {
         request: &ScheduleRequest,
     ) -> Result<Vec<MemberSchedule>, PolicyError> {
         let hook = Hook::SnapshotSchedule;
-        let compiled = self.compiled();
-        let idx = compiled
-            .exports
-            .snapshot_schedule
-            .as_ref()
-            .ok_or_else(|| self.missing(hook))?;
         let input = convert::schedule_ref(request);
-        let answer = guarded!(
-            &self.engine,
-            &compiled.pre,
-            &self.limits,
-            |store, instance| {
-                let func = instance
-                    .get_typed_func::<ScheduleParams<'_>, ScheduleResults>(&mut store, idx)?;
-                func.call_async(&mut store, (&input,))
-                    .await
-                    .map(|(answer,)| answer)
-            }
-        )
-        .map_err(|f| f.into_error(&self.name, hook))?
-        .map_err(|message| self.plugin_error(hook, message))?;
+        let index = self.compiled().exports.snapshot_schedule;
+        let answer = self
+            .call_hook::<ScheduleParams<'_>, ScheduleAnswer>(hook, index, (&input,))
+            .await?;
         let answer = convert::schedules(answer);
         self.too_large(hook, convert::schedules_bytes(&answer))?;
         validate::schedules(request, &answer).map_err(|i| self.invalid(hook, i))?;
@@ -326,27 +330,11 @@ impl Plugin {
     /// rollout-order: calls, bounds and validates the answer.
     pub async fn next(&self, request: &RolloutRequest) -> Result<Step, PolicyError> {
         let hook = Hook::RolloutOrder;
-        let compiled = self.compiled();
-        let idx = compiled
-            .exports
-            .rollout_order
-            .as_ref()
-            .ok_or_else(|| self.missing(hook))?;
         let input = convert::rollout_ref(request);
-        let answer = guarded!(
-            &self.engine,
-            &compiled.pre,
-            &self.limits,
-            |store, instance| {
-                let func =
-                    instance.get_typed_func::<NextParams<'_>, NextResults>(&mut store, idx)?;
-                func.call_async(&mut store, (&input,))
-                    .await
-                    .map(|(answer,)| answer)
-            }
-        )
-        .map_err(|f| f.into_error(&self.name, hook))?
-        .map_err(|message| self.plugin_error(hook, message))?;
+        let index = self.compiled().exports.rollout_order;
+        let answer = self
+            .call_hook::<NextParams<'_>, NextAnswer>(hook, index, (&input,))
+            .await?;
         let answer = convert::step(answer);
         self.too_large(hook, convert::step_bytes(&answer))?;
         validate::step(request, &answer).map_err(|i| self.invalid(hook, i))?;
