@@ -235,6 +235,24 @@ mod tests {
         assert!(seen >= 4, "only {seen} examples found in {}", dir.display());
     }
 
+    /// `crds/` is what `kvpilot crdgen` writes now. A test rather than a `cargo run` in
+    /// scripts/check-manifests: that build, without dev-dependencies, resolved other features
+    /// and compiled the whole dependency graph a second time.
+    #[test]
+    fn the_crds_folder_is_up_to_date() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
+        for crd in definitions() {
+            let path = dir.join(file_name(&crd));
+            let committed = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(
+                committed == to_yaml(&crd).unwrap(),
+                "{} is stale: run `cargo run -p kvpilot -- crdgen --dir crds`",
+                path.display()
+            );
+        }
+    }
+
     #[test]
     fn yaml_has_the_header_and_parses_back() {
         for crd in definitions() {
