@@ -108,9 +108,15 @@ impl Group {
         let guard = ServerGuard::new();
         // Members live in STATE/NAME/members/MEMBER/; the guard looks one level down.
         guard.track_dir(state_root.join(&spec.name).join("members"));
-        let cluster = LocalCluster::open(&spec_path, &state_root, None, settings())
-            .await
-            .expect("open the local group");
+        let cluster = LocalCluster::open(
+            &spec_path,
+            &state_root,
+            None,
+            spec.password.clone(),
+            settings(),
+        )
+        .await
+        .expect("open the local group");
         Group {
             guard,
             cluster: Some(cluster),
@@ -284,7 +290,16 @@ impl Group {
         assert!(self.cluster.is_none(), "reopen only after abort");
         let started = Instant::now();
         loop {
-            match LocalCluster::open(&self.spec_path, &self.state_root, None, settings()).await {
+            let password = self.spec.password.clone();
+            match LocalCluster::open(
+                &self.spec_path,
+                &self.state_root,
+                None,
+                password,
+                settings(),
+            )
+            .await
+            {
                 Ok(c) => {
                     self.cluster = Some(c);
                     return;
@@ -308,6 +323,11 @@ impl Group {
     /// Every action carried out without error, in order, across runs.
     pub fn done_actions(&self) -> Vec<&Action> {
         self.history.iter().filter_map(StepRecord::done).collect()
+    }
+
+    /// The manifest file the reconciler reads.
+    pub fn spec_path(&self) -> &Path {
+        &self.spec_path
     }
 
     /// The state root (for tests that read `layout.json` or member files).

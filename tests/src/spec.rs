@@ -45,6 +45,8 @@ pub struct Spec {
     pub rollout_order: PolicyChoice,
     /// Snapshot settings (none: the operator leaves snapshots alone).
     pub snapshots: Option<Snapshots>,
+    /// The members' password (given to `LocalCluster::open`, as `--password-file` would).
+    pub password: Option<String>,
 }
 
 impl Spec {
@@ -57,12 +59,21 @@ impl Spec {
             hz: 10,
             rollout_order: PolicyChoice::builtin(),
             snapshots: None,
+            password: None,
         }
     }
 
     /// The same spec with another `hz` (a new desired revision).
     pub fn with_hz(&self, hz: u32) -> Spec {
         Spec { hz, ..self.clone() }
+    }
+
+    /// The same spec with members that require `password`.
+    pub fn with_password(&self, password: &str) -> Spec {
+        Spec {
+            password: Some(password.into()),
+            ..self.clone()
+        }
     }
 
     /// The same spec with another rollout-order plugin.

@@ -22,6 +22,11 @@ pub enum LocalCommand {
         /// Address of the primary endpoint (first run only; later runs reuse it).
         #[arg(long)]
         endpoint: Option<SocketAddr>,
+        /// A file holding the password members require from clients and each other (one
+        /// line; a trailing newline is ignored). A group keeps the password it was first
+        /// started with.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
     },
     /// Stop every member of a group and the `local up` that runs it.
     Down {
@@ -48,7 +53,11 @@ pub async fn run(cmd: LocalCommand) -> Result<ExitCode, String> {
             file,
             state_dir,
             endpoint,
-        } => up(&file, &state_dir, endpoint).await,
+            password_file,
+        } => {
+            let password = password_file.as_deref().map(read_password).transpose()?;
+            up(&file, &state_dir, endpoint, password).await
+        }
         LocalCommand::Down { file, state_dir } => down(&file, &state_dir).await,
         LocalCommand::Status {
             file,
@@ -63,12 +72,31 @@ fn group_dir(file: &Path, state_dir: &Path) -> Result<PathBuf, String> {
     Ok(state_dir.join(manifest.metadata.name))
 }
 
+/// The password in `path`: its first line, which must not be empty. It is passed to the
+/// servers on their command line, so it cannot hold a line break either.
+fn read_password(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let password = text.strip_suffix('\n').unwrap_or(&text);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        return Err(format!("{}: the password is empty", path.display()));
+    }
+    if password.contains(['\n', '\r']) {
+        return Err(format!(
+            "{}: the password must be a single line",
+            path.display()
+        ));
+    }
+    Ok(password.to_string())
+}
+
 async fn up(
     file: &Path,
     state_dir: &Path,
     endpoint: Option<SocketAddr>,
+    password: Option<String>,
 ) -> Result<ExitCode, String> {
-    let mut cluster = LocalCluster::open(file, state_dir, endpoint, Settings::default())
+    let mut cluster = LocalCluster::open(file, state_dir, endpoint, password, Settings::default())
         .await
         .map_err(|e| e.to_string())?;
     let dir = cluster.platform().dir().to_path_buf();

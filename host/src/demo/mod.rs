@@ -123,7 +123,7 @@ impl Harness {
             steady_interval: Duration::from_millis(500),
             ..Settings::default()
         };
-        let cluster = LocalCluster::open(&spec_path, &work.join("state"), None, settings)
+        let cluster = LocalCluster::open(&spec_path, &work.join("state"), None, None, settings)
             .await
             .map_err(|e| fail("setup", e))?;
         let endpoint = cluster.endpoint();

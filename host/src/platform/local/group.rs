@@ -33,6 +33,11 @@ pub struct Layout {
     pub endpoint: SocketAddr,
     /// Member addresses by ordinal.
     pub members: Vec<SocketAddr>,
+    /// sha256 of the password the members were started with (none: no password). A later run
+    /// must bring the same one: members keep their `requirepass`, and with another password
+    /// every member would look unreachable to the reconciler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_sha256: Option<String>,
 }
 
 impl Layout {
@@ -42,11 +47,17 @@ impl Layout {
         name: &str,
         endpoint: Option<SocketAddr>,
         count: usize,
+        password: Option<&str>,
     ) -> Result<Layout, PlatformError> {
         let path = dir.join(LAYOUT_FILE);
+        let given = password.map(password_digest);
         let mut layout = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice::<Layout>(&bytes)
-                .map_err(|e| err("read layout", format!("{}: {e}", path.display())))?,
+            Ok(bytes) => {
+                let layout = serde_json::from_slice::<Layout>(&bytes)
+                    .map_err(|e| err("read layout", format!("{}: {e}", path.display())))?;
+                check_password(&layout, given.as_deref(), dir)?;
+                layout
+            }
             Err(_) => {
                 let endpoint = match endpoint {
                     Some(e) => e,
@@ -57,6 +68,7 @@ impl Layout {
                     name: name.to_string(),
                     endpoint,
                     members: Vec::new(),
+                    password_sha256: given,
                 }
             }
         };
@@ -104,7 +116,7 @@ impl LocalPlatform {
         password: Option<String>,
     ) -> Result<LocalPlatform, PlatformError> {
         let count = spec.replicas as usize + 1;
-        let layout = Layout::load_or_create(dir, name, endpoint, count)?;
+        let layout = Layout::load_or_create(dir, name, endpoint, count, password.as_deref())?;
         let forwarder = Forwarder::bind(layout.endpoint)
             .await
             .map_err(|e| err("bind the primary endpoint", e.to_string()))?;
@@ -386,6 +398,30 @@ fn binary_version(binary: &Path) -> Result<String, PlatformError> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+fn password_digest(password: &str) -> String {
+    hex::encode(Sha256::digest(password.as_bytes()))
+}
+
+/// A group keeps the password it was started with; say which way a new run differs.
+fn check_password(layout: &Layout, given: Option<&str>, dir: &Path) -> Result<(), PlatformError> {
+    let problem = match (layout.password_sha256.as_deref(), given) {
+        (Some(recorded), Some(given)) if recorded == given => return Ok(()),
+        (None, None) => return Ok(()),
+        (Some(_), Some(_)) => "the password differs from the one its members were started with",
+        (Some(_), None) => {
+            "its members were started with a password: give it again (--password-file)"
+        }
+        (None, Some(_)) => {
+            "its members were started without a password and cannot be given one in place: \
+             run `kvpilot local down`, remove the state directory, and start it again"
+        }
+    };
+    Err(err(
+        "check password",
+        format!("group {} in {}: {problem}", layout.name, dir.display()),
+    ))
+}
+
 fn err(action: &str, message: String) -> PlatformError {
     PlatformError {
         platform: "local",
@@ -399,4 +435,42 @@ fn poisoned() -> PlatformError {
         "lock",
         "a previous panic poisoned the platform state".to_string(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path, password: Option<&str>) -> Result<Layout, PlatformError> {
+        Layout::load_or_create(dir, "cache", None, 2, password)
+    }
+
+    #[test]
+    fn a_group_keeps_the_password_it_was_started_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = open(dir.path(), Some("s3cret")).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(LAYOUT_FILE)).unwrap();
+        assert!(
+            !text.contains("s3cret"),
+            "the layout holds only a digest: {text}"
+        );
+        assert_eq!(first.password_sha256, Some(password_digest("s3cret")));
+
+        assert_eq!(open(dir.path(), Some("s3cret")).unwrap(), first);
+        let other = open(dir.path(), Some("other")).unwrap_err().to_string();
+        assert!(other.contains("password differs"), "{other}");
+        let none = open(dir.path(), None).unwrap_err().to_string();
+        assert!(none.contains("--password-file"), "{none}");
+        assert!(none.contains("group cache"), "{none}");
+    }
+
+    #[test]
+    fn a_group_without_a_password_cannot_be_given_one_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = open(dir.path(), None).unwrap();
+        assert_eq!(first.password_sha256, None);
+        assert_eq!(open(dir.path(), None).unwrap(), first);
+        let late = open(dir.path(), Some("s3cret")).unwrap_err().to_string();
+        assert!(late.contains("started without a password"), "{late}");
+    }
 }

@@ -98,11 +98,15 @@ pub struct LocalCluster {
 
 impl LocalCluster {
     /// Opens the group described by `spec_path` under `state_root/<name>`, adopting members
-    /// that still run. `endpoint` fixes the primary endpoint address on first use.
+    /// that still run. `endpoint` fixes the primary endpoint address on first use. With a
+    /// `password`, members require it from clients and each other (`requirepass`,
+    /// `masterauth`), and the reconciler authenticates with it; a group keeps the password
+    /// it was first started with.
     pub async fn open(
         spec_path: &Path,
         state_root: &Path,
         endpoint: Option<SocketAddr>,
+        password: Option<String>,
         settings: Settings,
     ) -> Result<LocalCluster, LocalError> {
         let manifest = read_manifest(spec_path)?;
@@ -115,7 +119,7 @@ impl LocalCluster {
                 source,
             })?
             .join(&name);
-        let platform = LocalPlatform::open(&dir, &name, &spec, endpoint, None).await?;
+        let platform = LocalPlatform::open(&dir, &name, &spec, endpoint, password.clone()).await?;
         let dialect = match spec.engine.kind {
             kvpilot_sdk::Engine::Valkey => Dialect::Valkey,
             kvpilot_sdk::Engine::Redis => Dialect::Redis,
@@ -131,7 +135,7 @@ impl LocalCluster {
             &name,
             &namespace,
             platform,
-            Clients::new(dialect, None),
+            Clients::new(dialect, password),
             settings,
         );
         Ok(LocalCluster {

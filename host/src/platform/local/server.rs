@@ -30,6 +30,8 @@ pub const STATE_FILE: &str = "member.json";
 pub const LOG_FILE: &str = "server.log";
 /// Where the server's stdout/stderr go (startup errors before the log file is open).
 pub const STDIO_FILE: &str = "server.stdio.log";
+/// The member's config file with its password (only when it has one).
+pub const AUTH_FILE: &str = "auth.conf";
 /// How long [`Server::start`] waits for the new process to answer `PING`.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Poll interval while waiting for a process to come up or go away.
@@ -103,7 +105,19 @@ impl ServerSpec {
         SocketAddr::V4(SocketAddrV4::new(self.bind, self.port))
     }
 
-    /// The full argument list (without the binary), secrets included.
+    /// The config file that carries the password, if any: `requirepass` and `masterauth`
+    /// with every byte hex-escaped, so any password survives the server's quoting. It is a
+    /// file (mode 0600) rather than arguments, which any local user could read in `ps`.
+    pub fn auth_conf(&self) -> Option<String> {
+        let password = self.password.as_ref()?;
+        let quoted: String = password.bytes().map(|b| format!("\\x{b:02x}")).collect();
+        Some(format!(
+            "requirepass \"{quoted}\"\nmasterauth \"{quoted}\"\n"
+        ))
+    }
+
+    /// The full argument list (without the binary). With a password, the first argument is
+    /// the path of [`AUTH_FILE`], which [`Server::start`] writes from [`Self::auth_conf`].
     pub fn args(&self) -> Result<Vec<String>, ServerError> {
         if let Some(key) = self
             .config
@@ -122,7 +136,7 @@ impl ServerSpec {
             .collect();
         settings.extend(self.config.clone());
         let dir = self.dir.display().to_string();
-        let mut fixed = vec![
+        let fixed = vec![
             ("daemonize", "no".to_owned()),
             ("bind", self.bind.to_string()),
             ("port", self.port.to_string()),
@@ -134,11 +148,10 @@ impl ServerSpec {
             // the primary's replica list (and FAILOVER TO) use it.
             ("replica-announce-ip", self.bind.to_string()),
         ];
-        if let Some(password) = &self.password {
-            fixed.push(("requirepass", password.clone()));
-            fixed.push(("masterauth", password.clone()));
-        }
         let mut args = Vec::new();
+        if self.password.is_some() {
+            args.push(self.dir.join(AUTH_FILE).display().to_string());
+        }
         for (key, value) in fixed {
             args.push(format!("--{key}"));
             args.push(value);
@@ -292,6 +305,9 @@ impl Server {
             path: spec.dir.clone(),
             source,
         })?;
+        if let Some(conf) = spec.auth_conf() {
+            write_private(&spec.dir.join(AUTH_FILE), &conf)?;
+        }
         let stdio_path = spec.dir.join(STDIO_FILE);
         let stdio = fs::File::create(&stdio_path).map_err(|source| ServerError::Io {
             path: stdio_path.clone(),
@@ -527,6 +543,26 @@ impl Server {
 }
 
 /// Reads a member's state file.
+/// Writes `text` to `path`, readable only by this user (also when the file already existed).
+fn write_private(path: &Path, text: &str) -> Result<(), ServerError> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io_err = |source| ServerError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err)?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))
+        .map_err(io_err)?;
+    file.write_all(text.as_bytes()).map_err(io_err)
+}
+
 pub fn read_state(dir: &Path) -> Result<MemberState, ServerError> {
     let path = dir.join(STATE_FILE);
     let bytes = fs::read(&path).map_err(|source| ServerError::Io {
@@ -732,17 +768,22 @@ mod tests {
     fn args_put_fields_first_and_reject_reserved_keys() {
         let mut spec =
             ServerSpec::new("valkey-server", Ipv4Addr::new(127, 0, 0, 9), 7001, "/tmp/m");
-        spec.password = Some("pw".into());
+        spec.password = Some("p\"w ".into());
         spec.replicaof = Some("127.0.0.8:7000".parse().unwrap());
         spec.config.insert("save".into(), "60 1".into());
         let args = spec.args().unwrap();
-        let pairs: Vec<(&str, &str)> = args
+        assert_eq!(args[0], "/tmp/m/auth.conf");
+        assert!(!args.iter().any(|a| a.contains("p\"w")), "{args:?}");
+        assert_eq!(
+            spec.auth_conf().unwrap(),
+            "requirepass \"\\x70\\x22\\x77\\x20\"\nmasterauth \"\\x70\\x22\\x77\\x20\"\n"
+        );
+        let pairs: Vec<(&str, &str)> = args[1..]
             .chunks(2)
             .map(|c| (c[0].as_str(), c[1].as_str()))
             .collect();
         assert!(pairs.contains(&("--bind", "127.0.0.9")));
         assert!(pairs.contains(&("--replica-announce-ip", "127.0.0.9")));
-        assert!(pairs.contains(&("--masterauth", "pw")));
         assert!(pairs.contains(&("--save", "60 1")));
         assert!(!pairs.contains(&("--save", "")));
         assert_eq!(pairs.last(), Some(&("--replicaof", "127.0.0.8 7000")));
