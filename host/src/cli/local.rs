@@ -114,8 +114,10 @@ async fn up(
         .run_until(stop_signal(), Duration::from_secs(1))
         .await;
     println!("stopping members…");
+    let stopped = cluster.shutdown().await.map_err(|e| e.to_string());
+    // Only now: `local down` waits for this file to go before it stops leftovers itself.
     let _ = std::fs::remove_file(&pid_path);
-    cluster.shutdown().await.map_err(|e| e.to_string())?;
+    stopped?;
     println!("stopped");
     Ok(ExitCode::SUCCESS)
 }
