@@ -98,8 +98,18 @@ pub async fn fetch_pinned(url: &str, declared: &str) -> Result<Arc<[u8]>, FetchE
     Ok(bytes)
 }
 
-/// One GET of `url` within [`TOTAL_TIMEOUT`], at most [`MAX_BYTES`], 200 only.
+/// One GET of `url` within [`TOTAL_TIMEOUT`], at most [`MAX_BYTES`], 200 only; `https://`
+/// trusts the system's roots.
 pub async fn download(url: &str) -> Result<Vec<u8>, FetchError> {
+    download_trusting(url, None).await
+}
+
+/// [`download`], with `tls` (its roots) instead of the system's roots when given: the tests
+/// use it to serve a certificate of their own.
+async fn download_trusting(
+    url: &str,
+    tls: Option<rustls::ClientConfig>,
+) -> Result<Vec<u8>, FetchError> {
     let bad = |reason: String| FetchError::BadUrl {
         url: url.to_string(),
         reason,
@@ -112,15 +122,17 @@ pub async fn download(url: &str) -> Result<Vec<u8>, FetchError> {
             Some("http") => get(http, uri, url).await,
             Some("https") => {
                 http.enforce_http(false);
-                let https = hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
-                    .map_err(|e| FetchError::Tls {
-                        url: url.to_string(),
-                        reason: e.to_string(),
-                    })?
-                    .https_only()
-                    .enable_http1()
-                    .wrap_connector(http);
+                let builder = hyper_rustls::HttpsConnectorBuilder::new();
+                let builder = match tls {
+                    Some(config) => builder.with_tls_config(config),
+                    None => builder
+                        .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
+                        .map_err(|e| FetchError::Tls {
+                            url: url.to_string(),
+                            reason: e.to_string(),
+                        })?,
+                };
+                let https = builder.https_only().enable_http1().wrap_connector(http);
                 get(https, uri, url).await
             }
             other => Err(bad(format!("scheme {other:?}"))),
@@ -149,7 +161,7 @@ where
     let response = client
         .request(request)
         .await
-        .map_err(|e| failed(format!("{e:#}")))?;
+        .map_err(|e| failed(with_causes(&e)))?;
     let status = response.status();
     if status != StatusCode::OK {
         let location = response
@@ -188,6 +200,19 @@ where
         }
     }
     Ok(bytes)
+}
+
+/// `e` and its sources: hyper's own message is only "client error (Connect)", and the
+/// reason (a refused certificate, a refused connection) is further down the chain.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]
@@ -236,6 +261,90 @@ mod tests {
         let err = download(&url).await.unwrap_err();
         assert!(matches!(err, FetchError::TooLarge { .. }), "{err}");
         task.abort();
+    }
+
+    /// Serves `body` over TLS with a self-signed certificate for `names`, to one client;
+    /// returns the URL (always by IP, 127.0.0.1) and the certificate to trust.
+    async fn serve_tls_once(
+        names: &[&str],
+        body: &'static [u8],
+    ) -> (
+        String,
+        rustls::pki_types::CertificateDer<'static>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let generated = rcgen::generate_simple_self_signed(names).unwrap();
+        let cert = generated.cert.der().clone();
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}/plugin.wasm", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            // A client that refuses the certificate ends the handshake here.
+            let Ok(mut stream) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body).await;
+            let _ = stream.shutdown().await;
+        });
+        (url, cert, task)
+    }
+
+    fn trusting(cert: rustls::pki_types::CertificateDer<'static>) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+    }
+
+    #[tokio::test]
+    async fn https_downloads_from_a_trusted_server() {
+        let (url, cert, task) = serve_tls_once(&["127.0.0.1"], b"\0asm component").await;
+        let bytes = download_trusting(&url, Some(trusting(cert))).await.unwrap();
+        assert_eq!(bytes, b"\0asm component");
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn https_refuses_a_certificate_the_system_does_not_trust() {
+        let (url, _cert, task) = serve_tls_once(&["127.0.0.1"], b"never read").await;
+        let err = download(&url).await.unwrap_err();
+        assert!(matches!(err, FetchError::Request { .. }), "{err}");
+        assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn https_refuses_a_certificate_for_another_name() {
+        let (url, cert, task) = serve_tls_once(&["plugins.example"], b"never read").await;
+        let err = download_trusting(&url, Some(trusting(cert)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::Request { .. }), "{err}");
+        assert!(err.to_string().contains("not valid for name"), "{err}");
+        task.await.unwrap();
     }
 
     #[tokio::test]
