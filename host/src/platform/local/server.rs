@@ -542,7 +542,6 @@ impl Server {
     }
 }
 
-/// Reads a member's state file.
 /// Writes `text` to `path`, readable only by this user (also when the file already existed).
 fn write_private(path: &Path, text: &str) -> Result<(), ServerError> {
     use std::io::Write;
@@ -563,6 +562,7 @@ fn write_private(path: &Path, text: &str) -> Result<(), ServerError> {
     file.write_all(text.as_bytes()).map_err(io_err)
 }
 
+/// Reads a member's state file.
 pub fn read_state(dir: &Path) -> Result<MemberState, ServerError> {
     let path = dir.join(STATE_FILE);
     let bytes = fs::read(&path).map_err(|source| ServerError::Io {
