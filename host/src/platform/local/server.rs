@@ -585,13 +585,20 @@ fn identity_check(state: &MemberState) -> Result<(), String> {
     let stat = fs::read_to_string(format!("/proc/{}/stat", state.pid))
         .map_err(|e| format!("cannot read /proc ({e})"))?;
     let (proc_state, start_ticks) = parse_stat(&stat).ok_or("unreadable /proc stat")?;
-    if proc_state == 'Z' || proc_state == 'X' {
+    // A thread-group leader turns zombie before its other threads have exited, and until
+    // the last one has, the process still holds its listening socket: only then is it gone.
+    if matches!(proc_state, 'Z' | 'X') && threads_left(state.pid) <= 1 {
         return Err("it has exited (zombie)".into());
     }
     if start_ticks != state.start_ticks {
         return Err("the PID now belongs to another process".into());
     }
     Ok(())
+}
+
+/// How many of `pid`'s threads still exist (the leader included); 0 once it is reaped.
+fn threads_left(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |dir| dir.count())
 }
 
 /// `(state, starttime)` from the text of `/proc/PID/stat`. The command name (field 2) may
