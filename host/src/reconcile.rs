@@ -1,5 +1,6 @@
 //! One reconcile: observe → decide → act → status. Stateless apart from connection reuse, the
-//! failure-detection counter and the policy backoff, all of which may be lost at any time.
+//! failure-detection counter and the backoffs after failed plugins and failed actions, all of
+//! which may be lost at any time.
 
 use crate::act::act;
 use crate::api::KvClusterSpec;
@@ -12,6 +13,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Longest requeue after repeated plugin failures.
 const MAX_POLICY_BACKOFF: Duration = Duration::from_secs(60);
+/// Longest requeue after a handover or restart failed repeatedly: each attempt may pause
+/// writes for up to the handover timeout, so retries must thin out.
+const MAX_ROLLOUT_ACTION_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest requeue after another action failed repeatedly (promotion, repointing): healing
+/// must not wait long.
+const MAX_ACTION_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Drives one cluster on one platform.
 pub struct Reconciler<P: Platform> {
@@ -23,6 +30,18 @@ pub struct Reconciler<P: Platform> {
     pub status: ClusterStatus,
     tracker: Tracker,
     policy_failures: u32,
+    /// The last action that failed, until an action succeeds or decide stops asking for it.
+    failed_action: Option<FailedAction>,
+}
+
+/// An action that failed, how often in a row, and why (shown in status until it clears).
+#[derive(Debug, Clone)]
+struct FailedAction {
+    action: crate::decide::Action,
+    attempts: u32,
+    error: String,
+    /// Not retried before this time (Unix ms), even if something else wakes the reconciler.
+    retry_at_ms: u64,
 }
 
 /// What one reconcile did.
@@ -50,6 +69,7 @@ impl<P: Platform> Reconciler<P> {
             status: ClusterStatus::default(),
             tracker: Tracker::default(),
             policy_failures: 0,
+            failed_action: None,
         }
     }
 
@@ -119,22 +139,57 @@ impl<P: Platform> Reconciler<P> {
             }
             _ => self.policy_failures = 0,
         }
+        // A failure only counts against the action that failed: once decide asks for
+        // something else, the earlier failure no longer describes the cluster.
+        if self
+            .failed_action
+            .as_ref()
+            .is_some_and(|f| plan.action.as_ref() != Some(&f.action))
+        {
+            self.failed_action = None;
+        }
         let mut error = None;
+        if let Some(f) = self.failed_action.as_ref().filter(|f| now < f.retry_at_ms) {
+            // Woken early (a watch event, a file change): the backoff still holds.
+            plan.requeue_after = Duration::from_millis(f.retry_at_ms - now);
+            plan.action = None;
+        }
         if let Some(action) = plan.action.as_ref() {
             tracing::info!(cluster = %self.name, action = %action.describe(), "acting");
             match act(action, &observed, spec, &self.platform, &self.clients).await {
-                Ok(()) => self.status.event(now, false, "Action", action.describe()),
+                Ok(()) => {
+                    self.failed_action = None;
+                    self.status.event(now, false, "Action", action.describe());
+                }
                 Err(e) => {
                     tracing::warn!(cluster = %self.name, error = %e, "action failed");
-                    self.status.event(
-                        now,
-                        true,
-                        "ActionFailed",
-                        format!("{}: {e}", action.describe()),
+                    let attempts = self.failed_action.as_ref().map_or(0, |f| f.attempts) + 1;
+                    let cap = if action.is_rollout_step() {
+                        MAX_ROLLOUT_ACTION_BACKOFF
+                    } else {
+                        MAX_ACTION_BACKOFF
+                    };
+                    plan.requeue_after = backoff(self.settings.probe_interval, attempts).min(cap);
+                    let message = format!(
+                        "{} failed ({attempts} in a row, next attempt in {} ms): {e}",
+                        action.describe(),
+                        plan.requeue_after.as_millis()
                     );
+                    self.status.event(now, true, "ActionFailed", message);
+                    self.failed_action = Some(FailedAction {
+                        action: action.clone(),
+                        attempts,
+                        error: e.to_string(),
+                        retry_at_ms: now.saturating_add(
+                            u64::try_from(plan.requeue_after.as_millis()).unwrap_or(u64::MAX),
+                        ),
+                    });
                     error = Some(e.to_string());
                 }
             }
+        }
+        if let Some(f) = &self.failed_action {
+            self.status.action_failed(&f.action, f.attempts, &f.error);
         }
         Outcome { plan, error }
     }
@@ -164,5 +219,16 @@ mod tests {
         assert_eq!(backoff(base, 2), Duration::from_secs(4));
         assert_eq!(backoff(base, 3), Duration::from_secs(8));
         assert_eq!(backoff(base, 40), MAX_POLICY_BACKOFF);
+    }
+
+    #[test]
+    fn action_backoff_starts_at_the_probe_interval() {
+        let probe = Duration::from_millis(200);
+        assert_eq!(backoff(probe, 1), probe);
+        assert_eq!(backoff(probe, 4), Duration::from_millis(1600));
+        assert_eq!(
+            backoff(probe, 20).min(MAX_ROLLOUT_ACTION_BACKOFF),
+            MAX_ROLLOUT_ACTION_BACKOFF
+        );
     }
 }

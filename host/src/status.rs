@@ -114,6 +114,40 @@ impl ClusterStatus {
         trim(&mut self.events, EVENT_HISTORY);
     }
 
+    /// Says in the conditions that `action` failed `attempts` times in a row. A failed
+    /// handover or restart blocks the rollout. A member that cannot start degrades the
+    /// cluster, and blocks a pending rollout too (no other member may go down meanwhile).
+    /// Any other failed step is retried: the cluster is still progressing.
+    pub fn action_failed(&mut self, action: &crate::decide::Action, attempts: u32, error: &str) {
+        use crate::decide::Action;
+        let message = format!(
+            "{} failed ({attempts} in a row): {error}",
+            action.describe()
+        );
+        let rollout_pending = self.members.iter().any(|m| {
+            m.revision
+                .as_deref()
+                .is_some_and(|r| r != self.desired_revision)
+        });
+        let marks: &[(&str, &str)] = match action {
+            Action::Handover { .. } => &[("RolloutBlocked", "HandoverFailed")],
+            Action::Restart { .. } => &[("RolloutBlocked", "RestartFailed")],
+            Action::Start { .. } if rollout_pending => &[
+                ("Degraded", "StartFailed"),
+                ("RolloutBlocked", "StartFailed"),
+            ],
+            Action::Start { .. } => &[("Degraded", "StartFailed")],
+            _ => &[("Progressing", "Retrying")],
+        };
+        for (kind, reason) in marks {
+            if let Some(c) = self.conditions.iter_mut().find(|c| c.kind == *kind) {
+                c.status = true;
+                c.reason = (*reason).to_string();
+                c.message.clone_from(&message);
+            }
+        }
+    }
+
     pub fn condition(&self, kind: &str) -> Option<&Condition> {
         self.conditions.iter().find(|c| c.kind == kind)
     }

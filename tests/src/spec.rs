@@ -47,6 +47,8 @@ pub struct Spec {
     pub snapshots: Option<Snapshots>,
     /// The members' password (given to `LocalCluster::open`, as `--password-file` would).
     pub password: Option<String>,
+    /// More `spec.config` settings, after `hz`.
+    pub config: Vec<(String, String)>,
 }
 
 impl Spec {
@@ -60,6 +62,17 @@ impl Spec {
             rollout_order: PolicyChoice::builtin(),
             snapshots: None,
             password: None,
+            config: Vec::new(),
+        }
+    }
+
+    /// The same spec with one more `spec.config` setting (a new desired revision).
+    pub fn with_config(&self, key: &str, value: &str) -> Spec {
+        let mut config = self.config.clone();
+        config.push((key.into(), value.into()));
+        Spec {
+            config,
+            ..self.clone()
         }
     }
 
@@ -122,6 +135,17 @@ impl Spec {
                 )
             })
             .unwrap_or_default();
+        let extra: String = self
+            .config
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "    {}: {}\n",
+                    serde_json::Value::String(k.clone()),
+                    serde_json::Value::String(v.clone())
+                )
+            })
+            .collect();
         format!(
             "apiVersion: kvpilot.dev/v1alpha1\n\
              kind: KvCluster\n\
@@ -129,7 +153,7 @@ impl Spec {
              spec:\n\
              \x20 engine:\n    kind: {kind}\n\
              \x20 replicas: {replicas}\n\
-             \x20 config:\n    hz: \"{hz}\"\n\
+             \x20 config:\n    hz: \"{hz}\"\n{extra}\
              \x20 rollout:\n    handoverTimeoutSeconds: 5\n\
              \x20 policies:\n\
              \x20   replicaSelection:\n      plugin: builtin:most-caught-up\n      failurePolicy: Fail\n\

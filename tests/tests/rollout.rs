@@ -21,6 +21,11 @@ macro_rules! for_each_engine {
     };
 }
 
+for_each_engine!(killed_operator_resumes:
+    valkey_a_killed_operator_resumes_the_rollout_without_a_second_failover => Engine::Valkey,
+    redis_a_killed_operator_resumes_the_rollout_without_a_second_failover => Engine::Redis,
+);
+
 for_each_engine!(rollout_under_writes:
     valkey_rollout_under_writes_loses_no_acknowledged_write => Engine::Valkey,
     redis_rollout_under_writes_loses_no_acknowledged_write => Engine::Redis,
@@ -161,9 +166,8 @@ async fn rollout_under_writes(engine: Engine) {
 /// The reconciler is dropped right after a replica restart and again right after the
 /// handover; each new one finishes the work from what it observes, without a second
 /// primary change.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_operator_resumes_the_rollout_without_a_second_failover() {
-    let spec = Spec::new("resume", Engine::Valkey);
+async fn killed_operator_resumes(engine: Engine) {
+    let spec = Spec::new("resume", engine);
     let mut group = Group::start(spec.clone()).await;
     probe::fill(group.endpoint(), "k", 2000)
         .await
@@ -244,5 +248,80 @@ async fn a_killed_operator_resumes_the_rollout_without_a_second_failover() {
         names.iter().map(String::as_str).collect::<Vec<_>>()
     );
     probe::all_hold(&group.addresses(), 2000, PHASE_LIMIT).await;
+    group.shutdown().await;
+}
+
+/// A config change the server refuses (an unknown `maxmemory-policy`): the first restarted
+/// replica cannot come back. The rollout must stop there — no other member restarted, no
+/// handover — back off between attempts, say why in RolloutBlocked, keep the primary serving,
+/// and finish once the spec is corrected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_fails_to_restart_blocks_the_rollout_with_backoff() {
+    let spec = Spec::new("badcfg", Engine::Valkey);
+    let mut group = Group::start(spec.clone()).await;
+    let primary = group.primary();
+    probe::fill(group.endpoint(), "k", 500).await.expect("fill");
+    let first_step = group.history.len();
+
+    group.write_spec(spec.with_config("maxmemory-policy", "not-a-policy"));
+    let mut failures: Vec<StepRecord> = Vec::new();
+    for _ in 0..4 {
+        let failed = group
+            .run_until("a failed attempt", |r| r.error.is_some())
+            .await;
+        failures.push(failed);
+    }
+    let tried: Vec<String> = failures
+        .iter()
+        .filter_map(|r| r.action.as_ref().map(Action::describe))
+        .collect();
+    let first = failures[0].action.clone().expect("an action");
+    let victim = match &first {
+        Action::Restart { member, .. } => member.clone(),
+        other => panic!("the rollout starts with a restart: {other:?}"),
+    };
+    assert_ne!(victim, primary, "replicas go first");
+    // Only that member was ever touched, and never the primary.
+    for r in &group.history[first_step..] {
+        match &r.action {
+            None => {}
+            Some(Action::Restart { member, .. }) => assert_eq!(member, &victim, "{tried:?}"),
+            Some(Action::Start { members, .. }) => {
+                assert_eq!(members, &vec![victim.clone()], "{tried:?}")
+            }
+            Some(other) => panic!("only {victim} may be touched: {other:?} ({tried:?})"),
+        }
+    }
+    // Attempts thin out, and the reason is in status.
+    let delays: Vec<Duration> = failures.iter().map(|r| r.requeue_after).collect();
+    assert!(
+        delays.windows(2).all(|w| w[1] >= w[0]) && delays[3] > delays[0],
+        "the retry delay grows: {delays:?}"
+    );
+    let last = failures.last().expect("failures");
+    let blocked = last
+        .status
+        .condition("RolloutBlocked")
+        .expect("a RolloutBlocked condition");
+    assert!(blocked.status, "{blocked:?} after {tried:?}");
+    assert!(
+        blocked.message.contains(&victim) && blocked.message.contains("maxmemory-policy"),
+        "the condition names the member and the server's complaint: {blocked:?}"
+    );
+    // The primary was never touched: writes through the endpoint still land.
+    assert_eq!(last.status.primary.as_deref(), Some(primary.as_str()));
+    probe::set(group.endpoint(), "during", "yes")
+        .await
+        .expect("the primary still takes writes");
+
+    // Corrected: the rollout completes, starting with the member that is down.
+    group.write_spec(spec.with_hz(12));
+    let done = group.settle("the corrected rollout").await;
+    assert!(
+        !done.condition("RolloutBlocked"),
+        "the failure no longer describes the cluster: {:?}",
+        done.status.condition("RolloutBlocked")
+    );
+    probe::all_hold(&group.addresses(), 501, PHASE_LIMIT).await;
     group.shutdown().await;
 }

@@ -48,6 +48,12 @@ pub enum Action {
 }
 
 impl Action {
+    /// A step of a rollout (a handover or a restart onto the desired revision), as opposed to
+    /// healing steps: a failed one blocks the rollout rather than the cluster.
+    pub fn is_rollout_step(&self) -> bool {
+        matches!(self, Action::Handover { .. } | Action::Restart { .. })
+    }
+
     /// A short human description for logs, events and status.
     pub fn describe(&self) -> String {
         match self {
