@@ -184,6 +184,105 @@ async fn an_empty_restarted_primary_does_not_wipe_the_replicas() {
     group.shutdown().await;
 }
 
+/// The primary is SIGKILLed and a careless platform starts it again at once, empty, as a
+/// primary and with the engine's stock settings, before the reconciler has seen it gone: the
+/// replicas still name it as their primary and will full-sync from it as soon as its diskless
+/// sync delay (5 s by default) is over. The data-holding guard must promote a data holder
+/// first (reason `PrimaryEmpty`), so that no replica is ever wiped.
+async fn empty_primary_inside_the_detection_window(engine: Engine) {
+    let mut group = Group::start(Spec::new("window", engine)).await;
+    probe::fill(group.endpoint(), "k", KEYS)
+        .await
+        .expect("fill");
+    probe::all_hold(&group.addresses(), KEYS, PHASE_LIMIT).await;
+    let victim = group.primary();
+    let victim_addr = group.addr(&victim);
+    let revision = group.status().desired_revision;
+
+    // No reconcile runs between the kill and the restart: the reconciler never sees the
+    // primary missing.
+    group.cluster().kill(&victim).expect("SIGKILL the primary");
+    probe::eventually(
+        "the old primary is gone",
+        PHASE_LIMIT,
+        async || match probe::dbsize(victim_addr).await {
+            Err(_) => Ok(()),
+            Ok(n) => Err(format!("{victim} still answers with {n} keys")),
+        },
+    )
+    .await;
+    let SocketAddr::V4(v4) = victim_addr else {
+        panic!("IPv4 expected")
+    };
+    let mut careless = ServerSpec::new(
+        server_binary(engine),
+        *v4.ip(),
+        v4.port(),
+        group.member_dir(&victim),
+    );
+    careless.revision = revision;
+    let server = Server::start(&careless)
+        .await
+        .expect("start the empty primary");
+    group.guard().track(&server);
+
+    let first_step = group.history.len();
+    let done = group
+        .run_until(
+            "a data holder promoted, every member holding the data",
+            |r| {
+                r.settled()
+                    && r.status
+                        .members
+                        .iter()
+                        .all(|m| m.role != "down" && m.keys == KEYS)
+            },
+        )
+        .await;
+    let primary = done.status.primary.clone().expect("a primary");
+    assert_ne!(
+        primary, victim,
+        "the empty member never becomes the primary"
+    );
+    let promotions: Vec<&Action> = group.history[first_step..]
+        .iter()
+        .filter_map(|r| r.done())
+        .filter(|a| matches!(a, Action::Failover { .. }))
+        .collect();
+    assert_eq!(promotions.len(), 1, "one promotion: {promotions:#?}");
+    assert!(
+        matches!(
+            promotions[0],
+            Action::Failover { promote, reason: SelectionReason::PrimaryEmpty, fence, .. }
+                if promote == &primary && fence.contains(&victim)
+        ),
+        "the guard promoted {primary} because {victim} came back empty: {promotions:#?}"
+    );
+    // Every member held every key at every step: nobody was wiped, even for a moment.
+    for r in &group.history[first_step..] {
+        for m in r.status.members.iter().filter(|m| m.name != victim) {
+            assert!(
+                m.role == "down" || m.keys == KEYS,
+                "{} held {} keys at some step: {}",
+                m.name,
+                m.keys,
+                r.status.primary.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    match probe::role(victim_addr).await.expect("role") {
+        Role::Replica { of, .. } => assert_eq!(of, group.addr(&primary)),
+        Role::Primary => panic!("{victim} is still a primary"),
+    }
+    probe::all_hold(&group.addresses(), KEYS, PHASE_LIMIT).await;
+    group.shutdown().await;
+}
+
+for_each_engine!(empty_primary_inside_the_detection_window:
+    valkey_an_empty_primary_back_inside_the_detection_window_is_not_followed => Engine::Valkey,
+    redis_an_empty_primary_back_inside_the_detection_window_is_not_followed => Engine::Redis,
+);
+
 /// Every member is started and then frozen (SIGSTOP) before any is elected: each reconcile
 /// must requeue with a bounded delay and say why, and election completes once they answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

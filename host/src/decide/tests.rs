@@ -332,6 +332,46 @@ async fn an_empty_primary_that_came_back_is_demoted_not_followed() {
 }
 
 #[tokio::test]
+async fn holders_already_full_syncing_from_the_empty_primary_are_still_promoted() {
+    // The empty primary came back with a diskless sync delay: both holders reconnected and
+    // wait for its (empty) payload. Their data is intact until it arrives; promoting one
+    // aborts its sync, so the sync must not stop the guard.
+    let mut members = vec![
+        primary(0, 0, 0),
+        replica(1, 0, 100, 5000),
+        replica(2, 0, 100, 4800),
+    ];
+    for m in members.iter_mut().skip(1) {
+        if let Some(r) = m.report.as_mut() {
+            r.link_up = false;
+            r.syncing = true;
+        }
+    }
+    let policies = TestPolicies::default();
+    let plan = run(&observed(members.clone(), Some(0)), &policies).await;
+    assert!(
+        matches!(plan.action, Some(Action::Failover { ref promote, reason: SelectionReason::PrimaryEmpty, .. }) if promote == "kv-1"),
+        "{plan:?}"
+    );
+    let offered = policies.seen_selection.lock().unwrap()[0]
+        .candidates
+        .clone();
+    assert!(
+        offered.iter().all(|c| !c.syncing),
+        "the sync the promotion aborts is not reported: {offered:?}"
+    );
+
+    // A holder that is *loading* (its dataset is being replaced) is not promotable.
+    for m in members.iter_mut().skip(1) {
+        if let Some(r) = m.report.as_mut() {
+            r.loading = true;
+        }
+    }
+    let plan = run(&observed(members, Some(0)), &TestPolicies::default()).await;
+    assert_eq!(plan.action, None, "{plan:?}");
+}
+
+#[tokio::test]
 async fn an_empty_primary_with_empty_followers_is_fine() {
     let members = vec![
         primary(0, 0, 10),

@@ -97,6 +97,7 @@ async fn elect<P: Policies>(input: &Input<'_>, policies: &P, plan: Plan) -> Plan
         &candidates,
         repoint,
         Vec::new(),
+        None,
     )
     .await
 }
@@ -124,7 +125,12 @@ async fn one_primary<'a, P: Policies>(
             })
             .collect();
         if !holders.is_empty() {
-            let candidates = promotable(&holders, input.spec.rollout.max_lag_bytes);
+            // A holder already full-syncing *from the empty primary* still has its data (the
+            // empty payload has not arrived: diskless syncs wait `repl-diskless-sync-delay`)
+            // and promoting it aborts that sync, so the sync must not disqualify it.
+            let aborting = Some(primary.addr);
+            let candidates =
+                promotable_aborting(&holders, input.spec.rollout.max_lag_bytes, aborting);
             if candidates.is_empty() {
                 return Settled::Done(plan.wait(
                     Blocker::NoPrimary,
@@ -146,11 +152,16 @@ async fn one_primary<'a, P: Policies>(
                     &candidates,
                     repoint,
                     vec![primary.name.clone()],
+                    aborting,
                 )
                 .await,
             );
         }
     }
+    // From here on this member is the primary, also while the steps below bring the others
+    // in line (status says so rather than "no primary").
+    let mut plan = plan;
+    plan.primary = Some(primary.name.clone());
     let stopped = not_running(obs.members.iter());
     if !stopped.is_empty() {
         return Settled::Done(plan.act(
@@ -248,10 +259,27 @@ fn resolve_split(input: &Input<'_>, plan: Plan, primaries: &[&ObservedMember]) -
 /// Members that may become primary: ready and not syncing; if any of them holds data, only
 /// the data holders within `max_lag` of the most advanced one (safety rule 2).
 fn promotable<'a>(members: &[&'a ObservedMember], max_lag: u64) -> Vec<&'a ObservedMember> {
+    promotable_aborting(members, max_lag, None)
+}
+
+/// A member is syncing for the purpose of promotion: loading, or full-syncing from anything
+/// but `aborting` (a sync that promoting the member cancels before it touches the data).
+fn syncing(m: &ObservedMember, aborting: Option<std::net::SocketAddr>) -> bool {
+    m.report
+        .as_ref()
+        .is_none_or(|r| r.loading || (r.syncing && (aborting.is_none() || r.following != aborting)))
+}
+
+/// [`promotable`], not counting a full sync from `aborting` against a member.
+fn promotable_aborting<'a>(
+    members: &[&'a ObservedMember],
+    max_lag: u64,
+    aborting: Option<std::net::SocketAddr>,
+) -> Vec<&'a ObservedMember> {
     let ready: Vec<&ObservedMember> = members
         .iter()
         .copied()
-        .filter(|m| m.ready() && m.report.as_ref().is_some_and(|r| !r.syncing))
+        .filter(|m| m.ready() && !syncing(m, aborting))
         .collect();
     if !ready.iter().any(|m| m.holds_data()) {
         return ready;
@@ -283,6 +311,7 @@ async fn choose_and_promote<P: Policies>(
     candidates: &[&ObservedMember],
     repoint: Vec<String>,
     fence: Vec<String>,
+    aborting: Option<std::net::SocketAddr>,
 ) -> Plan {
     let obs = input.observed;
     let s = input.settings;
@@ -292,7 +321,12 @@ async fn choose_and_promote<P: Policies>(
         primary: last_primary.map(|p| members::member(p, None, &obs.desired_revision)),
         candidates: candidates
             .iter()
-            .map(|m| members::member(m, None, &obs.desired_revision))
+            .map(|m| {
+                let mut record = members::member(m, None, &obs.desired_revision);
+                // Documented in the WIT: the sync the promotion aborts is not reported.
+                record.syncing = syncing(m, aborting);
+                record
+            })
             .collect(),
         config: kvpilot_sdk::empty_config(),
     };
