@@ -111,7 +111,7 @@ async fn up(
         file.display()
     );
     cluster
-        .run_until(stop_signal(), Duration::from_secs(1))
+        .run_until(super::stop_signal(), Duration::from_secs(1))
         .await;
     println!("stopping members…");
     let stopped = cluster.shutdown().await.map_err(|e| e.to_string());
@@ -120,20 +120,6 @@ async fn up(
     stopped?;
     println!("stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Ctrl-C or SIGTERM (what `local down` sends).
-async fn stop_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match term.as_mut() {
-                Some(t) => { t.recv().await; }
-                None => std::future::pending::<()>().await,
-            }
-        } => {}
-    }
 }
 
 async fn down(file: &Path, state_dir: &Path) -> Result<ExitCode, String> {
