@@ -117,6 +117,20 @@ impl LocalPlatform {
     ) -> Result<LocalPlatform, PlatformError> {
         let count = spec.replicas as usize + 1;
         let layout = Layout::load_or_create(dir, name, endpoint, count, password.as_deref())?;
+        if layout.members.len() > count {
+            // The extra members would keep running unobserved: say so instead.
+            return Err(err(
+                "open",
+                format!(
+                    "the spec asks for {count} members (replicas: {}) but the group in {} has {}: \
+                     the local platform does not remove members; `kvpilot local down` first \
+                     to start over with fewer",
+                    spec.replicas,
+                    dir.display(),
+                    layout.members.len()
+                ),
+            ));
+        }
         let forwarder = Forwarder::bind(layout.endpoint)
             .await
             .map_err(|e| err("bind the primary endpoint", e.to_string()))?;
@@ -143,6 +157,20 @@ impl LocalPlatform {
     /// Takes a new spec (the file changed). Members are not touched here: a changed revision
     /// makes them stale and the rollout replaces them one at a time.
     pub fn update_spec(&self, spec: &KvClusterSpec) -> Result<(), PlatformError> {
+        let have = self.layout.members.len();
+        if spec.replicas as usize + 1 != have {
+            // Addresses are laid out when the group opens; a silent mismatch would leave
+            // members unstarted or running unobserved.
+            return Err(err(
+                "update spec",
+                format!(
+                    "replicas changed to {} but this group has {have} members: restart \
+                     `kvpilot local up` to add members (removing them is not supported \
+                     locally); the running spec is kept",
+                    spec.replicas
+                ),
+            ));
+        }
         let built = build(spec)?;
         let mut current = self.spec.write().map_err(|_| poisoned())?;
         *current = built;
@@ -462,6 +490,34 @@ mod tests {
         let none = open(dir.path(), None).unwrap_err().to_string();
         assert!(none.contains("--password-file"), "{none}");
         assert!(none.contains("group cache"), "{none}");
+    }
+
+    fn spec(replicas: u32) -> KvClusterSpec {
+        let yaml = format!("engine: {{kind: valkey}}\nreplicas: {replicas}\n");
+        serde_norway::from_str(&yaml).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_member_count_changes_only_by_growing_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let platform = LocalPlatform::open(dir.path(), "cache", &spec(2), None, None)
+            .await
+            .unwrap();
+        let grown = platform.update_spec(&spec(3)).unwrap_err().to_string();
+        assert!(grown.contains("restart `kvpilot local up`"), "{grown}");
+        platform.update_spec(&spec(2)).unwrap();
+
+        // A layout grows at open; a smaller spec is refused before anything is bound.
+        let other = tempfile::tempdir().unwrap();
+        open(other.path(), None).unwrap();
+        let grown = Layout::load_or_create(other.path(), "cache", None, 4, None).unwrap();
+        assert_eq!(grown.members.len(), 4);
+        let shrunk = LocalPlatform::open(other.path(), "cache", &spec(1), None, None)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(shrunk.contains("does not remove members"), "{shrunk}");
     }
 
     #[test]
