@@ -75,9 +75,10 @@ pub enum TlsConfigError {
     Rejected {
         /// Which input.
         what: &'static str,
-        /// rustls' reason.
+        /// rustls' reason (boxed: `rustls::Error` is large and this error travels in
+        /// `Result`s of its callers).
         #[source]
-        source: rustls::Error,
+        source: Box<rustls::Error>,
     },
 }
 
@@ -97,7 +98,7 @@ impl TlsConfig {
             })?;
             roots.add(cert).map_err(|source| TlsConfigError::Rejected {
                 what: "CA certificates",
-                source,
+                source: Box::new(source),
             })?;
         }
         if roots.is_empty() {
@@ -113,7 +114,7 @@ impl TlsConfig {
             .with_safe_default_protocol_versions()
             .map_err(|source| TlsConfigError::Rejected {
                 what: "protocol versions",
-                source,
+                source: Box::new(source),
             })?
             .with_root_certificates(roots);
         let mut digest = Sha256::new();
@@ -147,7 +148,7 @@ impl TlsConfig {
                     .with_client_auth_cert(chain, key)
                     .map_err(|source| TlsConfigError::Rejected {
                         what: "client certificate and key",
-                        source,
+                        source: Box::new(source),
                     })?
             }
         };
