@@ -151,7 +151,7 @@ impl Ctx<'_> {
     async fn client(&self, member: &str) -> Result<engine::Client, ActError> {
         let addr = self.addr(member)?;
         self.clients
-            .get(addr)
+            .get(member, addr)
             .await
             .map_err(|e| engine_err(member, e))
     }

@@ -719,3 +719,230 @@ async fn members_carry_their_node_and_the_nodes_zone() {
     );
     assert!(members.iter().all(|m| m.running), "{members:?}");
 }
+
+fn condition_of(status: &kvpilot::api::KvClusterStatus, kind: &str) -> (String, String, String) {
+    let c = status
+        .condition(kind)
+        .unwrap_or_else(|| panic!("no {kind} condition: {status:?}"));
+    (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+#[tokio::test]
+async fn a_password_secret_created_after_the_cluster_is_read_on_the_next_reconcile() {
+    let client = fake_client().await;
+    create_cluster(
+        &client,
+        "late",
+        spec(
+            "engine: {kind: valkey}\nreplicas: 1\n\
+             auth: {passwordSecret: {name: late-auth, key: password}}\n",
+        ),
+    )
+    .await;
+    let ctx = context(&client, 6379);
+    reconcile_once(&client, &ctx, "late").await;
+    let status = get_cluster(&client, "late").await.status.expect("status");
+    let (on, reason, message) = condition_of(&status, "Ready");
+    assert_eq!(
+        (on.as_str(), reason.as_str()),
+        ("False", "SecretUnavailable")
+    );
+    assert!(
+        message.contains("shop/late-auth") && message.contains("does not exist"),
+        "{message}"
+    );
+    // The objects are applied anyway, so pods start as soon as the Secret exists.
+    Api::<StatefulSet>::namespaced(client.clone(), NS)
+        .get("late-s0")
+        .await
+        .expect("the StatefulSet is applied while the Secret is missing");
+
+    put_secret(&client, "late-auth", "Opaque", &[("pass", b"pw")]).await;
+    reconcile_once(&client, &ctx, "late").await;
+    let status = get_cluster(&client, "late").await.status.expect("status");
+    let (_, reason, message) = condition_of(&status, "Ready");
+    assert_eq!(reason, "SecretUnavailable");
+    assert!(message.contains("has no key \"password\""), "{message}");
+
+    put_secret(&client, "late-auth", "Opaque", &[("password", b"pw")]).await;
+    reconcile_once(&client, &ctx, "late").await;
+    let status = get_cluster(&client, "late").await.status.expect("status");
+    let (on, reason, _) = condition_of(&status, "Ready");
+    // No pods run here: the cluster now waits for its members, not for the Secret.
+    assert_eq!(on, "False");
+    assert_ne!(reason, "SecretUnavailable", "{status:?}");
+    assert_eq!(status.members.len(), 2, "{status:?}");
+}
+
+/// Whether `addr` accepts `password` (as `default`) and answers a PING.
+async fn accepts(addr: std::net::SocketAddr, password: &str) -> bool {
+    match kvpilot::engine::Client::connect(addr, Some(password), kvpilot::engine::Dialect::Valkey)
+        .await
+    {
+        Ok(c) => c.ping().await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_password_secret_moves_every_member_through_kubernetes() {
+    let r = run_cluster(
+        "rot",
+        "engine: {kind: valkey}\nreplicas: 2\n\
+         auth: {passwordSecret: {name: rot-auth, key: password}}\n",
+    )
+    .await;
+    // Created after the cluster: pods wait for it, then start with it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        r.kubelet.addrs().await.is_empty(),
+        "no pod starts without its Secret"
+    );
+    put_secret(&r.client, "rot-auth", "Opaque", &[("password", b"pw-1")]).await;
+    let status = wait_ready(&r, "rot", "bootstrap once the Secret exists").await;
+    let addrs = r.kubelet.addrs().await;
+    assert_eq!(addrs.len(), 3);
+    for addr in addrs.values() {
+        assert!(accepts(*addr, "pw-1").await, "{addr} requires pw-1");
+    }
+
+    put_secret(&r.client, "rot-auth", "Opaque", &[("password", b"pw-2")]).await;
+    eventually("every member moved to the new password", PHASE, || async {
+        for (pod, addr) in &addrs {
+            if accepts(*addr, "pw-1").await || !accepts(*addr, "pw-2").await {
+                return Err(format!("{pod} still has the old password"));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    let after = wait_ready(&r, "rot", "ready with the new password").await;
+    assert_eq!(after.primary, status.primary, "a rotation changes no roles");
+
+    // A member restarted now starts with the new password from the Secret, and its
+    // replication link authenticates with it.
+    let replica = after
+        .members
+        .iter()
+        .find(|m| m.role == "replica")
+        .expect("a replica")
+        .name
+        .clone();
+    r.kubelet.kill(&replica).await;
+    eventually("the replica goes down", PHASE, || async {
+        let s = get_cluster(&r.client, "rot")
+            .await
+            .status
+            .unwrap_or_default();
+        match s.members.iter().find(|m| m.name == replica) {
+            Some(m) if !m.ready => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    wait_ready(&r, "rot", "the restarted replica rejoins").await;
+    assert!(accepts(r.kubelet.addr(&replica).await, "pw-2").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_with_an_acl_user_bootstraps_through_kubernetes() {
+    use operator_support::tls::{TestCa, exec_tls};
+    let ca = TestCa::new("kvpilot e2e CA");
+    // One certificate for every member: a wildcard over the headless Service's pod names.
+    let members = ca.issue(&["*.sec-headless.shop.svc"]);
+    let app = ca.issue(&["app"]);
+    let acl = "user default off\n\
+               user kvpilot on >op-pw -@all +@connection +info +role +dbsize +replicaof \
+               +failover +client|kill +config|get +config|set +acl|setuser +bgsave +lastsave \
+               +psync +replconf\n\
+               user app on >app-pw ~* &* +@all\n";
+    let r = run_cluster(
+        "sec",
+        "engine: {kind: valkey}\nreplicas: 2\n\
+         tls: {secretName: sec-tls, clientAuth: Required}\n\
+         auth:\n  aclSecret: {name: sec-acl, key: users.acl}\n  \
+         passwordSecret: {name: sec-acl, key: kvpilot-password}\n  username: kvpilot\n",
+    )
+    .await;
+    put_secret(
+        &r.client,
+        "sec-tls",
+        "kubernetes.io/tls",
+        &[
+            ("tls.crt", members.cert_pem.as_bytes()),
+            ("tls.key", members.key_pem.as_bytes()),
+            ("ca.crt", ca.pem().as_bytes()),
+        ],
+    )
+    .await;
+    put_secret(
+        &r.client,
+        "sec-acl",
+        "Opaque",
+        &[
+            ("users.acl", acl.as_bytes()),
+            ("kvpilot-password", b"op-pw"),
+        ],
+    )
+    .await;
+    let status = wait_ready(
+        &r,
+        "sec",
+        "a TLS cluster elects a primary, replicas in sync",
+    )
+    .await;
+    let primary = status.primary.clone().expect("a primary");
+    assert_eq!(
+        labelled_primary(&r.client, "sec").await.as_ref(),
+        Some(&primary)
+    );
+    assert_eq!(status.members.len(), 3);
+    assert_eq!(
+        status
+            .members
+            .iter()
+            .filter(|m| m.role == "replica")
+            .count(),
+        2
+    );
+    assert!(status.members.iter().all(|m| m.ready), "{status:?}");
+
+    // Data written over TLS reaches every replica (replication runs over TLS: the members
+    // listen on TLS only).
+    let addrs = r.kubelet.addrs().await;
+    let name = |pod: &str| format!("{pod}.sec-headless.shop.svc");
+    let auth = Some(("app", "app-pw"));
+    exec_tls(
+        addrs[&primary],
+        &ca,
+        Some(&app),
+        &name(&primary),
+        auth,
+        &["SET", "k", "v"],
+    )
+    .await
+    .expect("write over TLS");
+    for (pod, addr) in &addrs {
+        eventually("the write replicates over TLS", PHASE, || async {
+            match exec_tls(*addr, &ca, Some(&app), &name(pod), auth, &["GET", "k"]).await {
+                Ok(redis::Value::BulkString(v)) if v == b"v" => Ok(()),
+                other => Err(format!("{pod}: {other:?}")),
+            }
+        })
+        .await;
+        // A client without a certificate is refused (clientAuth: Required).
+        let refused = exec_tls(*addr, &ca, None, &name(pod), auth, &["PING"]).await;
+        assert!(
+            refused.is_err(),
+            "{pod} accepted a client without a certificate"
+        );
+    }
+    let plain =
+        kvpilot::engine::Client::connect(addrs[&primary], None, kvpilot::engine::Dialect::Valkey)
+            .await;
+    let answered = match plain {
+        Ok(c) => c.ping().await.is_ok(),
+        Err(_) => false,
+    };
+    assert!(!answered, "a plain client was answered");
+}

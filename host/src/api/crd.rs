@@ -181,6 +181,33 @@ mod tests {
     }
 
     #[test]
+    fn cel_acl_auth_needs_the_password_replicas_and_the_operator_use() {
+        let key = |name: &str| json!({"name": name, "key": "k"});
+        let acl_only = kvcluster_violations(
+            json!({"engine": {"kind": "valkey"}, "auth": {"aclSecret": key("acl"), "username": "kvpilot"}}),
+        );
+        assert!(
+            acl_only
+                .iter()
+                .any(|e| e.contains("auth needs passwordSecret")),
+            "{acl_only:?}"
+        );
+        let user_without_file = kvcluster_violations(
+            json!({"engine": {"kind": "valkey"}, "auth": {"passwordSecret": key("pw"), "username": "kvpilot"}}),
+        );
+        assert!(
+            user_without_file
+                .iter()
+                .any(|e| e.contains("auth.username needs auth.aclSecret")),
+            "{user_without_file:?}"
+        );
+        let acl = kvcluster_violations(json!({"engine": {"kind": "valkey"}, "auth": {
+            "aclSecret": key("acl"), "passwordSecret": key("pw"), "username": "kvpilot"
+        }}));
+        assert_eq!(acl, Vec::<String>::new());
+    }
+
+    #[test]
     fn cel_plugin_source_is_exactly_one_kind() {
         assert_eq!(
             plugin_violations(json!({"builtin": "stagger"})),

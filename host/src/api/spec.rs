@@ -116,7 +116,12 @@ pub struct KvClusterSpec {
     /// in an `emptyDir` and a restarted member comes back empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageSpec>,
-    /// Client and replication authentication from Secrets (Kubernetes only).
+    /// Client and replication authentication from Secrets (Kubernetes only). With
+    /// `passwordSecret` alone it is the `default` user's password (`requirepass`, and
+    /// `masterauth` for replicas). With `aclSecret` the ACL file defines the users and
+    /// replicas and the operator authenticate as `username` with the password from
+    /// `passwordSecret`. Changing the password Secret moves the running members to the new
+    /// password (see `passwordSecret`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
     /// TLS for clients and replication from a Secret (Kubernetes only).

@@ -79,6 +79,7 @@ pub fn validate_spec(spec: &KvClusterSpec) -> Result<(), SpecError> {
             ));
         }
     }
+    validate_auth(spec)?;
     for (key, _) in spec.config.iter() {
         if key.trim().is_empty() || key.contains(char::is_whitespace) {
             return Err(err(
@@ -96,7 +97,45 @@ pub fn validate_spec(spec: &KvClusterSpec) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// The rules of `spec.auth` (also CEL rules, repeated here for specs that did not pass an
+/// apiserver: local files, tests).
+fn validate_auth(spec: &KvClusterSpec) -> Result<(), SpecError> {
+    let Some(auth) = &spec.auth else {
+        return Ok(());
+    };
+    if auth.password_secret.is_none() {
+        return Err(err(
+            "auth.passwordSecret",
+            "is required: it holds the password of the default user, or with aclSecret the \
+             password of auth.username, which replicas and the operator authenticate with",
+        ));
+    }
+    if auth.username.is_some() && auth.acl_secret.is_none() {
+        return Err(err(
+            "auth.username",
+            "needs auth.aclSecret: without an ACL file the only user is default",
+        ));
+    }
+    if let Some(user) = &auth.username
+        && (user.is_empty() || user.contains(char::is_whitespace))
+    {
+        return Err(err(
+            "auth.username",
+            "an ACL user name may not be empty or contain spaces",
+        ));
+    }
+    if auth.acl_secret.is_some() && spec.engine.kind == kvpilot_sdk::Engine::Dragonfly {
+        return Err(err(
+            "auth.aclSecret",
+            "is supported for valkey and redis; kvpilot renders no ACL file for dragonfly",
+        ));
+    }
+    Ok(())
+}
+
 /// Settings the operator owns: letting a user set them would break replication or safety.
+/// The TLS and ACL ones come from `spec.tls` and `spec.auth` (they name mounted files and
+/// decide how the operator connects).
 const FORBIDDEN_CONFIG: &[&str] = &[
     "port",
     "bind",
@@ -108,6 +147,14 @@ const FORBIDDEN_CONFIG: &[&str] = &[
     "logfile",
     "requirepass",
     "masterauth",
+    "masteruser",
+    "aclfile",
+    "tls-port",
+    "tls-cert-file",
+    "tls-key-file",
+    "tls-ca-cert-file",
+    "tls-replication",
+    "tls-auth-clients",
     "cluster-enabled",
 ];
 
@@ -133,6 +180,48 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn auth_needs_a_password_and_a_user_needs_an_acl_file() {
+        use crate::api::{AuthSpec, SecretKeyRef};
+        let key = |name: &str| SecretKeyRef {
+            name: name.into(),
+            key: "k".into(),
+        };
+        let with_auth = |auth: AuthSpec| KvClusterSpec {
+            shards: 1,
+            auth: Some(auth),
+            ..Default::default()
+        };
+        let acl_only = with_auth(AuthSpec {
+            password_secret: None,
+            acl_secret: Some(key("acl")),
+            username: Some("kvpilot".into()),
+        });
+        let e = validate_spec(&acl_only).unwrap_err();
+        assert_eq!(e.field, "auth.passwordSecret", "{e}");
+        let user_without_file = with_auth(AuthSpec {
+            password_secret: Some(key("pw")),
+            acl_secret: None,
+            username: Some("kvpilot".into()),
+        });
+        let e = validate_spec(&user_without_file).unwrap_err();
+        assert_eq!(e.field, "auth.username", "{e}");
+        let acl = with_auth(AuthSpec {
+            password_secret: Some(key("pw")),
+            acl_secret: Some(key("acl")),
+            username: Some("kvpilot".into()),
+        });
+        assert_eq!(validate_spec(&acl), Ok(()));
+        let mut dragonfly = acl.clone();
+        dragonfly.engine.kind = kvpilot_sdk::Engine::Dragonfly;
+        let e = validate_spec(&dragonfly).unwrap_err();
+        assert_eq!(e.field, "auth.aclSecret", "{e}");
+        let mut tls_port = acl;
+        tls_port.config.insert("tls-port".into(), "7000".into());
+        let e = validate_spec(&tls_port).unwrap_err();
+        assert_eq!(e.field, "config.tls-port", "{e}");
     }
 
     #[test]

@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{
-    AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value,
-};
+use redis::{AsyncConnectionConfig, RedisConnectionInfo, Value};
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, timeout};
 
 use super::dialect::{Dialect, EngineCommand, HandoverStyle};
@@ -16,9 +16,10 @@ use super::info::{
     FailoverState, ParseError, PersistenceInfo, ReplicationInfo, Role, RoleReply, ServerInfo,
     parse_dbsize, reply_text,
 };
+use super::tls::TlsConfig;
 
-/// Limit for establishing a TCP connection and authenticating. A dead member must not hold up a
-/// reconcile; 500 ms is ample on a LAN or loopback.
+/// Limit for establishing a TCP connection. A dead member must not hold up a reconcile; 500 ms
+/// is ample on a LAN or loopback. The TLS handshake and `AUTH` get [`RESPONSE_TIMEOUT`] each.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Limit for a plain command (INFO, DBSIZE, REPLICAOF, CONFIG SET, CLIENT KILL, ...). None of
 /// these has a server-side timeout; they answer in microseconds unless the member is stuck.
@@ -61,6 +62,60 @@ impl fmt::Display for HostPort {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.host, self.port)
     }
+}
+
+/// A user and password to `AUTH` with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The ACL user; `None` authenticates as `default` (`AUTH password`).
+    pub username: Option<String>,
+    /// The password.
+    pub password: String,
+}
+
+impl Credentials {
+    /// The `default` user's password (`requirepass`).
+    pub fn password(password: impl Into<String>) -> Self {
+        Self {
+            username: None,
+            password: password.into(),
+        }
+    }
+
+    /// An ACL user and its password.
+    pub fn user(username: impl Into<String>, password: impl Into<String>) -> Self {
+        Self {
+            username: Some(username.into()),
+            password: password.into(),
+        }
+    }
+
+    /// The user name, `default` when none is given.
+    pub fn user_name(&self) -> &str {
+        self.username.as_deref().unwrap_or("default")
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user_name())
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// How to reach and authenticate to one member.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// Sent as `AUTH` right after connecting; `None` stays the `default` user unauthenticated.
+    pub credentials: Option<Credentials>,
+    /// TLS; `None` is plain TCP.
+    pub tls: Option<TlsConfig>,
+    /// The name the member's certificate must be valid for (a DNS name or an IP address);
+    /// `None` uses the host that is dialed. This lets a client dial a pod IP and verify the
+    /// pod's DNS name.
+    pub server_name: Option<String>,
 }
 
 /// Everything one [`Client::observe`] learned about a member, in one round trip.
@@ -146,16 +201,36 @@ impl fmt::Debug for Client {
 }
 
 impl Client {
-    /// Connects to `addr`, authenticating with `AUTH password` when a password is given.
-    /// Bounded by [`CONNECT_TIMEOUT`] plus [`RESPONSE_TIMEOUT`] for the AUTH round trip.
+    /// Connects to `addr` over plain TCP, authenticating with `AUTH password` (as `default`)
+    /// when a password is given. See [`Client::connect_with`].
     pub async fn connect(
         addr: impl Into<HostPort>,
         password: Option<&str>,
         dialect: Dialect,
     ) -> Result<Self, EngineError> {
+        let options = ConnectOptions {
+            credentials: password.map(|p| Credentials::password(p.to_owned())),
+            ..ConnectOptions::default()
+        };
+        Self::connect_with(addr, &options, dialect).await
+    }
+
+    /// Connects to `addr`: TCP within [`CONNECT_TIMEOUT`]; then, with `options.tls`, the TLS
+    /// handshake and a `PING` that proves the member accepted it; then `AUTH` when
+    /// `options.credentials` are given; each further step within [`RESPONSE_TIMEOUT`].
+    ///
+    /// A handshake the member or this client refuses (a certificate not from the trusted CA,
+    /// or not valid for the server name; a member that requires a client certificate) is an
+    /// [`EngineError::Tls`] naming the member and the name its certificate was checked
+    /// against. Credentials the member refuses are an [`EngineError::AuthRefused`].
+    pub async fn connect_with(
+        addr: impl Into<HostPort>,
+        options: &ConnectOptions,
+        dialect: Dialect,
+    ) -> Result<Self, EngineError> {
         let addr = addr.into();
-        let command = if password.is_some() {
-            "connect+AUTH"
+        let command = if options.tls.is_some() {
+            "connect+TLS"
         } else {
             "connect"
         };
@@ -164,36 +239,97 @@ impl Client {
             command: command.to_owned(),
             source,
         };
-        let mut settings = RedisConnectionInfo::default().set_skip_set_lib_name();
-        if let Some(password) = password {
-            settings = settings.set_password(password);
-        }
-        let info = ConnectionAddr::Tcp(addr.host.clone(), addr.port)
-            .into_connection_info()
-            .map_err(connect_error)?
-            .set_redis_settings(settings);
-        let client = redis::Client::open(info).map_err(connect_error)?;
-        // Per-command limits are applied in `run`, so the connection itself has none.
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(None);
-        let limit = CONNECT_TIMEOUT + RESPONSE_TIMEOUT;
-        let conn = timeout(
-            limit,
-            client.get_multiplexed_async_connection_with_config(&config),
-        )
-        .await
-        .map_err(|_| EngineError::Timeout {
+        let timed_out = |command: &str, after| EngineError::Timeout {
             addr: addr.to_string(),
             command: command.to_owned(),
-            after: limit,
-        })?
-        .map_err(connect_error)?;
-        Ok(Self {
+            after,
+        };
+        let tcp = timeout(
+            CONNECT_TIMEOUT,
+            TcpStream::connect((addr.host.as_str(), addr.port)),
+        )
+        .await
+        .map_err(|_| timed_out(command, CONNECT_TIMEOUT))?
+        .map_err(|e| connect_error(e.into()))?;
+        // Commands are small and answered one by one: do not let Nagle hold them back.
+        tcp.set_nodelay(true).map_err(|e| connect_error(e.into()))?;
+        let conn = match &options.tls {
+            None => timeout(RESPONSE_TIMEOUT, multiplex(tcp))
+                .await
+                .map_err(|_| timed_out(command, RESPONSE_TIMEOUT))?
+                .map_err(connect_error)?,
+            Some(tls) => {
+                let server_name = options.server_name.as_deref().unwrap_or(&addr.host);
+                let tls_error = |source| EngineError::Tls {
+                    addr: addr.to_string(),
+                    server_name: server_name.to_owned(),
+                    source,
+                };
+                let name = ServerName::try_from(server_name.to_owned()).map_err(|e| {
+                    tls_error(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("not a valid DNS name or IP address: {e}"),
+                    ))
+                })?;
+                let stream = timeout(RESPONSE_TIMEOUT, tls.connector().connect(name, tcp))
+                    .await
+                    .map_err(|_| timed_out(command, RESPONSE_TIMEOUT))?
+                    .map_err(tls_error)?;
+                let mut conn = timeout(RESPONSE_TIMEOUT, multiplex(stream))
+                    .await
+                    .map_err(|_| timed_out(command, RESPONSE_TIMEOUT))?
+                    .map_err(connect_error)?;
+                // With TLS 1.3 a member that wants a client certificate refuses the session
+                // only after the client considers the handshake done, so the refusal would
+                // surface at the first command. A PING makes it an error of this call.
+                let ping = redis::cmd("PING");
+                match timeout(RESPONSE_TIMEOUT, ping.query_async::<Value>(&mut conn)).await {
+                    Err(_) => return Err(timed_out("PING", RESPONSE_TIMEOUT)),
+                    // Any answer, even `-NOAUTH`, came over a working TLS session.
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) if e.code().is_some() => {}
+                    Ok(Err(e)) => {
+                        let hint = if tls.presents_certificate() {
+                            "it did not accept the client certificate"
+                        } else {
+                            "does it require a client certificate?"
+                        };
+                        return Err(tls_error(std::io::Error::other(format!(
+                            "the member closed the session after the handshake ({e}); {hint}"
+                        ))));
+                    }
+                }
+                conn
+            }
+        };
+        let client = Self {
             addr,
             dialect,
             conn,
-        })
+        };
+        if let Some(credentials) = &options.credentials {
+            client.auth(credentials).await?;
+        }
+        Ok(client)
+    }
+
+    /// `AUTH [username] password` on this connection.
+    async fn auth(&self, credentials: &Credentials) -> Result<(), EngineError> {
+        let mut args = vec!["AUTH".to_owned()];
+        args.extend(credentials.username.clone());
+        args.push(credentials.password.clone());
+        let command = EngineCommand::new(args);
+        match self.run(&command, RESPONSE_TIMEOUT).await {
+            Ok(_) => Ok(()),
+            Err(EngineError::Command { addr, source, .. }) if source.code().is_some() => {
+                Err(EngineError::AuthRefused {
+                    addr,
+                    user: credentials.user_name().to_owned(),
+                    source,
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The member this client talks to.
@@ -454,6 +590,16 @@ impl Client {
         self.run(&command, RESPONSE_TIMEOUT).await.map(drop)
     }
 
+    /// `ACL SETUSER user rule...`, e.g. `>password` to add a password, `<password` to remove
+    /// one. Secrets in the rules are redacted from errors.
+    pub async fn acl_setuser(&self, user: &str, rules: &[&str]) -> Result<(), EngineError> {
+        let mut args = vec!["ACL", "SETUSER", user];
+        args.extend_from_slice(rules);
+        self.run(&EngineCommand::new(args), RESPONSE_TIMEOUT)
+            .await
+            .map(drop)
+    }
+
     /// `CONFIG GET key` for one exact key; `None` if the server does not know it.
     pub async fn config_get(&self, key: &str) -> Result<Option<String>, EngineError> {
         let command = EngineCommand::new(["CONFIG", "GET", key]);
@@ -510,6 +656,21 @@ impl Client {
             )),
         }
     }
+}
+
+/// A multiplexed connection over `stream`, without any setup commands (AUTH is sent by
+/// [`Client::connect_with`] itself, so that its refusal is told apart). The driver task ends
+/// when the last clone of the connection is dropped (its command channel closes).
+async fn multiplex<S>(stream: S) -> redis::RedisResult<MultiplexedConnection>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let settings = RedisConnectionInfo::default().set_skip_set_lib_name();
+    // Per-command limits are applied in `Client::run`, so the connection itself has none.
+    let config = AsyncConnectionConfig::new().set_response_timeout(None);
+    let (conn, driver) = MultiplexedConnection::new_with_config(&settings, stream, config).await?;
+    tokio::spawn(driver);
+    Ok(conn)
 }
 
 /// Graceful handover from `primary` to `target` in the way the dialect does it:

@@ -68,11 +68,13 @@ impl EngineCommand {
 impl fmt::Display for EngineCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = self.args.first().map(|s| s.to_ascii_uppercase());
-        let is_config_set = name.as_deref() == Some("CONFIG")
-            && self
-                .args
+        let second_is = |word: &str| {
+            self.args
                 .get(1)
-                .is_some_and(|s| s.eq_ignore_ascii_case("SET"));
+                .is_some_and(|s| s.eq_ignore_ascii_case(word))
+        };
+        let is_config_set = name.as_deref() == Some("CONFIG") && second_is("SET");
+        let is_acl_setuser = name.as_deref() == Some("ACL") && second_is("SETUSER");
         for (i, arg) in self.args.iter().enumerate() {
             if i > 0 {
                 f.write_str(" ")?;
@@ -81,6 +83,8 @@ impl fmt::Display for EngineCommand {
                 Some("AUTH") => i > 0,
                 // CONFIG SET requirepass/masterauth <secret>
                 _ if is_config_set => i >= 3 && i % 2 == 1 && is_secret_key(&self.args[i - 1]),
+                // ACL SETUSER user >password <password #hash !hash
+                _ if is_acl_setuser => i >= 3 && arg.starts_with(['>', '<', '#', '!']),
                 _ => false,
             };
             f.write_str(if secret { "<redacted>" } else { arg })?;
@@ -270,6 +274,10 @@ mod tests {
         assert_eq!(
             EngineCommand::new(["CONFIG", "SET", "maxmemory", "1mb"]).to_string(),
             "CONFIG SET maxmemory 1mb"
+        );
+        assert_eq!(
+            EngineCommand::new(["ACL", "SETUSER", "kvpilot", ">new", "<old", "on"]).to_string(),
+            "ACL SETUSER kvpilot <redacted> <redacted> on"
         );
     }
 

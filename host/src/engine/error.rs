@@ -19,6 +19,33 @@ pub enum EngineError {
         #[source]
         source: redis::RedisError,
     },
+    /// The TLS session could not be established: the member's certificate is not from the
+    /// trusted CA or not valid for `server_name`, or the member refused this client (it
+    /// requires a client certificate, or does not accept the one presented).
+    #[error(
+        "{addr}: TLS with the member failed (its certificate must chain to the trusted CA and name `{server_name}`): {source}"
+    )]
+    Tls {
+        /// Member address.
+        addr: String,
+        /// The name the member's certificate had to be valid for.
+        server_name: String,
+        /// The TLS library's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The member refused `AUTH` (wrong password, unknown or disabled user, or no password
+    /// set on the member).
+    #[error("{addr}: the member refused `AUTH` as user `{user}`: {source}")]
+    AuthRefused {
+        /// Member address.
+        addr: String,
+        /// The user that was tried (`default` without a user name).
+        user: String,
+        /// The server's answer (never contains the password).
+        #[source]
+        source: redis::RedisError,
+    },
     /// The server answered with an error, or the connection broke during the command.
     #[error("{addr}: `{command}` failed: {source}")]
     Command {
@@ -82,6 +109,8 @@ impl EngineError {
     pub fn addr(&self) -> &str {
         match self {
             Self::Connect { addr, .. }
+            | Self::Tls { addr, .. }
+            | Self::AuthRefused { addr, .. }
             | Self::Command { addr, .. }
             | Self::Timeout { addr, .. }
             | Self::Reply { addr, .. }
@@ -97,6 +126,25 @@ impl EngineError {
             Self::Connect { source, .. } => !is_server_answer(source),
             Self::Command { source, .. } => !is_server_answer(source),
             Self::Timeout { .. } => true,
+            // rustls reports what it refused as `InvalidData`; anything else (a reset, an EOF
+            // mid-handshake) means the member went away.
+            Self::Tls { source, .. } => {
+                source.kind() != std::io::ErrorKind::InvalidData
+                    && source.kind() != std::io::ErrorKind::InvalidInput
+                    && source.kind() != std::io::ErrorKind::Other
+            }
+            _ => false,
+        }
+    }
+
+    /// The member refused the credentials, or wants some: `AUTH` was refused, or a command
+    /// was answered `-NOAUTH` (the connection did not authenticate) or `-WRONGPASS`.
+    pub fn is_auth_refused(&self) -> bool {
+        match self {
+            Self::AuthRefused { .. } => true,
+            Self::Command { source, .. } => {
+                matches!(source.code(), Some("NOAUTH") | Some("WRONGPASS"))
+            }
             _ => false,
         }
     }

@@ -4,17 +4,21 @@
 //! - [`Dialect`]: which command does what per engine (Dragonfly is experimental).
 //! - [`Client`]: one bounded-timeout connection to one member: [`Client::observe`] reads,
 //!   the other methods act (`REPLICAOF`, `FAILOVER`, `CLIENT KILL`, `CONFIG SET`, ...).
-//! - [`EngineError`]: the one error type of this boundary.
+//! - [`TlsConfig`]: the CA a member's certificate must chain to, and the client certificate to
+//!   present; [`ConnectOptions`] adds the credentials and the name to verify.
+//! - [`EngineError`]: the one error type of talking to members; [`TlsConfigError`] says why
+//!   TLS material (PEM) could not be used.
 
 pub mod ack;
 mod client;
 mod dialect;
 mod error;
 pub mod info;
+mod tls;
 
 pub use client::{
-    CONNECT_TIMEOUT, Client, HANDOVER_CLIENT_MARGIN, HANDOVER_POLL_INTERVAL, HostPort,
-    MemberReport, RESPONSE_TIMEOUT, handover,
+    CONNECT_TIMEOUT, Client, ConnectOptions, Credentials, HANDOVER_CLIENT_MARGIN,
+    HANDOVER_POLL_INTERVAL, HostPort, MemberReport, RESPONSE_TIMEOUT, handover,
 };
 pub use dialect::{Dialect, EngineCommand, HandoverStyle};
 pub use error::EngineError;
@@ -22,3 +26,4 @@ pub use info::{
     FailoverState, PersistenceInfo, PrimaryLink, ReplicaEntry, ReplicationInfo, Role, RoleReply,
     ServerInfo, ServerKind,
 };
+pub use tls::{ClientIdentity, TlsConfig, TlsConfigError};

@@ -34,7 +34,7 @@ pub async fn collect<P: Platform>(
         if !m.running {
             return None;
         }
-        probe(clients, m.addr, snapshots).await
+        probe(clients, &m.name, m.addr, snapshots).await
     }))
     .await;
     let engine_version = reports
@@ -85,13 +85,20 @@ pub async fn collect<P: Platform>(
 /// One member's report and, when `snapshots`, its snapshot setting (`save` / `snapshot_cron`).
 async fn probe(
     clients: &Clients,
+    member: &str,
     addr: SocketAddr,
     snapshots: bool,
 ) -> Option<(MemberReport, Option<String>)> {
-    let client = match clients.get(addr).await {
+    let client = match clients.get(member, addr).await {
         Ok(c) => c,
+        // A member that is down is routine; one that answers but refuses the TLS session or
+        // the credentials is a misconfiguration somebody must see.
+        Err(e) if e.is_unreachable() => {
+            tracing::debug!(member, %addr, error = %e, "member does not answer");
+            return None;
+        }
         Err(e) => {
-            tracing::debug!(%addr, error = %e, "member does not answer");
+            tracing::warn!(member, %addr, error = %e, "member refuses the operator's connection");
             return None;
         }
     };

@@ -5,17 +5,22 @@
 //!   as a replica of the pod labelled primary or parked when there is none (what the rendered
 //!   `replicaof <name>-primary` resolves to), with the rendered config's settings;
 //! - a deleted Pod's server gets SIGTERM and the Pod is recreated on the current update revision;
-//! - a server that dies is restarted in place, empty, after [`RESTART_DELAY`] (crash loop).
+//! - a server that dies is restarted in place, empty, after [`RESTART_DELAY`] (crash loop);
+//! - like a kubelet, it starts a container only once the Secrets its environment and volumes
+//!   name exist (until then the Pod is `Pending`), writes each Secret volume to disk where the
+//!   rendered config expects its mount, and expands `$(VAR)` in the container args. So the
+//!   rendered TLS settings (`port 0`, `tls-port`, the certificate files) and auth settings
+//!   (`requirepass`/`masterauth` from the args, `masteruser`, `aclfile`) are honoured.
 //!
 //! Every process is killed when the [`Kubelet`] is dropped (also on panic).
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodTemplateSpec, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use kvpilot::platform::local::PARKED;
 use kvpilot::platform::local::server::{
-    RESERVED_KEYS, Server, ServerGuard, ServerSpec, next_loopback_ip,
+    RESERVED_KEYS, Server, ServerGuard, ServerSpec, ServerTls, next_loopback_ip,
 };
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -31,8 +36,14 @@ use super::NS;
 pub const RESTART_DELAY: Duration = Duration::from_secs(3);
 /// Period of the stand-in's loop.
 const TICK: Duration = Duration::from_millis(50);
-/// Besides what `ServerSpec` owns, settings that need files the stand-in does not have.
-const NEEDS_FILES: &[&str] = &["aclfile"];
+/// Rendered settings the stand-in turns into [`ServerSpec`] fields instead of passing on.
+const TLS_KEYS: &[&str] = &[
+    "tls-port",
+    "tls-cert-file",
+    "tls-key-file",
+    "tls-ca-cert-file",
+    "tls-replication",
+];
 
 struct Member {
     uid: String,
@@ -51,9 +62,17 @@ pub struct History {
     pub created: Vec<(String, String)>,
 }
 
+/// A Pod that exists but whose container waits for its Secrets.
+struct Pending {
+    uid: String,
+    ip: Ipv4Addr,
+    revision: String,
+}
+
 #[derive(Default)]
 struct State {
     members: HashMap<String, Member>,
+    pending: HashMap<String, Pending>,
     history: History,
     incarnation: u32,
 }
@@ -169,9 +188,15 @@ async fn step(env: &Env, state: &Mutex<State>) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
         }
         let config = rendered_settings(env, &template).await?;
+        let service = spec.service_name.clone().unwrap_or_default();
         for ordinal in 0..replicas {
             let pod_name = format!("{name}-{ordinal}");
             let pod = pods.get_opt(&pod_name).await.map_err(|e| e.to_string())?;
+            if let Some(p) = state.pending.get(&pod_name)
+                && pod.as_ref().and_then(|p| p.uid()).as_deref() != Some(p.uid.as_str())
+            {
+                state.pending.remove(&pod_name);
+            }
             let deleted = match (&pod, state.members.get(&pod_name)) {
                 (None, Some(_)) => true,
                 (Some(p), Some(m)) => p.uid().as_deref() != Some(m.uid.as_str()),
@@ -184,6 +209,10 @@ async fn step(env: &Env, state: &Mutex<State>) -> Result<(), String> {
                 state.history.deleted.push(pod_name.clone());
             }
             let pod = if deleted { None } else { pod };
+            let crashed = state
+                .members
+                .get_mut(&pod_name)
+                .is_some_and(|m| !m.server.is_alive());
             match pod {
                 None => {
                     let mut labels = template
@@ -207,33 +236,21 @@ async fn step(env: &Env, state: &Mutex<State>) -> Result<(), String> {
                         .create(&PostParams::default(), &new)
                         .await
                         .map_err(|e| e.to_string())?;
-                    let ip = free_ip(env.port)?;
-                    let server =
-                        start_server(env, &mut state, &pod_name, ip, &config, &revision).await?;
-                    state.members.insert(
+                    state.pending.insert(
                         pod_name.clone(),
-                        Member {
+                        Pending {
                             uid: created.uid().unwrap_or_default(),
-                            server,
-                            ip,
+                            ip: free_ip(env.port)?,
                             revision: revision.clone(),
-                            restart_at: None,
                         },
                     );
                     state
                         .history
                         .created
                         .push((pod_name.clone(), revision.clone()));
-                    set_status(&pods, &pod_name, ip, true).await?;
+                    set_pending(&pods, &pod_name).await?;
                 }
-                Some(_) => {
-                    let crashed = match state.members.get_mut(&pod_name) {
-                        Some(m) => !m.server.is_alive(),
-                        None => continue,
-                    };
-                    if !crashed {
-                        continue;
-                    }
+                Some(_) if crashed => {
                     let m = state.members.get_mut(&pod_name).expect("present");
                     match m.restart_at {
                         None => {
@@ -243,16 +260,45 @@ async fn step(env: &Env, state: &Mutex<State>) -> Result<(), String> {
                         }
                         Some(at) if at <= Instant::now() => {
                             let (ip, revision) = (m.ip, m.revision.clone());
-                            let server =
-                                start_server(env, &mut state, &pod_name, ip, &config, &revision)
-                                    .await?;
-                            let m = state.members.get_mut(&pod_name).expect("present");
-                            m.server = server;
-                            m.restart_at = None;
-                            set_status(&pods, &pod_name, ip, true).await?;
+                            let started = start_server(
+                                env, &mut state, &pod_name, ip, &config, &revision, &template,
+                                &service,
+                            )
+                            .await?;
+                            // A Secret that vanished since leaves the container down, retried
+                            // at the next tick.
+                            if let Some(server) = started {
+                                let m = state.members.get_mut(&pod_name).expect("present");
+                                m.server = server;
+                                m.restart_at = None;
+                                set_status(&pods, &pod_name, ip, true).await?;
+                            }
                         }
                         Some(_) => {}
                     }
+                }
+                Some(_) => {}
+            }
+            // A container waiting for its Secrets starts once they exist.
+            if let Some(p) = state.pending.get(&pod_name) {
+                let (uid, ip, revision) = (p.uid.clone(), p.ip, p.revision.clone());
+                let started = start_server(
+                    env, &mut state, &pod_name, ip, &config, &revision, &template, &service,
+                )
+                .await?;
+                if let Some(server) = started {
+                    state.pending.remove(&pod_name);
+                    state.members.insert(
+                        pod_name.clone(),
+                        Member {
+                            uid,
+                            server,
+                            ip,
+                            revision,
+                            restart_at: None,
+                        },
+                    );
+                    set_status(&pods, &pod_name, ip, true).await?;
                 }
             }
         }
@@ -287,7 +333,10 @@ async fn rendered_settings(
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
     {
         let (key, value) = line.split_once(' ').unwrap_or((line, ""));
-        if RESERVED_KEYS.contains(&key) || NEEDS_FILES.contains(&key) || key.starts_with("tls") {
+        // `port` and the TLS files become `ServerSpec` fields in `start_server`; the other
+        // reserved keys (bind, dir, replicaof, ...) the stand-in sets itself.
+        let field = key == "port" || key == "masteruser" || TLS_KEYS.contains(&key);
+        if RESERVED_KEYS.contains(&key) && !field {
             continue;
         }
         out.insert(key.to_string(), value.trim_matches('"').to_string());
@@ -295,6 +344,9 @@ async fn rendered_settings(
     Ok(out)
 }
 
+/// Starts `pod`'s server from the rendered `config` and the pod `template` (its Secret
+/// volumes, environment and args); `None` when a Secret it needs does not exist yet.
+#[allow(clippy::too_many_arguments)]
 async fn start_server(
     env: &Env,
     state: &mut State,
@@ -302,18 +354,178 @@ async fn start_server(
     ip: Ipv4Addr,
     config: &BTreeMap<String, String>,
     revision: &str,
-) -> Result<Server, String> {
+    template: &PodTemplateSpec,
+    service: &str,
+) -> Result<Option<Server>, String> {
     state.incarnation += 1;
     let dir = env.root.join(format!("{pod}-{}", state.incarnation));
+    let Some(container) = Container::prepare(env, template, &dir.join("mounts")).await? else {
+        return Ok(None);
+    };
     // What `replicaof <name>-primary` resolves to: the pod labelled primary, if any.
     let primary = labelled_primary_addr(env, pod).await?;
     let mut spec = ServerSpec::new("valkey-server", ip, env.port, dir);
-    spec.config = config.clone();
+    let mut config = container.rewrite(config);
+    let flag = |name: &str| container.flag(name);
+    spec.password = flag("--masterauth");
+    // With an ACL file the password belongs to `masteruser` (or `default`); without, it is
+    // `requirepass` too, which the rendered args give as the same value.
+    spec.username = match (config.remove("masteruser"), config.contains_key("aclfile")) {
+        (Some(user), _) => Some(user),
+        (None, true) => Some("default".into()),
+        (None, false) => None,
+    };
+    if spec.username.is_none() && flag("--requirepass") != spec.password {
+        return Err(format!("{pod}: --requirepass and --masterauth differ"));
+    }
+    if config.get("port").map(String::as_str) == Some("0") {
+        let file = |key: &str| {
+            config
+                .get(key)
+                .map(PathBuf::from)
+                .ok_or_else(|| format!("{pod}: TLS without {key}"))
+        };
+        spec.tls = Some(ServerTls {
+            cert_file: file("tls-cert-file")?,
+            key_file: file("tls-key-file")?,
+            ca_file: file("tls-ca-cert-file")?,
+            // The pod's DNS name through the StatefulSet's (headless) Service.
+            server_name: format!("{pod}.{service}.{NS}.svc"),
+        });
+    }
+    config.remove("port");
+    config.retain(|k, _| !TLS_KEYS.contains(&k.as_str()));
+    spec.config = config;
     spec.replicaof = Some(primary.unwrap_or(PARKED));
     spec.revision = revision.to_string();
     let server = Server::start(&spec).await.map_err(|e| e.to_string())?;
     env.guard.track(&server);
-    Ok(server)
+    Ok(Some(server))
+}
+
+/// A container's view of its pod: where each Secret volume was written on disk, and its
+/// args with `$(VAR)` expanded from its environment.
+struct Container {
+    /// Mount path in the pod → directory on disk.
+    mounts: Vec<(String, PathBuf)>,
+    args: Vec<String>,
+}
+
+impl Container {
+    /// Writes every Secret volume under `root` and resolves the environment; `None` when a
+    /// Secret or key is missing (a real kubelet does not start the container either).
+    async fn prepare(
+        env: &Env,
+        template: &PodTemplateSpec,
+        root: &std::path::Path,
+    ) -> Result<Option<Container>, String> {
+        let spec = template
+            .spec
+            .as_ref()
+            .ok_or("a pod template without spec")?;
+        let c = spec.containers.first().ok_or("a pod without containers")?;
+        let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NS);
+        let mut mounts = Vec::new();
+        for volume in spec.volumes.iter().flatten() {
+            let Some(source) = &volume.secret else {
+                continue;
+            };
+            let name = source.secret_name.clone().unwrap_or_default();
+            let Some(data) = secret_data(&secrets, &name).await? else {
+                return Ok(None);
+            };
+            let dir = root.join(&volume.name);
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let files: Vec<(String, String)> = match &source.items {
+                Some(items) => items
+                    .iter()
+                    .map(|i| (i.key.clone(), i.path.clone()))
+                    .collect(),
+                None => data.keys().map(|k| (k.clone(), k.clone())).collect(),
+            };
+            for (key, path) in files {
+                let Some(bytes) = data.get(&key) else {
+                    return Ok(None);
+                };
+                std::fs::write(dir.join(path), bytes).map_err(|e| e.to_string())?;
+            }
+            for m in c.volume_mounts.iter().flatten() {
+                if m.name == volume.name {
+                    mounts.push((m.mount_path.clone(), dir.clone()));
+                }
+            }
+        }
+        let mut vars = BTreeMap::new();
+        for var in c.env.iter().flatten() {
+            let value = match var
+                .value_from
+                .as_ref()
+                .and_then(|f| f.secret_key_ref.as_ref())
+            {
+                Some(r) => {
+                    let Some(data) = secret_data(&secrets, &r.name).await? else {
+                        return Ok(None);
+                    };
+                    match data.get(&r.key) {
+                        Some(v) => String::from_utf8(v.clone()).map_err(|e| e.to_string())?,
+                        None => return Ok(None),
+                    }
+                }
+                None => var.value.clone().unwrap_or_default(),
+            };
+            vars.insert(var.name.clone(), value);
+        }
+        let args = c
+            .args
+            .iter()
+            .flatten()
+            .map(|a| {
+                vars.iter()
+                    .fold(a.clone(), |a, (k, v)| a.replace(&format!("$({k})"), v))
+            })
+            .collect();
+        Ok(Some(Container { mounts, args }))
+    }
+
+    /// The value after `name` in the args (`--masterauth VALUE`).
+    fn flag(&self, name: &str) -> Option<String> {
+        self.args
+            .windows(2)
+            .find(|w| w[0] == name)
+            .map(|w| w[1].clone())
+    }
+
+    /// `config` with paths inside a mounted volume pointing at where it was written.
+    fn rewrite(&self, config: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        config
+            .iter()
+            .map(|(k, v)| {
+                let v = self
+                    .mounts
+                    .iter()
+                    .find_map(|(mount, dir)| {
+                        v.strip_prefix(&format!("{mount}/"))
+                            .map(|rest| dir.join(rest).display().to_string())
+                    })
+                    .unwrap_or_else(|| v.clone());
+                (k.clone(), v)
+            })
+            .collect()
+    }
+}
+
+async fn secret_data(
+    secrets: &Api<Secret>,
+    name: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+    let secret = secrets.get_opt(name).await.map_err(|e| e.to_string())?;
+    Ok(secret.map(|s| {
+        s.data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect()
+    }))
 }
 
 async fn labelled_primary_addr(env: &Env, except: &str) -> Result<Option<SocketAddr>, String> {
@@ -330,6 +542,15 @@ async fn labelled_primary_addr(env: &Env, except: &str) -> Result<Option<SocketA
             let ip: Ipv4Addr = p.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
             Some(SocketAddr::V4(SocketAddrV4::new(ip, env.port)))
         }))
+}
+
+/// `Pending`, no IP: the container waits (for its Secrets).
+async fn set_pending(pods: &Api<Pod>, name: &str) -> Result<(), String> {
+    let patch = serde_json::json!({"status": {"phase": "Pending"}});
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 async fn set_status(pods: &Api<Pod>, name: &str, ip: Ipv4Addr, ready: bool) -> Result<(), String> {

@@ -5,6 +5,9 @@
 #![allow(dead_code)]
 
 pub mod kubelet;
+/// The engine tests' rcgen certificates, shared.
+#[path = "../support/tls.rs"]
+pub mod tls;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
@@ -198,4 +201,35 @@ pub async fn labelled_primary(client: &Client, cluster: &str) -> Option<String> 
         "two pods labelled primary: {primaries:?}"
     );
     primaries.into_iter().next()
+}
+
+/// Creates Secret `name` with `data` (bytes by key), or replaces its data.
+pub async fn put_secret(client: &Client, name: &str, type_: &str, data: &[(&str, &[u8])]) {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    let api: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let mut secret = Secret {
+        type_: Some(type_.to_string()),
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    secret.metadata.name = Some(name.to_string());
+    secret.metadata.namespace = Some(NS.into());
+    match api.get_opt(name).await.expect("get Secret") {
+        None => {
+            api.create(&PostParams::default(), &secret)
+                .await
+                .expect("create Secret");
+        }
+        Some(existing) => {
+            secret.metadata.resource_version = existing.metadata.resource_version;
+            api.replace(name, &PostParams::default(), &secret)
+                .await
+                .expect("replace Secret");
+        }
+    }
 }

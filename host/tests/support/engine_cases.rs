@@ -4,11 +4,15 @@
 use std::time::Duration;
 
 use kvpilot::engine::{
-    Client, Dialect, EngineError, FailoverState, HostPort, MemberReport, Role, ServerKind,
+    Client, ConnectOptions, Credentials, Dialect, EngineError, FailoverState, HostPort,
+    MemberReport, Role, RoleReply, ServerKind,
 };
-use kvpilot::platform::local::server::Server;
+use kvpilot::observe::{Access, Clients};
+use kvpilot::platform::local::server::{Server, ServerSpec};
+use redis::Value;
 
-use super::{Lab, eventually, exec};
+use super::tls::{TestCa, exec_tls};
+use super::{Lab, eventually, exec, exec_as};
 
 /// Generates one `#[tokio::test]` per case for a server binary and dialect.
 #[macro_export]
@@ -41,6 +45,28 @@ macro_rules! engine_tests {
         #[tokio::test]
         async fn dead_member_fails_fast() {
             support::engine_cases::dead_member_fails_fast($binary, $dialect).await;
+        }
+        #[tokio::test]
+        async fn tls_observe_replicate_and_refuse_a_wrong_ca() {
+            support::engine_cases::tls_observe_replicate_and_refuse_a_wrong_ca(
+                $binary, $dialect, $kind,
+            )
+            .await;
+        }
+        #[tokio::test]
+        async fn tls_client_certificates_when_required() {
+            support::engine_cases::tls_client_certificates_when_required($binary, $dialect).await;
+        }
+        #[tokio::test]
+        async fn acl_user_observes_replicates_hands_over_and_rotates() {
+            support::engine_cases::acl_user_observes_replicates_hands_over_and_rotates(
+                $binary, $dialect,
+            )
+            .await;
+        }
+        #[tokio::test]
+        async fn password_rotation_moves_every_member() {
+            support::engine_cases::password_rotation_moves_every_member($binary, $dialect).await;
         }
     };
 }
@@ -229,7 +255,8 @@ pub async fn auth_with_requirepass(binary: &str, dialect: Dialect) {
     let err = Client::connect(p.addr(), Some("wrong"), dialect)
         .await
         .expect_err("wrong password");
-    assert!(matches!(err, EngineError::Connect { .. }), "{err}");
+    assert!(matches!(err, EngineError::AuthRefused { .. }), "{err}");
+    assert!(err.is_auth_refused() && !err.is_unreachable(), "{err}");
     assert!(!err.to_string().contains("wrong"), "password leaked: {err}");
 
     let pc = client(&p, Some("s3cret"), dialect).await;
@@ -304,4 +331,334 @@ pub async fn dead_member_fails_fast(binary: &str, dialect: Dialect) {
         .expect_err("dead member");
     assert!(err.is_unreachable(), "{err}");
     assert!(err.to_string().contains(&p.addr().to_string()), "{err}");
+}
+
+/// A member serving TLS only, with a certificate for `name` (a DNS name, not its IP) from
+/// `ca`; `tls-auth-clients optional` as the operator renders it unless `config` says otherwise.
+fn tls_spec(lab: &mut Lab, ca: &TestCa, name: &str) -> ServerSpec {
+    let mut spec = lab.spec();
+    let issued = ca.issue(&[name]);
+    spec.tls = Some(ca.member_files(&spec.dir.join("tls"), &issued, name));
+    spec.config
+        .insert("tls-auth-clients".into(), "optional".into());
+    spec
+}
+
+fn tls_options(ca: &TestCa, name: &str) -> ConnectOptions {
+    ConnectOptions {
+        credentials: None,
+        tls: Some(ca.client_config(None)),
+        server_name: Some(name.to_string()),
+    }
+}
+
+pub async fn tls_observe_replicate_and_refuse_a_wrong_ca(
+    binary: &str,
+    dialect: Dialect,
+    kind: ServerKind,
+) {
+    let ca = TestCa::new("kvpilot test CA");
+    let mut lab = Lab::new(binary);
+    let (pname, rname) = ("p.members.test", "r.members.test");
+    let pspec = tls_spec(&mut lab, &ca, pname);
+    let p = lab.start(&pspec).await;
+    let rspec = tls_spec(&mut lab, &ca, rname);
+    let r = lab.start(&rspec).await;
+    // Dial the IP, verify the DNS name: what the operator does with pod IPs.
+    let pc = Client::connect_with(p.addr(), &tls_options(&ca, pname), dialect)
+        .await
+        .expect("TLS connect to the primary");
+    let rc = Client::connect_with(r.addr(), &tls_options(&ca, rname), dialect)
+        .await
+        .expect("TLS connect to the replica");
+    for i in 0..50 {
+        exec_tls(
+            p.addr(),
+            &ca,
+            None,
+            pname,
+            None,
+            &["SET", &format!("k{i}"), "v"],
+        )
+        .await
+        .expect("write over TLS");
+    }
+    // The members listen on TLS only (`port 0`), so this replica can only sync over TLS.
+    rc.replicaof(&HostPort::from(p.addr())).await.unwrap();
+    let (pr, rr) = wait_in_sync(&pc, &rc).await;
+    assert_eq!(pr.server.kind, kind);
+    assert_eq!(pr.role(), Role::Primary);
+    assert_eq!(pr.keys, Some(50));
+    assert_eq!(rr.keys, Some(50));
+    assert!(rr.link_up());
+    assert_eq!(rr.replica_of(), Some(HostPort::from(p.addr())));
+    let role = rc.role().await.unwrap();
+    assert!(
+        matches!(role, RoleReply::Replica { port, .. } if port == p.addr().port()),
+        "{role:?}"
+    );
+    exec_tls(p.addr(), &ca, None, pname, None, &["SET", "streamed", "1"])
+        .await
+        .unwrap();
+    let (_, rr) = wait_in_sync(&pc, &rc).await;
+    assert_eq!(rr.keys, Some(51));
+
+    // Plain RESP on the TLS port gets no answer.
+    let plain = match Client::connect(p.addr(), None, dialect).await {
+        Ok(c) => c.ping().await.map(|()| "PONG"),
+        Err(e) => Err(e),
+    };
+    assert!(
+        plain.is_err(),
+        "a plain client was answered on the TLS port"
+    );
+
+    // A certificate from another CA is refused, naming the member and the name checked.
+    let other = TestCa::new("another CA");
+    let err = Client::connect_with(p.addr(), &tls_options(&other, pname), dialect)
+        .await
+        .expect_err("a member whose certificate is not from the trusted CA");
+    let message = err.to_string();
+    assert!(matches!(err, EngineError::Tls { .. }), "{message}");
+    assert!(!err.is_unreachable(), "{message}");
+    assert!(message.contains(&p.addr().to_string()), "{message}");
+    assert!(message.contains(pname), "{message}");
+    assert!(message.contains("UnknownIssuer"), "{message}");
+    // The right CA but a name the certificate does not carry: refused too.
+    let err = Client::connect_with(p.addr(), &tls_options(&ca, rname), dialect)
+        .await
+        .expect_err("a certificate for another name");
+    assert!(matches!(err, EngineError::Tls { .. }), "{err}");
+    assert!(err.to_string().contains(rname), "{err}");
+    // Verifying the dialed IP fails: the certificate names DNS names only, which is why the
+    // operator verifies pod DNS names.
+    let by_ip = ConnectOptions {
+        server_name: None,
+        ..tls_options(&ca, pname)
+    };
+    let err = Client::connect_with(p.addr(), &by_ip, dialect)
+        .await
+        .expect_err("no IP SAN");
+    assert!(matches!(err, EngineError::Tls { .. }), "{err}");
+}
+
+pub async fn tls_client_certificates_when_required(binary: &str, dialect: Dialect) {
+    let ca = TestCa::new("kvpilot test CA");
+    let mut lab = Lab::new(binary);
+    let name = "p.members.test";
+    let mut spec = tls_spec(&mut lab, &ca, name);
+    spec.config.insert("tls-auth-clients".into(), "yes".into());
+    let p = lab.start(&spec).await;
+
+    let err = Client::connect_with(p.addr(), &tls_options(&ca, name), dialect)
+        .await
+        .expect_err("no client certificate");
+    let message = err.to_string();
+    assert!(matches!(err, EngineError::Tls { .. }), "{message}");
+    assert!(message.contains(&p.addr().to_string()), "{message}");
+    assert!(message.contains("client certificate"), "{message}");
+
+    let operator = ca.issue(&["kvpilot-operator"]);
+    let with_cert = ConnectOptions {
+        tls: Some(ca.client_config(Some(&operator))),
+        ..tls_options(&ca, name)
+    };
+    let client = Client::connect_with(p.addr(), &with_cert, dialect)
+        .await
+        .expect("a client certificate from the CA");
+    assert_eq!(client.observe().await.unwrap().role(), Role::Primary);
+
+    let stranger = TestCa::new("another CA").issue(&["kvpilot-operator"]);
+    let foreign = ConnectOptions {
+        tls: Some(ca.client_config(Some(&stranger))),
+        ..tls_options(&ca, name)
+    };
+    let err = Client::connect_with(p.addr(), &foreign, dialect)
+        .await
+        .expect_err("a client certificate from another CA");
+    assert!(matches!(err, EngineError::Tls { .. }), "{err}");
+}
+
+/// The operator's ACL user with exactly the commands `spec.auth` documents, the `default`
+/// user switched off, and an application user.
+fn acl_file(operator_password: &str) -> String {
+    format!(
+        "user default off\n\
+         user kvpilot on >{operator_password} -@all +@connection +info +role +dbsize \
+         +replicaof +failover +client|kill +config|get +config|set +acl|setuser +bgsave \
+         +lastsave +psync +replconf\n\
+         user app on >app-pw ~* &* +@all\n"
+    )
+}
+
+fn acl_spec(lab: &mut Lab, operator_password: &str) -> ServerSpec {
+    let mut spec = lab.spec();
+    std::fs::create_dir_all(&spec.dir).unwrap();
+    let path = spec.dir.join("users.acl");
+    std::fs::write(&path, acl_file(operator_password)).unwrap();
+    spec.config
+        .insert("aclfile".into(), path.display().to_string());
+    spec.username = Some("kvpilot".into());
+    spec.password = Some(operator_password.into());
+    spec
+}
+
+fn acl_access(password: &str) -> Access {
+    Access {
+        credentials: Some(Credentials::user("kvpilot", password)),
+        acl: true,
+        ..Access::default()
+    }
+}
+
+/// Kills `replica`'s link on `primary` (as the application user) and proves it comes back:
+/// a key written afterwards reaches the replica, so the replica authenticated again.
+async fn relink(primary: &Server, primary_client: &Client, replica_client: &Client, key: &str) {
+    let killed = exec_as(
+        primary.addr(),
+        "app",
+        "app-pw",
+        &["CLIENT", "KILL", "TYPE", "replica"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(killed, Value::Int(1), "one replication link killed");
+    exec_as(primary.addr(), "app", "app-pw", &["SET", key, "1"])
+        .await
+        .unwrap();
+    let (p, r) = wait_in_sync(primary_client, replica_client).await;
+    assert_eq!(r.keys, p.keys);
+}
+
+pub async fn acl_user_observes_replicates_hands_over_and_rotates(binary: &str, dialect: Dialect) {
+    let mut lab = Lab::new(binary);
+    let pspec = acl_spec(&mut lab, "pw-1");
+    let p = lab.start(&pspec).await;
+    let mut rspec = acl_spec(&mut lab, "pw-1");
+    rspec.replicaof = Some(p.addr());
+    let r = lab.start(&rspec).await;
+    for i in 0..20 {
+        exec_as(p.addr(), "app", "app-pw", &["SET", &format!("k{i}"), "v"])
+            .await
+            .unwrap();
+    }
+    let clients = Clients::with_access(dialect, acl_access("pw-1"));
+    let pc = clients.get("p", p.addr()).await.expect("AUTH as kvpilot");
+    let rc = clients.get("r", r.addr()).await.expect("AUTH as kvpilot");
+    // The replica authenticated to its primary as `masteruser kvpilot`.
+    let (pr, rr) = wait_in_sync(&pc, &rc).await;
+    assert_eq!((pr.keys, rr.keys), (Some(20), Some(20)));
+
+    // `default` is off: an anonymous session is refused every command.
+    let anonymous = Client::connect(p.addr(), None, dialect).await.unwrap();
+    let err = anonymous.ping().await.expect_err("default user is off");
+    assert!(err.is_auth_refused(), "{err}");
+    // The operator's user reaches no data.
+    let denied = exec_as(p.addr(), "kvpilot", "pw-1", &["GET", "k1"])
+        .await
+        .expect_err("kvpilot may not read keys");
+    assert_eq!(denied.code(), Some("NOPERM"), "{denied}");
+
+    // A handover as the ACL user: the primary's PSYNC to the target authenticates as
+    // kvpilot too.
+    pc.failover_to(&HostPort::from(r.addr()), Duration::from_secs(5))
+        .await
+        .expect("FAILOVER as kvpilot");
+    assert_eq!(rc.observe().await.unwrap().role(), Role::Primary);
+    let (_, follower) = wait_in_sync(&rc, &pc).await;
+    assert_eq!(follower.keys, Some(20));
+
+    // Rotation: every member is moved to the new password through its session.
+    assert!(clients.configure(dialect, acl_access("pw-2")));
+    let new_primary = clients.get("r", r.addr()).await.expect("moved to pw-2");
+    let new_replica = clients.get("p", p.addr()).await.expect("moved to pw-2");
+    let notes = clients.take_notes();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    for member in [&p, &r] {
+        let old = ConnectOptions {
+            credentials: Some(Credentials::user("kvpilot", "pw-1")),
+            ..ConnectOptions::default()
+        };
+        let err = Client::connect_with(member.addr(), &old, dialect)
+            .await
+            .expect_err("the old password is gone");
+        assert!(matches!(err, EngineError::AuthRefused { .. }), "{err}");
+        assert!(!err.to_string().contains("pw-1"), "password leaked: {err}");
+        let new = ConnectOptions {
+            credentials: Some(Credentials::user("kvpilot", "pw-2")),
+            ..ConnectOptions::default()
+        };
+        Client::connect_with(member.addr(), &new, dialect)
+            .await
+            .expect("the new password works");
+    }
+    // The replica re-authenticates to its primary with the new masterauth.
+    relink(&r, &new_primary, &new_replica, "after-rotation").await;
+}
+
+pub async fn password_rotation_moves_every_member(binary: &str, dialect: Dialect) {
+    let mut lab = Lab::new(binary);
+    let mut pspec = lab.spec();
+    pspec.password = Some("pw-1".into());
+    let p = lab.start(&pspec).await;
+    let mut rspec = lab.spec();
+    rspec.password = Some("pw-1".into());
+    rspec.replicaof = Some(p.addr());
+    let r = lab.start(&rspec).await;
+    // No password at all: auth is being turned on for it.
+    let q = lab.start_new().await;
+    exec(p.addr(), Some("pw-1"), &["SET", "a", "1"])
+        .await
+        .unwrap();
+
+    let clients = Clients::new(dialect, Some("pw-1".into()));
+    clients.get("p", p.addr()).await.expect("pw-1");
+    assert!(!clients.configure(dialect, clients.access()), "unchanged");
+    let rotated = Access {
+        credentials: Some(Credentials::password("pw-2")),
+        ..Access::default()
+    };
+    assert!(clients.configure(dialect, rotated));
+    // p through its pooled session; r (never connected) refuses pw-2, accepts pw-1 and is
+    // moved; q accepts no password and is given one.
+    let pc = clients.get("p", p.addr()).await.expect("p moved");
+    let rc = clients.get("r", r.addr()).await.expect("r moved");
+    let qc = clients.get("q", q.addr()).await.expect("q moved");
+    let notes = clients.take_notes();
+    assert_eq!(notes.len(), 3, "{notes:?}");
+    assert!(
+        notes.iter().all(|n| n.contains("new password")),
+        "{notes:?}"
+    );
+    for member in [&p, &r, &q] {
+        for stale in [None, Some("pw-1")] {
+            let refused = match Client::connect(member.addr(), stale, dialect).await {
+                Ok(c) => c.ping().await,
+                Err(e) => Err(e),
+            };
+            let err = refused.expect_err("only the new password is accepted");
+            assert!(err.is_auth_refused(), "{err}");
+        }
+        Client::connect(member.addr(), Some("pw-2"), dialect)
+            .await
+            .expect("pw-2")
+            .ping()
+            .await
+            .expect("pw-2 is accepted");
+    }
+    assert_eq!(qc.observe().await.unwrap().role(), Role::Primary);
+    // The replica's masterauth moved too: its link comes back after being cut.
+    let killed = exec(
+        p.addr(),
+        Some("pw-2"),
+        &["CLIENT", "KILL", "TYPE", "replica"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(killed, Value::Int(1));
+    exec(p.addr(), Some("pw-2"), &["SET", "b", "1"])
+        .await
+        .unwrap();
+    let (_, rr) = wait_in_sync(&pc, &rc).await;
+    assert_eq!(rr.keys, Some(2));
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod engine_cases;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -91,6 +92,35 @@ pub async fn exec(
         None => format!("redis://{addr}/"),
     };
     let client = redis::Client::open(url)?;
+    let mut conn = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .map_err(|_| redis::RedisError::from(std::io::Error::other("connect timeout")))??;
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query_async(&mut conn).await
+}
+
+/// Sends one command as ACL user `user` over a fresh plain connection.
+pub async fn exec_as(
+    addr: SocketAddr,
+    user: &str,
+    password: &str,
+    args: &[&str],
+) -> redis::RedisResult<Value> {
+    use redis::IntoConnectionInfo;
+    let info = redis::ConnectionAddr::Tcp(addr.ip().to_string(), addr.port())
+        .into_connection_info()?
+        .set_redis_settings(
+            redis::RedisConnectionInfo::default()
+                .set_username(user)
+                .set_password(password),
+        );
+    let client = redis::Client::open(info)?;
     let mut conn = tokio::time::timeout(
         Duration::from_secs(2),
         client.get_multiplexed_async_connection(),

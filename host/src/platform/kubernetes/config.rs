@@ -8,7 +8,7 @@
 //! in place.
 
 use super::{BuildError, gating, namespace, owned_meta};
-use crate::api::KvCluster;
+use crate::api::{KvCluster, TlsClientAuth};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use kvpilot_sdk::Engine;
@@ -109,20 +109,29 @@ fn member_settings(kc: &KvCluster) -> Result<BTreeMap<String, String>, BuildErro
         Engine::Valkey | Engine::Redis => {
             set("bind", "* -::*".into());
             set("protected-mode", "no".into());
-            if spec.tls.is_some() {
+            if let Some(tls) = &spec.tls {
                 set("port", "0".into());
                 set("tls-port", PORT.to_string());
                 set("tls-cert-file", format!("{TLS_DIR}/tls.crt"));
                 set("tls-key-file", format!("{TLS_DIR}/tls.key"));
                 set("tls-ca-cert-file", format!("{TLS_DIR}/ca.crt"));
                 set("tls-replication", "yes".into());
-                set("tls-auth-clients", "optional".into());
+                let client_auth = match tls.client_auth {
+                    TlsClientAuth::Optional => "optional",
+                    TlsClientAuth::Required => "yes",
+                };
+                set("tls-auth-clients", client_auth.into());
             } else {
                 set("port", PORT.to_string());
             }
             set("replicaof", format!("{} {PORT}", primary_host(kc)?));
-            if spec.auth.as_ref().is_some_and(|a| a.acl_secret.is_some()) {
+            if let Some(auth) = spec.auth.as_ref().filter(|a| a.acl_secret.is_some()) {
                 set("aclfile", format!("{ACL_DIR}/{ACL_FILE}"));
+                // The user replicas authenticate to their primary as; its password
+                // (`masterauth`) comes from the Secret through the container args.
+                if let Some(user) = &auth.username {
+                    set("masteruser", user.clone());
+                }
             }
             // Start full syncs at once, and drop the RDB a replica received when persistence
             // is off, so a restarted member comes back empty instead of passing a stale copy
@@ -206,21 +215,32 @@ mod tests {
         let mut spec = valkey("8.0");
         spec.tls = Some(crate::api::TlsSpec {
             secret_name: "cache-tls".into(),
+            client_auth: TlsClientAuth::Optional,
         });
         spec.auth = Some(crate::api::AuthSpec {
-            password_secret: None,
+            password_secret: Some(crate::api::SecretKeyRef {
+                name: "cache-acl".into(),
+                key: "kvpilot-password".into(),
+            }),
             acl_secret: Some(crate::api::SecretKeyRef {
                 name: "cache-acl".into(),
                 key: "users".into(),
             }),
+            username: Some("kvpilot".into()),
         });
-        let text = render(&cluster(spec)).unwrap().text;
+        let text = render(&cluster(spec.clone())).unwrap().text;
         let l = lines(&text);
         assert!(l.contains(&"port 0"));
         assert!(l.contains(&"tls-port 6379"));
         assert!(l.contains(&"tls-replication yes"));
+        assert!(l.contains(&"tls-auth-clients optional"));
         assert!(l.contains(&"tls-cert-file /etc/kvpilot/tls/tls.crt"));
         assert!(l.contains(&"aclfile /etc/kvpilot/acl/users.acl"));
+        assert!(l.contains(&"masteruser kvpilot"));
+        assert!(!text.contains("requirepass"));
+        spec.tls.as_mut().unwrap().client_auth = TlsClientAuth::Required;
+        let text = render(&cluster(spec)).unwrap().text;
+        assert!(lines(&text).contains(&"tls-auth-clients yes"), "{text}");
     }
 
     #[test]

@@ -4,26 +4,26 @@
 //! No finalizer: every object a KvCluster needs carries a controller owner reference, so the
 //! garbage collector deletes them with it, and nothing outside the API needs cleaning up.
 
+use super::access;
 use super::apply::{self, ApplyError};
 use super::platform::KubernetesPlatform;
 use super::policies::{self, PluginProblem, referenced_plugins};
 use super::{LABEL_CLUSTER, desired_objects, metrics::Metrics};
 use crate::api::{KvCluster, KvClusterStatus, PolicyPlugin, StatusContext, validate_spec};
 use crate::decide::{Blocker, Plan, Settings, Wait};
-use crate::engine::Dialect;
-use crate::observe::Clients;
+use crate::observe::{Access, Clients};
 use crate::policy::{PolicyRuntime, WasmPolicies};
 use crate::reconcile::Reconciler;
 use crate::status::{ClusterStatus, Condition};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Client, Resource, ResourceExt};
 use std::collections::HashMap;
@@ -65,6 +65,9 @@ struct ClusterState {
 /// A cluster by (namespace, name).
 type ClusterKey = (String, String);
 type SharedState = Arc<tokio::sync::Mutex<ClusterState>>;
+/// A cluster's state and the uid of the KvCluster it was made for: a KvCluster deleted and
+/// created again under the same name is another cluster and starts afresh.
+type Tracked = (Option<String>, SharedState);
 
 /// What every reconcile shares.
 pub struct Context {
@@ -75,7 +78,11 @@ pub struct Context {
     pub settings: Settings,
     /// The port members serve on (6379; tests use another).
     pub member_port: u16,
-    clusters: tokio::sync::Mutex<HashMap<ClusterKey, SharedState>>,
+    clusters: tokio::sync::Mutex<HashMap<ClusterKey, Tracked>>,
+    /// The controller's cache of KvClusters (set by [`run`]): the state of a cluster that is
+    /// no longer in it is dropped (without a finalizer, a deleted KvCluster is never
+    /// reconciled again).
+    known: std::sync::OnceLock<Store<KvCluster>>,
 }
 
 impl Context {
@@ -98,6 +105,7 @@ impl Context {
             settings,
             member_port,
             clusters: Default::default(),
+            known: std::sync::OnceLock::new(),
         }
     }
 
@@ -107,16 +115,22 @@ impl Context {
         namespace: &str,
     ) -> Arc<tokio::sync::Mutex<ClusterState>> {
         let key = (namespace.to_string(), kc.name_any());
+        let uid = kc.uid();
         let mut clusters = self.clusters.lock().await;
-        if let Some(s) = clusters.get(&key) {
+        if let Some(known) = self.known.get() {
+            // Dropping a live cluster's state by mistake only costs reconnecting.
+            clusters.retain(|(ns, name), (tracked_uid, _)| {
+                (ns, name) == (&key.0, &key.1)
+                    || known
+                        .get(&ObjectRef::new(name).within(ns))
+                        .is_some_and(|kc| kc.uid() == *tracked_uid)
+            });
+        }
+        if let Some((tracked_uid, s)) = clusters.get(&key)
+            && *tracked_uid == uid
+        {
             return s.clone();
         }
-        let dialect = match kc.spec.engine.kind {
-            kvpilot_sdk::Engine::Valkey => Dialect::Valkey,
-            kvpilot_sdk::Engine::Redis => Dialect::Redis,
-            kvpilot_sdk::Engine::Dragonfly => Dialect::Dragonfly,
-        };
-        let password = self.password(kc, namespace).await;
         let platform = KubernetesPlatform::new(
             self.client.clone(),
             namespace,
@@ -130,30 +144,14 @@ impl Context {
                 &kc.name_any(),
                 namespace,
                 platform,
-                Clients::new(dialect, password),
+                // Configured from the Secrets at the start of every reconcile.
+                Clients::with_access(access::dialect(kc), Access::default()),
                 self.settings.clone(),
             ),
             bound: None,
         }));
-        clusters.insert(key, state.clone());
+        clusters.insert(key, (uid, state.clone()));
         state
-    }
-
-    /// The members' password from `spec.auth.passwordSecret`, if set and readable.
-    async fn password(&self, kc: &KvCluster, namespace: &str) -> Option<String> {
-        let r = kc.spec.auth.as_ref()?.password_secret.as_ref()?;
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        match secrets.get_opt(&r.name).await {
-            Ok(Some(s)) => s
-                .data
-                .and_then(|d| d.get(&r.key).cloned())
-                .and_then(|b| String::from_utf8(b.0).ok()),
-            Ok(None) => None,
-            Err(e) => {
-                tracing::warn!(secret = %r.name, error = %e, "cannot read the password Secret");
-                None
-            }
-        }
     }
 
     async fn publish(&self, kc: &KvCluster, warning: bool, reason: &str, message: &str) {
@@ -215,6 +213,26 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
     };
     apply::apply_all(&ctx.client, &namespace, &name, &objects).await?;
 
+    // Credentials and TLS, read fresh: a Secret created after the KvCluster or rotated since
+    // the last reconcile takes effect now.
+    match access::read(&ctx.client, kc, &namespace).await {
+        Ok(member_access) => {
+            state
+                .reconciler
+                .clients
+                .configure(access::dialect(kc), member_access);
+        }
+        Err(problem) => {
+            let message = format!("{problem}; waiting for it (pods cannot start without it)");
+            let status = &mut state.reconciler.status;
+            set_condition(status, "Ready", false, "SecretUnavailable", &message);
+            set_condition(status, "Progressing", false, "SecretUnavailable", &message);
+            ctx.publish(kc, true, "SecretUnavailable", &message).await;
+            patch_status(ctx, kc, &namespace, &state.reconciler.status).await?;
+            return Ok(Action::requeue(ERROR_REQUEUE));
+        }
+    }
+
     // Policies: (re)bind when the spec's policies or a referenced PolicyPlugin changed.
     let policies = match policies::resolve(&ctx.client, &ctx.runtime, &kc.spec).await {
         Ok(resolved) => {
@@ -262,6 +280,9 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
     for e in std::mem::take(&mut state.reconciler.status.events) {
         ctx.publish(kc, e.kind == "Warning", &e.reason, &e.message)
             .await;
+    }
+    for note in state.reconciler.clients.take_notes() {
+        ctx.publish(kc, false, "CredentialsChanged", &note).await;
     }
     patch_status(ctx, kc, &namespace, &state.reconciler.status).await?;
     Ok(Action::requeue(outcome.plan.requeue_after))
@@ -390,6 +411,8 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
         watcher::Config::default(),
     );
     let store = controller.store();
+    // Only the first `run` of a context sets it; a second would watch the same clusters.
+    let _ = ctx.known.set(store.clone());
     let clusters = controller
         .owns(api::<StatefulSet>(&client, &scope), owned.clone())
         .owns(api::<Service>(&client, &scope), owned.clone())

@@ -9,8 +9,10 @@
 //! - [`gating`]: settings only some engine versions accept.
 //!
 //! The operator (I/O): [`platform`] (the `Platform` over pods), [`apply`], [`policies`]
-//! (PolicyPlugin loading), [`controller`], [`leader`] (Lease) and [`metrics`].
+//! (PolicyPlugin loading), [`access`] (the Secrets members are reached with), [`controller`],
+//! [`leader`] (Lease) and [`metrics`].
 
+pub mod access;
 pub mod apply;
 pub mod config;
 pub mod controller;

@@ -160,7 +160,13 @@ fn pod_spec(kc: &KvCluster, rendered: &config::RenderedConfig, grace: i64) -> Po
         });
         // Kubernetes expands `$(VAR)` in args, so the password never lands in the ConfigMap.
         let password = format!("$({PASSWORD_ENV})");
+        // With an ACL file the file defines every user's password, and this one is only what
+        // replicas authenticate to their primary with (as `masteruser`, in the config).
+        let acl = spec.auth.as_ref().is_some_and(|a| a.acl_secret.is_some());
         match spec.engine.kind {
+            Engine::Valkey | Engine::Redis if acl => {
+                args.extend(["--masterauth".to_string(), password])
+            }
             Engine::Valkey | Engine::Redis => args.extend([
                 "--requirepass".to_string(),
                 password.clone(),
@@ -423,6 +429,7 @@ mod tests {
                 key: "password".into(),
             }),
             acl_secret: None,
+            username: None,
         });
         let kc = cluster(spec);
         let objects = desired_objects(&kc).unwrap();
@@ -447,6 +454,55 @@ mod tests {
             ("cache-auth", "password")
         );
         assert!(!objects.config_map.data.unwrap()[CONFIG_FILE].contains("requirepass"));
+    }
+
+    #[test]
+    fn with_an_acl_file_the_password_is_only_masterauth() {
+        let mut spec = valkey("8.0");
+        let key = |name: &str, key: &str| SecretKeyRef {
+            name: name.into(),
+            key: key.into(),
+        };
+        spec.auth = Some(AuthSpec {
+            password_secret: Some(key("cache-acl", "kvpilot-password")),
+            acl_secret: Some(key("cache-acl", "users.acl")),
+            username: Some("kvpilot".into()),
+        });
+        spec.tls = Some(crate::api::TlsSpec {
+            secret_name: "cache-tls".into(),
+            client_auth: Default::default(),
+        });
+        let pod = build(&cluster(spec)).spec.unwrap().template.spec.unwrap();
+        let args = pod.containers[0].args.clone().unwrap();
+        assert!(!args.iter().any(|a| a == "--requirepass"), "{args:?}");
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--masterauth", "$(KVPILOT_PASSWORD)"]),
+            "{args:?}"
+        );
+        let volumes = pod.volumes.unwrap();
+        let secret_of = |name: &str| {
+            volumes
+                .iter()
+                .find(|v| v.name == name)
+                .and_then(|v| v.secret.clone())
+                .unwrap_or_else(|| panic!("no {name} volume"))
+        };
+        assert_eq!(secret_of("tls").secret_name.as_deref(), Some("cache-tls"));
+        let acl = secret_of("acl");
+        assert_eq!(acl.secret_name.as_deref(), Some("cache-acl"));
+        assert_eq!(acl.items.unwrap()[0].path, ACL_FILE);
+        let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.name == "tls" && m.mount_path == TLS_DIR)
+        );
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.name == "acl" && m.mount_path == ACL_DIR)
+        );
     }
 
     #[test]

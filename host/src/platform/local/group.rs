@@ -287,6 +287,8 @@ impl LocalPlatform {
             dir: self.member_dir(name),
             config: member_config(&built.spec),
             password: self.password.clone(),
+            username: None,
+            tls: None,
             replicaof: Some(replica_of.unwrap_or(PARKED)),
             revision: built.revision.clone(),
         };

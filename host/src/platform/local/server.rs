@@ -22,7 +22,10 @@ use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep};
 
-use crate::engine::{Client, Dialect, HostPort};
+use crate::engine::{
+    Client, ClientIdentity, ConnectOptions, Credentials, Dialect, HostPort, TlsConfig,
+    TlsConfigError,
+};
 
 /// Name of the state file in a member's data directory.
 pub const STATE_FILE: &str = "member.json";
@@ -54,7 +57,28 @@ pub const RESERVED_KEYS: &[&str] = &[
     "slaveof",
     "replica-announce-ip",
     "replica-announce-port",
+    "masteruser",
+    "tls-port",
+    "tls-cert-file",
+    "tls-key-file",
+    "tls-ca-cert-file",
+    "tls-replication",
 ];
+
+/// TLS for a member: it serves TLS only (`port 0`, `tls-port` = [`ServerSpec::port`]) and
+/// replicates over TLS, presenting its own certificate to its primary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    /// `tls-cert-file`: the member's certificate (PEM).
+    pub cert_file: PathBuf,
+    /// `tls-key-file`: its private key (PEM).
+    pub key_file: PathBuf,
+    /// `tls-ca-cert-file`: the CA that peers' certificates must chain to.
+    pub ca_file: PathBuf,
+    /// A name the member's certificate is valid for (DNS name or IP), which
+    /// [`Server::start`] verifies when it checks that the member answers.
+    pub server_name: String,
+}
 
 /// Everything needed to start one member.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,8 +95,14 @@ pub struct ServerSpec {
     /// `appendonly no`), which they override. Keys in the reserved list (bind, port, dir,
     /// logfile, requirepass, replicaof, ...) are rejected: they come from the fields.
     pub config: BTreeMap<String, String>,
-    /// Sets both `requirepass` and `masterauth`, so members of a group authenticate to each other.
+    /// Sets both `requirepass` and `masterauth`, so members of a group authenticate to each
+    /// other; with `username`, only `masterauth` (an ACL file from `config` defines users).
     pub password: Option<String>,
+    /// The ACL user replicas authenticate to their primary as (`masteruser`), with `password`;
+    /// `None` is `default`.
+    pub username: Option<String>,
+    /// Serve TLS only, from these files.
+    pub tls: Option<ServerTls>,
     /// Start as a replica of this primary.
     pub replicaof: Option<SocketAddr>,
     /// The caller's revision string, recorded in the state file (the reconciler compares it with
@@ -95,6 +125,8 @@ impl ServerSpec {
             dir: dir.into(),
             config: BTreeMap::new(),
             password: None,
+            username: None,
+            tls: None,
             replicaof: None,
             revision: String::new(),
         }
@@ -106,14 +138,60 @@ impl ServerSpec {
     }
 
     /// The config file that carries the password, if any: `requirepass` and `masterauth`
-    /// with every byte hex-escaped, so any password survives the server's quoting. It is a
-    /// file (mode 0600) rather than arguments, which any local user could read in `ps`.
+    /// (with `username`: `masteruser` and `masterauth`) with every byte hex-escaped, so any
+    /// password survives the server's quoting. It is a file (mode 0600) rather than
+    /// arguments, which any local user could read in `ps`.
     pub fn auth_conf(&self) -> Option<String> {
         let password = self.password.as_ref()?;
-        let quoted: String = password.bytes().map(|b| format!("\\x{b:02x}")).collect();
-        Some(format!(
-            "requirepass \"{quoted}\"\nmasterauth \"{quoted}\"\n"
-        ))
+        let hex = |s: &str| s.bytes().map(|b| format!("\\x{b:02x}")).collect::<String>();
+        let quoted = hex(password);
+        Some(match &self.username {
+            None => format!("requirepass \"{quoted}\"\nmasterauth \"{quoted}\"\n"),
+            Some(user) => format!("masteruser \"{}\"\nmasterauth \"{quoted}\"\n", hex(user)),
+        })
+    }
+
+    /// How to connect to this member: its credentials and, with TLS, its CA, its own
+    /// certificate as the client certificate (a member that demands one accepts its peers')
+    /// and its server name.
+    pub fn connect_options(&self) -> Result<ConnectOptions, ServerError> {
+        let credentials = self.password.clone().map(|password| Credentials {
+            username: self.username.clone(),
+            password,
+        });
+        let Some(tls) = &self.tls else {
+            return Ok(ConnectOptions {
+                credentials,
+                ..ConnectOptions::default()
+            });
+        };
+        let read = |path: &PathBuf| {
+            fs::read(path).map_err(|source| ServerError::Io {
+                path: path.clone(),
+                source,
+            })
+        };
+        let (ca, cert, key) = (
+            read(&tls.ca_file)?,
+            read(&tls.cert_file)?,
+            read(&tls.key_file)?,
+        );
+        let config = TlsConfig::from_pem(
+            &ca,
+            Some(ClientIdentity {
+                cert_pem: &cert,
+                key_pem: &key,
+            }),
+        )
+        .map_err(|source| ServerError::Tls {
+            dir: self.dir.clone(),
+            source,
+        })?;
+        Ok(ConnectOptions {
+            credentials,
+            tls: Some(config),
+            server_name: Some(tls.server_name.clone()),
+        })
     }
 
     /// The full argument list (without the binary). With a password, the first argument is
@@ -136,10 +214,18 @@ impl ServerSpec {
             .collect();
         settings.extend(self.config.clone());
         let dir = self.dir.display().to_string();
-        let fixed = vec![
+        let path = |p: &PathBuf| p.display().to_string();
+        let mut fixed = vec![
             ("daemonize", "no".to_owned()),
             ("bind", self.bind.to_string()),
-            ("port", self.port.to_string()),
+            (
+                "port",
+                if self.tls.is_some() {
+                    "0".to_owned()
+                } else {
+                    self.port.to_string()
+                },
+            ),
             ("dir", dir.clone()),
             ("logfile", self.dir.join(LOG_FILE).display().to_string()),
             // Loopback only, and a password is optional locally.
@@ -148,6 +234,15 @@ impl ServerSpec {
             // the primary's replica list (and FAILOVER TO) use it.
             ("replica-announce-ip", self.bind.to_string()),
         ];
+        if let Some(tls) = &self.tls {
+            fixed.extend([
+                ("tls-port", self.port.to_string()),
+                ("tls-cert-file", path(&tls.cert_file)),
+                ("tls-key-file", path(&tls.key_file)),
+                ("tls-ca-cert-file", path(&tls.ca_file)),
+                ("tls-replication", "yes".to_owned()),
+            ]);
+        }
         let mut args = Vec::new();
         if self.password.is_some() {
             args.push(self.dir.join(AUTH_FILE).display().to_string());
@@ -214,6 +309,15 @@ pub enum ServerError {
         /// OS error.
         #[source]
         source: io::Error,
+    },
+    /// The member's TLS files could not be used to check that it answers.
+    #[error("member in {dir}: TLS: {source}")]
+    Tls {
+        /// Data directory.
+        dir: PathBuf,
+        /// Which part of the TLS material, and why.
+        #[source]
+        source: TlsConfigError,
     },
     /// A file in the data directory could not be read or written.
     #[error("{path}: {source}")]
@@ -301,6 +405,7 @@ impl Server {
     /// If it does not come up, it is killed and the error carries the tail of its output.
     pub async fn start(spec: &ServerSpec) -> Result<Server, ServerError> {
         let args = spec.args()?;
+        let options = spec.connect_options()?;
         fs::create_dir_all(&spec.dir).map_err(|source| ServerError::Io {
             path: spec.dir.clone(),
             source,
@@ -351,7 +456,7 @@ impl Server {
             state,
             child: Some(child),
         };
-        if let Err(e) = server.wait_ready(spec.password.as_deref()).await {
+        if let Err(e) = server.wait_ready(&options).await {
             // Never leave a half-started process behind.
             let _ = server.kill();
             return Err(e);
@@ -360,7 +465,7 @@ impl Server {
         Ok(server)
     }
 
-    async fn wait_ready(&mut self, password: Option<&str>) -> Result<(), ServerError> {
+    async fn wait_ready(&mut self, options: &ConnectOptions) -> Result<(), ServerError> {
         let started = Instant::now();
         loop {
             if let Some(child) = self.child.as_mut()
@@ -375,7 +480,8 @@ impl Server {
             }
             // PING is the same in every dialect.
             let last_error =
-                match Client::connect(HostPort::from(self.addr()), password, Dialect::Valkey).await
+                match Client::connect_with(HostPort::from(self.addr()), options, Dialect::Valkey)
+                    .await
                 {
                     Ok(client) => match client.ping().await {
                         Ok(()) => return Ok(()),
