@@ -6,8 +6,8 @@
 
 use super::apply::{self, ApplyError};
 use super::platform::KubernetesPlatform;
-use super::policies::{self, PluginProblem, referenced_plugins};
-use super::{LABEL_CLUSTER, desired_objects, metrics::Metrics};
+use super::policies::{self, PluginProblem};
+use super::{LABEL_CLUSTER, desired_objects, metrics::Metrics, triggers};
 use crate::api::{KvCluster, KvClusterStatus, PolicyPlugin, StatusContext, validate_spec};
 use crate::decide::{Blocker, Plan, Settings, Wait};
 use crate::engine::Dialect;
@@ -23,8 +23,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +36,9 @@ const INVALID_SPEC_REQUEUE: Duration = Duration::from_secs(300);
 const ERROR_REQUEUE: Duration = Duration::from_secs(5);
 /// Kubernetes caps an Event note at 1 kB.
 const MAX_NOTE_BYTES: usize = 1024;
+/// A status that differs only in volatile fields (replication offsets, which move with every
+/// write) is written at most this often: each write costs an API call and a watch event.
+const VOLATILE_STATUS_REFRESH: Duration = Duration::from_secs(30);
 
 /// The error of one reconcile.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +62,8 @@ struct ClusterState {
     reconciler: Reconciler<KubernetesPlatform>,
     /// The bound policies and the key they were bound for.
     bound: Option<(String, Result<WasmPolicies, String>)>,
+    /// When this operator last wrote the cluster's status.
+    last_status_write: Option<Instant>,
 }
 
 /// A cluster by (namespace, name).
@@ -134,6 +138,7 @@ impl Context {
                 self.settings.clone(),
             ),
             bound: None,
+            last_status_write: None,
         }));
         clusters.insert(key, state.clone());
         state
@@ -154,6 +159,18 @@ impl Context {
                 None
             }
         }
+    }
+
+    /// Drops the state of a deleted cluster (its member connections go with it).
+    fn forget(self: &Arc<Self>, kc: &KvCluster) {
+        let Some(namespace) = kc.namespace() else {
+            return;
+        };
+        let key = (namespace, kc.name_any());
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            ctx.clusters.lock().await.remove(&key);
+        });
     }
 
     async fn publish(&self, kc: &KvCluster, warning: bool, reason: &str, message: &str) {
@@ -209,7 +226,14 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
             set_condition(status, "Ready", false, "InvalidSpec", &message);
             set_condition(status, "Progressing", false, "InvalidSpec", &message);
             ctx.publish(kc, true, "InvalidSpec", &message).await;
-            patch_status(ctx, kc, &namespace, &state.reconciler.status).await?;
+            patch_status(
+                ctx,
+                kc,
+                &namespace,
+                &state.reconciler.status,
+                &mut state.last_status_write,
+            )
+            .await?;
             return Ok(Action::requeue(INVALID_SPEC_REQUEUE));
         }
     };
@@ -241,7 +265,14 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
             set_condition(status, "PolicyFailed", true, "PolicyFailed", &message);
             set_condition(status, "Ready", false, "PolicyFailed", &message);
             ctx.publish(kc, true, "PolicyFailed", &message).await;
-            patch_status(ctx, kc, &namespace, &state.reconciler.status).await?;
+            patch_status(
+                ctx,
+                kc,
+                &namespace,
+                &state.reconciler.status,
+                &mut state.last_status_write,
+            )
+            .await?;
             let mut plan = Plan::new(ctx.settings.policy_retry);
             plan.wait = Some(Wait {
                 blocker: Blocker::PolicyFailed,
@@ -263,7 +294,14 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
         ctx.publish(kc, e.kind == "Warning", &e.reason, &e.message)
             .await;
     }
-    patch_status(ctx, kc, &namespace, &state.reconciler.status).await?;
+    patch_status(
+        ctx,
+        kc,
+        &namespace,
+        &state.reconciler.status,
+        &mut state.last_status_write,
+    )
+    .await?;
     Ok(Action::requeue(outcome.plan.requeue_after))
 }
 
@@ -293,12 +331,14 @@ fn plugin_error_policy(pp: Arc<PolicyPlugin>, error: &PluginProblem, _: Arc<Cont
     Action::requeue(ERROR_REQUEUE)
 }
 
-/// Writes the KvCluster status (status subresource) for `report`.
+/// Writes the KvCluster status (status subresource) for `report`, unless only volatile
+/// fields changed since the status `kc` carries and it was written recently.
 async fn patch_status(
     ctx: &Context,
     kc: &KvCluster,
     namespace: &str,
     report: &ClusterStatus,
+    last_write: &mut Option<Instant>,
 ) -> Result<(), OperatorError> {
     let status = KvClusterStatus::from_report(
         report,
@@ -308,6 +348,10 @@ async fn patch_status(
             now: Timestamp::now(),
         },
     );
+    let now = Instant::now();
+    if !status_write_needed(kc.status.as_ref(), &status, *last_write, now) {
+        return Ok(());
+    }
     let mut value = serde_json::to_value(&status).unwrap_or_default();
     // A merge patch keeps fields it does not mention: clear the ones now unset.
     if let Some(map) = value.as_object_mut() {
@@ -333,7 +377,36 @@ async fn patch_status(
         action: "patch status",
         source,
     })?;
+    *last_write = Some(now);
     Ok(())
+}
+
+/// Whether `next` must be written over `previous`: always when a field other than the
+/// volatile ones (member offsets) differs; for volatile changes only, once
+/// [`VOLATILE_STATUS_REFRESH`] has passed since the last write.
+fn status_write_needed(
+    previous: Option<&KvClusterStatus>,
+    next: &KvClusterStatus,
+    last_write: Option<Instant>,
+    now: Instant,
+) -> bool {
+    let Some(previous) = previous else {
+        return true;
+    };
+    if previous == next {
+        return false;
+    }
+    let without_volatile = |s: &KvClusterStatus| {
+        let mut s = s.clone();
+        for m in &mut s.members {
+            m.offset = 0;
+        }
+        s
+    };
+    if without_volatile(previous) != without_volatile(next) {
+        return true;
+    }
+    last_write.is_none_or(|at| now.duration_since(at) >= VOLATILE_STATUS_REFRESH)
 }
 
 /// Sets (or adds) condition `kind` on the report.
@@ -382,54 +455,66 @@ where
 }
 
 /// Runs the KvCluster and PolicyPlugin controllers until a shutdown signal.
+///
+/// The KvCluster and PolicyPlugin watches pass only spec changes (see [`triggers`]): the
+/// reconciles' own status patches must not start the next reconcile. Owned objects and Pods
+/// trigger on every change, since their status is what a reconcile reads.
 pub async fn run(ctx: Arc<Context>, scope: Scope) {
     let client = ctx.client.clone();
     let owned = watcher::Config::default().labels(LABEL_CLUSTER);
-    let controller = Controller::new(
+    let (store, writer) = reflector::store::<KvCluster>();
+    let forget = ctx.clone();
+    let cluster_events = watcher(
         api::<KvCluster>(&client, &scope),
         watcher::Config::default(),
-    );
-    let store = controller.store();
-    let clusters = controller
-        .owns(api::<StatefulSet>(&client, &scope), owned.clone())
-        .owns(api::<Service>(&client, &scope), owned.clone())
-        .owns(api::<PodDisruptionBudget>(&client, &scope), owned.clone())
-        .owns(api::<ConfigMap>(&client, &scope), owned.clone())
-        .watches(api::<Pod>(&client, &scope), owned, |pod| {
-            let cluster = pod.labels().get(LABEL_CLUSTER).cloned();
-            let namespace = pod.namespace();
-            cluster.map(|c| {
-                let r = ObjectRef::<KvCluster>::new(&c);
-                match namespace {
-                    Some(ns) => r.within(&ns),
-                    None => r,
-                }
-            })
-        })
-        .watches(
-            Api::<PolicyPlugin>::all(client.clone()),
-            watcher::Config::default(),
-            move |pp| {
-                let name = pp.name_any();
-                store
-                    .state()
-                    .iter()
-                    .filter(|kc| referenced_plugins(&kc.spec.policies).contains(&name))
-                    .map(|kc| ObjectRef::from_obj(kc.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each(|result| async move {
-            match result {
-                Ok((obj, _)) => tracing::debug!(cluster = %obj, "reconciled"),
-                Err(e) => tracing::warn!(error = %e, "controller"),
-            }
-        });
-    let plugins = Controller::new(
+    )
+    .default_backoff()
+    .reflect(writer)
+    .inspect(move |event| {
+        // Without a finalizer, the watch is the only place that sees a cluster go: drop its
+        // member connections and state then.
+        if let Ok(watcher::Event::Delete(kc)) = event {
+            forget.forget(kc);
+        }
+    });
+    let plugin_events = watcher(
         Api::<PolicyPlugin>::all(client.clone()),
         watcher::Config::default(),
+    )
+    .default_backoff();
+    let users = store.clone();
+    let clusters =
+        Controller::for_stream(triggers::generation_changes(cluster_events, false), store)
+            .owns(api::<StatefulSet>(&client, &scope), owned.clone())
+            .owns(api::<Service>(&client, &scope), owned.clone())
+            .owns(api::<PodDisruptionBudget>(&client, &scope), owned.clone())
+            .owns(api::<ConfigMap>(&client, &scope), owned.clone())
+            .watches(api::<Pod>(&client, &scope), owned, |pod| {
+                triggers::pod_cluster(&pod)
+            })
+            // A plugin's spec change or deletion requeues every cluster that names it.
+            .watches_stream(
+                triggers::generation_changes(plugin_events, true),
+                move |pp| triggers::plugin_users(&users.state(), &pp),
+            )
+            .shutdown_on_signal()
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|result| async move {
+                match result {
+                    Ok((obj, _)) => tracing::debug!(cluster = %obj, "reconciled"),
+                    Err(e) => tracing::warn!(error = %e, "controller"),
+                }
+            });
+    let (plugin_store, plugin_writer) = reflector::store::<PolicyPlugin>();
+    let plugin_changes = watcher(
+        Api::<PolicyPlugin>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(plugin_writer);
+    let plugins = Controller::for_stream(
+        triggers::generation_changes(plugin_changes, false),
+        plugin_store,
     )
     .shutdown_on_signal()
     .run(reconcile_plugin, plugin_error_policy, ctx)
@@ -439,4 +524,71 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
         }
     });
     futures::join!(clusters, plugins);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::MemberState;
+
+    fn status(offset: u64, ready: bool) -> KvClusterStatus {
+        KvClusterStatus {
+            primary: Some("cache-s0-0".into()),
+            members: vec![MemberState {
+                name: "cache-s0-0".into(),
+                role: "primary".into(),
+                revision: Some("r1".into()),
+                ready,
+                offset,
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn offsets_alone_are_written_at_most_every_refresh_interval() {
+        let t0 = Instant::now();
+        let just_written = Some(t0);
+        // Nothing stored yet, or a real change: written.
+        assert!(status_write_needed(
+            None,
+            &status(1, true),
+            just_written,
+            t0
+        ));
+        assert!(status_write_needed(
+            Some(&status(1, true)),
+            &status(1, false),
+            just_written,
+            t0
+        ));
+        // Unchanged: never written.
+        assert!(!status_write_needed(
+            Some(&status(1, true)),
+            &status(1, true),
+            None,
+            t0
+        ));
+        // Only the offset moved: not until the refresh interval has passed.
+        let moved = status(99, true);
+        assert!(!status_write_needed(
+            Some(&status(1, true)),
+            &moved,
+            just_written,
+            t0 + Duration::from_secs(1)
+        ));
+        assert!(status_write_needed(
+            Some(&status(1, true)),
+            &moved,
+            just_written,
+            t0 + VOLATILE_STATUS_REFRESH
+        ));
+        // This operator never wrote it (restart): written.
+        assert!(status_write_needed(
+            Some(&status(1, true)),
+            &moved,
+            None,
+            t0
+        ));
+    }
 }
