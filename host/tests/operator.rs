@@ -719,3 +719,109 @@ async fn members_carry_their_node_and_the_nodes_zone() {
     );
     assert!(members.iter().all(|m| m.running), "{members:?}");
 }
+
+/// The examples a user applies first must work as written: every policy config of every
+/// example KvCluster is accepted by the plugin it names. Builtins (named directly, or through
+/// a PolicyPlugin example with a builtin source) check it themselves through the real runtime;
+/// the custom zone-aware plugin, which only a wasm build outside this workspace produces, is
+/// checked against the fields its `validate-config` accepts (examples/custom-plugin/src/lib.rs).
+#[tokio::test]
+async fn every_example_policy_config_is_accepted_by_the_plugin_it_names() {
+    use kvpilot::policy::{Hook, PolicyRuntime};
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut clusters = Vec::new();
+    let mut plugins = BTreeMap::new();
+    for entry in std::fs::read_dir(root.join("examples")).expect("examples") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        let value: serde_json::Value = serde_norway::from_str(&text).expect("yaml");
+        match value["kind"].as_str() {
+            Some("KvCluster") => {
+                let kc: KvCluster = serde_norway::from_str(&text).expect("KvCluster");
+                clusters.push((path, kc));
+            }
+            Some("PolicyPlugin") => {
+                let pp: PolicyPlugin = serde_norway::from_str(&text).expect("PolicyPlugin");
+                plugins.insert(pp.name_any(), pp);
+            }
+            _ => {}
+        }
+    }
+    let custom = std::fs::read_to_string(root.join("examples/custom-plugin/src/lib.rs"))
+        .expect("the custom plugin's source");
+    let runtime = PolicyRuntime::global().expect("runtime");
+    let mut checked = 0;
+    let mut through_policy_plugins = 0;
+    for (path, kc) in &clusters {
+        for hook in Hook::ALL {
+            let r = kc.spec.policies.for_hook(hook);
+            let config = r.config_json();
+            let what = format!("{}: {hook} ({})", path.display(), r.plugin);
+            let builtin = match r.plugin.strip_prefix("builtin:") {
+                Some(b) => Some(b.to_string()),
+                None => {
+                    let pp = plugins
+                        .get(&r.plugin)
+                        .unwrap_or_else(|| panic!("{what}: no PolicyPlugin example of that name"));
+                    through_policy_plugins += 1;
+                    pp.spec.source.builtin.clone()
+                }
+            };
+            match builtin {
+                Some(b) => {
+                    let plugin = runtime.load_builtin(&b).await.expect("builtin");
+                    assert!(plugin.exports(hook), "{what}: builtin:{b} lacks the hook");
+                    plugin
+                        .validate_config(&config)
+                        .await
+                        .unwrap_or_else(|e| panic!("{what}: {e}"));
+                }
+                None => {
+                    // The only non-builtin PolicyPlugin example is the custom zone-aware one.
+                    assert!(
+                        custom.contains(&format!("name: \"{}\".into()", r.plugin)),
+                        "{what}: not the plugin of examples/custom-plugin"
+                    );
+                    assert!(
+                        custom.contains("world: \"replica-selector\"")
+                            && hook == Hook::ReplicaSelection,
+                        "{what}: examples/custom-plugin only answers replica-selection"
+                    );
+                    let known = custom
+                        .split_once("known fields: ")
+                        .and_then(|(_, rest)| rest.split_once(')'))
+                        .map(|(fields, _)| {
+                            fields.split(", ").map(str::to_string).collect::<Vec<_>>()
+                        })
+                        .expect("the custom plugin names its known fields");
+                    let given: serde_json::Value = serde_json::from_str(&config).expect("json");
+                    for key in given.as_object().expect("an object").keys() {
+                        assert!(
+                            known.contains(key),
+                            "{what}: `{key}` is not a field of the plugin (it knows {known:?})"
+                        );
+                    }
+                    let zones = &given["zones"];
+                    assert!(
+                        zones.is_null()
+                            || zones
+                                .as_array()
+                                .is_some_and(|z| z.iter().all(|z| z.is_string())),
+                        "{what}: zones must be a list of zone names"
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(clusters.len() >= 3, "{} KvCluster examples", clusters.len());
+    assert_eq!(checked, clusters.len() * Hook::ALL.len());
+    assert!(
+        through_policy_plugins >= 1,
+        "no example names a PolicyPlugin"
+    );
+}
