@@ -195,6 +195,26 @@ async fn a_plugin_with_the_wrong_sha256_is_refused_and_the_cluster_reports_polic
         "{}",
         failed.message
     );
+    assert!(
+        failed
+            .message
+            .starts_with("replica-selection: PolicyPlugin tampered:"),
+        "{}",
+        failed.message
+    );
+    let warning = event(&client, "cache", "PolicyFailed")
+        .await
+        .expect("a PolicyFailed event");
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    // The failure is counted on the hook and the plugin the cluster names.
+    let metrics = ctx.metrics.encode();
+    assert!(
+        metrics.contains(
+            "kvpilot_plugin_failures_total{hook=\"replica-selection\",plugin=\"tampered\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("plugin=\"\""), "{metrics}");
     let pp = Api::<PolicyPlugin>::all(client.clone())
         .get("tampered")
         .await
@@ -230,7 +250,11 @@ impl Drop for Running {
 }
 
 async fn run_cluster(name: &str, spec_yaml: &str) -> Running {
-    let client = fake_client().await;
+    run_cluster_on(fake_client().await, name, spec_yaml).await
+}
+
+/// [`run_cluster`] on `client` (which may hold objects already, e.g. PolicyPlugins).
+async fn run_cluster_on(client: kube::Client, name: &str, spec_yaml: &str) -> Running {
     let port = free_port(next_loopback_ip()).expect("port");
     create_cluster(&client, name, spec(spec_yaml)).await;
     let ctx = context(&client, port);
@@ -293,6 +317,51 @@ async fn a_cluster_naming_a_configmap_plugin_gets_its_decisions() {
         "{pp_status:?}"
     );
     assert_eq!(labelled_primary(&r.client, "pp").await, status.primary);
+}
+
+/// Under `failurePolicy: Fallback`, a PolicyPlugin that cannot be used (here: its bytes do
+/// not match the declared sha256) does not stop the cluster: the hook's builtin answers, each
+/// decision says why in `fallbackFrom`, a Warning event says so, and PolicyFailed stays off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_plugin_under_fallback_is_answered_by_the_builtin() {
+    let bytes = builtin_wasm("most-caught-up");
+    let wrong = hex::encode(Sha256::digest(b"something else"));
+    let client = fake_client().await;
+    store_plugin(&client, "tampered", bytes, &wrong).await;
+    let r = run_cluster_on(
+        client,
+        "fb",
+        "engine: {kind: valkey}\nreplicas: 1\npolicies:\n  replicaSelection: {plugin: tampered, failurePolicy: Fallback, config: {zones: [a]}}\n",
+    )
+    .await;
+    let status = wait_ready(&r, "fb", "election by the fallback builtin").await;
+    let decision = status
+        .last_decisions
+        .iter()
+        .find(|d| d.hook == "replica-selection")
+        .expect("a replica-selection decision");
+    assert_eq!(decision.plugin, "builtin:most-caught-up");
+    let from = decision.fallback_from.as_deref().expect("fallbackFrom");
+    assert!(
+        from.contains("PolicyPlugin tampered") && from.contains("sha256 mismatch"),
+        "{from}"
+    );
+    assert!(
+        status
+            .condition("PolicyFailed")
+            .is_some_and(|c| c.status == "False"),
+        "{status:?}"
+    );
+    let warning = event(&r.client, "fb", "PolicyFallback")
+        .await
+        .expect("a PolicyFallback event");
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    let note = warning.note.unwrap_or_default();
+    assert!(
+        note.contains("builtin:most-caught-up answers instead"),
+        "{note}"
+    );
+    assert_eq!(labelled_primary(&r.client, "fb").await, status.primary);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -609,6 +678,7 @@ async fn a_url_plugin_with_the_wrong_sha256_or_a_redirect_is_refused() {
         &wrong,
     )
     .await;
+    let retry = Duration::from_millis(800);
     store_url_plugin(
         &client,
         "moved-url",
@@ -616,7 +686,7 @@ async fn a_url_plugin_with_the_wrong_sha256_or_a_redirect_is_refused() {
         &digest,
     )
     .await;
-    let ctx = context(&client, 6379);
+    let ctx = context_with_plugin_retry(&client, 6379, retry, Duration::from_secs(30));
     for (cluster, plugin, expected) in [
         ("tampered", "tampered-url", "sha256 mismatch"),
         ("moved", "moved-url", "redirects are not followed"),
@@ -649,10 +719,36 @@ async fn a_url_plugin_with_the_wrong_sha256_or_a_redirect_is_refused() {
             );
         }
     }
-    // Bytes that did not match were not kept: the next reconcile asks again.
+    // A refused download is not tried again on every reconcile: the next attempt waits,
+    // twice as long after each failure; the problem stays in status meanwhile.
     let before = server.requests();
     reconcile_once(&client, &ctx, "tampered").await;
-    assert_eq!(server.requests(), before + 1);
+    reconcile_once(&client, &ctx, "tampered").await;
+    assert_eq!(
+        server.requests(),
+        before,
+        "downloaded again while backing off"
+    );
+    let failed = get_cluster(&client, "tampered")
+        .await
+        .status
+        .expect("status");
+    assert!(
+        failed
+            .condition("PolicyFailed")
+            .is_some_and(|c| c.status == "True" && c.message.contains("sha256 mismatch")),
+        "{failed:?}"
+    );
+    tokio::time::sleep(retry).await;
+    reconcile_once(&client, &ctx, "tampered").await;
+    assert_eq!(server.requests(), before + 1, "tried again after the wait");
+    // The second failure waits twice as long: not yet after one base interval.
+    tokio::time::sleep(retry).await;
+    reconcile_once(&client, &ctx, "tampered").await;
+    assert_eq!(server.requests(), before + 1, "the wait doubled");
+    tokio::time::sleep(retry).await;
+    reconcile_once(&client, &ctx, "tampered").await;
+    assert_eq!(server.requests(), before + 2);
 }
 
 #[tokio::test]

@@ -5,14 +5,15 @@
 //! garbage collector deletes them with it, and nothing outside the API needs cleaning up.
 
 use super::apply::{self, ApplyError};
+use super::metrics::{BEAT_INTERVAL, Health, Metrics, RolloutTracker};
 use super::platform::KubernetesPlatform;
-use super::policies::{self, PluginProblem};
-use super::{LABEL_CLUSTER, desired_objects, metrics::Metrics, triggers};
+use super::policies::{self, ClusterPolicies, HookProblem, PluginProblem, RetryBackoff};
+use super::{LABEL_CLUSTER, desired_objects, triggers};
 use crate::api::{KvCluster, KvClusterStatus, PolicyPlugin, StatusContext, validate_spec};
-use crate::decide::{Blocker, Plan, Settings, Wait};
+use crate::decide::Settings;
 use crate::engine::Dialect;
 use crate::observe::Clients;
-use crate::policy::{PolicyRuntime, WasmPolicies};
+use crate::policy::{FailurePolicy, Hook, PolicyRuntime, WasmPolicies};
 use crate::reconcile::Reconciler;
 use crate::status::{ClusterStatus, Condition};
 use futures::StreamExt;
@@ -25,7 +26,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,9 @@ use std::time::{Duration, Instant};
 const INVALID_SPEC_REQUEUE: Duration = Duration::from_secs(300);
 /// Requeue after an unexpected error.
 const ERROR_REQUEUE: Duration = Duration::from_secs(5);
+/// Longest requeue while the cluster's policies cannot be bound (doubling from
+/// `Settings::policy_retry`).
+const MAX_POLICY_REQUEUE: Duration = Duration::from_secs(60);
 /// Kubernetes caps an Event note at 1 kB.
 const MAX_NOTE_BYTES: usize = 1024;
 /// A status that differs only in volatile fields (replication offsets, which move with every
@@ -57,13 +61,30 @@ pub enum OperatorError {
 }
 
 /// One cluster's state that survives between reconciles: the reconciler (member connections,
-/// failure-detection counter, policy backoff) and the bound policies.
+/// failure-detection counter, policy backoff) and the bound policies. All of it may be lost
+/// (an operator restart): it is rebuilt from what is observed.
 struct ClusterState {
     reconciler: Reconciler<KubernetesPlatform>,
-    /// The bound policies and the key they were bound for.
-    bound: Option<(String, Result<WasmPolicies, String>)>,
+    /// The bound policies and what they were bound from.
+    bound: Option<BoundPolicies>,
+    /// Consecutive reconciles whose policies could not be bound (for the requeue backoff).
+    policy_failures: u32,
     /// When this operator last wrote the cluster's status.
     last_status_write: Option<Instant>,
+    rollouts: RolloutTracker,
+}
+
+/// A cluster's policies as bound for the key of [`policies::Resolved`].
+struct BoundPolicies {
+    key: String,
+    policies: Result<WasmPolicies, BindFailure>,
+    fallbacks: BTreeMap<Hook, HookProblem>,
+}
+
+/// Why binding failed, and the plugin that failed.
+struct BindFailure {
+    plugin: String,
+    message: String,
 }
 
 /// A cluster by (namespace, name).
@@ -79,6 +100,10 @@ pub struct Context {
     pub settings: Settings,
     /// The port members serve on (6379; tests use another).
     pub member_port: u16,
+    /// Whether the controller loop is alive (`/healthz`).
+    pub health: Arc<Health>,
+    /// Failed PolicyPlugin loads, shared by every cluster and the PolicyPlugin controller.
+    pub plugin_retry: RetryBackoff,
     clusters: tokio::sync::Mutex<HashMap<ClusterKey, SharedState>>,
 }
 
@@ -101,8 +126,17 @@ impl Context {
             metrics,
             settings,
             member_port,
+            health: Arc::new(Health::default()),
+            plugin_retry: RetryBackoff::default(),
             clusters: Default::default(),
         }
+    }
+
+    /// The same context, waiting `base` (doubling up to `max`) before loading a failed
+    /// PolicyPlugin again.
+    pub fn with_plugin_retry(mut self, base: Duration, max: Duration) -> Context {
+        self.plugin_retry = RetryBackoff::new(base, max);
+        self
     }
 
     async fn state(
@@ -138,7 +172,9 @@ impl Context {
                 self.settings.clone(),
             ),
             bound: None,
+            policy_failures: 0,
             last_status_write: None,
+            rollouts: RolloutTracker::default(),
         }));
         clusters.insert(key, state.clone());
         state
@@ -194,7 +230,15 @@ impl Context {
 /// One reconcile of one KvCluster.
 pub async fn reconcile(kc: Arc<KvCluster>, ctx: Arc<Context>) -> Result<Action, OperatorError> {
     let started = Instant::now();
-    let result = reconcile_inner(&kc, &ctx).await;
+    let result = {
+        let _tracked = ctx.health.reconciling(format!(
+            "{}/{}",
+            kc.namespace().unwrap_or_default(),
+            kc.name_any()
+        ));
+        reconcile_inner(&kc, &ctx).await
+    };
+    ctx.health.beat();
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
@@ -240,56 +284,76 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
     apply::apply_all(&ctx.client, &namespace, &name, &objects).await?;
 
     // Policies: (re)bind when the spec's policies or a referenced PolicyPlugin changed.
-    let policies = match policies::resolve(&ctx.client, &ctx.runtime, &kc.spec).await {
+    match policies::resolve(&ctx.client, &ctx.runtime, &kc.spec, &ctx.plugin_retry).await {
         Ok(resolved) => {
-            if state.bound.as_ref().map(|(k, _)| k) != Some(&resolved.key) {
-                let bound = resolved.bind(&ctx.runtime).await;
-                state.bound = Some((resolved.key, bound));
-            }
-            match state.bound.as_ref().map(|(_, b)| b) {
-                Some(Ok(p)) => Ok(p),
-                Some(Err(e)) => Err(e.clone()),
-                None => Err("policies not bound".to_string()),
+            if state.bound.as_ref().map(|b| &b.key) != Some(&resolved.key) {
+                let policies = resolved.bind(&ctx.runtime).await.map_err(|e| BindFailure {
+                    plugin: policies::failing_plugin(&e).to_string(),
+                    message: e.to_string(),
+                });
+                // Said once per change: each decision repeats it in `fallback_from`.
+                for p in resolved.fallbacks.values() {
+                    let message = format!(
+                        "{}: {}; builtin:{} answers instead (failurePolicy Fallback)",
+                        p.hook,
+                        p.message,
+                        p.hook.default_builtin()
+                    );
+                    ctx.publish(kc, true, "PolicyFallback", &message).await;
+                }
+                state.bound = Some(BoundPolicies {
+                    key: resolved.key,
+                    policies,
+                    fallbacks: resolved.fallbacks,
+                });
             }
         }
-        Err(problem) => Err(problem.to_string()),
-    };
-    let policies = match policies {
-        Ok(p) => p,
-        Err(message) => {
-            // A plugin that cannot be used acts like a failing plugin under `Fail`: nothing
-            // changes, PolicyFailed says why, and the next reconcile retries.
+        Err(e) => {
+            // A PolicyPlugin that cannot be used acts like a failing plugin under `Fail`.
             state.bound = None;
-            ctx.metrics.plugin_failure("", "");
-            let status = &mut state.reconciler.status;
-            set_condition(status, "PolicyFailed", true, "PolicyFailed", &message);
-            set_condition(status, "Ready", false, "PolicyFailed", &message);
-            ctx.publish(kc, true, "PolicyFailed", &message).await;
-            patch_status(
-                ctx,
-                kc,
-                &namespace,
-                &state.reconciler.status,
-                &mut state.last_status_write,
-            )
-            .await?;
-            let mut plan = Plan::new(ctx.settings.policy_retry);
-            plan.wait = Some(Wait {
-                blocker: Blocker::PolicyFailed,
-                reason: message,
-            });
-            return Ok(Action::requeue(plan.requeue_after));
+            for p in &e.0 {
+                ctx.metrics.plugin_failure(p.hook.as_str(), &p.plugin);
+            }
+            return policy_failed(ctx, kc, &namespace, state, &e.to_string()).await;
         }
+    }
+    let bound = match state.bound.as_ref().map(|b| &b.policies) {
+        Some(Ok(_)) => state.bound.as_ref(),
+        Some(Err(failure)) => {
+            let message = failure.message.clone();
+            for hook in failing_hooks(&kc.spec.policies, &failure.plugin) {
+                ctx.metrics.plugin_failure(hook.as_str(), &failure.plugin);
+            }
+            return policy_failed(ctx, kc, &namespace, state, &message).await;
+        }
+        None => None,
     };
+    let Some(BoundPolicies {
+        policies: Ok(policies),
+        fallbacks,
+        ..
+    }) = bound
+    else {
+        return policy_failed(ctx, kc, &namespace, state, "policies not bound").await;
+    };
+    state.policy_failures = 0;
+    let policies = ClusterPolicies::new(policies, &ctx.metrics, &kc.spec.policies, fallbacks);
 
     // observe → decide → act, shared with the local platform.
     state
         .reconciler
         .platform
         .resize(kc.spec.shards, kc.spec.replicas + 1);
-    let outcome = state.reconciler.reconcile(&kc.spec, policies).await;
+    let outcome = state.reconciler.reconcile(&kc.spec, &policies).await;
     ctx.metrics
         .observe_plan(&namespace, &name, &outcome.plan, outcome.error.is_none());
+    let report = &state.reconciler.status;
+    if state.rollouts.observe(
+        report.members.iter().map(|m| m.revision.as_deref()),
+        &report.desired_revision,
+    ) {
+        ctx.metrics.rollout_completed(&namespace, &name);
+    }
     for e in std::mem::take(&mut state.reconciler.status.events) {
         ctx.publish(kc, e.kind == "Warning", &e.reason, &e.message)
             .await;
@@ -305,6 +369,56 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
     Ok(Action::requeue(outcome.plan.requeue_after))
 }
 
+/// The hooks under `Fail` that name `plugin` (every `Fail` hook when none does, so a failure
+/// is never counted without a hook).
+fn failing_hooks(spec: &crate::api::PoliciesSpec, plugin: &str) -> Vec<Hook> {
+    let fail = |h: &Hook| spec.for_hook(*h).failure_policy == FailurePolicy::Fail;
+    let named: Vec<Hook> = Hook::ALL
+        .into_iter()
+        .filter(|h| fail(h) && spec.for_hook(*h).plugin == plugin)
+        .collect();
+    if named.is_empty() {
+        Hook::ALL.into_iter().filter(fail).collect()
+    } else {
+        named
+    }
+}
+
+/// The cluster's policies cannot be bound: nothing changes (no observe → decide → act),
+/// PolicyFailed says why, and the next attempt backs off.
+async fn policy_failed(
+    ctx: &Context,
+    kc: &KvCluster,
+    namespace: &str,
+    state: &mut ClusterState,
+    message: &str,
+) -> Result<Action, OperatorError> {
+    state.policy_failures = state.policy_failures.saturating_add(1);
+    let status = &mut state.reconciler.status;
+    set_condition(status, "PolicyFailed", true, "PolicyFailed", message);
+    set_condition(status, "Ready", false, "PolicyFailed", message);
+    ctx.publish(kc, true, "PolicyFailed", message).await;
+    patch_status(
+        ctx,
+        kc,
+        namespace,
+        &state.reconciler.status,
+        &mut state.last_status_write,
+    )
+    .await?;
+    Ok(Action::requeue(policy_requeue(
+        ctx.settings.policy_retry,
+        state.policy_failures,
+    )))
+}
+
+/// `base`, doubled for each consecutive failure after the first, at most
+/// [`MAX_POLICY_REQUEUE`].
+fn policy_requeue(base: Duration, failures: u32) -> Duration {
+    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+    base.saturating_mul(factor).min(MAX_POLICY_REQUEUE)
+}
+
 /// Requeues after an error; the error is logged.
 pub fn error_policy(kc: Arc<KvCluster>, error: &OperatorError, _ctx: Arc<Context>) -> Action {
     tracing::warn!(cluster = %kc.name_any(), error = %error, "reconcile failed");
@@ -316,7 +430,7 @@ pub async fn reconcile_plugin(
     pp: Arc<PolicyPlugin>,
     ctx: Arc<Context>,
 ) -> Result<Action, PluginProblem> {
-    match policies::load_and_record(&ctx.client, &ctx.runtime, &pp).await {
+    match policies::load_and_record(&ctx.client, &ctx.runtime, &pp, &ctx.plugin_retry).await {
         Ok(_) => Ok(Action::await_change()),
         Err(problem) => {
             tracing::warn!(error = %problem, "PolicyPlugin refused");
@@ -517,13 +631,26 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
         plugin_store,
     )
     .shutdown_on_signal()
-    .run(reconcile_plugin, plugin_error_policy, ctx)
+    .run(reconcile_plugin, plugin_error_policy, ctx.clone())
     .for_each(|result| async move {
         if let Err(e) = result {
             tracing::warn!(error = %e, "policy plugin controller");
         }
     });
-    futures::join!(clusters, plugins);
+    // The loop beats while it runs; `/healthz` fails once it stops.
+    let health = ctx.health.clone();
+    let beat = async move {
+        let mut tick = tokio::time::interval(BEAT_INTERVAL);
+        loop {
+            tick.tick().await;
+            health.beat();
+        }
+    };
+    tokio::select! {
+        _ = futures::future::join(clusters, plugins) => {}
+        _ = beat => {}
+    }
+    ctx.health.stopped();
 }
 
 #[cfg(test)]
@@ -543,6 +670,28 @@ mod tests {
             }],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn policy_requeues_double_up_to_a_minute() {
+        let base = Duration::from_secs(2);
+        assert_eq!(policy_requeue(base, 1), Duration::from_secs(2));
+        assert_eq!(policy_requeue(base, 3), Duration::from_secs(8));
+        assert_eq!(policy_requeue(base, 100), MAX_POLICY_REQUEUE);
+    }
+
+    #[test]
+    fn a_bind_failure_is_counted_on_the_hooks_naming_the_plugin() {
+        let spec: crate::api::PoliciesSpec = serde_norway::from_str(
+            "replicaSelection: {plugin: zone-aware}\nsnapshotSchedule: {plugin: zone-aware, failurePolicy: Fallback}\n",
+        )
+        .unwrap();
+        assert_eq!(failing_hooks(&spec, "zone-aware"), [Hook::ReplicaSelection]);
+        // Not named by any Fail hook: every Fail hook.
+        assert_eq!(
+            failing_hooks(&spec, "other"),
+            [Hook::ReplicaSelection, Hook::RolloutOrder]
+        );
     }
 
     #[test]
