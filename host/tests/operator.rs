@@ -141,6 +141,261 @@ async fn an_invalid_spec_sets_a_condition_and_creates_nothing() {
     assert!(cms.items.is_empty());
 }
 
+/// The controller's own actions are Events on the KvCluster, naming the object: a Service
+/// recreated (headless ↔ ClusterIP), per-pod Services pruned, the ConfigMap of the old
+/// revision collected.
+#[tokio::test]
+async fn recreating_pruning_and_collecting_are_events() {
+    let client = fake_client().await;
+    create_cluster(
+        &client,
+        "cache",
+        spec("engine: {kind: valkey}\nreplicas: 1\nservice: {perPod: true, type: ClusterIP}\n"),
+    )
+    .await;
+    let ctx = context(&client, 6379);
+    reconcile_once(&client, &ctx, "cache").await;
+    let services: Api<Service> = Api::namespaced(client.clone(), NS);
+    assert!(services.get_opt("cache-s0-1").await.unwrap().is_some());
+    let old_cm = Api::<ConfigMap>::namespaced(client.clone(), NS)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items[0]
+        .name_any();
+
+    let mut kc = get_cluster(&client, "cache").await;
+    kc.spec.service.per_pod = false;
+    kc.spec.service.service_type = kvpilot::api::ServiceType::Headless;
+    kc.spec.config.insert("hz".into(), "20".into());
+    Api::<KvCluster>::namespaced(client.clone(), NS)
+        .replace("cache", &PostParams::default(), &kc)
+        .await
+        .unwrap();
+    reconcile_once(&client, &ctx, "cache").await;
+
+    assert!(services.get_opt("cache-s0-1").await.unwrap().is_none());
+    let events = events_about(&client, "cache").await;
+    let about = |reason: &str, object: &str| {
+        events.iter().find(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.related.as_ref().and_then(|r| r.name.as_deref()) == Some(object)
+        })
+    };
+    let recreated = about("ServiceRecreated", "cache-primary").expect("ServiceRecreated");
+    assert_eq!(recreated.type_.as_deref(), Some("Normal"));
+    assert!(
+        recreated
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("clusterIP"),
+        "{recreated:?}"
+    );
+    assert!(
+        about("ServiceRecreated", "cache-replicas").is_some(),
+        "{events:?}"
+    );
+    for pod in ["cache-s0-0", "cache-s0-1"] {
+        let pruned = about("Pruned", pod).unwrap_or_else(|| panic!("{pod} pruned: {events:?}"));
+        assert_eq!(
+            pruned.related.as_ref().and_then(|r| r.kind.as_deref()),
+            Some("Service")
+        );
+    }
+    let collected = about("ConfigMapCollected", &old_cm).expect("ConfigMapCollected");
+    assert_eq!(collected.type_.as_deref(), Some("Normal"));
+}
+
+/// A call the API refuses is a Warning event naming the object; the other objects are still
+/// applied, and the reconcile goes on to write status.
+#[tokio::test]
+async fn a_refused_apply_is_a_warning_and_the_rest_is_still_applied() {
+    use kube_fake_client::interceptor::Funcs;
+    let refuse_pdbs = Funcs::new().patch(|ctx| {
+        if ctx.patch["kind"] == "PodDisruptionBudget" {
+            return Err(kube_fake_client::Error::InvalidRequest(
+                "poddisruptionbudgets.policy is forbidden (test)".into(),
+            ));
+        }
+        Ok(None)
+    });
+    let client = fake_client_with(refuse_pdbs).await;
+    create_cluster(
+        &client,
+        "cache",
+        spec("engine: {kind: valkey}\nreplicas: 1\n"),
+    )
+    .await;
+    let ctx = context(&client, 6379);
+    reconcile_once(&client, &ctx, "cache").await;
+
+    let warning = event(&client, "cache", "ApplyFailed")
+        .await
+        .expect("an ApplyFailed event");
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    let note = warning.note.clone().unwrap_or_default();
+    assert!(
+        note.contains("PodDisruptionBudget shop/cache-s0") && note.contains("forbidden"),
+        "{note}"
+    );
+    assert_eq!(
+        warning.related.as_ref().and_then(|r| r.name.as_deref()),
+        Some("cache-s0")
+    );
+    assert!(
+        Api::<StatefulSet>::namespaced(client.clone(), NS)
+            .get_opt("cache-s0")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        Api::<Service>::namespaced(client.clone(), NS)
+            .get_opt("cache-primary")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let status = get_cluster(&client, "cache").await.status.expect("status");
+    assert_eq!(status.members.len(), 2, "{status:?}");
+}
+
+/// `volumeClaimTemplates` cannot change on a live StatefulSet (the fake API refuses it here
+/// as the real one does). A storage change keeps the live claims, applies everything else,
+/// and says what happened and what to do in a condition and one Warning event.
+#[tokio::test]
+async fn a_storage_change_keeps_the_live_claims_and_says_so() {
+    use kube_fake_client::interceptor::Funcs;
+    use std::sync::Mutex;
+    let first: Arc<Mutex<BTreeMap<String, serde_json::Value>>> = Arc::default();
+    let seen = first.clone();
+    let immutable_claims = Funcs::new().patch(move |ctx| {
+        if ctx.patch["kind"] != "StatefulSet" {
+            return Ok(None);
+        }
+        let claims = ctx.patch["spec"]["volumeClaimTemplates"].clone();
+        let mut seen = seen.lock().unwrap();
+        match seen.get(ctx.name) {
+            Some(before) if *before != claims => {
+                Err(kube_fake_client::Error::InvalidRequest(format!(
+                    "StatefulSet.apps \"{}\" is invalid: spec: Forbidden: updates to statefulset \
+                     spec for fields other than 'replicas', 'ordinals', 'template', \
+                     'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and \
+                     'minReadySeconds' are forbidden",
+                    ctx.name
+                )))
+            }
+            Some(_) => Ok(None),
+            None => {
+                seen.insert(ctx.name.to_string(), claims);
+                Ok(None)
+            }
+        }
+    });
+    let client = fake_client_with(immutable_claims).await;
+    create_cluster(
+        &client,
+        "cache",
+        spec("engine: {kind: valkey}\nreplicas: 1\nstorage: {size: 5Gi}\n"),
+    )
+    .await;
+    let ctx = context(&client, 6379);
+    reconcile_once(&client, &ctx, "cache").await;
+    let storage = |kc: &KvCluster| {
+        kc.status
+            .as_ref()
+            .and_then(|s| s.condition("StorageChangeBlocked"))
+            .map(|c| (c.status.clone(), c.message.clone()))
+    };
+    assert_eq!(
+        storage(&get_cluster(&client, "cache").await).map(|c| c.0),
+        Some("False".to_string())
+    );
+
+    // Bigger volumes and a config change in one edit.
+    let mut kc = get_cluster(&client, "cache").await;
+    kc.spec.storage.as_mut().unwrap().size =
+        k8s_openapi::apimachinery::pkg::api::resource::Quantity("10Gi".into());
+    kc.spec.config.insert("hz".into(), "20".into());
+    Api::<KvCluster>::namespaced(client.clone(), NS)
+        .replace("cache", &PostParams::default(), &kc)
+        .await
+        .unwrap();
+    reconcile_once(&client, &ctx, "cache").await;
+    reconcile_once(&client, &ctx, "cache").await;
+
+    assert!(
+        event(&client, "cache", "ApplyFailed").await.is_none(),
+        "the StatefulSet apply failed"
+    );
+    let sts = Api::<StatefulSet>::namespaced(client.clone(), NS)
+        .get("cache-s0")
+        .await
+        .unwrap();
+    let sts_spec = sts.spec.unwrap();
+    let size = &sts_spec.volume_claim_templates.as_ref().unwrap()[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .resources
+        .as_ref()
+        .unwrap()
+        .requests
+        .as_ref()
+        .unwrap()["storage"];
+    assert_eq!(size.0, "5Gi", "the live claims are kept");
+    let cm = sts_spec.template.spec.unwrap().volumes.unwrap()[0]
+        .config_map
+        .clone()
+        .unwrap()
+        .name;
+    let text = Api::<ConfigMap>::namespaced(client.clone(), NS)
+        .get(&cm)
+        .await
+        .unwrap()
+        .data
+        .unwrap()["server.conf"]
+        .clone();
+    assert!(
+        text.contains("hz 20"),
+        "the config change was applied: {text}"
+    );
+
+    let (on, message) = storage(&get_cluster(&client, "cache").await).expect("condition");
+    assert_eq!(on, "True");
+    assert!(
+        message.contains("10Gi") && message.contains("5Gi") && message.contains("not applied"),
+        "{message}"
+    );
+    assert!(message.contains("--cascade=orphan"), "{message}");
+    let warnings: Vec<_> = events_about(&client, "cache")
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("StorageChangeNotApplied"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].type_.as_deref(), Some("Warning"));
+    assert!(
+        warnings[0].series.is_none(),
+        "reported once, not every reconcile"
+    );
+
+    // Set back: the condition clears.
+    let mut kc = get_cluster(&client, "cache").await;
+    kc.spec.storage.as_mut().unwrap().size =
+        k8s_openapi::apimachinery::pkg::api::resource::Quantity("5Gi".into());
+    Api::<KvCluster>::namespaced(client.clone(), NS)
+        .replace("cache", &PostParams::default(), &kc)
+        .await
+        .unwrap();
+    reconcile_once(&client, &ctx, "cache").await;
+    assert_eq!(
+        storage(&get_cluster(&client, "cache").await).map(|c| c.0),
+        Some("False".to_string())
+    );
+}
+
 /// Stores `bytes` in ConfigMap `plugins/<name>` and a PolicyPlugin `name` pointing at it,
 /// declaring `declared` as its sha256.
 async fn store_plugin(client: &kube::Client, name: &str, bytes: &[u8], declared: &str) {

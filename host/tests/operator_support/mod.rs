@@ -22,6 +22,19 @@ pub const NS: &str = "shop";
 
 /// A fake API server with the kvpilot CRDs (KvCluster status as a subresource).
 pub async fn fake_client() -> Client {
+    builder().build().await.expect("fake client")
+}
+
+/// [`fake_client`] whose calls go through `interceptors` first (to inject API errors).
+pub async fn fake_client_with(interceptors: kube_fake_client::interceptor::Funcs) -> Client {
+    builder()
+        .with_interceptor_funcs(interceptors)
+        .build()
+        .await
+        .expect("fake client")
+}
+
+fn builder() -> kube_fake_client::ClientBuilder {
     kube_fake_client::ClientBuilder::new()
         .with_resource::<KvCluster>()
         // The fake registers every custom resource as namespaced; PolicyPlugin is
@@ -31,9 +44,6 @@ pub async fn fake_client() -> Client {
         .with_status_subresource::<StatusOf<KvCluster>>()
         .with_status_subresource::<Pod>()
         .with_status_subresource::<k8s_openapi::api::apps::v1::StatefulSet>()
-        .build()
-        .await
-        .expect("fake client")
 }
 
 /// A stand-in that names a custom resource's group/version/kind for

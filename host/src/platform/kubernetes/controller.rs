@@ -4,7 +4,7 @@
 //! No finalizer: every object a KvCluster needs carries a controller owner reference, so the
 //! garbage collector deletes them with it, and nothing outside the API needs cleaning up.
 
-use super::apply::{self, ApplyError};
+use super::apply;
 use super::metrics::{BEAT_INTERVAL, Health, Metrics, RolloutTracker};
 use super::platform::KubernetesPlatform;
 use super::policies::{self, ClusterPolicies, HookProblem, PluginProblem, RetryBackoff};
@@ -18,7 +18,7 @@ use crate::reconcile::Reconciler;
 use crate::status::{ClusterStatus, Condition};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
@@ -35,6 +35,8 @@ use std::time::{Duration, Instant};
 const INVALID_SPEC_REQUEUE: Duration = Duration::from_secs(300);
 /// Requeue after an unexpected error.
 const ERROR_REQUEUE: Duration = Duration::from_secs(5);
+/// The condition saying that a `spec.storage` change could not be applied.
+pub const STORAGE_CONDITION: &str = "StorageChangeBlocked";
 /// Longest requeue while the cluster's policies cannot be bound (doubling from
 /// `Settings::policy_retry`).
 const MAX_POLICY_REQUEUE: Duration = Duration::from_secs(60);
@@ -49,8 +51,6 @@ const VOLATILE_STATUS_REFRESH: Duration = Duration::from_secs(30);
 pub enum OperatorError {
     #[error("KvCluster {0} has no namespace")]
     NoNamespace(String),
-    #[error(transparent)]
-    Apply(#[from] ApplyError),
     #[error("KvCluster {cluster}: {action}: {source}")]
     Kube {
         cluster: String,
@@ -72,6 +72,8 @@ struct ClusterState {
     /// When this operator last wrote the cluster's status.
     last_status_write: Option<Instant>,
     rollouts: RolloutTracker,
+    /// The storage drift last reported (an Event when it changes, a condition always).
+    storage_drift: Option<String>,
 }
 
 /// A cluster's policies as bound for the key of [`policies::Resolved`].
@@ -175,6 +177,7 @@ impl Context {
             policy_failures: 0,
             last_status_write: None,
             rollouts: RolloutTracker::default(),
+            storage_drift: None,
         }));
         clusters.insert(key, state.clone());
         state
@@ -210,6 +213,20 @@ impl Context {
     }
 
     async fn publish(&self, kc: &KvCluster, warning: bool, reason: &str, message: &str) {
+        self.publish_about(kc, warning, reason, message, None).await;
+    }
+
+    /// Publishes an Event about `kc`; `related` is the object the event is about besides it
+    /// (kube's recorder merges events with the same reason and related object into a series,
+    /// so distinct objects keep distinct events).
+    async fn publish_about(
+        &self,
+        kc: &KvCluster,
+        warning: bool,
+        reason: &str,
+        message: &str,
+        related: Option<ObjectReference>,
+    ) {
         let event = Event {
             type_: if warning {
                 EventType::Warning
@@ -219,7 +236,7 @@ impl Context {
             reason: reason.chars().take(128).collect(),
             note: Some(truncate(message, MAX_NOTE_BYTES)),
             action: reason.chars().take(128).collect(),
-            secondary: None,
+            secondary: related,
         };
         if let Err(e) = self.recorder.publish(&event, &kc.object_ref(&())).await {
             tracing::warn!(cluster = %kc.name_any(), error = %e, "cannot publish an event");
@@ -281,7 +298,8 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
             return Ok(Action::requeue(INVALID_SPEC_REQUEUE));
         }
     };
-    apply::apply_all(&ctx.client, &namespace, &name, &objects).await?;
+    let applied = apply::apply_all(&ctx.client, &namespace, &name, &objects).await;
+    report_applied(ctx, kc, state, &applied).await;
 
     // Policies: (re)bind when the spec's policies or a referenced PolicyPlugin changed.
     match policies::resolve(&ctx.client, &ctx.runtime, &kc.spec, &ctx.plugin_retry).await {
@@ -358,6 +376,8 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
         ctx.publish(kc, e.kind == "Warning", &e.reason, &e.message)
             .await;
     }
+    // The reconcile rebuilt the conditions: the storage one goes back on.
+    storage_condition(&mut state.reconciler.status, state.storage_drift.as_deref());
     patch_status(
         ctx,
         kc,
@@ -366,7 +386,75 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
         &mut state.last_status_write,
     )
     .await?;
-    Ok(Action::requeue(outcome.plan.requeue_after))
+    let requeue = if applied.errors.is_empty() {
+        outcome.plan.requeue_after
+    } else {
+        outcome.plan.requeue_after.min(ERROR_REQUEUE)
+    };
+    Ok(Action::requeue(requeue))
+}
+
+/// Says what an apply pass did besides applying: an Event for each recreated or deleted
+/// object, a Warning for each failed call (the reconcile goes on with what could be applied)
+/// and, when it first appears or changes, for a storage change that could not be applied,
+/// which also sets the `StorageChangeBlocked` condition.
+async fn report_applied(
+    ctx: &Context,
+    kc: &KvCluster,
+    state: &mut ClusterState,
+    applied: &apply::Applied,
+) {
+    for change in &applied.changes {
+        ctx.publish_about(
+            kc,
+            false,
+            change.reason,
+            &change.message,
+            Some(change.object.clone()),
+        )
+        .await;
+    }
+    for e in &applied.errors {
+        tracing::warn!(cluster = %kc.name_any(), error = %e, "apply failed");
+        let object = ObjectReference {
+            kind: Some(e.kind.clone()),
+            namespace: Some(e.namespace.clone()),
+            name: Some(e.name.clone()),
+            ..Default::default()
+        };
+        ctx.publish_about(kc, true, "ApplyFailed", &e.to_string(), Some(object))
+            .await;
+    }
+    let drift = (!applied.storage_drift.is_empty()).then(|| {
+        applied
+            .storage_drift
+            .iter()
+            .map(apply::StorageDrift::message)
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    if drift.is_some() && drift != state.storage_drift {
+        let message = drift.as_deref().unwrap_or_default();
+        tracing::warn!(cluster = %kc.name_any(), %message, "storage change not applied");
+        ctx.publish(kc, true, "StorageChangeNotApplied", message)
+            .await;
+    }
+    state.storage_drift = drift;
+    storage_condition(&mut state.reconciler.status, state.storage_drift.as_deref());
+}
+
+/// `StorageChangeBlocked`: true while `spec.storage` differs from what the StatefulSets have.
+fn storage_condition(status: &mut ClusterStatus, drift: Option<&str>) {
+    match drift {
+        Some(message) => set_condition(
+            status,
+            STORAGE_CONDITION,
+            true,
+            "ImmutableVolumeClaimTemplates",
+            message,
+        ),
+        None => set_condition(status, STORAGE_CONDITION, false, "AsDesired", ""),
+    }
 }
 
 /// The hooks under `Fail` that name `plugin` (every `Fail` hook when none does, so a failure

@@ -29,6 +29,10 @@ pub const SHUTDOWN_MARGIN_SECONDS: i64 = 30;
 pub const SERVER_UID: i64 = 999;
 /// The environment variable the password Secret is exposed as (expanded in the args).
 pub const PASSWORD_ENV: &str = "KVPILOT_PASSWORD";
+/// The pod volume holding the member configuration (the ConfigMap).
+pub const CONFIG_VOLUME: &str = "config";
+/// The data volume: the claim template's name with `spec.storage`, else an `emptyDir`.
+pub const DATA_VOLUME: &str = "data";
 
 /// Shard `shard`'s StatefulSet, whose pods run the config in `rendered`.
 pub fn statefulset(
@@ -75,7 +79,7 @@ pub fn statefulset(
             volume_claim_templates: spec.storage.as_ref().map(|s| {
                 vec![PersistentVolumeClaim {
                     metadata: ObjectMeta {
-                        name: Some("data".into()),
+                        name: Some(DATA_VOLUME.into()),
                         labels: Some(cluster_labels(kc)),
                         ..Default::default()
                     },
@@ -110,7 +114,7 @@ pub fn statefulset(
 fn pod_spec(kc: &KvCluster, rendered: &config::RenderedConfig, grace: i64) -> PodSpec {
     let spec = &kc.spec;
     let mut volumes = vec![Volume {
-        name: "config".into(),
+        name: CONFIG_VOLUME.into(),
         config_map: Some(ConfigMapVolumeSource {
             name: config::config_map_name(kc, rendered),
             ..Default::default()
@@ -118,12 +122,12 @@ fn pod_spec(kc: &KvCluster, rendered: &config::RenderedConfig, grace: i64) -> Po
         ..Default::default()
     }];
     let mut mounts = vec![
-        mount("config", CONFIG_DIR, true),
-        mount("data", DATA_DIR, false),
+        mount(CONFIG_VOLUME, CONFIG_DIR, true),
+        mount(DATA_VOLUME, DATA_DIR, false),
     ];
     if spec.storage.is_none() {
         volumes.push(Volume {
-            name: "data".into(),
+            name: DATA_VOLUME.into(),
             empty_dir: Some(EmptyDirVolumeSource::default()),
             ..Default::default()
         });
