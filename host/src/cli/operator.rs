@@ -37,7 +37,9 @@ pub struct OperatorArgs {
     /// Namespace of the Lease; defaults to `$POD_NAMESPACE`, else `default`.
     #[arg(long)]
     pub lease_namespace: Option<String>,
-    /// Seconds a Lease stays valid without renewal.
+    /// Seconds a Lease stays valid without renewal. The leader renews every 2/15 of it and
+    /// stops (exits) when no renewal succeeded for 2/3 of it; a standby takes over once the
+    /// Lease has gone unrenewed for all of it, as it observes.
     #[arg(long, default_value_t = 15)]
     pub lease_duration_seconds: u64,
 }
