@@ -335,27 +335,22 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
             return policy_failed(ctx, kc, &namespace, state, &e.to_string()).await;
         }
     }
-    let bound = match state.bound.as_ref().map(|b| &b.policies) {
-        Some(Ok(_)) => state.bound.as_ref(),
-        Some(Err(failure)) => {
+    let Some(bound) = state.bound.as_ref() else {
+        return policy_failed(ctx, kc, &namespace, state, "policies not bound").await;
+    };
+    let policies = match &bound.policies {
+        Ok(policies) => policies,
+        Err(failure) => {
             let message = failure.message.clone();
             for hook in failing_hooks(&kc.spec.policies, &failure.plugin) {
                 ctx.metrics.plugin_failure(hook.as_str(), &failure.plugin);
             }
             return policy_failed(ctx, kc, &namespace, state, &message).await;
         }
-        None => None,
-    };
-    let Some(BoundPolicies {
-        policies: Ok(policies),
-        fallbacks,
-        ..
-    }) = bound
-    else {
-        return policy_failed(ctx, kc, &namespace, state, "policies not bound").await;
     };
     state.policy_failures = 0;
-    let policies = ClusterPolicies::new(policies, &ctx.metrics, &kc.spec.policies, fallbacks);
+    let policies =
+        ClusterPolicies::new(policies, &ctx.metrics, &kc.spec.policies, &bound.fallbacks);
 
     // observe → decide → act, shared with the local platform.
     state
