@@ -141,6 +141,261 @@ async fn an_invalid_spec_sets_a_condition_and_creates_nothing() {
     assert!(cms.items.is_empty());
 }
 
+/// The controller's own actions are Events on the KvCluster, naming the object: a Service
+/// recreated (headless ↔ ClusterIP), per-pod Services pruned, the ConfigMap of the old
+/// revision collected.
+#[tokio::test]
+async fn recreating_pruning_and_collecting_are_events() {
+    let client = fake_client().await;
+    create_cluster(
+        &client,
+        "cache",
+        spec("engine: {kind: valkey}\nreplicas: 1\nservice: {perPod: true, type: ClusterIP}\n"),
+    )
+    .await;
+    let ctx = context(&client, 6379);
+    reconcile_once(&client, &ctx, "cache").await;
+    let services: Api<Service> = Api::namespaced(client.clone(), NS);
+    assert!(services.get_opt("cache-s0-1").await.unwrap().is_some());
+    let old_cm = Api::<ConfigMap>::namespaced(client.clone(), NS)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items[0]
+        .name_any();
+
+    let mut kc = get_cluster(&client, "cache").await;
+    kc.spec.service.per_pod = false;
+    kc.spec.service.service_type = kvpilot::api::ServiceType::Headless;
+    kc.spec.config.insert("hz".into(), "20".into());
+    Api::<KvCluster>::namespaced(client.clone(), NS)
+        .replace("cache", &PostParams::default(), &kc)
+        .await
+        .unwrap();
+    reconcile_once(&client, &ctx, "cache").await;
+
+    assert!(services.get_opt("cache-s0-1").await.unwrap().is_none());
+    let events = events_about(&client, "cache").await;
+    let about = |reason: &str, object: &str| {
+        events.iter().find(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.related.as_ref().and_then(|r| r.name.as_deref()) == Some(object)
+        })
+    };
+    let recreated = about("ServiceRecreated", "cache-primary").expect("ServiceRecreated");
+    assert_eq!(recreated.type_.as_deref(), Some("Normal"));
+    assert!(
+        recreated
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("clusterIP"),
+        "{recreated:?}"
+    );
+    assert!(
+        about("ServiceRecreated", "cache-replicas").is_some(),
+        "{events:?}"
+    );
+    for pod in ["cache-s0-0", "cache-s0-1"] {
+        let pruned = about("Pruned", pod).unwrap_or_else(|| panic!("{pod} pruned: {events:?}"));
+        assert_eq!(
+            pruned.related.as_ref().and_then(|r| r.kind.as_deref()),
+            Some("Service")
+        );
+    }
+    let collected = about("ConfigMapCollected", &old_cm).expect("ConfigMapCollected");
+    assert_eq!(collected.type_.as_deref(), Some("Normal"));
+}
+
+/// A call the API refuses is a Warning event naming the object; the other objects are still
+/// applied, and the reconcile goes on to write status.
+#[tokio::test]
+async fn a_refused_apply_is_a_warning_and_the_rest_is_still_applied() {
+    use kube_fake_client::interceptor::Funcs;
+    let refuse_pdbs = Funcs::new().patch(|ctx| {
+        if ctx.patch["kind"] == "PodDisruptionBudget" {
+            return Err(kube_fake_client::Error::InvalidRequest(
+                "poddisruptionbudgets.policy is forbidden (test)".into(),
+            ));
+        }
+        Ok(None)
+    });
+    let client = fake_client_with(refuse_pdbs).await;
+    create_cluster(
+        &client,
+        "cache",
+        spec("engine: {kind: valkey}\nreplicas: 1\n"),
+    )
+    .await;
+    let ctx = context(&client, 6379);
+    reconcile_once(&client, &ctx, "cache").await;
+
+    let warning = event(&client, "cache", "ApplyFailed")
+        .await
+        .expect("an ApplyFailed event");
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    let note = warning.note.clone().unwrap_or_default();
+    assert!(
+        note.contains("PodDisruptionBudget shop/cache-s0") && note.contains("forbidden"),
+        "{note}"
+    );
+    assert_eq!(
+        warning.related.as_ref().and_then(|r| r.name.as_deref()),
+        Some("cache-s0")
+    );
+    assert!(
+        Api::<StatefulSet>::namespaced(client.clone(), NS)
+            .get_opt("cache-s0")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        Api::<Service>::namespaced(client.clone(), NS)
+            .get_opt("cache-primary")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let status = get_cluster(&client, "cache").await.status.expect("status");
+    assert_eq!(status.members.len(), 2, "{status:?}");
+}
+
+/// `volumeClaimTemplates` cannot change on a live StatefulSet (the fake API refuses it here
+/// as the real one does). A storage change keeps the live claims, applies everything else,
+/// and says what happened and what to do in a condition and one Warning event.
+#[tokio::test]
+async fn a_storage_change_keeps_the_live_claims_and_says_so() {
+    use kube_fake_client::interceptor::Funcs;
+    use std::sync::Mutex;
+    let first: Arc<Mutex<BTreeMap<String, serde_json::Value>>> = Arc::default();
+    let seen = first.clone();
+    let immutable_claims = Funcs::new().patch(move |ctx| {
+        if ctx.patch["kind"] != "StatefulSet" {
+            return Ok(None);
+        }
+        let claims = ctx.patch["spec"]["volumeClaimTemplates"].clone();
+        let mut seen = seen.lock().unwrap();
+        match seen.get(ctx.name) {
+            Some(before) if *before != claims => {
+                Err(kube_fake_client::Error::InvalidRequest(format!(
+                    "StatefulSet.apps \"{}\" is invalid: spec: Forbidden: updates to statefulset \
+                     spec for fields other than 'replicas', 'ordinals', 'template', \
+                     'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and \
+                     'minReadySeconds' are forbidden",
+                    ctx.name
+                )))
+            }
+            Some(_) => Ok(None),
+            None => {
+                seen.insert(ctx.name.to_string(), claims);
+                Ok(None)
+            }
+        }
+    });
+    let client = fake_client_with(immutable_claims).await;
+    create_cluster(
+        &client,
+        "cache",
+        spec("engine: {kind: valkey}\nreplicas: 1\nstorage: {size: 5Gi}\n"),
+    )
+    .await;
+    let ctx = context(&client, 6379);
+    reconcile_once(&client, &ctx, "cache").await;
+    let storage = |kc: &KvCluster| {
+        kc.status
+            .as_ref()
+            .and_then(|s| s.condition("StorageChangeBlocked"))
+            .map(|c| (c.status.clone(), c.message.clone()))
+    };
+    assert_eq!(
+        storage(&get_cluster(&client, "cache").await).map(|c| c.0),
+        Some("False".to_string())
+    );
+
+    // Bigger volumes and a config change in one edit.
+    let mut kc = get_cluster(&client, "cache").await;
+    kc.spec.storage.as_mut().unwrap().size =
+        k8s_openapi::apimachinery::pkg::api::resource::Quantity("10Gi".into());
+    kc.spec.config.insert("hz".into(), "20".into());
+    Api::<KvCluster>::namespaced(client.clone(), NS)
+        .replace("cache", &PostParams::default(), &kc)
+        .await
+        .unwrap();
+    reconcile_once(&client, &ctx, "cache").await;
+    reconcile_once(&client, &ctx, "cache").await;
+
+    assert!(
+        event(&client, "cache", "ApplyFailed").await.is_none(),
+        "the StatefulSet apply failed"
+    );
+    let sts = Api::<StatefulSet>::namespaced(client.clone(), NS)
+        .get("cache-s0")
+        .await
+        .unwrap();
+    let sts_spec = sts.spec.unwrap();
+    let size = &sts_spec.volume_claim_templates.as_ref().unwrap()[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .resources
+        .as_ref()
+        .unwrap()
+        .requests
+        .as_ref()
+        .unwrap()["storage"];
+    assert_eq!(size.0, "5Gi", "the live claims are kept");
+    let cm = sts_spec.template.spec.unwrap().volumes.unwrap()[0]
+        .config_map
+        .clone()
+        .unwrap()
+        .name;
+    let text = Api::<ConfigMap>::namespaced(client.clone(), NS)
+        .get(&cm)
+        .await
+        .unwrap()
+        .data
+        .unwrap()["server.conf"]
+        .clone();
+    assert!(
+        text.contains("hz 20"),
+        "the config change was applied: {text}"
+    );
+
+    let (on, message) = storage(&get_cluster(&client, "cache").await).expect("condition");
+    assert_eq!(on, "True");
+    assert!(
+        message.contains("10Gi") && message.contains("5Gi") && message.contains("not applied"),
+        "{message}"
+    );
+    assert!(message.contains("--cascade=orphan"), "{message}");
+    let warnings: Vec<_> = events_about(&client, "cache")
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("StorageChangeNotApplied"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].type_.as_deref(), Some("Warning"));
+    assert!(
+        warnings[0].series.is_none(),
+        "reported once, not every reconcile"
+    );
+
+    // Set back: the condition clears.
+    let mut kc = get_cluster(&client, "cache").await;
+    kc.spec.storage.as_mut().unwrap().size =
+        k8s_openapi::apimachinery::pkg::api::resource::Quantity("5Gi".into());
+    Api::<KvCluster>::namespaced(client.clone(), NS)
+        .replace("cache", &PostParams::default(), &kc)
+        .await
+        .unwrap();
+    reconcile_once(&client, &ctx, "cache").await;
+    assert_eq!(
+        storage(&get_cluster(&client, "cache").await).map(|c| c.0),
+        Some("False".to_string())
+    );
+}
+
 /// Stores `bytes` in ConfigMap `plugins/<name>` and a PolicyPlugin `name` pointing at it,
 /// declaring `declared` as its sha256.
 async fn store_plugin(client: &kube::Client, name: &str, bytes: &[u8], declared: &str) {
@@ -195,6 +450,26 @@ async fn a_plugin_with_the_wrong_sha256_is_refused_and_the_cluster_reports_polic
         "{}",
         failed.message
     );
+    assert!(
+        failed
+            .message
+            .starts_with("replica-selection: PolicyPlugin tampered:"),
+        "{}",
+        failed.message
+    );
+    let warning = event(&client, "cache", "PolicyFailed")
+        .await
+        .expect("a PolicyFailed event");
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    // The failure is counted on the hook and the plugin the cluster names.
+    let metrics = ctx.metrics.encode();
+    assert!(
+        metrics.contains(
+            "kvpilot_plugin_failures_total{hook=\"replica-selection\",plugin=\"tampered\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("plugin=\"\""), "{metrics}");
     let pp = Api::<PolicyPlugin>::all(client.clone())
         .get("tampered")
         .await
@@ -230,7 +505,11 @@ impl Drop for Running {
 }
 
 async fn run_cluster(name: &str, spec_yaml: &str) -> Running {
-    let client = fake_client().await;
+    run_cluster_on(fake_client().await, name, spec_yaml).await
+}
+
+/// [`run_cluster`] on `client` (which may hold objects already, e.g. PolicyPlugins).
+async fn run_cluster_on(client: kube::Client, name: &str, spec_yaml: &str) -> Running {
     let port = free_port(next_loopback_ip()).expect("port");
     create_cluster(&client, name, spec(spec_yaml)).await;
     let ctx = context(&client, port);
@@ -293,6 +572,51 @@ async fn a_cluster_naming_a_configmap_plugin_gets_its_decisions() {
         "{pp_status:?}"
     );
     assert_eq!(labelled_primary(&r.client, "pp").await, status.primary);
+}
+
+/// Under `failurePolicy: Fallback`, a PolicyPlugin that cannot be used (here: its bytes do
+/// not match the declared sha256) does not stop the cluster: the hook's builtin answers, each
+/// decision says why in `fallbackFrom`, a Warning event says so, and PolicyFailed stays off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_plugin_under_fallback_is_answered_by_the_builtin() {
+    let bytes = builtin_wasm("most-caught-up");
+    let wrong = hex::encode(Sha256::digest(b"something else"));
+    let client = fake_client().await;
+    store_plugin(&client, "tampered", bytes, &wrong).await;
+    let r = run_cluster_on(
+        client,
+        "fb",
+        "engine: {kind: valkey}\nreplicas: 1\npolicies:\n  replicaSelection: {plugin: tampered, failurePolicy: Fallback, config: {zones: [a]}}\n",
+    )
+    .await;
+    let status = wait_ready(&r, "fb", "election by the fallback builtin").await;
+    let decision = status
+        .last_decisions
+        .iter()
+        .find(|d| d.hook == "replica-selection")
+        .expect("a replica-selection decision");
+    assert_eq!(decision.plugin, "builtin:most-caught-up");
+    let from = decision.fallback_from.as_deref().expect("fallbackFrom");
+    assert!(
+        from.contains("PolicyPlugin tampered") && from.contains("sha256 mismatch"),
+        "{from}"
+    );
+    assert!(
+        status
+            .condition("PolicyFailed")
+            .is_some_and(|c| c.status == "False"),
+        "{status:?}"
+    );
+    let warning = event(&r.client, "fb", "PolicyFallback")
+        .await
+        .expect("a PolicyFallback event");
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    let note = warning.note.unwrap_or_default();
+    assert!(
+        note.contains("builtin:most-caught-up answers instead"),
+        "{note}"
+    );
+    assert_eq!(labelled_primary(&r.client, "fb").await, status.primary);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -609,6 +933,7 @@ async fn a_url_plugin_with_the_wrong_sha256_or_a_redirect_is_refused() {
         &wrong,
     )
     .await;
+    let retry = Duration::from_millis(800);
     store_url_plugin(
         &client,
         "moved-url",
@@ -616,7 +941,7 @@ async fn a_url_plugin_with_the_wrong_sha256_or_a_redirect_is_refused() {
         &digest,
     )
     .await;
-    let ctx = context(&client, 6379);
+    let ctx = context_with_plugin_retry(&client, 6379, retry, Duration::from_secs(30));
     for (cluster, plugin, expected) in [
         ("tampered", "tampered-url", "sha256 mismatch"),
         ("moved", "moved-url", "redirects are not followed"),
@@ -649,10 +974,36 @@ async fn a_url_plugin_with_the_wrong_sha256_or_a_redirect_is_refused() {
             );
         }
     }
-    // Bytes that did not match were not kept: the next reconcile asks again.
+    // A refused download is not tried again on every reconcile: the next attempt waits,
+    // twice as long after each failure; the problem stays in status meanwhile.
     let before = server.requests();
     reconcile_once(&client, &ctx, "tampered").await;
-    assert_eq!(server.requests(), before + 1);
+    reconcile_once(&client, &ctx, "tampered").await;
+    assert_eq!(
+        server.requests(),
+        before,
+        "downloaded again while backing off"
+    );
+    let failed = get_cluster(&client, "tampered")
+        .await
+        .status
+        .expect("status");
+    assert!(
+        failed
+            .condition("PolicyFailed")
+            .is_some_and(|c| c.status == "True" && c.message.contains("sha256 mismatch")),
+        "{failed:?}"
+    );
+    tokio::time::sleep(retry).await;
+    reconcile_once(&client, &ctx, "tampered").await;
+    assert_eq!(server.requests(), before + 1, "tried again after the wait");
+    // The second failure waits twice as long: not yet after one base interval.
+    tokio::time::sleep(retry).await;
+    reconcile_once(&client, &ctx, "tampered").await;
+    assert_eq!(server.requests(), before + 1, "the wait doubled");
+    tokio::time::sleep(retry).await;
+    reconcile_once(&client, &ctx, "tampered").await;
+    assert_eq!(server.requests(), before + 2);
 }
 
 #[tokio::test]
@@ -945,4 +1296,110 @@ async fn a_tls_cluster_with_an_acl_user_bootstraps_through_kubernetes() {
         Err(_) => false,
     };
     assert!(!answered, "a plain client was answered");
+}
+
+/// The examples a user applies first must work as written: every policy config of every
+/// example KvCluster is accepted by the plugin it names. Builtins (named directly, or through
+/// a PolicyPlugin example with a builtin source) check it themselves through the real runtime;
+/// the custom zone-aware plugin, which only a wasm build outside this workspace produces, is
+/// checked against the fields its `validate-config` accepts (examples/custom-plugin/src/lib.rs).
+#[tokio::test]
+async fn every_example_policy_config_is_accepted_by_the_plugin_it_names() {
+    use kvpilot::policy::{Hook, PolicyRuntime};
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut clusters = Vec::new();
+    let mut plugins = BTreeMap::new();
+    for entry in std::fs::read_dir(root.join("examples")).expect("examples") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        let value: serde_json::Value = serde_norway::from_str(&text).expect("yaml");
+        match value["kind"].as_str() {
+            Some("KvCluster") => {
+                let kc: KvCluster = serde_norway::from_str(&text).expect("KvCluster");
+                clusters.push((path, kc));
+            }
+            Some("PolicyPlugin") => {
+                let pp: PolicyPlugin = serde_norway::from_str(&text).expect("PolicyPlugin");
+                plugins.insert(pp.name_any(), pp);
+            }
+            _ => {}
+        }
+    }
+    let custom = std::fs::read_to_string(root.join("examples/custom-plugin/src/lib.rs"))
+        .expect("the custom plugin's source");
+    let runtime = PolicyRuntime::global().expect("runtime");
+    let mut checked = 0;
+    let mut through_policy_plugins = 0;
+    for (path, kc) in &clusters {
+        for hook in Hook::ALL {
+            let r = kc.spec.policies.for_hook(hook);
+            let config = r.config_json();
+            let what = format!("{}: {hook} ({})", path.display(), r.plugin);
+            let builtin = match r.plugin.strip_prefix("builtin:") {
+                Some(b) => Some(b.to_string()),
+                None => {
+                    let pp = plugins
+                        .get(&r.plugin)
+                        .unwrap_or_else(|| panic!("{what}: no PolicyPlugin example of that name"));
+                    through_policy_plugins += 1;
+                    pp.spec.source.builtin.clone()
+                }
+            };
+            match builtin {
+                Some(b) => {
+                    let plugin = runtime.load_builtin(&b).await.expect("builtin");
+                    assert!(plugin.exports(hook), "{what}: builtin:{b} lacks the hook");
+                    plugin
+                        .validate_config(&config)
+                        .await
+                        .unwrap_or_else(|e| panic!("{what}: {e}"));
+                }
+                None => {
+                    // The only non-builtin PolicyPlugin example is the custom zone-aware one.
+                    assert!(
+                        custom.contains(&format!("name: \"{}\".into()", r.plugin)),
+                        "{what}: not the plugin of examples/custom-plugin"
+                    );
+                    assert!(
+                        custom.contains("world: \"replica-selector\"")
+                            && hook == Hook::ReplicaSelection,
+                        "{what}: examples/custom-plugin only answers replica-selection"
+                    );
+                    let known = custom
+                        .split_once("known fields: ")
+                        .and_then(|(_, rest)| rest.split_once(')'))
+                        .map(|(fields, _)| {
+                            fields.split(", ").map(str::to_string).collect::<Vec<_>>()
+                        })
+                        .expect("the custom plugin names its known fields");
+                    let given: serde_json::Value = serde_json::from_str(&config).expect("json");
+                    for key in given.as_object().expect("an object").keys() {
+                        assert!(
+                            known.contains(key),
+                            "{what}: `{key}` is not a field of the plugin (it knows {known:?})"
+                        );
+                    }
+                    let zones = &given["zones"];
+                    assert!(
+                        zones.is_null()
+                            || zones
+                                .as_array()
+                                .is_some_and(|z| z.iter().all(|z| z.is_string())),
+                        "{what}: zones must be a list of zone names"
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(clusters.len() >= 3, "{} KvCluster examples", clusters.len());
+    assert_eq!(checked, clusters.len() * Hook::ALL.len());
+    assert!(
+        through_policy_plugins >= 1,
+        "no example names a PolicyPlugin"
+    );
 }

@@ -8,12 +8,13 @@ use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
 /// The condition types kvpilot sets, in the order it reports them.
-pub const CONDITION_TYPES: [&str; 5] = [
+pub const CONDITION_TYPES: [&str; 6] = [
     "Ready",
     "Progressing",
     "Degraded",
     "PolicyFailed",
     "RolloutBlocked",
+    "StorageChangeBlocked",
 ];
 
 /// Kubernetes caps a condition message at 32768 bytes.
@@ -23,7 +24,8 @@ const MAX_MESSAGE_BYTES: usize = 32 * 1024;
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KvClusterStatus {
-    /// Ready, Progressing, Degraded, PolicyFailed and RolloutBlocked.
+    /// Ready, Progressing, Degraded, PolicyFailed, RolloutBlocked and (Kubernetes)
+    /// StorageChangeBlocked: a spec.storage change the StatefulSets cannot take.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

@@ -37,7 +37,9 @@ pub struct OperatorArgs {
     /// Namespace of the Lease; defaults to `$POD_NAMESPACE`, else `default`.
     #[arg(long)]
     pub lease_namespace: Option<String>,
-    /// Seconds a Lease stays valid without renewal.
+    /// Seconds a Lease stays valid without renewal. The leader renews every 2/15 of it and
+    /// stops (exits) when no renewal succeeded for 2/3 of it; a standby takes over once the
+    /// Lease has gone unrenewed for all of it, as it observes.
     #[arg(long, default_value_t = 15)]
     pub lease_duration_seconds: u64,
 }
@@ -51,17 +53,17 @@ pub async fn run(args: OperatorArgs) -> Result<ExitCode, String> {
         .map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
     let runtime = PolicyRuntime::global().map_err(|e| e.to_string())?;
     let metrics = Arc::new(Metrics::new());
-    let (addr, _server) = metrics::spawn(args.metrics_addr, metrics.clone())
-        .await
-        .map_err(|e| format!("cannot serve metrics on {}: {e}", args.metrics_addr))?;
-    tracing::info!(%addr, "serving /metrics and /healthz");
     let ctx = Arc::new(Context::new(
         client.clone(),
         runtime,
-        metrics,
+        metrics.clone(),
         Settings::default(),
         PORT as u16,
     ));
+    let (addr, _server) = metrics::spawn(args.metrics_addr, metrics, ctx.health.clone())
+        .await
+        .map_err(|e| format!("cannot serve metrics on {}: {e}", args.metrics_addr))?;
+    tracing::info!(%addr, "serving /metrics and /healthz");
     let scope = Scope {
         namespace: args.namespace.clone(),
     };
@@ -86,10 +88,21 @@ pub async fn run(args: OperatorArgs) -> Result<ExitCode, String> {
     let (tx, mut leading) = tokio::sync::watch::channel(false);
     tokio::spawn(elector.run(tx));
     tracing::info!(%identity, lease = %format!("{namespace}/{LEASE_NAME}"), "waiting for the lease");
-    leading
-        .wait_for(|l| *l)
-        .await
-        .map_err(|_| "leader election stopped".to_string())?;
+    // A standby is healthy while it waits: it beats until it leads.
+    let health = ctx.health.clone();
+    let standby = async move {
+        let mut tick = tokio::time::interval(metrics::BEAT_INTERVAL);
+        loop {
+            tick.tick().await;
+            health.beat();
+        }
+    };
+    tokio::select! {
+        acquired = leading.wait_for(|l| *l) => {
+            acquired.map_err(|_| "leader election stopped".to_string())?;
+        }
+        _ = standby => {}
+    }
     tracing::info!(%identity, "leading");
     // Losing the lease ends the process: another replica takes over, and this one restarts
     // as a candidate (the usual controller pattern; nothing here must finish first).

@@ -19,6 +19,16 @@ pub(super) async fn next<P: Policies>(
     let s = input.settings;
     let max_lag = input.spec.rollout.max_lag_bytes;
     plan.primary = Some(primary.name.clone());
+    if obs.desired_revision.is_empty() {
+        // Not known yet (in Kubernetes: the StatefulSet controller has not reported the update
+        // revision of the current template). Against "" every member would look stale:
+        // never roll on it.
+        return plan.wait(
+            Blocker::InProgress,
+            "the desired revision is not known yet (StatefulSet status not observed): not rolling out",
+            s.probe_interval,
+        );
+    }
     let view: Vec<Member> = obs
         .members
         .iter()

@@ -463,6 +463,19 @@ async fn rollout_restarts_stale_replicas_highest_ordinal_first() {
 }
 
 #[tokio::test]
+async fn an_unknown_desired_revision_waits_instead_of_rolling() {
+    let mut obs = observed(healthy(), Some(0));
+    obs.desired_revision = String::new();
+    let plan = run(&obs, &TestPolicies::default()).await;
+    assert_eq!(plan.action, None);
+    assert!(!plan.rolling);
+    let wait = plan.wait.expect("must wait");
+    assert_eq!(wait.blocker, Blocker::InProgress);
+    assert!(wait.reason.contains("not known yet"), "{}", wait.reason);
+    assert!(plan.decisions.is_empty(), "{:?}", plan.decisions);
+}
+
+#[tokio::test]
 async fn rollout_hands_over_from_a_stale_primary_to_an_in_sync_current_replica() {
     let mut members = healthy();
     members[0] = stale(members[0].clone());

@@ -1,5 +1,6 @@
 //! A stand-in for the StatefulSet controller and the kubelet, over the fake API:
-//! - each StatefulSet gets `status.updateRevision` = `<name>-<digest of its pod template>`;
+//! - each StatefulSet gets `status.updateRevision` = `<name>-<digest of its pod template>` and
+//!   `status.observedGeneration` = its generation;
 //! - each missing Pod is created with the template's labels, the update revision's
 //!   `controller-revision-hash`, and a real `valkey-server` on a fresh 127.0.0.x pod IP, started
 //!   as a replica of the pod labelled primary or parked when there is none (what the rendered
@@ -172,11 +173,10 @@ async fn step(env: &Env, state: &Mutex<State>) -> Result<(), String> {
         ));
         let revision = format!("{name}-{}", &digest[..10]);
         let replicas = spec.replicas.unwrap_or(1);
-        if sts
-            .status
-            .as_ref()
-            .and_then(|s| s.update_revision.as_deref())
-            != Some(&revision)
+        let status = sts.status.as_ref();
+        // Like the StatefulSet controller: the status follows every spec change (generation).
+        if status.and_then(|s| s.update_revision.as_deref()) != Some(&revision)
+            || status.and_then(|s| s.observed_generation) != sts.metadata.generation
         {
             let patch = serde_json::json!({"status": {
                 "replicas": replicas, "updateRevision": revision, "currentRevision": revision,

@@ -25,6 +25,19 @@ pub const NS: &str = "shop";
 
 /// A fake API server with the kvpilot CRDs (KvCluster status as a subresource).
 pub async fn fake_client() -> Client {
+    builder().build().await.expect("fake client")
+}
+
+/// [`fake_client`] whose calls go through `interceptors` first (to inject API errors).
+pub async fn fake_client_with(interceptors: kube_fake_client::interceptor::Funcs) -> Client {
+    builder()
+        .with_interceptor_funcs(interceptors)
+        .build()
+        .await
+        .expect("fake client")
+}
+
+fn builder() -> kube_fake_client::ClientBuilder {
     kube_fake_client::ClientBuilder::new()
         .with_resource::<KvCluster>()
         // The fake registers every custom resource as namespaced; PolicyPlugin is
@@ -34,9 +47,6 @@ pub async fn fake_client() -> Client {
         .with_status_subresource::<StatusOf<KvCluster>>()
         .with_status_subresource::<Pod>()
         .with_status_subresource::<k8s_openapi::api::apps::v1::StatefulSet>()
-        .build()
-        .await
-        .expect("fake client")
 }
 
 /// A stand-in that names a custom resource's group/version/kind for
@@ -139,18 +149,63 @@ pub async fn get_cluster(client: &Client, name: &str) -> KvCluster {
 
 /// The controller context, with fast probes and members on `port`.
 pub fn context(client: &Client, port: u16) -> Arc<Context> {
+    Arc::new(new_context(client, port))
+}
+
+/// [`context`], trying a failed PolicyPlugin again after `base` (doubling up to `max`).
+pub fn context_with_plugin_retry(
+    client: &Client,
+    port: u16,
+    base: Duration,
+    max: Duration,
+) -> Arc<Context> {
+    Arc::new(new_context(client, port).with_plugin_retry(base, max))
+}
+
+fn new_context(client: &Client, port: u16) -> Context {
     let settings = Settings {
         probe_interval: Duration::from_millis(100),
         steady_interval: Duration::from_millis(500),
         ..Settings::default()
     };
-    Arc::new(Context::new(
+    Context::new(
         client.clone(),
         PolicyRuntime::global().expect("runtime"),
         Arc::new(Metrics::new()),
         settings,
         port,
-    ))
+    )
+}
+
+/// The Events (events.k8s.io/v1, what kube's recorder writes) about KvCluster `cluster`.
+pub async fn events_about(
+    client: &Client,
+    cluster: &str,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
+    Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding.as_ref().is_some_and(|r| {
+                r.kind.as_deref() == Some("KvCluster") && r.name.as_deref() == Some(cluster)
+            })
+        })
+        .collect()
+}
+
+/// The event of `reason` about `cluster`, if any.
+pub async fn event(
+    client: &Client,
+    cluster: &str,
+    reason: &str,
+) -> Option<k8s_openapi::api::events::v1::Event> {
+    events_about(client, cluster)
+        .await
+        .into_iter()
+        .find(|e| e.reason.as_deref() == Some(reason))
 }
 
 /// One reconcile of the cluster as stored now.

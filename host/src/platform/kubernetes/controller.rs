@@ -5,28 +5,28 @@
 //! garbage collector deletes them with it, and nothing outside the API needs cleaning up.
 
 use super::access;
-use super::apply::{self, ApplyError};
+use super::apply;
+use super::metrics::{BEAT_INTERVAL, Health, Metrics, RolloutTracker};
 use super::platform::KubernetesPlatform;
-use super::policies::{self, PluginProblem, referenced_plugins};
-use super::{LABEL_CLUSTER, desired_objects, metrics::Metrics};
+use super::policies::{self, ClusterPolicies, HookProblem, PluginProblem, RetryBackoff};
+use super::{LABEL_CLUSTER, desired_objects, triggers};
 use crate::api::{KvCluster, KvClusterStatus, PolicyPlugin, StatusContext, validate_spec};
-use crate::decide::{Blocker, Plan, Settings, Wait};
+use crate::decide::Settings;
 use crate::observe::{Access, Clients};
-use crate::policy::{PolicyRuntime, WasmPolicies};
+use crate::policy::{FailurePolicy, Hook, PolicyRuntime, WasmPolicies};
 use crate::reconcile::Reconciler;
 use crate::status::{ClusterStatus, Condition};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,16 +35,22 @@ use std::time::{Duration, Instant};
 const INVALID_SPEC_REQUEUE: Duration = Duration::from_secs(300);
 /// Requeue after an unexpected error.
 const ERROR_REQUEUE: Duration = Duration::from_secs(5);
+/// The condition saying that a `spec.storage` change could not be applied.
+pub const STORAGE_CONDITION: &str = "StorageChangeBlocked";
+/// Longest requeue while the cluster's policies cannot be bound (doubling from
+/// `Settings::policy_retry`).
+const MAX_POLICY_REQUEUE: Duration = Duration::from_secs(60);
 /// Kubernetes caps an Event note at 1 kB.
 const MAX_NOTE_BYTES: usize = 1024;
+/// A status that differs only in volatile fields (replication offsets, which move with every
+/// write) is written at most this often: each write costs an API call and a watch event.
+const VOLATILE_STATUS_REFRESH: Duration = Duration::from_secs(30);
 
 /// The error of one reconcile.
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
     #[error("KvCluster {0} has no namespace")]
     NoNamespace(String),
-    #[error(transparent)]
-    Apply(#[from] ApplyError),
     #[error("KvCluster {cluster}: {action}: {source}")]
     Kube {
         cluster: String,
@@ -55,18 +61,40 @@ pub enum OperatorError {
 }
 
 /// One cluster's state that survives between reconciles: the reconciler (member connections,
-/// failure-detection counter, policy backoff) and the bound policies.
+/// failure-detection counter, policy backoff) and the bound policies. All of it may be lost
+/// (an operator restart): it is rebuilt from what is observed.
 struct ClusterState {
     reconciler: Reconciler<KubernetesPlatform>,
-    /// The bound policies and the key they were bound for.
-    bound: Option<(String, Result<WasmPolicies, String>)>,
+    /// The bound policies and what they were bound from.
+    bound: Option<BoundPolicies>,
+    /// Consecutive reconciles whose policies could not be bound (for the requeue backoff).
+    policy_failures: u32,
+    /// When this operator last wrote the cluster's status.
+    last_status_write: Option<Instant>,
+    rollouts: RolloutTracker,
+    /// The storage drift last reported (an Event when it changes, a condition always).
+    storage_drift: Option<String>,
+}
+
+/// A cluster's policies as bound for the key of [`policies::Resolved`].
+struct BoundPolicies {
+    key: String,
+    policies: Result<WasmPolicies, BindFailure>,
+    fallbacks: BTreeMap<Hook, HookProblem>,
+}
+
+/// Why binding failed, and the plugin that failed.
+struct BindFailure {
+    plugin: String,
+    message: String,
 }
 
 /// A cluster by (namespace, name).
 type ClusterKey = (String, String);
 type SharedState = Arc<tokio::sync::Mutex<ClusterState>>;
 /// A cluster's state and the uid of the KvCluster it was made for: a KvCluster deleted and
-/// created again under the same name is another cluster and starts afresh.
+/// created again under the same name is another cluster and starts afresh (also when the
+/// watch missed the deletion while it was relisting).
 type Tracked = (Option<String>, SharedState);
 
 /// What every reconcile shares.
@@ -78,11 +106,11 @@ pub struct Context {
     pub settings: Settings,
     /// The port members serve on (6379; tests use another).
     pub member_port: u16,
+    /// Whether the controller loop is alive (`/healthz`).
+    pub health: Arc<Health>,
+    /// Failed PolicyPlugin loads, shared by every cluster and the PolicyPlugin controller.
+    pub plugin_retry: RetryBackoff,
     clusters: tokio::sync::Mutex<HashMap<ClusterKey, Tracked>>,
-    /// The controller's cache of KvClusters (set by [`run`]): the state of a cluster that is
-    /// no longer in it is dropped (without a finalizer, a deleted KvCluster is never
-    /// reconciled again).
-    known: std::sync::OnceLock<Store<KvCluster>>,
 }
 
 impl Context {
@@ -104,9 +132,17 @@ impl Context {
             metrics,
             settings,
             member_port,
+            health: Arc::new(Health::default()),
+            plugin_retry: RetryBackoff::default(),
             clusters: Default::default(),
-            known: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The same context, waiting `base` (doubling up to `max`) before loading a failed
+    /// PolicyPlugin again.
+    pub fn with_plugin_retry(mut self, base: Duration, max: Duration) -> Context {
+        self.plugin_retry = RetryBackoff::new(base, max);
+        self
     }
 
     async fn state(
@@ -117,15 +153,6 @@ impl Context {
         let key = (namespace.to_string(), kc.name_any());
         let uid = kc.uid();
         let mut clusters = self.clusters.lock().await;
-        if let Some(known) = self.known.get() {
-            // Dropping a live cluster's state by mistake only costs reconnecting.
-            clusters.retain(|(ns, name), (tracked_uid, _)| {
-                (ns, name) == (&key.0, &key.1)
-                    || known
-                        .get(&ObjectRef::new(name).within(ns))
-                        .is_some_and(|kc| kc.uid() == *tracked_uid)
-            });
-        }
         if let Some((tracked_uid, s)) = clusters.get(&key)
             && *tracked_uid == uid
         {
@@ -149,12 +176,42 @@ impl Context {
                 self.settings.clone(),
             ),
             bound: None,
+            policy_failures: 0,
+            last_status_write: None,
+            rollouts: RolloutTracker::default(),
+            storage_drift: None,
         }));
         clusters.insert(key, (uid, state.clone()));
         state
     }
 
+    /// Drops the state of a deleted cluster (its member connections go with it).
+    fn forget(self: &Arc<Self>, kc: &KvCluster) {
+        let Some(namespace) = kc.namespace() else {
+            return;
+        };
+        let key = (namespace, kc.name_any());
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            ctx.clusters.lock().await.remove(&key);
+        });
+    }
+
     async fn publish(&self, kc: &KvCluster, warning: bool, reason: &str, message: &str) {
+        self.publish_about(kc, warning, reason, message, None).await;
+    }
+
+    /// Publishes an Event about `kc`; `related` is the object the event is about besides it
+    /// (kube's recorder merges events with the same reason and related object into a series,
+    /// so distinct objects keep distinct events).
+    async fn publish_about(
+        &self,
+        kc: &KvCluster,
+        warning: bool,
+        reason: &str,
+        message: &str,
+        related: Option<ObjectReference>,
+    ) {
         let event = Event {
             type_: if warning {
                 EventType::Warning
@@ -164,7 +221,7 @@ impl Context {
             reason: reason.chars().take(128).collect(),
             note: Some(truncate(message, MAX_NOTE_BYTES)),
             action: reason.chars().take(128).collect(),
-            secondary: None,
+            secondary: related,
         };
         if let Err(e) = self.recorder.publish(&event, &kc.object_ref(&())).await {
             tracing::warn!(cluster = %kc.name_any(), error = %e, "cannot publish an event");
@@ -175,7 +232,15 @@ impl Context {
 /// One reconcile of one KvCluster.
 pub async fn reconcile(kc: Arc<KvCluster>, ctx: Arc<Context>) -> Result<Action, OperatorError> {
     let started = Instant::now();
-    let result = reconcile_inner(&kc, &ctx).await;
+    let result = {
+        let _tracked = ctx.health.reconciling(format!(
+            "{}/{}",
+            kc.namespace().unwrap_or_default(),
+            kc.name_any()
+        ));
+        reconcile_inner(&kc, &ctx).await
+    };
+    ctx.health.beat();
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
@@ -207,11 +272,19 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
             set_condition(status, "Ready", false, "InvalidSpec", &message);
             set_condition(status, "Progressing", false, "InvalidSpec", &message);
             ctx.publish(kc, true, "InvalidSpec", &message).await;
-            patch_status(ctx, kc, &namespace, &state.reconciler.status).await?;
+            patch_status(
+                ctx,
+                kc,
+                &namespace,
+                &state.reconciler.status,
+                &mut state.last_status_write,
+            )
+            .await?;
             return Ok(Action::requeue(INVALID_SPEC_REQUEUE));
         }
     };
-    apply::apply_all(&ctx.client, &namespace, &name, &objects).await?;
+    let applied = apply::apply_all(&ctx.client, &namespace, &name, &objects).await;
+    report_applied(ctx, kc, state, &applied).await;
 
     // Credentials and TLS, read fresh: a Secret created after the KvCluster or rotated since
     // the last reconcile takes effect now.
@@ -228,55 +301,84 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
             set_condition(status, "Ready", false, "SecretUnavailable", &message);
             set_condition(status, "Progressing", false, "SecretUnavailable", &message);
             ctx.publish(kc, true, "SecretUnavailable", &message).await;
-            patch_status(ctx, kc, &namespace, &state.reconciler.status).await?;
+            patch_status(
+                ctx,
+                kc,
+                &namespace,
+                &state.reconciler.status,
+                &mut state.last_status_write,
+            )
+            .await?;
             return Ok(Action::requeue(ERROR_REQUEUE));
         }
     }
 
     // Policies: (re)bind when the spec's policies or a referenced PolicyPlugin changed.
-    let policies = match policies::resolve(&ctx.client, &ctx.runtime, &kc.spec).await {
+    match policies::resolve(&ctx.client, &ctx.runtime, &kc.spec, &ctx.plugin_retry).await {
         Ok(resolved) => {
-            if state.bound.as_ref().map(|(k, _)| k) != Some(&resolved.key) {
-                let bound = resolved.bind(&ctx.runtime).await;
-                state.bound = Some((resolved.key, bound));
-            }
-            match state.bound.as_ref().map(|(_, b)| b) {
-                Some(Ok(p)) => Ok(p),
-                Some(Err(e)) => Err(e.clone()),
-                None => Err("policies not bound".to_string()),
+            if state.bound.as_ref().map(|b| &b.key) != Some(&resolved.key) {
+                let policies = resolved.bind(&ctx.runtime).await.map_err(|e| BindFailure {
+                    plugin: policies::failing_plugin(&e).to_string(),
+                    message: e.to_string(),
+                });
+                // Said once per change: each decision repeats it in `fallback_from`.
+                for p in resolved.fallbacks.values() {
+                    let message = format!(
+                        "{}: {}; builtin:{} answers instead (failurePolicy Fallback)",
+                        p.hook,
+                        p.message,
+                        p.hook.default_builtin()
+                    );
+                    ctx.publish(kc, true, "PolicyFallback", &message).await;
+                }
+                state.bound = Some(BoundPolicies {
+                    key: resolved.key,
+                    policies,
+                    fallbacks: resolved.fallbacks,
+                });
             }
         }
-        Err(problem) => Err(problem.to_string()),
-    };
-    let policies = match policies {
-        Ok(p) => p,
-        Err(message) => {
-            // A plugin that cannot be used acts like a failing plugin under `Fail`: nothing
-            // changes, PolicyFailed says why, and the next reconcile retries.
+        Err(e) => {
+            // A PolicyPlugin that cannot be used acts like a failing plugin under `Fail`.
             state.bound = None;
-            ctx.metrics.plugin_failure("", "");
-            let status = &mut state.reconciler.status;
-            set_condition(status, "PolicyFailed", true, "PolicyFailed", &message);
-            set_condition(status, "Ready", false, "PolicyFailed", &message);
-            ctx.publish(kc, true, "PolicyFailed", &message).await;
-            patch_status(ctx, kc, &namespace, &state.reconciler.status).await?;
-            let mut plan = Plan::new(ctx.settings.policy_retry);
-            plan.wait = Some(Wait {
-                blocker: Blocker::PolicyFailed,
-                reason: message,
-            });
-            return Ok(Action::requeue(plan.requeue_after));
+            for p in &e.0 {
+                ctx.metrics.plugin_failure(p.hook.as_str(), &p.plugin);
+            }
+            return policy_failed(ctx, kc, &namespace, state, &e.to_string()).await;
+        }
+    }
+    let Some(bound) = state.bound.as_ref() else {
+        return policy_failed(ctx, kc, &namespace, state, "policies not bound").await;
+    };
+    let policies = match &bound.policies {
+        Ok(policies) => policies,
+        Err(failure) => {
+            let message = failure.message.clone();
+            for hook in failing_hooks(&kc.spec.policies, &failure.plugin) {
+                ctx.metrics.plugin_failure(hook.as_str(), &failure.plugin);
+            }
+            return policy_failed(ctx, kc, &namespace, state, &message).await;
         }
     };
+    state.policy_failures = 0;
+    let policies =
+        ClusterPolicies::new(policies, &ctx.metrics, &kc.spec.policies, &bound.fallbacks);
 
     // observe → decide → act, shared with the local platform.
     state
         .reconciler
         .platform
         .resize(kc.spec.shards, kc.spec.replicas + 1);
-    let outcome = state.reconciler.reconcile(&kc.spec, policies).await;
+    let outcome = state.reconciler.reconcile(&kc.spec, &policies).await;
     ctx.metrics
         .observe_plan(&namespace, &name, &outcome.plan, outcome.error.is_none());
+    let report = &state.reconciler.status;
+    if state.rollouts.observe(
+        report.members.iter().map(|m| m.revision.as_deref()),
+        &report.desired_revision,
+    ) {
+        ctx.metrics.rollout_completed(&namespace, &name);
+    }
     for e in std::mem::take(&mut state.reconciler.status.events) {
         ctx.publish(kc, e.kind == "Warning", &e.reason, &e.message)
             .await;
@@ -284,8 +386,135 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
     for note in state.reconciler.clients.take_notes() {
         ctx.publish(kc, false, "CredentialsChanged", &note).await;
     }
-    patch_status(ctx, kc, &namespace, &state.reconciler.status).await?;
-    Ok(Action::requeue(outcome.plan.requeue_after))
+    // The reconcile rebuilt the conditions: the storage one goes back on.
+    storage_condition(&mut state.reconciler.status, state.storage_drift.as_deref());
+    patch_status(
+        ctx,
+        kc,
+        &namespace,
+        &state.reconciler.status,
+        &mut state.last_status_write,
+    )
+    .await?;
+    let requeue = if applied.errors.is_empty() {
+        outcome.plan.requeue_after
+    } else {
+        outcome.plan.requeue_after.min(ERROR_REQUEUE)
+    };
+    Ok(Action::requeue(requeue))
+}
+
+/// Says what an apply pass did besides applying: an Event for each recreated or deleted
+/// object, a Warning for each failed call (the reconcile goes on with what could be applied)
+/// and, when it first appears or changes, for a storage change that could not be applied,
+/// which also sets the `StorageChangeBlocked` condition.
+async fn report_applied(
+    ctx: &Context,
+    kc: &KvCluster,
+    state: &mut ClusterState,
+    applied: &apply::Applied,
+) {
+    for change in &applied.changes {
+        ctx.publish_about(
+            kc,
+            false,
+            change.reason,
+            &change.message,
+            Some(change.object.clone()),
+        )
+        .await;
+    }
+    for e in &applied.errors {
+        tracing::warn!(cluster = %kc.name_any(), error = %e, "apply failed");
+        let object = ObjectReference {
+            kind: Some(e.kind.clone()),
+            namespace: Some(e.namespace.clone()),
+            name: Some(e.name.clone()),
+            ..Default::default()
+        };
+        ctx.publish_about(kc, true, "ApplyFailed", &e.to_string(), Some(object))
+            .await;
+    }
+    let drift = (!applied.storage_drift.is_empty()).then(|| {
+        applied
+            .storage_drift
+            .iter()
+            .map(apply::StorageDrift::message)
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    if drift.is_some() && drift != state.storage_drift {
+        let message = drift.as_deref().unwrap_or_default();
+        tracing::warn!(cluster = %kc.name_any(), %message, "storage change not applied");
+        ctx.publish(kc, true, "StorageChangeNotApplied", message)
+            .await;
+    }
+    state.storage_drift = drift;
+    storage_condition(&mut state.reconciler.status, state.storage_drift.as_deref());
+}
+
+/// `StorageChangeBlocked`: true while `spec.storage` differs from what the StatefulSets have.
+fn storage_condition(status: &mut ClusterStatus, drift: Option<&str>) {
+    match drift {
+        Some(message) => set_condition(
+            status,
+            STORAGE_CONDITION,
+            true,
+            "ImmutableVolumeClaimTemplates",
+            message,
+        ),
+        None => set_condition(status, STORAGE_CONDITION, false, "AsDesired", ""),
+    }
+}
+
+/// The hooks under `Fail` that name `plugin` (every `Fail` hook when none does, so a failure
+/// is never counted without a hook).
+fn failing_hooks(spec: &crate::api::PoliciesSpec, plugin: &str) -> Vec<Hook> {
+    let fail = |h: &Hook| spec.for_hook(*h).failure_policy == FailurePolicy::Fail;
+    let named: Vec<Hook> = Hook::ALL
+        .into_iter()
+        .filter(|h| fail(h) && spec.for_hook(*h).plugin == plugin)
+        .collect();
+    if named.is_empty() {
+        Hook::ALL.into_iter().filter(fail).collect()
+    } else {
+        named
+    }
+}
+
+/// The cluster's policies cannot be bound: nothing changes (no observe → decide → act),
+/// PolicyFailed says why, and the next attempt backs off.
+async fn policy_failed(
+    ctx: &Context,
+    kc: &KvCluster,
+    namespace: &str,
+    state: &mut ClusterState,
+    message: &str,
+) -> Result<Action, OperatorError> {
+    state.policy_failures = state.policy_failures.saturating_add(1);
+    let status = &mut state.reconciler.status;
+    set_condition(status, "PolicyFailed", true, "PolicyFailed", message);
+    set_condition(status, "Ready", false, "PolicyFailed", message);
+    ctx.publish(kc, true, "PolicyFailed", message).await;
+    patch_status(
+        ctx,
+        kc,
+        namespace,
+        &state.reconciler.status,
+        &mut state.last_status_write,
+    )
+    .await?;
+    Ok(Action::requeue(policy_requeue(
+        ctx.settings.policy_retry,
+        state.policy_failures,
+    )))
+}
+
+/// `base`, doubled for each consecutive failure after the first, at most
+/// [`MAX_POLICY_REQUEUE`].
+fn policy_requeue(base: Duration, failures: u32) -> Duration {
+    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+    base.saturating_mul(factor).min(MAX_POLICY_REQUEUE)
 }
 
 /// Requeues after an error; the error is logged.
@@ -299,7 +528,7 @@ pub async fn reconcile_plugin(
     pp: Arc<PolicyPlugin>,
     ctx: Arc<Context>,
 ) -> Result<Action, PluginProblem> {
-    match policies::load_and_record(&ctx.client, &ctx.runtime, &pp).await {
+    match policies::load_and_record(&ctx.client, &ctx.runtime, &pp, &ctx.plugin_retry).await {
         Ok(_) => Ok(Action::await_change()),
         Err(problem) => {
             tracing::warn!(error = %problem, "PolicyPlugin refused");
@@ -314,12 +543,14 @@ fn plugin_error_policy(pp: Arc<PolicyPlugin>, error: &PluginProblem, _: Arc<Cont
     Action::requeue(ERROR_REQUEUE)
 }
 
-/// Writes the KvCluster status (status subresource) for `report`.
+/// Writes the KvCluster status (status subresource) for `report`, unless only volatile
+/// fields changed since the status `kc` carries and it was written recently.
 async fn patch_status(
     ctx: &Context,
     kc: &KvCluster,
     namespace: &str,
     report: &ClusterStatus,
+    last_write: &mut Option<Instant>,
 ) -> Result<(), OperatorError> {
     let status = KvClusterStatus::from_report(
         report,
@@ -329,6 +560,10 @@ async fn patch_status(
             now: Timestamp::now(),
         },
     );
+    let now = Instant::now();
+    if !status_write_needed(kc.status.as_ref(), &status, *last_write, now) {
+        return Ok(());
+    }
     let mut value = serde_json::to_value(&status).unwrap_or_default();
     // A merge patch keeps fields it does not mention: clear the ones now unset.
     if let Some(map) = value.as_object_mut() {
@@ -354,7 +589,36 @@ async fn patch_status(
         action: "patch status",
         source,
     })?;
+    *last_write = Some(now);
     Ok(())
+}
+
+/// Whether `next` must be written over `previous`: always when a field other than the
+/// volatile ones (member offsets) differs; for volatile changes only, once
+/// [`VOLATILE_STATUS_REFRESH`] has passed since the last write.
+fn status_write_needed(
+    previous: Option<&KvClusterStatus>,
+    next: &KvClusterStatus,
+    last_write: Option<Instant>,
+    now: Instant,
+) -> bool {
+    let Some(previous) = previous else {
+        return true;
+    };
+    if previous == next {
+        return false;
+    }
+    let without_volatile = |s: &KvClusterStatus| {
+        let mut s = s.clone();
+        for m in &mut s.members {
+            m.offset = 0;
+        }
+        s
+    };
+    if without_volatile(previous) != without_volatile(next) {
+        return true;
+    }
+    last_write.is_none_or(|at| now.duration_since(at) >= VOLATILE_STATUS_REFRESH)
 }
 
 /// Sets (or adds) condition `kind` on the report.
@@ -403,63 +667,175 @@ where
 }
 
 /// Runs the KvCluster and PolicyPlugin controllers until a shutdown signal.
+///
+/// The KvCluster and PolicyPlugin watches pass only spec changes (see [`triggers`]): the
+/// reconciles' own status patches must not start the next reconcile. Owned objects and Pods
+/// trigger on every change, since their status is what a reconcile reads.
 pub async fn run(ctx: Arc<Context>, scope: Scope) {
     let client = ctx.client.clone();
     let owned = watcher::Config::default().labels(LABEL_CLUSTER);
-    let controller = Controller::new(
+    let (store, writer) = reflector::store::<KvCluster>();
+    let forget = ctx.clone();
+    let cluster_events = watcher(
         api::<KvCluster>(&client, &scope),
         watcher::Config::default(),
-    );
-    let store = controller.store();
-    // Only the first `run` of a context sets it; a second would watch the same clusters.
-    let _ = ctx.known.set(store.clone());
-    let clusters = controller
-        .owns(api::<StatefulSet>(&client, &scope), owned.clone())
-        .owns(api::<Service>(&client, &scope), owned.clone())
-        .owns(api::<PodDisruptionBudget>(&client, &scope), owned.clone())
-        .owns(api::<ConfigMap>(&client, &scope), owned.clone())
-        .watches(api::<Pod>(&client, &scope), owned, |pod| {
-            let cluster = pod.labels().get(LABEL_CLUSTER).cloned();
-            let namespace = pod.namespace();
-            cluster.map(|c| {
-                let r = ObjectRef::<KvCluster>::new(&c);
-                match namespace {
-                    Some(ns) => r.within(&ns),
-                    None => r,
-                }
-            })
-        })
-        .watches(
-            Api::<PolicyPlugin>::all(client.clone()),
-            watcher::Config::default(),
-            move |pp| {
-                let name = pp.name_any();
-                store
-                    .state()
-                    .iter()
-                    .filter(|kc| referenced_plugins(&kc.spec.policies).contains(&name))
-                    .map(|kc| ObjectRef::from_obj(kc.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each(|result| async move {
-            match result {
-                Ok((obj, _)) => tracing::debug!(cluster = %obj, "reconciled"),
-                Err(e) => tracing::warn!(error = %e, "controller"),
-            }
-        });
-    let plugins = Controller::new(
+    )
+    .default_backoff()
+    .reflect(writer)
+    .inspect(move |event| {
+        // Without a finalizer, the watch is the only place that sees a cluster go: drop its
+        // member connections and state then.
+        if let Ok(watcher::Event::Delete(kc)) = event {
+            forget.forget(kc);
+        }
+    });
+    let plugin_events = watcher(
         Api::<PolicyPlugin>::all(client.clone()),
         watcher::Config::default(),
     )
+    .default_backoff();
+    let users = store.clone();
+    let clusters =
+        Controller::for_stream(triggers::generation_changes(cluster_events, false), store)
+            .owns(api::<StatefulSet>(&client, &scope), owned.clone())
+            .owns(api::<Service>(&client, &scope), owned.clone())
+            .owns(api::<PodDisruptionBudget>(&client, &scope), owned.clone())
+            .owns(api::<ConfigMap>(&client, &scope), owned.clone())
+            .watches(api::<Pod>(&client, &scope), owned, |pod| {
+                triggers::pod_cluster(&pod)
+            })
+            // A plugin's spec change or deletion requeues every cluster that names it.
+            .watches_stream(
+                triggers::generation_changes(plugin_events, true),
+                move |pp| triggers::plugin_users(&users.state(), &pp),
+            )
+            .shutdown_on_signal()
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|result| async move {
+                match result {
+                    Ok((obj, _)) => tracing::debug!(cluster = %obj, "reconciled"),
+                    Err(e) => tracing::warn!(error = %e, "controller"),
+                }
+            });
+    let (plugin_store, plugin_writer) = reflector::store::<PolicyPlugin>();
+    let plugin_changes = watcher(
+        Api::<PolicyPlugin>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(plugin_writer);
+    let plugins = Controller::for_stream(
+        triggers::generation_changes(plugin_changes, false),
+        plugin_store,
+    )
     .shutdown_on_signal()
-    .run(reconcile_plugin, plugin_error_policy, ctx)
+    .run(reconcile_plugin, plugin_error_policy, ctx.clone())
     .for_each(|result| async move {
         if let Err(e) = result {
             tracing::warn!(error = %e, "policy plugin controller");
         }
     });
-    futures::join!(clusters, plugins);
+    // The loop beats while it runs; `/healthz` fails once it stops.
+    let health = ctx.health.clone();
+    let beat = async move {
+        let mut tick = tokio::time::interval(BEAT_INTERVAL);
+        loop {
+            tick.tick().await;
+            health.beat();
+        }
+    };
+    tokio::select! {
+        _ = futures::future::join(clusters, plugins) => {}
+        _ = beat => {}
+    }
+    ctx.health.stopped();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::MemberState;
+
+    fn status(offset: u64, ready: bool) -> KvClusterStatus {
+        KvClusterStatus {
+            primary: Some("cache-s0-0".into()),
+            members: vec![MemberState {
+                name: "cache-s0-0".into(),
+                role: "primary".into(),
+                revision: Some("r1".into()),
+                ready,
+                offset,
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn policy_requeues_double_up_to_a_minute() {
+        let base = Duration::from_secs(2);
+        assert_eq!(policy_requeue(base, 1), Duration::from_secs(2));
+        assert_eq!(policy_requeue(base, 3), Duration::from_secs(8));
+        assert_eq!(policy_requeue(base, 100), MAX_POLICY_REQUEUE);
+    }
+
+    #[test]
+    fn a_bind_failure_is_counted_on_the_hooks_naming_the_plugin() {
+        let spec: crate::api::PoliciesSpec = serde_norway::from_str(
+            "replicaSelection: {plugin: zone-aware}\nsnapshotSchedule: {plugin: zone-aware, failurePolicy: Fallback}\n",
+        )
+        .unwrap();
+        assert_eq!(failing_hooks(&spec, "zone-aware"), [Hook::ReplicaSelection]);
+        // Not named by any Fail hook: every Fail hook.
+        assert_eq!(
+            failing_hooks(&spec, "other"),
+            [Hook::ReplicaSelection, Hook::RolloutOrder]
+        );
+    }
+
+    #[test]
+    fn offsets_alone_are_written_at_most_every_refresh_interval() {
+        let t0 = Instant::now();
+        let just_written = Some(t0);
+        // Nothing stored yet, or a real change: written.
+        assert!(status_write_needed(
+            None,
+            &status(1, true),
+            just_written,
+            t0
+        ));
+        assert!(status_write_needed(
+            Some(&status(1, true)),
+            &status(1, false),
+            just_written,
+            t0
+        ));
+        // Unchanged: never written.
+        assert!(!status_write_needed(
+            Some(&status(1, true)),
+            &status(1, true),
+            None,
+            t0
+        ));
+        // Only the offset moved: not until the refresh interval has passed.
+        let moved = status(99, true);
+        assert!(!status_write_needed(
+            Some(&status(1, true)),
+            &moved,
+            just_written,
+            t0 + Duration::from_secs(1)
+        ));
+        assert!(status_write_needed(
+            Some(&status(1, true)),
+            &moved,
+            just_written,
+            t0 + VOLATILE_STATUS_REFRESH
+        ));
+        // This operator never wrote it (restart): written.
+        assert!(status_write_needed(
+            Some(&status(1, true)),
+            &moved,
+            None,
+            t0
+        ));
+    }
 }

@@ -1,7 +1,10 @@
 //! Engine version gating: a server setting that only newer engines accept is rendered only for
 //! them, since a server refuses to start on an option it does not know. The version comes from
-//! `engine.version`, or else from the image tag; when neither says, gated settings are left out.
+//! `engine.version`, or else from the tag of the image the members actually run (the spec's
+//! image, or kvpilot's default one); when neither says (`latest`, a digest), gated settings
+//! are left out.
 
+use super::statefulset::image_for;
 use crate::api::{EngineSpec, KvClusterSpec};
 use kvpilot_sdk::Engine;
 use std::collections::BTreeMap;
@@ -54,19 +57,14 @@ pub fn image_tag(image: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The version gating uses: the declared `engine.version`, else the image tag's.
+/// The version gating uses: the declared `engine.version`, else the tag of the image the
+/// members run ([`image_for`]: the spec's image or the default one).
 pub fn engine_version(engine: &EngineSpec) -> Option<EngineVersion> {
     engine
         .version
         .as_deref()
         .and_then(EngineVersion::parse)
-        .or_else(|| {
-            engine
-                .image
-                .as_deref()
-                .and_then(image_tag)
-                .and_then(EngineVersion::parse)
-        })
+        .or_else(|| image_tag(&image_for(engine)).and_then(EngineVersion::parse))
 }
 
 /// A setting, the engine that knows it, and the first release that accepts it.
@@ -192,5 +190,41 @@ mod tests {
         let latest = spec(Engine::Valkey, None, Some("valkey/valkey:latest"));
         assert!(gated_settings(&latest).is_empty());
         assert!(gated_settings(&spec(Engine::Redis, Some("6.2"), None)).is_empty());
+        let pinned = spec(Engine::Valkey, None, Some("valkey/valkey@sha256:abcd"));
+        assert!(gated_settings(&pinned).is_empty());
+        // Dragonfly's default image is `latest`: no version to gate on.
+        assert_eq!(
+            engine_version(&spec(Engine::Dragonfly, None, None).engine),
+            None
+        );
+    }
+
+    /// Neither a version nor an image: members run kvpilot's default image, and gating reads
+    /// its tag, so they get what that release accepts (and nothing it would refuse).
+    #[test]
+    fn the_default_image_is_gated_on_its_own_version() {
+        let valkey = spec(Engine::Valkey, None, None);
+        assert_eq!(
+            image_for(&valkey.engine),
+            format!(
+                "docker.io/valkey/valkey:{}",
+                super::super::statefulset::DEFAULT_VALKEY
+            )
+        );
+        assert_eq!(
+            engine_version(&valkey.engine),
+            Some(EngineVersion::new(8, 1, 0))
+        );
+        let settings = gated_settings(&valkey);
+        assert_eq!(
+            settings.get("shutdown-timeout").map(String::as_str),
+            Some("10")
+        );
+        assert!(
+            !settings.contains_key("shutdown-on-sigterm"),
+            "8.1 would refuse it"
+        );
+        let redis = gated_settings(&spec(Engine::Redis, None, None));
+        assert!(redis.contains_key("shutdown-timeout"), "{redis:?}");
     }
 }

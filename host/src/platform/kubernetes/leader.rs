@@ -1,21 +1,158 @@
-//! Leader election through a `coordination.k8s.io/v1` Lease: the holder renews it every third
-//! of the lease duration; another replica takes it over only after it expired. Updates carry
-//! the resourceVersion read, so two candidates never both win one round.
+//! Leader election through a `coordination.k8s.io/v1` Lease, as client-go does it:
+//!
+//! - Every Lease call is bounded by [`LeaseTiming::call_timeout`], well under the lease
+//!   duration: with the client's default (about 295 s) a leader whose API calls hang would go
+//!   on reconciling long after its Lease expired and another replica took over.
+//! - The holder tries to renew every [`LeaseTiming::retry_period`], and stops leading as soon
+//!   as no renewal has succeeded within [`LeaseTiming::renew_deadline`] of the start of the
+//!   last successful attempt, on this process's monotonic clock. The deadline is shorter than
+//!   the lease duration, so it stops before anyone else may take over.
+//! - Another holder's Lease counts as expired only once its record (holder, renewTime,
+//!   transitions) has not changed for a whole lease duration *as observed here*, again on the
+//!   local monotonic clock. Comparing its renewTime with our wall clock would trust two clocks
+//!   to agree, and a skewed one would let two replicas lead at once.
+//!
+//! Updates carry the resourceVersion read, so two candidates never both win one round.
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, PostParams};
+use std::future::Future;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Why a Lease call did not give an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("lease {action} did not answer within {} ms", after.as_millis())]
+    Timeout {
+        action: &'static str,
+        after: Duration,
+    },
+    #[error("lease {action}: {source}")]
+    Api {
+        action: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// The timing of one election, derived from the lease duration (client-go's defaults are
+/// 15 s, 10 s and 2 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTiming {
+    /// How long a Lease stays valid without renewal (written into the Lease).
+    pub duration: Duration,
+    /// The leader stops leading when no renewal succeeded for this long: 2/3 of `duration`.
+    pub renew_deadline: Duration,
+    /// Time between attempts: `duration` / 7.5.
+    pub retry_period: Duration,
+    /// The longest one Lease call may take: a quarter of `renew_deadline`, so an attempt
+    /// (a get and a replace) fits twice in it.
+    pub call_timeout: Duration,
+}
+
+impl LeaseTiming {
+    pub fn for_duration(duration: Duration) -> LeaseTiming {
+        let renew_deadline = duration * 2 / 3;
+        LeaseTiming {
+            duration,
+            renew_deadline,
+            retry_period: duration * 2 / 15,
+            call_timeout: renew_deadline / 4,
+        }
+    }
+}
+
+/// What another holder's Lease said, to notice when it changes.
+#[derive(Debug, Clone, PartialEq)]
+struct Record {
+    holder: String,
+    renew_time: Option<MicroTime>,
+    transitions: Option<i32>,
+    duration: Duration,
+}
+
+/// When the current record of another holder was first seen here.
+#[derive(Debug, Default)]
+struct Observer {
+    seen: Option<(Record, Instant)>,
+}
+
+impl Observer {
+    /// Notes `record` as read at `now`; true when it has been unchanged for its whole
+    /// duration as observed here. A record seen for the first time (or changed) is valid for
+    /// a full duration from now, whatever its timestamps say.
+    fn expired(&mut self, record: Record, now: Instant) -> bool {
+        match &self.seen {
+            Some((seen, at)) if *seen == record => {
+                now.saturating_duration_since(*at) >= record.duration
+            }
+            _ => {
+                self.seen = Some((record, now));
+                false
+            }
+        }
+    }
+}
+
+/// The outcome of one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    /// This candidate holds the Lease (created, renewed or taken over).
+    Held,
+    /// Someone else holds it.
+    NotHeld,
+    /// No answer (an error or a timeout): what was known before stands.
+    Failed,
+}
+
+/// Whether this candidate leads, from its attempts.
+#[derive(Debug, Default)]
+struct Leadership {
+    /// The start of the last attempt that renewed the Lease, while no one else took it.
+    renewed_at: Option<Instant>,
+}
+
+impl Leadership {
+    fn after(&mut self, started: Instant, attempt: Attempt) {
+        match attempt {
+            Attempt::Held => self.renewed_at = Some(started),
+            Attempt::NotHeld => self.renewed_at = None,
+            Attempt::Failed => {}
+        }
+    }
+
+    /// When leadership ends without another renewal.
+    fn deadline(&self, timing: &LeaseTiming) -> Option<Instant> {
+        self.renewed_at.map(|at| at + timing.renew_deadline)
+    }
+
+    fn leading(&self, now: Instant, timing: &LeaseTiming) -> bool {
+        self.deadline(timing).is_some_and(|d| now < d)
+    }
+
+    /// How long the next attempt may take: two calls, and while leading no longer than the
+    /// time left, so a hanging attempt ends leadership on time.
+    fn attempt_limit(&self, now: Instant, timing: &LeaseTiming) -> Duration {
+        let calls = timing.call_timeout * 2;
+        match self.deadline(timing) {
+            Some(d) if now < d => calls.min(d - now),
+            _ => calls,
+        }
+    }
+}
 
 /// One candidate for the lease `namespace/name`.
 pub struct LeaderElector {
     api: Api<Lease>,
     name: String,
     identity: String,
-    duration: Duration,
+    timing: LeaseTiming,
+    observer: Observer,
 }
 
 impl LeaderElector {
@@ -30,15 +167,34 @@ impl LeaderElector {
             api: Api::namespaced(client, namespace),
             name: name.to_string(),
             identity: identity.to_string(),
-            duration,
+            timing: LeaseTiming::for_duration(duration),
+            observer: Observer::default(),
         }
     }
 
-    /// Takes or renews the lease; `Ok(true)` when this candidate holds it afterwards.
-    pub async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
-        let now = Timestamp::now();
-        let seconds = i32::try_from(self.duration.as_secs().max(1)).unwrap_or(i32::MAX);
-        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+    pub fn timing(&self) -> LeaseTiming {
+        self.timing
+    }
+
+    /// `call`, bounded by the call timeout.
+    async fn bounded<T>(
+        &self,
+        action: &'static str,
+        call: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, LeaseError> {
+        let after = self.timing.call_timeout;
+        match tokio::time::timeout(after, call).await {
+            Ok(result) => result.map_err(|source| LeaseError::Api { action, source }),
+            Err(_) => Err(LeaseError::Timeout { action, after }),
+        }
+    }
+
+    /// Takes or renews the lease at `now` (this process's monotonic clock); `Ok(true)` when
+    /// this candidate holds it afterwards.
+    pub async fn try_acquire_or_renew(&mut self, now: Instant) -> Result<bool, LeaseError> {
+        let wall = Timestamp::now();
+        let seconds = i32::try_from(self.timing.duration.as_secs().max(1)).unwrap_or(i32::MAX);
+        let Some(mut lease) = self.bounded("get", self.api.get_opt(&self.name)).await? else {
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(self.name.clone()),
@@ -47,30 +203,39 @@ impl LeaderElector {
                 spec: Some(LeaseSpec {
                     holder_identity: Some(self.identity.clone()),
                     lease_duration_seconds: Some(seconds),
-                    acquire_time: Some(MicroTime(now)),
-                    renew_time: Some(MicroTime(now)),
+                    acquire_time: Some(MicroTime(wall)),
+                    renew_time: Some(MicroTime(wall)),
                     lease_transitions: Some(0),
                     ..Default::default()
                 }),
             };
-            return match self.api.create(&PostParams::default(), &lease).await {
+            return match self
+                .bounded("create", self.api.create(&PostParams::default(), &lease))
+                .await
+            {
                 Ok(_) => Ok(true),
-                Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+                Err(LeaseError::Api {
+                    source: kube::Error::Api(s),
+                    ..
+                }) if s.code == 409 => Ok(false),
                 Err(e) => Err(e),
             };
         };
         let spec = lease.spec.clone().unwrap_or_default();
-        let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
-        let held_by_other = spec
-            .holder_identity
-            .as_deref()
-            .is_some_and(|h| !h.is_empty())
-            && !ours;
-        let expires = spec.renew_time.as_ref().map(|t| {
-            t.0 + SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)))
-        });
-        if held_by_other && expires.is_some_and(|e| e > now) {
-            return Ok(false);
+        let holder = spec.holder_identity.clone().unwrap_or_default();
+        let ours = holder == self.identity;
+        if !holder.is_empty() && !ours {
+            let record = Record {
+                holder,
+                renew_time: spec.renew_time.clone(),
+                transitions: spec.lease_transitions,
+                duration: Duration::from_secs(
+                    u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0),
+                ),
+            };
+            if !self.observer.expired(record, now) {
+                return Ok(false);
+            }
         }
         let transitions = spec.lease_transitions.unwrap_or(0);
         lease.spec = Some(LeaseSpec {
@@ -79,42 +244,66 @@ impl LeaderElector {
             acquire_time: if ours {
                 spec.acquire_time.clone()
             } else {
-                Some(MicroTime(now))
+                Some(MicroTime(wall))
             },
-            renew_time: Some(MicroTime(now)),
+            renew_time: Some(MicroTime(wall)),
             lease_transitions: Some(if ours { transitions } else { transitions + 1 }),
             ..spec
         });
         // `replace` sends the resourceVersion read above: a concurrent writer makes it a 409.
         match self
-            .api
-            .replace(&self.name, &PostParams::default(), &lease)
+            .bounded(
+                "replace",
+                self.api.replace(&self.name, &PostParams::default(), &lease),
+            )
             .await
         {
             Ok(_) => Ok(true),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(LeaseError::Api {
+                source: kube::Error::Api(s),
+                ..
+            }) if s.code == 409 => Ok(false),
             Err(e) => Err(e),
         }
     }
 
-    /// Keeps trying every third of the lease duration, publishing whether this candidate
-    /// leads. An API error counts as not leading: another replica may take over once the
-    /// lease expires, so this one must stop reconciling.
-    pub async fn run(self, leading: watch::Sender<bool>) {
-        let period = self.duration / 3;
+    /// Keeps trying every retry period, publishing whether this candidate leads. A failed
+    /// attempt keeps leadership only until the renew deadline; then this replica must stop
+    /// reconciling, since another may take over once the Lease expires.
+    pub async fn run(mut self, leading: watch::Sender<bool>) {
+        let timing = self.timing;
+        let mut leadership = Leadership::default();
         loop {
-            let now_leading = match self.try_acquire_or_renew().await {
-                Ok(l) => l,
-                Err(e) => {
+            let started = Instant::now();
+            let limit = leadership.attempt_limit(started, &timing);
+            let attempt = match tokio::time::timeout(limit, self.try_acquire_or_renew(started))
+                .await
+            {
+                Ok(Ok(true)) => Attempt::Held,
+                Ok(Ok(false)) => Attempt::NotHeld,
+                Ok(Err(e)) => {
                     tracing::warn!(lease = %self.name, error = %e, "lease renewal failed");
-                    false
+                    Attempt::Failed
+                }
+                Err(_) => {
+                    tracing::warn!(lease = %self.name, "lease renewal did not finish before the renew deadline");
+                    Attempt::Failed
                 }
             };
+            leadership.after(started, attempt);
+            let now_leading = leadership.leading(Instant::now(), &timing);
             if *leading.borrow() != now_leading {
                 tracing::info!(lease = %self.name, identity = %self.identity, leading = now_leading, "leadership changed");
             }
             leading.send_replace(now_leading);
-            tokio::time::sleep(period).await;
+            // Wake for the next attempt, or at the renew deadline to give up leadership on
+            // time.
+            let next = started + timing.retry_period;
+            let wake = match leadership.deadline(&timing) {
+                Some(d) if now_leading => next.min(d),
+                _ => next,
+            };
+            tokio::time::sleep_until(wake).await;
         }
     }
 }
@@ -124,39 +313,95 @@ mod tests {
     use super::*;
     use kube_fake_client::ClientBuilder;
 
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn record(renew: Option<Timestamp>) -> Record {
+        Record {
+            holder: "a".into(),
+            renew_time: renew.map(MicroTime),
+            transitions: Some(0),
+            duration: 15 * SECOND,
+        }
+    }
+
+    #[test]
+    fn timing_follows_client_go_for_15_seconds() {
+        let t = LeaseTiming::for_duration(15 * SECOND);
+        assert_eq!(t.renew_deadline, 10 * SECOND);
+        assert_eq!(t.retry_period, 2 * SECOND);
+        assert_eq!(t.call_timeout, Duration::from_millis(2500));
+        assert!(t.call_timeout * 2 < t.renew_deadline && t.renew_deadline < t.duration);
+    }
+
+    #[test]
+    fn another_holders_expiry_is_judged_by_local_observation() {
+        let t0 = Instant::now();
+        let mut o = Observer::default();
+        // A renewTime hours in the past (a clock behind ours): still valid at first sight.
+        let old = Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_hours(3);
+        assert!(!o.expired(record(Some(old)), t0));
+        assert!(!o.expired(record(Some(old)), t0 + 14 * SECOND));
+        assert!(o.expired(record(Some(old)), t0 + 15 * SECOND));
+        // It renews (whatever its clock says): valid again for a full duration from now.
+        let ahead = Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_hours(3);
+        assert!(!o.expired(record(Some(ahead)), t0 + 16 * SECOND));
+        assert!(!o.expired(record(Some(ahead)), t0 + 30 * SECOND));
+        // A renewTime in the future (a clock ahead of ours) does not keep it valid forever.
+        assert!(o.expired(record(Some(ahead)), t0 + 31 * SECOND));
+    }
+
+    #[test]
+    fn leadership_ends_at_the_renew_deadline_without_a_renewal() {
+        let timing = LeaseTiming::for_duration(15 * SECOND);
+        let t0 = Instant::now();
+        let mut l = Leadership::default();
+        assert!(!l.leading(t0, &timing));
+        l.after(t0, Attempt::Held);
+        assert!(l.leading(t0 + 9 * SECOND, &timing));
+        // Failed attempts do not extend it.
+        l.after(t0 + 2 * SECOND, Attempt::Failed);
+        l.after(t0 + 4 * SECOND, Attempt::Failed);
+        assert!(!l.leading(t0 + 10 * SECOND, &timing));
+        // The attempt before the deadline may only use the time left.
+        assert_eq!(l.attempt_limit(t0 + 8 * SECOND, &timing), 2 * SECOND);
+        assert_eq!(l.attempt_limit(t0, &timing), 5 * SECOND);
+        // A renewal moves the deadline; losing the Lease ends leadership at once.
+        l.after(t0 + 6 * SECOND, Attempt::Held);
+        assert!(l.leading(t0 + 15 * SECOND, &timing));
+        l.after(t0 + 8 * SECOND, Attempt::NotHeld);
+        assert!(!l.leading(t0 + 8 * SECOND, &timing));
+    }
+
     #[tokio::test]
-    async fn one_holder_until_the_lease_expires() {
+    async fn one_holder_until_the_lease_goes_unrenewed_for_its_duration() {
         let client = ClientBuilder::new().build().await.unwrap();
-        let a = LeaderElector::new(
-            client.clone(),
-            "ops",
-            "kvpilot",
-            "a",
-            Duration::from_secs(2),
-        );
-        let b = LeaderElector::new(
-            client.clone(),
-            "ops",
-            "kvpilot",
-            "b",
-            Duration::from_secs(2),
-        );
+        let duration = 2 * SECOND;
+        let mut a = LeaderElector::new(client.clone(), "ops", "kvpilot", "a", duration);
+        let mut b = LeaderElector::new(client.clone(), "ops", "kvpilot", "b", duration);
+        let t0 = Instant::now();
         assert!(
-            a.try_acquire_or_renew().await.unwrap(),
+            a.try_acquire_or_renew(t0).await.unwrap(),
             "a creates the lease"
         );
         assert!(
-            !b.try_acquire_or_renew().await.unwrap(),
+            !b.try_acquire_or_renew(t0).await.unwrap(),
             "b waits while a holds it"
         );
-        assert!(a.try_acquire_or_renew().await.unwrap(), "a renews");
-        // a stops renewing; after the lease duration b takes over.
-        tokio::time::sleep(Duration::from_millis(2200)).await;
         assert!(
-            b.try_acquire_or_renew().await.unwrap(),
-            "b takes the expired lease"
+            a.try_acquire_or_renew(t0 + SECOND).await.unwrap(),
+            "a renews"
         );
-        assert!(!a.try_acquire_or_renew().await.unwrap(), "a lost it");
+        // b sees the renewal: a full duration from this observation before it may take over.
+        assert!(!b.try_acquire_or_renew(t0 + 2 * SECOND).await.unwrap());
+        assert!(!b.try_acquire_or_renew(t0 + 3 * SECOND).await.unwrap());
+        assert!(
+            b.try_acquire_or_renew(t0 + 4 * SECOND).await.unwrap(),
+            "b takes the lease a stopped renewing"
+        );
+        assert!(
+            !a.try_acquire_or_renew(t0 + 4 * SECOND).await.unwrap(),
+            "a lost it"
+        );
         let lease = Api::<Lease>::namespaced(client, "ops")
             .get("kvpilot")
             .await
@@ -164,5 +409,56 @@ mod tests {
         let spec = lease.spec.unwrap();
         assert_eq!(spec.holder_identity.as_deref(), Some("b"));
         assert_eq!(spec.lease_transitions, Some(1));
+    }
+
+    /// An API server that accepts connections and never answers (127.0.0.1).
+    async fn silent_api() -> (Client, tokio::task::JoinHandle<()>) {
+        // The test build links aws-lc-rs too (through kube-fake-client), so rustls cannot
+        // pick a provider by itself; the operator's own build has ring only.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            // A handful of connections is all a test makes; keep them open, unanswered.
+            while held.len() < 16 {
+                match listener.accept().await {
+                    Ok((stream, _)) => held.push(stream),
+                    Err(_) => return,
+                }
+            }
+        });
+        let config = kube::Config::new(url.parse().unwrap());
+        (Client::try_from(config).unwrap(), task)
+    }
+
+    #[tokio::test]
+    async fn a_hanging_api_call_is_cut_off_and_leads_to_nothing() {
+        let (client, server) = silent_api().await;
+        let duration = 3 * SECOND;
+        let mut elector = LeaderElector::new(client.clone(), "ops", "kvpilot", "a", duration);
+        let timeout = elector.timing().call_timeout;
+        let started = Instant::now();
+        let e = elector.try_acquire_or_renew(started).await.unwrap_err();
+        assert!(
+            matches!(e, LeaseError::Timeout { action: "get", .. }),
+            "{e}"
+        );
+        assert!(
+            started.elapsed() < timeout + SECOND,
+            "{:?}",
+            started.elapsed()
+        );
+
+        // The loop publishes that it does not lead, and keeps trying.
+        let elector = LeaderElector::new(client, "ops", "kvpilot", "a", duration);
+        let (tx, mut rx) = watch::channel(true);
+        let run = tokio::spawn(elector.run(tx));
+        tokio::time::timeout(5 * SECOND, rx.wait_for(|l| !*l))
+            .await
+            .expect("published within the bound")
+            .unwrap();
+        run.abort();
+        server.abort();
     }
 }

@@ -9,7 +9,8 @@
 //! - [`gating`]: settings only some engine versions accept.
 //!
 //! The operator (I/O): [`platform`] (the `Platform` over pods), [`apply`], [`policies`]
-//! (PolicyPlugin loading), [`access`] (the Secrets members are reached with), [`controller`],
+//! (PolicyPlugin loading), [`access`] (the Secrets members are reached with), [`controller`]
+//! and the watch events that trigger it ([`triggers`]),
 //! [`leader`] (Lease) and [`metrics`].
 
 pub mod access;
@@ -24,6 +25,7 @@ pub mod platform;
 pub mod policies;
 pub mod services;
 pub mod statefulset;
+pub mod triggers;
 
 use crate::api::KvCluster;
 use k8s_openapi::api::apps::v1::StatefulSet;

@@ -142,6 +142,22 @@ impl KubernetesPlatform {
     }
 }
 
+/// The revision pods of `sts` should run: its `status.updateRevision`, once the StatefulSet
+/// controller has observed the current spec. Empty when unknown (no status yet, or a status
+/// from before the last template change, whose update revision is the previous template's):
+/// decide then waits instead of judging every pod stale against it.
+pub fn update_revision(sts: &StatefulSet) -> String {
+    let Some(status) = sts.status.as_ref() else {
+        return String::new();
+    };
+    let generation = sts.metadata.generation;
+    let observed = status.observed_generation;
+    if generation.is_some() && observed.is_none_or(|o| Some(o) < generation) {
+        return String::new();
+    }
+    status.update_revision.clone().unwrap_or_default()
+}
+
 /// The pod's address, when it has an IP.
 fn pod_addr(pod: &Pod, port: u16) -> Option<SocketAddr> {
     let ip: IpAddr = pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
@@ -179,11 +195,7 @@ impl Platform for KubernetesPlatform {
                 .map_err(|e| self.error("get statefulset", e))?;
             // One shard until cluster mode exists: its update revision is the cluster's.
             if shard == 0 {
-                desired_revision = sts
-                    .as_ref()
-                    .and_then(|s| s.status.as_ref())
-                    .and_then(|s| s.update_revision.clone())
-                    .unwrap_or_default();
+                desired_revision = sts.as_ref().map(update_revision).unwrap_or_default();
             }
             for ordinal in 0..self.members_per_shard {
                 let name = member_name(&self.cluster, shard, ordinal);
@@ -286,5 +298,49 @@ impl Platform for KubernetesPlatform {
         }
         self.seen().endpoint = Some(primary);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sts(generation: Option<i64>, status: Option<serde_json::Value>) -> StatefulSet {
+        let mut sts = StatefulSet::default();
+        sts.metadata.generation = generation;
+        sts.status = status.map(|s| serde_json::from_value(s).unwrap());
+        sts
+    }
+
+    #[test]
+    fn the_update_revision_counts_only_once_the_current_spec_was_observed() {
+        let status = |observed: Option<i64>, revision: Option<&str>| {
+            Some(serde_json::json!({
+                "replicas": 3, "observedGeneration": observed, "updateRevision": revision,
+            }))
+        };
+        // Just created: no status yet.
+        assert_eq!(update_revision(&sts(Some(1), None)), "");
+        // Status written, revision not yet.
+        assert_eq!(update_revision(&sts(Some(1), status(Some(1), None))), "");
+        // A template change the StatefulSet controller has not seen: the old revision is
+        // not the desired one.
+        assert_eq!(
+            update_revision(&sts(Some(2), status(Some(1), Some("cache-s0-aaa")))),
+            ""
+        );
+        assert_eq!(
+            update_revision(&sts(Some(2), status(None, Some("cache-s0-aaa")))),
+            ""
+        );
+        assert_eq!(
+            update_revision(&sts(Some(2), status(Some(2), Some("cache-s0-bbb")))),
+            "cache-s0-bbb"
+        );
+        // No generation to compare with: the revision as reported.
+        assert_eq!(
+            update_revision(&sts(None, status(None, Some("cache-s0-bbb")))),
+            "cache-s0-bbb"
+        );
     }
 }

@@ -5,16 +5,25 @@
 
 pub mod fetch;
 
+use super::metrics::Metrics;
 use crate::api::{KvClusterSpec, PluginSource, PoliciesSpec, PolicyPlugin, PolicyPluginStatus};
 use crate::platform::local::policy_settings;
-use crate::policy::{Hook, Limits, Plugin, PolicyRuntime, PolicySettings, WasmPolicies};
+use crate::policy::{
+    Decided, FailurePolicy, Hook, HookSetting, Limits, Plugin, Policies, PolicyError,
+    PolicyRuntime, PolicySettings, WasmPolicies,
+};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
+use kvpilot_sdk::{
+    MemberSchedule, RolloutRequest, ScheduleRequest, Selection, SelectionRequest, Step,
+};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// The prefix of a builtin plugin source.
 const BUILTIN: &str = "builtin:";
@@ -29,21 +38,154 @@ pub struct PluginProblem {
     pub message: String,
 }
 
+/// A hook whose PolicyPlugin cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookProblem {
+    pub hook: Hook,
+    /// The PolicyPlugin the spec names for the hook.
+    pub plugin: String,
+    /// Why it cannot be used.
+    pub message: String,
+}
+
+/// Hooks under `failurePolicy: Fail` whose PolicyPlugin cannot be used: the cluster's
+/// policies are not bound, and nothing changes until they can be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", describe(.0))]
+pub struct ResolveError(pub Vec<HookProblem>);
+
+fn describe(problems: &[HookProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("{}: {}", p.hook, p.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// One cluster's plugins, loaded: what [`WasmPolicies::bind_with`] takes, and a key that
-/// changes when the spec's policies or a referenced PolicyPlugin change.
+/// changes when the spec's policies or a referenced PolicyPlugin (or its usability) change.
 pub struct Resolved {
     pub settings: PolicySettings,
     pub preloaded: BTreeMap<String, Plugin>,
     pub key: String,
+    /// Hooks under `failurePolicy: Fallback` whose PolicyPlugin cannot be used: their builtin
+    /// answers, and each decision names the problem in `fallback_from`.
+    pub fallbacks: BTreeMap<Hook, HookProblem>,
 }
 
 impl Resolved {
     /// Binds the hooks (checking each config with the plugin).
-    pub async fn bind(&self, runtime: &PolicyRuntime) -> Result<WasmPolicies, String> {
-        WasmPolicies::bind_with(runtime, &self.settings, &self.preloaded)
-            .await
-            .map_err(|e| e.to_string())
+    pub async fn bind(&self, runtime: &PolicyRuntime) -> Result<WasmPolicies, PolicyError> {
+        WasmPolicies::bind_with(runtime, &self.settings, &self.preloaded).await
     }
+}
+
+/// The plugin a policy error is about.
+pub fn failing_plugin(e: &PolicyError) -> &str {
+    match e {
+        PolicyError::Load { plugin, .. }
+        | PolicyError::ForbiddenImport { plugin, .. }
+        | PolicyError::MissingHook { plugin, .. }
+        | PolicyError::InvalidConfig { plugin, .. }
+        | PolicyError::Trap { plugin, .. }
+        | PolicyError::Timeout { plugin, .. }
+        | PolicyError::Memory { plugin, .. }
+        | PolicyError::AnswerTooLarge { plugin, .. }
+        | PolicyError::InvalidAnswer { plugin, .. }
+        | PolicyError::Plugin { plugin, .. } => plugin,
+    }
+}
+
+/// First wait after a PolicyPlugin failed to load.
+pub const RETRY_BASE: Duration = Duration::from_secs(10);
+/// Longest wait between attempts to load a failing PolicyPlugin.
+pub const RETRY_MAX: Duration = Duration::from_secs(300);
+/// Failing PolicyPlugins remembered; the oldest entry goes first.
+const REMEMBERED_FAILURES: usize = 64;
+
+/// Failed PolicyPlugin loads, so a plugin that cannot be used (a URL whose bytes have another
+/// digest, a component that does not compile) is not downloaded and compiled again on every
+/// reconcile of every cluster that names it. After `n` consecutive failures of one plugin
+/// spec the next attempt waits `base × 2^(n-1)`, at most `max`; in between, the remembered
+/// problem is the answer. A new PolicyPlugin spec (generation) is a new entry, tried at once.
+pub struct RetryBackoff {
+    base: Duration,
+    max: Duration,
+    failures: Mutex<VecDeque<Failed>>,
+}
+
+#[derive(Debug, Clone)]
+struct Failed {
+    key: String,
+    problem: PluginProblem,
+    count: u32,
+    retry_at: Instant,
+}
+
+impl Default for RetryBackoff {
+    fn default() -> Self {
+        RetryBackoff::new(RETRY_BASE, RETRY_MAX)
+    }
+}
+
+impl RetryBackoff {
+    pub fn new(base: Duration, max: Duration) -> Self {
+        RetryBackoff {
+            base,
+            max,
+            failures: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, VecDeque<Failed>> {
+        // Only a memory of failures: a poisoned lock is still usable.
+        self.failures.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The remembered problem of `key` and the time left, while it is waiting at `now`.
+    pub fn waiting(&self, key: &str, now: Instant) -> Option<(PluginProblem, Duration)> {
+        self.entries()
+            .iter()
+            .find(|f| f.key == key && f.retry_at > now)
+            .map(|f| (f.problem.clone(), f.retry_at - now))
+    }
+
+    /// Records a failed attempt at `now`; returns the wait before the next one.
+    pub fn failed(&self, key: &str, problem: &PluginProblem, now: Instant) -> Duration {
+        let mut entries = self.entries();
+        let count = match entries.iter().position(|f| f.key == key) {
+            Some(i) => entries.remove(i).map_or(1, |f| f.count.saturating_add(1)),
+            None => 1,
+        };
+        let factor = 2u32.saturating_pow(count.saturating_sub(1).min(16));
+        let wait = self.base.saturating_mul(factor).min(self.max);
+        while entries.len() >= REMEMBERED_FAILURES {
+            entries.pop_front();
+        }
+        entries.push_back(Failed {
+            key: key.to_string(),
+            problem: problem.clone(),
+            count,
+            retry_at: now + wait,
+        });
+        wait
+    }
+
+    /// Forgets `key`'s failures after it loaded.
+    pub fn succeeded(&self, key: &str) {
+        self.entries().retain(|f| f.key != key);
+    }
+}
+
+/// What identifies one attempt to load `pp`: the object and the spec that says how.
+fn retry_key(pp: &PolicyPlugin) -> String {
+    format!(
+        "{}|{}|{:?}|{}",
+        pp.name_any(),
+        pp.metadata.uid.as_deref().unwrap_or_default(),
+        pp.metadata.generation,
+        serde_json::to_string(&pp.spec.source).unwrap_or_default()
+    )
 }
 
 /// The names of the PolicyPlugins a spec refers to.
@@ -59,31 +201,43 @@ pub fn referenced_plugins(policies: &PoliciesSpec) -> Vec<String> {
 }
 
 /// Loads every PolicyPlugin `spec` names (updating each one's status) and returns the hook
-/// settings. A missing or refused plugin is an error naming it.
+/// settings. A hook whose PolicyPlugin cannot be used (missing, refused, failing to load) is
+/// bound to its builtin under `failurePolicy: Fallback` (listed in `fallbacks`); under `Fail`
+/// it is an error naming the hook and the plugin.
 pub async fn resolve(
     client: &Client,
     runtime: &PolicyRuntime,
     spec: &KvClusterSpec,
-) -> Result<Resolved, PluginProblem> {
+    retry: &RetryBackoff,
+) -> Result<Resolved, ResolveError> {
     let mut settings = policy_settings(&spec.policies);
     let mut preloaded = BTreeMap::new();
     let mut key = serde_json::to_string(&spec.policies).unwrap_or_default();
+    let mut unusable: BTreeMap<String, PluginProblem> = BTreeMap::new();
     let api: Api<PolicyPlugin> = Api::all(client.clone());
     for name in referenced_plugins(&spec.policies) {
-        let pp = api
-            .get_opt(&name)
-            .await
-            .map_err(|e| PluginProblem {
-                plugin: name.clone(),
-                loaded: false,
-                message: format!("cannot read it: {e}"),
-            })?
-            .ok_or_else(|| PluginProblem {
+        let loaded = match api.get_opt(&name).await {
+            Ok(Some(pp)) => load_and_record(client, runtime, &pp, retry).await,
+            Ok(None) => Err(PluginProblem {
                 plugin: name.clone(),
                 loaded: false,
                 message: "not found".into(),
-            })?;
-        let plugin = load_and_record(client, runtime, &pp).await?;
+            }),
+            Err(e) => Err(PluginProblem {
+                plugin: name.clone(),
+                loaded: false,
+                message: format!("cannot read it: {e}"),
+            }),
+        };
+        let plugin = match loaded {
+            Ok(plugin) => plugin,
+            Err(problem) => {
+                // Part of the key: the hooks are bound again once the plugin can be used.
+                key.push_str(&format!("|{name}=unusable:{}", problem.message));
+                unusable.insert(name, problem);
+                continue;
+            }
+        };
         let limits = plugin.limits();
         key.push_str(&format!(
             "|{name}={}/{:?}/{}",
@@ -105,20 +259,69 @@ pub async fn resolve(
         }
         preloaded.insert(name, plugin);
     }
+    let mut fallbacks = BTreeMap::new();
+    let mut failed = Vec::new();
+    for hook in Hook::ALL {
+        let r = spec.policies.for_hook(hook);
+        let Some(problem) = unusable.get(&r.plugin) else {
+            continue;
+        };
+        let problem = HookProblem {
+            hook,
+            plugin: r.plugin.clone(),
+            message: problem.to_string(),
+        };
+        match r.failure_policy {
+            FailurePolicy::Fail => failed.push(problem),
+            FailurePolicy::Fallback => {
+                // The builtin answers with no config: the config was written for the other
+                // plugin (as when a plugin fails to bind under Fallback).
+                *setting_mut(&mut settings, hook) = Some(HookSetting::default_for(hook));
+                fallbacks.insert(hook, problem);
+            }
+        }
+    }
+    if !failed.is_empty() {
+        return Err(ResolveError(failed));
+    }
     Ok(Resolved {
         settings,
         preloaded,
         key,
+        fallbacks,
     })
 }
 
-/// Loads `pp` and writes what was found into its status.
+fn setting_mut(settings: &mut PolicySettings, hook: Hook) -> &mut Option<HookSetting> {
+    match hook {
+        Hook::ReplicaSelection => &mut settings.replica_selection,
+        Hook::SnapshotSchedule => &mut settings.snapshot_schedule,
+        Hook::RolloutOrder => &mut settings.rollout_order,
+    }
+}
+
+/// Loads `pp` and writes what was found into its status. While `pp` is backing off after a
+/// failure ([`RetryBackoff`]), the remembered problem is returned without trying (its status
+/// already says it).
 pub async fn load_and_record(
     client: &Client,
     runtime: &PolicyRuntime,
     pp: &PolicyPlugin,
+    retry: &RetryBackoff,
 ) -> Result<Plugin, PluginProblem> {
+    let key = retry_key(pp);
+    if let Some((problem, left)) = retry.waiting(&key, Instant::now()) {
+        tracing::debug!(plugin = %pp.name_any(), retry_in = ?left, "PolicyPlugin failed recently; not trying again yet");
+        return Err(problem);
+    }
     let result = load(client, runtime, pp).await;
+    match &result {
+        Ok(_) => retry.succeeded(&key),
+        Err(problem) => {
+            let wait = retry.failed(&key, problem, Instant::now());
+            tracing::warn!(plugin = %pp.name_any(), error = %problem, retry_in = ?wait, "PolicyPlugin cannot be used");
+        }
+    }
     let status = plugin_status(pp, &result);
     if pp.status.as_ref().map(comparable) != Some(comparable(&status)) {
         let api: Api<PolicyPlugin> = Api::all(client.clone());
@@ -270,4 +473,235 @@ fn comparable(s: &PolicyPluginStatus) -> String {
         c.last_transition_time = Time(Timestamp::UNIX_EPOCH);
     }
     serde_json::to_string(&s).unwrap_or_default()
+}
+
+/// One cluster's bound policies as `decide` calls them. A hook whose PolicyPlugin cannot be
+/// used (under `Fallback`, see [`Resolved::fallbacks`]) is answered by its builtin, and each of
+/// its decisions names the problem in `fallback_from`. Every call is measured: its latency by
+/// hook and the plugin that answered (or, for a failed call, the plugin the spec names), and
+/// each failure (an error, or a fallback) by hook and the plugin the spec names.
+pub struct ClusterPolicies<'a, P> {
+    inner: &'a P,
+    metrics: &'a Metrics,
+    spec: &'a PoliciesSpec,
+    fallbacks: &'a BTreeMap<Hook, HookProblem>,
+}
+
+impl<'a, P: Policies> ClusterPolicies<'a, P> {
+    pub fn new(
+        inner: &'a P,
+        metrics: &'a Metrics,
+        spec: &'a PoliciesSpec,
+        fallbacks: &'a BTreeMap<Hook, HookProblem>,
+    ) -> Self {
+        ClusterPolicies {
+            inner,
+            metrics,
+            spec,
+            fallbacks,
+        }
+    }
+
+    fn finish<T>(
+        &self,
+        hook: Hook,
+        started: Instant,
+        result: Result<Decided<T>, PolicyError>,
+    ) -> Result<Decided<T>, PolicyError> {
+        let configured = self.spec.for_hook(hook).plugin;
+        match result {
+            Ok(mut decided) => {
+                let record = &mut decided.record;
+                if record.fallback_from.is_none()
+                    && let Some(problem) = self.fallbacks.get(&hook)
+                {
+                    record.fallback_from = Some(problem.message.clone());
+                }
+                self.metrics.hook_call(hook, &record.plugin, record.latency);
+                if record.fallback_from.is_some() {
+                    self.metrics.plugin_failure(hook.as_str(), &configured);
+                }
+                Ok(decided)
+            }
+            Err(e) => {
+                self.metrics.hook_call(hook, &configured, started.elapsed());
+                self.metrics.plugin_failure(hook.as_str(), &configured);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl<P: Policies> Policies for ClusterPolicies<'_, P> {
+    async fn select_replica(
+        &self,
+        request: SelectionRequest,
+    ) -> Result<Decided<Selection>, PolicyError> {
+        let started = Instant::now();
+        let result = self.inner.select_replica(request).await;
+        self.finish(Hook::ReplicaSelection, started, result)
+    }
+
+    async fn schedule_snapshots(
+        &self,
+        request: ScheduleRequest,
+    ) -> Result<Decided<Vec<MemberSchedule>>, PolicyError> {
+        let started = Instant::now();
+        let result = self.inner.schedule_snapshots(request).await;
+        self.finish(Hook::SnapshotSchedule, started, result)
+    }
+
+    async fn rollout_step(&self, request: RolloutRequest) -> Result<Decided<Step>, PolicyError> {
+        let started = Instant::now();
+        let result = self.inner.rollout_step(request).await;
+        self.finish(Hook::RolloutOrder, started, result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::native::NativePolicies;
+
+    fn problem(message: &str) -> PluginProblem {
+        PluginProblem {
+            plugin: "tampered".into(),
+            loaded: false,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn failed_loads_wait_longer_each_time_and_are_forgotten_on_success() {
+        let retry = RetryBackoff::new(Duration::from_secs(10), Duration::from_secs(35));
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert!(retry.waiting("a", t0).is_none(), "never failed: try");
+        assert_eq!(
+            retry.failed("a", &problem("sha256 mismatch"), t0),
+            Duration::from_secs(10)
+        );
+        let (p, left) = retry.waiting("a", at(4)).expect("waiting");
+        assert_eq!(p.message, "sha256 mismatch");
+        assert_eq!(left, Duration::from_secs(6));
+        assert!(
+            retry.waiting("b", at(4)).is_none(),
+            "other plugins are not held"
+        );
+        assert!(retry.waiting("a", at(10)).is_none(), "time to try again");
+        assert_eq!(
+            retry.failed("a", &problem("again"), at(10)),
+            Duration::from_secs(20)
+        );
+        assert_eq!(retry.waiting("a", at(11)).unwrap().0.message, "again");
+        assert_eq!(
+            retry.failed("a", &problem("again"), at(30)),
+            Duration::from_secs(35),
+            "capped"
+        );
+        retry.succeeded("a");
+        assert!(retry.waiting("a", at(31)).is_none());
+        assert_eq!(
+            retry.failed("a", &problem("new"), at(31)),
+            Duration::from_secs(10),
+            "counting starts over"
+        );
+    }
+
+    #[test]
+    fn the_memory_of_failures_is_bounded() {
+        let retry = RetryBackoff::new(Duration::from_secs(10), Duration::from_secs(10));
+        let now = Instant::now();
+        for i in 0..=REMEMBERED_FAILURES {
+            retry.failed(&format!("p{i}"), &problem("x"), now);
+        }
+        assert_eq!(retry.entries().len(), REMEMBERED_FAILURES);
+        assert!(retry.waiting("p0", now).is_none(), "the oldest went first");
+        assert!(
+            retry
+                .waiting(&format!("p{REMEMBERED_FAILURES}"), now)
+                .is_some()
+        );
+    }
+
+    fn rollout_request() -> RolloutRequest {
+        RolloutRequest {
+            cluster: kvpilot_sdk::Cluster {
+                name: "cache".into(),
+                namespace: "shop".into(),
+                engine: kvpilot_sdk::Engine::Valkey,
+                engine_version: "8.1".into(),
+                shards: 1,
+                replicas_per_shard: 1,
+            },
+            members: vec![],
+            max_in_flight: 1,
+            max_lag_bytes: 0,
+            config: kvpilot_sdk::empty_config(),
+        }
+    }
+
+    /// The counters and histogram counts the metrics text shows for `hook` and `plugin`.
+    fn counts(metrics: &Metrics, hook: &str, plugin: &str) -> (bool, bool) {
+        let text = metrics.encode();
+        let labels = format!("{{hook=\"{hook}\",plugin=\"{plugin}\"}}");
+        (
+            text.contains(&format!("kvpilot_hook_latency_seconds_count{labels} 1")),
+            text.contains(&format!("kvpilot_plugin_failures_total{labels} 1")),
+        )
+    }
+
+    #[tokio::test]
+    async fn calls_are_measured_failures_named_and_fallbacks_marked() {
+        let spec: PoliciesSpec =
+            serde_norway::from_str("rolloutOrder: {plugin: zone-aware, failurePolicy: Fallback}\n")
+                .unwrap();
+
+        // A call that answers: its latency under the plugin that answered, no failure.
+        let metrics = Metrics::new();
+        let none = BTreeMap::new();
+        let native = NativePolicies::default();
+        let policies = ClusterPolicies::new(&native, &metrics, &spec, &none);
+        let decided = policies.rollout_step(rollout_request()).await.unwrap();
+        assert_eq!(decided.record.fallback_from, None);
+        assert_eq!(
+            counts(&metrics, "rollout-order", "native:replicas-first"),
+            (true, false)
+        );
+
+        // The hook's PolicyPlugin could not be used: the builtin's answer says so, and the
+        // failure is counted on the plugin the spec names.
+        let metrics = Metrics::new();
+        let fallbacks = BTreeMap::from([(
+            Hook::RolloutOrder,
+            HookProblem {
+                hook: Hook::RolloutOrder,
+                plugin: "zone-aware".into(),
+                message: "PolicyPlugin zone-aware: not found".into(),
+            },
+        )]);
+        let policies = ClusterPolicies::new(&native, &metrics, &spec, &fallbacks);
+        let decided = policies.rollout_step(rollout_request()).await.unwrap();
+        assert_eq!(
+            decided.record.fallback_from.as_deref(),
+            Some("PolicyPlugin zone-aware: not found")
+        );
+        assert_eq!(
+            counts(&metrics, "rollout-order", "zone-aware"),
+            (false, true)
+        );
+
+        // A failed call: its latency and a failure, both under the plugin the spec names.
+        let metrics = Metrics::new();
+        let failing = NativePolicies {
+            rollout_order_config: r#"{"order": "random"}"#.into(),
+            ..NativePolicies::default()
+        };
+        let policies = ClusterPolicies::new(&failing, &metrics, &spec, &none);
+        assert!(policies.rollout_step(rollout_request()).await.is_err());
+        assert_eq!(
+            counts(&metrics, "rollout-order", "zone-aware"),
+            (true, true)
+        );
+    }
 }

@@ -7,7 +7,7 @@ use super::{
     BuildError, LABEL_ROLE, LABEL_SHARD, ROLE_REPLICA, cluster_labels, cluster_selector,
     owned_meta, shard_name, shard_selector,
 };
-use crate::api::KvCluster;
+use crate::api::{EngineSpec, KvCluster};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
@@ -29,6 +29,14 @@ pub const SHUTDOWN_MARGIN_SECONDS: i64 = 30;
 pub const SERVER_UID: i64 = 999;
 /// The environment variable the password Secret is exposed as (expanded in the args).
 pub const PASSWORD_ENV: &str = "KVPILOT_PASSWORD";
+/// The Valkey release members run when the spec names neither an image nor a version.
+pub const DEFAULT_VALKEY: &str = "8.1";
+/// The Redis release members run when the spec names neither an image nor a version.
+pub const DEFAULT_REDIS: &str = "7.4";
+/// The pod volume holding the member configuration (the ConfigMap).
+pub const CONFIG_VOLUME: &str = "config";
+/// The data volume: the claim template's name with `spec.storage`, else an `emptyDir`.
+pub const DATA_VOLUME: &str = "data";
 
 /// Shard `shard`'s StatefulSet, whose pods run the config in `rendered`.
 pub fn statefulset(
@@ -75,7 +83,7 @@ pub fn statefulset(
             volume_claim_templates: spec.storage.as_ref().map(|s| {
                 vec![PersistentVolumeClaim {
                     metadata: ObjectMeta {
-                        name: Some("data".into()),
+                        name: Some(DATA_VOLUME.into()),
                         labels: Some(cluster_labels(kc)),
                         ..Default::default()
                     },
@@ -110,7 +118,7 @@ pub fn statefulset(
 fn pod_spec(kc: &KvCluster, rendered: &config::RenderedConfig, grace: i64) -> PodSpec {
     let spec = &kc.spec;
     let mut volumes = vec![Volume {
-        name: "config".into(),
+        name: CONFIG_VOLUME.into(),
         config_map: Some(ConfigMapVolumeSource {
             name: config::config_map_name(kc, rendered),
             ..Default::default()
@@ -118,12 +126,12 @@ fn pod_spec(kc: &KvCluster, rendered: &config::RenderedConfig, grace: i64) -> Po
         ..Default::default()
     }];
     let mut mounts = vec![
-        mount("config", CONFIG_DIR, true),
-        mount("data", DATA_DIR, false),
+        mount(CONFIG_VOLUME, CONFIG_DIR, true),
+        mount(DATA_VOLUME, DATA_DIR, false),
     ];
     if spec.storage.is_none() {
         volumes.push(Volume {
-            name: "data".into(),
+            name: DATA_VOLUME.into(),
             empty_dir: Some(EmptyDirVolumeSource::default()),
             ..Default::default()
         });
@@ -260,14 +268,26 @@ fn pod_spec(kc: &KvCluster, rendered: &config::RenderedConfig, grace: i64) -> Po
 
 /// The image: `engine.image`, or the engine's official image tagged with `engine.version`.
 pub fn image(kc: &KvCluster) -> String {
-    let engine = &kc.spec.engine;
+    image_for(&kc.spec.engine)
+}
+
+/// The image members of `engine` run: `engine.image`, or the engine's official image tagged
+/// with `engine.version`, or with kvpilot's default release of the engine when none is
+/// declared (version gating reads the tag of this image, so it gates on what actually runs).
+pub fn image_for(engine: &EngineSpec) -> String {
     if let Some(image) = &engine.image {
         return image.clone();
     }
     let version = engine.version.as_deref();
     match engine.kind {
-        Engine::Valkey => format!("docker.io/valkey/valkey:{}", version.unwrap_or("8.1")),
-        Engine::Redis => format!("docker.io/library/redis:{}", version.unwrap_or("7.4")),
+        Engine::Valkey => format!(
+            "docker.io/valkey/valkey:{}",
+            version.unwrap_or(DEFAULT_VALKEY)
+        ),
+        Engine::Redis => format!(
+            "docker.io/library/redis:{}",
+            version.unwrap_or(DEFAULT_REDIS)
+        ),
         Engine::Dragonfly => format!(
             "docker.dragonflydb.io/dragonflydb/dragonfly:{}",
             version.map_or("latest".to_string(), |v| format!("v{v}"))
