@@ -4,7 +4,8 @@
 //! Credentials change while members run (a rotated password Secret, auth turned on): a member
 //! keeps the password it was started with until someone changes it, so when the credentials
 //! change, each member is moved to the new ones over a connection that still works (see
-//! [`Clients::get`]), and its pool entry is replaced by one authenticated with the new ones.
+//! [`Clients::apply_credentials`], the Kubernetes apply step), and its pool entry is replaced
+//! by one authenticated with the new ones. [`Clients::get`] (observe, act) never moves.
 
 use crate::engine::{
     Client, ConnectOptions, Credentials, Dialect, EngineError, HostPort, TlsConfig,
@@ -149,7 +150,15 @@ impl Clients {
     }
 
     /// A connected, authenticated client for `member` at `addr`, connecting if there is none
-    /// made with the current access.
+    /// made with the current access. It never changes anything on the member (observe uses
+    /// it): a member still on other credentials is an [`EngineError::AuthRefused`] until
+    /// [`Clients::apply_credentials`] has moved it.
+    pub async fn get(&self, member: &str, addr: SocketAddr) -> Result<Client, EngineError> {
+        self.reach(member, addr, false).await
+    }
+
+    /// [`Clients::get`], moving the member to the current credentials first when it is still
+    /// on others: the apply step of a reconcile, run when the credentials changed.
     ///
     /// When the credentials changed since a pooled connection was made, that connection (still
     /// authenticated with the old ones) first moves the member to the new credentials. A member
@@ -159,7 +168,20 @@ impl Clients {
     /// user >new` (and `<old`, the password it replaces), then `CONFIG SET masteruser` and
     /// `masterauth`. Existing sessions stay authenticated; a restarted member gets the new
     /// credentials from its Secret anyway.
-    pub async fn get(&self, member: &str, addr: SocketAddr) -> Result<Client, EngineError> {
+    pub async fn apply_credentials(
+        &self,
+        member: &str,
+        addr: SocketAddr,
+    ) -> Result<Client, EngineError> {
+        self.reach(member, addr, true).await
+    }
+
+    async fn reach(
+        &self,
+        member: &str,
+        addr: SocketAddr,
+        move_credentials: bool,
+    ) -> Result<Client, EngineError> {
         let (dialect, access, previous, generation) = {
             let s = self.settings();
             (
@@ -175,7 +197,7 @@ impl Clients {
                 return Ok(p.client);
             }
             self.pool.lock().await.remove(&addr);
-            if p.member == member && p.credentials != access.credentials {
+            if move_credentials && p.member == member && p.credentials != access.credentials {
                 // This session authenticated with the old credentials; the member may still
                 // require them.
                 self.move_member(member, &p.client, p.credentials.as_ref(), &access)
@@ -185,7 +207,7 @@ impl Clients {
         let current = options(member, &access, access.credentials.clone());
         let client = match connect(addr, &current, dialect).await {
             Ok(client) => client,
-            Err(e) if e.is_auth_refused() => {
+            Err(e) if move_credentials && e.is_auth_refused() => {
                 let mut candidates = Vec::new();
                 if let Some(old) = previous.filter(|old| *old != access.credentials) {
                     candidates.push(old);

@@ -570,8 +570,14 @@ pub async fn acl_user_observes_replicates_hands_over_and_rotates(binary: &str, d
 
     // Rotation: every member is moved to the new password through its session.
     assert!(clients.configure(dialect, acl_access("pw-2")));
-    let new_primary = clients.get("r", r.addr()).await.expect("moved to pw-2");
-    let new_replica = clients.get("p", p.addr()).await.expect("moved to pw-2");
+    let new_primary = clients
+        .apply_credentials("r", r.addr())
+        .await
+        .expect("moved to pw-2");
+    let new_replica = clients
+        .apply_credentials("p", p.addr())
+        .await
+        .expect("moved to pw-2");
     let notes = clients.take_notes();
     assert_eq!(notes.len(), 2, "{notes:?}");
     for member in [&p, &r] {
@@ -621,9 +627,24 @@ pub async fn password_rotation_moves_every_member(binary: &str, dialect: Dialect
     assert!(clients.configure(dialect, rotated));
     // p through its pooled session; r (never connected) refuses pw-2, accepts pw-1 and is
     // moved; q accepts no password and is given one.
-    let pc = clients.get("p", p.addr()).await.expect("p moved");
-    let rc = clients.get("r", r.addr()).await.expect("r moved");
-    let qc = clients.get("q", q.addr()).await.expect("q moved");
+    // Observing changes nothing: r still has pw-1 and is refused until it is moved.
+    let observed = clients
+        .get("r", r.addr())
+        .await
+        .expect_err("get never moves a member");
+    assert!(observed.is_auth_refused(), "{observed}");
+    let pc = clients
+        .apply_credentials("p", p.addr())
+        .await
+        .expect("p moved");
+    let rc = clients
+        .apply_credentials("r", r.addr())
+        .await
+        .expect("r moved");
+    let qc = clients
+        .apply_credentials("q", q.addr())
+        .await
+        .expect("q moved");
     let notes = clients.take_notes();
     assert_eq!(notes.len(), 3, "{notes:?}");
     assert!(
