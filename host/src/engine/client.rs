@@ -14,7 +14,7 @@ use super::dialect::{Dialect, EngineCommand, HandoverStyle};
 use super::error::EngineError;
 use super::info::{
     FailoverState, ParseError, PersistenceInfo, ReplicationInfo, Role, RoleReply, ServerInfo,
-    parse_dbsize, reply_text,
+    parse_keyspace, reply_text,
 };
 use super::tls::TlsConfig;
 
@@ -129,7 +129,7 @@ pub struct MemberReport {
     pub replication: ReplicationInfo,
     /// `INFO persistence`.
     pub persistence: PersistenceInfo,
-    /// `DBSIZE`; `None` while the member is loading (it answers `-LOADING`).
+    /// Keys in every database (`INFO keyspace`); `None` while the member loads a dataset.
     pub keys: Option<u64>,
 }
 
@@ -382,15 +382,16 @@ impl Client {
     }
 
     /// One round trip (a pipeline) of `INFO replication`, `INFO persistence`, `INFO server` and
-    /// `DBSIZE`. Never changes anything on the member.
+    /// `INFO keyspace`. Never changes anything on the member.
     pub async fn observe(&self) -> Result<MemberReport, EngineError> {
         let commands = [
             EngineCommand::new(["INFO", "replication"]),
             EngineCommand::new(["INFO", "persistence"]),
             EngineCommand::new(["INFO", "server"]),
-            EngineCommand::new(["DBSIZE"]),
+            EngineCommand::new(["INFO", "keyspace"]),
         ];
-        let label = EngineCommand::new(["INFO replication; INFO persistence; INFO server; DBSIZE"]);
+        let label =
+            EngineCommand::new(["INFO replication; INFO persistence; INFO server; INFO keyspace"]);
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for c in &commands {
@@ -405,7 +406,7 @@ impl Client {
                 after: RESPONSE_TIMEOUT,
             })?
             .map_err(|e| self.command_error(&label, e))?;
-        let [repl, persist, server, dbsize] = <[Value; 4]>::try_from(replies).map_err(|r| {
+        let [repl, persist, server, keyspace] = <[Value; 4]>::try_from(replies).map_err(|r| {
             self.reply_error(
                 &label,
                 ParseError {
@@ -426,11 +427,11 @@ impl Client {
             .map_err(|e| self.reply_error(&commands[1], e))?;
         let server = ServerInfo::parse(&text(server, &commands[2])?)
             .map_err(|e| self.reply_error(&commands[2], e))?;
-        let keys = match dbsize {
-            Value::ServerError(e) if e.code() == "LOADING" => None,
-            Value::ServerError(e) => return Err(self.command_error(&commands[3], e.into())),
-            v => Some(parse_dbsize(&v).map_err(|e| self.reply_error(&commands[3], e))?),
-        };
+        let keys = parse_keyspace(&text(keyspace, &commands[3])?)
+            .map_err(|e| self.reply_error(&commands[3], e))?;
+        // While a dataset loads the count is partial; an async-loading replica still serves
+        // (and counts) the old one.
+        let keys = (!persistence.loading).then_some(keys);
         Ok(MemberReport {
             addr: self.addr.clone(),
             server,

@@ -1,5 +1,5 @@
 //! Pure parsers for what members report: `INFO replication`, `INFO persistence`, `INFO server`,
-//! the `ROLE` reply and `DBSIZE`. No I/O here, so every field is unit-tested on captured output.
+//! the `ROLE` reply and `INFO keyspace`. No I/O here, so every field is unit-tested on captured output.
 //!
 //! Fields are read by name and unknown fields are ignored, so the same parsers read Valkey 8,
 //! Redis 7 and (experimental) Dragonfly output; a field an engine does not report is `None`.
@@ -405,15 +405,28 @@ impl RoleReply {
     }
 }
 
-/// Parses the reply of `DBSIZE`.
-pub fn parse_dbsize(value: &Value) -> Result<u64, ParseError> {
-    match value {
-        Value::Int(n) => non_negative_int(*n, "DBSIZE"),
-        other => Err(ParseError::new(
-            "DBSIZE",
-            format!("not an integer: {other:?}"),
-        )),
+/// The number of keys in every database, from `INFO keyspace` (`db0:keys=3,expires=0,…`).
+/// `DBSIZE` counts only the selected database: a member whose data lives in another would look
+/// empty to the data-holding guard.
+pub fn parse_keyspace(text: &str) -> Result<u64, ParseError> {
+    let mut total: u64 = 0;
+    for line in text.lines().map(str::trim) {
+        let Some((db, fields)) = line.split_once(':') else {
+            continue;
+        };
+        if !db.starts_with("db") {
+            continue;
+        }
+        let keys = fields
+            .split(',')
+            .find_map(|f| f.strip_prefix("keys="))
+            .ok_or_else(|| ParseError::new(db, format!("no keys= in {line:?}")))?;
+        let keys: u64 = keys
+            .parse()
+            .map_err(|_| ParseError::new(db, format!("keys is not a count: {keys:?}")))?;
+        total = total.saturating_add(keys);
     }
+    Ok(total)
 }
 
 /// The text of a bulk/simple/verbatim string reply (INFO answers a bulk string).
@@ -772,9 +785,11 @@ mod tests {
     }
 
     #[test]
-    fn dbsize_reply() {
-        assert_eq!(parse_dbsize(&Value::Int(3_000_000)).unwrap(), 3_000_000);
-        assert!(parse_dbsize(&bulk("3")).is_err());
-        assert!(parse_dbsize(&Value::Int(-1)).is_err());
+    fn keyspace_counts_every_database() {
+        let text = "# Keyspace\r\ndb0:keys=3000000,expires=2,avg_ttl=0\r\ndb5:keys=7,expires=0,avg_ttl=0,subexpiry=0\r\n";
+        assert_eq!(parse_keyspace(text).unwrap(), 3_000_007);
+        assert_eq!(parse_keyspace("# Keyspace\r\n").unwrap(), 0);
+        assert!(parse_keyspace("db0:expires=1").is_err());
+        assert!(parse_keyspace("db0:keys=-1,expires=0").is_err());
     }
 }

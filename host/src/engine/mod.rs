@@ -1,6 +1,6 @@
 //! Redis-protocol dialects (Valkey, Redis 7, Dragonfly) over RESP.
 //!
-//! - [`info`]: pure parsers of `INFO replication|persistence|server`, `ROLE`, `DBSIZE`.
+//! - [`info`]: pure parsers of `INFO replication|persistence|server`, `keyspace`, `ROLE`.
 //! - [`Dialect`]: which command does what per engine (Dragonfly is experimental).
 //! - [`Client`]: one bounded-timeout connection to one member: [`Client::observe`] reads,
 //!   the other methods act (`REPLICAOF`, `FAILOVER`, `CLIENT KILL`, `CONFIG SET`, ...).

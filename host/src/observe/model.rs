@@ -42,7 +42,7 @@ pub struct ObservedMember {
     pub report: Option<Replication>,
 }
 
-/// The replication facts `decide` needs from one member's `INFO`/`DBSIZE`.
+/// The replication facts `decide` needs from one member's `INFO`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Replication {
     pub role: Role,
@@ -56,7 +56,7 @@ pub struct Replication {
     pub loading: bool,
     /// `master_repl_offset` on a primary, the processed offset on a replica.
     pub offset: u64,
-    /// `DBSIZE`.
+    /// Keys in every database (`INFO keyspace`).
     pub keys: u64,
     /// Primaries: the replicas it lists as `online` (FAILOVER only accepts those).
     pub online_replicas: Vec<SocketAddr>,

@@ -126,12 +126,24 @@ pub async fn observe_replication(binary: &str, dialect: Dialect, kind: ServerKin
     exec(p.addr(), None, &["SET", "streamed", "1"])
         .await
         .unwrap();
+    // Keys in another database count too (the data-holding guard must see them).
+    let mut db3 = redis::Client::open(format!("redis://{}/3", p.addr()))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = redis::cmd("SET")
+        .arg("in-db3")
+        .arg("1")
+        .query_async(&mut db3)
+        .await
+        .unwrap();
     let (pr, rr) = wait_in_sync(&pc, &rc).await;
 
     assert_eq!(pr.role(), Role::Primary);
     assert_eq!(pr.server.kind, kind);
     assert_eq!(pr.server.tcp_port, Some(p.addr().port()));
-    assert_eq!(pr.keys, Some(101));
+    assert_eq!(pr.keys, Some(102));
     assert_eq!(pr.replication.connected_replicas, 1);
     let entry = &pr.replication.replicas[0];
     // The replica announces its own 127.0.0.x address, not the connection's source address.
@@ -150,7 +162,7 @@ pub async fn observe_replication(binary: &str, dialect: Dialect, kind: ServerKin
     assert_eq!(rr.replica_of(), Some(HostPort::from(p.addr())));
     assert!(rr.link_up());
     assert!(!rr.syncing());
-    assert_eq!(rr.keys, Some(101));
+    assert_eq!(rr.keys, Some(102));
     assert_eq!(rr.offset(), pr.offset());
     assert_eq!(rr.replication.replid, pr.replication.replid);
     assert!(!rr.persistence.loading);
