@@ -195,6 +195,40 @@ async fn replicas_first_restarts_stale_replicas_then_hands_over() {
 }
 
 #[tokio::test]
+async fn replicas_first_restarts_a_down_stale_replica_before_the_others() {
+    let plugin = runtime()
+        .load("builtin:replicas-first")
+        .await
+        .expect("load");
+    let stale = |name: &str, ordinal: u32, role: Role| Member {
+        on_desired_revision: false,
+        ..member(name, ordinal, role)
+    };
+    // cache-1 crash-loops on the old revision: it does not answer, so its role is unknown.
+    let down = Member {
+        ready: false,
+        link_up: false,
+        offset: 0,
+        keys: 0,
+        ..stale("cache-1", 1, Role::Unknown)
+    };
+    let request = RolloutRequest {
+        cluster: cluster(),
+        members: vec![
+            stale("cache-0", 0, Role::Primary),
+            down,
+            stale("cache-2", 2, Role::Replica),
+        ],
+        max_in_flight: 1,
+        max_lag_bytes: 1 << 20,
+        config: "{}".into(),
+    };
+    let answer = plugin.next(&request).await.expect("next");
+    assert_eq!(answer, Step::Restart("cache-1".into()));
+    assert_eq!(answer, native::next(&request).expect("native"));
+}
+
+#[tokio::test]
 async fn builtins_agree_with_native_at_bench_sizes() {
     let runtime = runtime();
     let select = runtime.load("builtin:most-caught-up").await.expect("load");
