@@ -14,6 +14,7 @@ mod convert;
 mod engine;
 mod error;
 mod hook;
+pub mod input;
 pub mod native;
 mod plugin;
 mod runtime;
