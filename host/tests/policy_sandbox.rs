@@ -5,44 +5,18 @@
 //! `{"mode":"hostile"}`; every test checks the error, that it came within the deadline plus
 //! 50 ms (the bound the policy issue demands), and that the next call to the same plugin works.
 
-use kvpilot::policy::{Plugin, PolicyError, PolicyRuntime};
+#[path = "hostile/built.rs"]
+mod built;
+#[path = "hostile/multi_memory.rs"]
+mod multi_memory;
+
+use built::wasm_path;
+use kvpilot::policy::{MAX_MEMORIES_PER_COMPONENT, Plugin, PolicyError, PolicyRuntime};
 use kvpilot_sdk::{Cluster, Member, Role, Selection, SelectionReason, SelectionRequest};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The default deadline plus the slack the issue allows.
 const BOUND: Duration = Duration::from_millis(100 + 50);
-
-/// Builds the hostile workspace once per test binary; returns the directory of the `.wasm`s.
-fn hostile_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let target = root.join("target/wasm-hostile");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(root.join("host/tests/hostile/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .status()
-            .expect("run cargo for the hostile plugins");
-        assert!(status.success(), "building the hostile plugins failed");
-        target.join("wasm32-wasip2/release")
-    })
-}
-
-fn wasm_path(crate_name: &str) -> PathBuf {
-    hostile_dir().join(format!("hostile_{}.wasm", crate_name.replace('-', "_")))
-}
 
 async fn load(crate_name: &str) -> Result<Plugin, PolicyError> {
     let runtime = PolicyRuntime::global().expect("policy runtime");
@@ -137,6 +111,71 @@ async fn unbounded_allocation_hits_the_memory_cap() {
         error.to_string().contains("memory limit of 32 MiB"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn memories_are_capped_together_not_one_by_one() {
+    // One hog module whose memory starts at 16 MiB; in hostile mode both memories grow by
+    // 10 MiB. Each stays under 32 MiB (16 + 10, and 10); together, with the plugin's own
+    // 64 KiB, they would hold 36 MiB. Counting the hog's initial 16 MiB is what catches it.
+    let bytes = multi_memory::component(1, 256, 160);
+    let runtime = PolicyRuntime::global().expect("runtime");
+    let plugin = runtime
+        .load_bytes("multi-memory.wasm", &bytes)
+        .await
+        .expect("a two-memory component within the cap loads");
+    assert_eq!(plugin.info().name, "hostile-multi-memory");
+    let error = misbehave(&plugin, HOSTILE).await;
+    assert!(
+        matches!(error, PolicyError::Memory { limit_mib: 32, .. }),
+        "expected a memory error, got {error}"
+    );
+}
+
+#[tokio::test]
+async fn initial_memories_count_toward_the_cap() {
+    // Two hogs of 16 MiB plus the plugin's 64 KiB: over 32 MiB before any code runs, so the
+    // instance that `info()` needs cannot be made and the plugin does not load.
+    let bytes = multi_memory::component(2, 256, 1);
+    let runtime = PolicyRuntime::global().expect("runtime");
+    let error = runtime
+        .load_bytes("initial.wasm", &bytes)
+        .await
+        .expect_err("refused");
+    let PolicyError::Load { message, .. } = &error else {
+        panic!("expected a load error, got {error}");
+    };
+    assert!(
+        message.contains("info() exceeded its memory limit of 32 MiB"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn more_memories_than_the_pool_allows_are_refused_at_load() {
+    let hogs = MAX_MEMORIES_PER_COMPONENT; // plus the plugin's own memory
+    let bytes = multi_memory::component(hogs, 0, 1);
+    let runtime = PolicyRuntime::global().expect("runtime");
+    let error = runtime
+        .load_bytes("many.wasm", &bytes)
+        .await
+        .expect_err("refused");
+    let PolicyError::Load { message, .. } = &error else {
+        panic!("expected a load error, got {error}");
+    };
+    assert!(
+        message.contains(&format!(
+            "{} Wasm linear memories, which exceeds the configured maximum of {hogs}",
+            hogs + 1
+        )),
+        "{message}"
+    );
+    // One fewer memory is fine.
+    let fits = multi_memory::component(hogs - 1, 0, 1);
+    runtime
+        .load_bytes("fits.wasm", &fits)
+        .await
+        .expect("within the pool's bound");
 }
 
 #[tokio::test]

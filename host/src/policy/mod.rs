@@ -23,6 +23,7 @@ pub mod source;
 pub mod validate;
 
 pub use bound::{HookSetting, PolicySettings, WasmPolicies};
+pub use engine::MAX_MEMORIES_PER_COMPONENT;
 pub use error::PolicyError;
 pub use hook::{Decided, DecisionRecord, FailurePolicy, Hook};
 pub use plugin::{Limits, Plugin};

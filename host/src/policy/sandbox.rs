@@ -18,6 +18,11 @@
 //!
 //! Not provided (a plugin importing them is refused at load): clocks, random, sockets,
 //! http, and anything outside `wasi:cli`, `wasi:io`, `wasi:filesystem`.
+//!
+//! Memory: the cap is the total of every linear memory of the call's store (a component may
+//! contain several core modules, each with its own memory). wasmtime asks the limiter both
+//! when a memory is created (from 0 to its initial size) and when it grows, so the sum of
+//! what was granted is the store's whole footprint.
 
 use super::contract::{InterfaceName, PACKAGE};
 use wasmtime::component::types::ComponentItem;
@@ -64,17 +69,20 @@ pub struct Sandbox {
     table: ResourceTable,
     stderr: Option<MemoryOutputPipe>,
     memory_limit: usize,
+    /// Bytes of linear memory granted so far in this store, over all its memories.
+    memory_granted: usize,
     memory_exceeded: bool,
 }
 
 impl Sandbox {
-    /// A sandbox whose linear memories may grow to `memory_limit` bytes in total per memory.
+    /// A sandbox whose linear memories may hold `memory_limit` bytes in total.
     pub fn new(memory_limit: usize) -> Self {
         Sandbox {
             wasi: None,
             table: ResourceTable::new(),
             stderr: None,
             memory_limit,
+            memory_granted: 0,
             memory_exceeded: false,
         }
     }
@@ -113,19 +121,35 @@ impl WasiView for Sandbox {
 }
 
 impl ResourceLimiter for Sandbox {
+    /// Called with `current = 0` when a memory is created and with its sizes when it grows,
+    /// so `memory_granted` is the store's total.
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_limit {
-            // Refuse the growth (the guest sees `memory.grow` fail, a Rust guest aborts) and
-            // remember why, so the call is reported as a memory failure, not a plain trap.
-            self.memory_exceeded = true;
+        if maximum.is_some_and(|max| desired > max) {
+            // Beyond the memory's own declared maximum: wasmtime refuses it anyway. Not counted,
+            // and not ours to report as the host's memory cap.
             return Ok(false);
         }
-        Ok(true)
+        let growth = desired.saturating_sub(current);
+        match self.memory_granted.checked_add(growth) {
+            Some(total) if total <= self.memory_limit => {
+                // Once approved, a growth fails only if the OS cannot map the pages; counting
+                // it anyway errs on the safe side.
+                self.memory_granted = total;
+                Ok(true)
+            }
+            _ => {
+                // Refuse the growth (the guest sees `memory.grow` fail, a Rust guest aborts;
+                // a memory's creation fails the instantiation) and remember why, so the call
+                // is reported as a memory failure, not a plain trap.
+                self.memory_exceeded = true;
+                Ok(false)
+            }
+        }
     }
 
     fn table_growing(
