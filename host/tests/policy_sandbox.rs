@@ -11,7 +11,7 @@ mod built;
 mod multi_memory;
 
 use built::wasm_path;
-use kvpilot::policy::{MAX_MEMORIES_PER_COMPONENT, Plugin, PolicyError, PolicyRuntime};
+use kvpilot::policy::{Limits, MAX_MEMORIES_PER_COMPONENT, Plugin, PolicyError, PolicyRuntime};
 use kvpilot_sdk::{Cluster, Member, Role, Selection, SelectionReason, SelectionRequest};
 use std::time::{Duration, Instant};
 
@@ -256,6 +256,49 @@ async fn an_import_the_host_does_not_provide_is_refused_at_load() {
     );
     assert!(import.starts_with("wasi:clocks/"), "{import}");
     assert!(error.to_string().contains(import.as_str()), "{error}");
+}
+
+/// The noisy plugin with a deadline its flood fits in whatever the build and the machine's load
+/// (a mebibyte is 256 host calls); these tests are about the capture, not the deadline.
+async fn noisy() -> Plugin {
+    let limits = Limits {
+        timeout: Duration::from_secs(5),
+        ..Limits::default()
+    };
+    load("noisy").await.expect("load").with_limits(limits)
+}
+
+#[tokio::test]
+async fn a_mebibyte_of_stderr_does_not_fail_the_call() {
+    let plugin = noisy().await;
+    let answer = plugin
+        .select(&request(r#"{"mode":"flood"}"#))
+        .await
+        .expect("the call succeeds whatever the guest logged");
+    assert_eq!(answer, Selection::Promote("cache-1".into()));
+}
+
+#[tokio::test]
+async fn a_panic_after_a_mebibyte_of_stderr_keeps_its_message() {
+    let plugin = noisy().await;
+    let error = plugin
+        .select(&request(HOSTILE))
+        .await
+        .expect_err("the hostile call must fail");
+    let PolicyError::Trap { message, .. } = &error else {
+        panic!("expected a trap, got {error}");
+    };
+    assert!(
+        message.starts_with("thread '<unnamed>'")
+            && message.contains(" panicked at ")
+            && message.contains("noisy plugin panicked after 1048576 bytes of stderr"),
+        "the panic message is lost: {}",
+        &message[..message.len().min(300)]
+    );
+    assert_eq!(
+        plugin.select(&request("{}")).await.expect("the next call"),
+        Selection::Promote("cache-1".into())
+    );
 }
 
 #[tokio::test]

@@ -20,6 +20,7 @@ mod plugin;
 mod runtime;
 pub mod sandbox;
 pub mod source;
+mod stderr;
 pub mod validate;
 
 pub use bound::{HookSetting, PolicySettings, WasmPolicies};

@@ -5,7 +5,8 @@
 //! terminal-stdin, terminal-stdout, terminal-stderr}` and `wasi:io/{error, poll, streams}`
 //! (13 interfaces). They are satisfied by wasmtime-wasi over an EMPTY `WasiCtx`: no
 //! environment, no arguments, no preopened directories, stdin closed, stdout discarded, and
-//! stderr captured in a small in-memory pipe so a guest's panic message reaches the error.
+//! stderr captured (bounded, never refusing a write) so a guest's panic message reaches the
+//! error.
 //!
 //! `wasi:filesystem/{types, preopens}` (imported as soon as a guest uses `std::fs`) is
 //! provided with ZERO preopens: a guest can link, but it can never obtain a descriptor, so
@@ -25,14 +26,11 @@
 //! what was granted is the store's whole footprint.
 
 use super::contract::{InterfaceName, PACKAGE};
+use super::stderr::StderrCapture;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{HasData, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-
-/// How much of a guest's stderr is kept (the start of a panic message is what matters).
-pub const STDERR_CAPTURE_BYTES: usize = 64 * 1024;
 
 /// Interfaces granted in full: `(package, interface)`, any `0.2.x` version of WASI.
 const GRANTED: &[(&str, &str)] = &[
@@ -67,7 +65,7 @@ pub struct Sandbox {
     /// of a fresh sandbox.
     wasi: Option<WasiCtx>,
     table: ResourceTable,
-    stderr: Option<MemoryOutputPipe>,
+    stderr: Option<StderrCapture>,
     memory_limit: usize,
     /// Bytes of linear memory granted so far in this store, over all its memories.
     memory_granted: usize,
@@ -94,8 +92,7 @@ impl Sandbox {
 
     /// What the guest wrote to stderr (lossy UTF-8, trimmed), if anything.
     pub fn stderr_text(&self) -> Option<String> {
-        let bytes = self.stderr.as_ref()?.contents();
-        let text = String::from_utf8_lossy(&bytes);
+        let text = self.stderr.as_ref()?.text();
         let text = text.trim();
         (!text.is_empty()).then(|| text.to_string())
     }
@@ -106,11 +103,11 @@ impl WasiView for Sandbox {
         let wasi = match &mut self.wasi {
             Some(wasi) => wasi,
             none => {
-                let pipe = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
-                self.stderr = Some(pipe.clone());
+                let capture = StderrCapture::new();
+                self.stderr = Some(capture.clone());
                 // The builder's defaults are: no env, no args, no preopens, stdin closed,
                 // stdout discarded, no inherited stdio. Only stderr is redirected.
-                none.insert(WasiCtx::builder().stderr(pipe).build())
+                none.insert(WasiCtx::builder().stderr(capture).build())
             }
         };
         WasiCtxView {
