@@ -245,7 +245,7 @@ async fn a_file_read_finds_no_file() {
 }
 
 #[tokio::test]
-async fn an_import_the_host_does_not_provide_is_refused_at_load() {
+async fn a_socket_import_is_refused_at_load() {
     let error = load("forbidden-import").await.expect_err("must be refused");
     let PolicyError::ForbiddenImport { plugin, import } = &error else {
         panic!("expected a forbidden import, got {error}");
@@ -254,8 +254,43 @@ async fn an_import_the_host_does_not_provide_is_refused_at_load() {
         plugin.ends_with("hostile_forbidden_import.wasm"),
         "{plugin}"
     );
-    assert!(import.starts_with("wasi:clocks/"), "{import}");
+    assert!(import.starts_with("wasi:sockets/"), "{import}");
     assert!(error.to_string().contains(import.as_str()), "{error}");
+}
+
+#[tokio::test]
+async fn clocks_and_randomness_are_granted_frozen_and_fixed() {
+    let plugin = load("std-guest")
+        .await
+        .expect("a guest using HashMap, SystemTime and Instant loads");
+    for interface in [
+        "wasi:clocks/wall-clock@",
+        "wasi:clocks/monotonic-clock@",
+        "wasi:random/",
+    ] {
+        assert!(
+            plugin.imports().iter().any(|i| i.starts_with(interface)),
+            "{interface} not imported: {:?}",
+            plugin.imports()
+        );
+    }
+    let report = r#"{"mode":"report"}"#;
+    let Selection::Wait(first) = plugin.select(&request(report)).await.expect("answers") else {
+        panic!("expected the guest's report");
+    };
+    assert!(
+        first.starts_with("wall 0 ns; monotonic 0 ns; map order "),
+        "{first}"
+    );
+    // The same request, the same answer: the hasher's keys come from the fixed stream.
+    for _ in 0..3 {
+        let again = plugin.select(&request(report)).await.expect("answers");
+        assert_eq!(again, Selection::Wait(first.clone()));
+    }
+    assert_eq!(
+        plugin.select(&request("{}")).await.expect("answers"),
+        Selection::Promote("cache-1".into())
+    );
 }
 
 /// The noisy plugin with a deadline its flood fits in whatever the build and the machine's load

@@ -11,6 +11,7 @@ mod cache;
 mod call;
 pub mod contract;
 mod convert;
+mod determinism;
 mod engine;
 mod error;
 mod hook;

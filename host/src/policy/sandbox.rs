@@ -8,17 +8,21 @@
 //! stderr captured (bounded, never refusing a write) so a guest's panic message reaches the
 //! error.
 //!
+//! `wasi:clocks/{wall-clock, monotonic-clock}` (imported by `SystemTime`/`Instant`) and
+//! `wasi:random/{random, insecure, insecure-seed}` (imported by `HashMap::new()`) are granted
+//! with implementations that grant nothing: both clocks are frozen at 0 and randomness is one
+//! fixed byte stream, the same at every call (see `determinism.rs`). A decision stays a
+//! pure, reproducible function of its request.
+//!
 //! `wasi:filesystem/{types, preopens}` (imported as soon as a guest uses `std::fs`) is
 //! provided with ZERO preopens: a guest can link, but it can never obtain a descriptor, so
 //! every file operation fails inside the guest and the call goes on (its error is the
 //! plugin's). We grant it rather than refuse the plugin because a library the plugin
 //! depends on may reference `std::fs` on a path it never takes; refusing would reject
-//! harmless plugins without protecting anything. `wasi:filesystem/types` refers to the
-//! `datetime` record of `wasi:clocks/wall-clock`, so that interface may be imported for its
-//! types only: an import of any clock *function* is refused.
+//! harmless plugins without protecting anything.
 //!
-//! Not provided (a plugin importing them is refused at load): clocks, random, sockets,
-//! http, and anything outside `wasi:cli`, `wasi:io`, `wasi:filesystem`.
+//! Not provided (a plugin importing them is refused at load): sockets, http, and anything
+//! outside `wasi:cli`, `wasi:io`, `wasi:clocks`, `wasi:random`, `wasi:filesystem`.
 //!
 //! Memory: the cap is the total of every linear memory of the call's store (a component may
 //! contain several core modules, each with its own memory). wasmtime asks the limiter both
@@ -26,6 +30,7 @@
 //! what was granted is the store's whole footprint.
 
 use super::contract::{InterfaceName, PACKAGE};
+use super::determinism;
 use super::stderr::StderrCapture;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{HasData, Linker, ResourceTable};
@@ -47,22 +52,23 @@ const GRANTED: &[(&str, &str)] = &[
     ("wasi:io", "error"),
     ("wasi:io", "poll"),
     ("wasi:io", "streams"),
+    ("wasi:clocks", "wall-clock"),
+    ("wasi:clocks", "monotonic-clock"),
+    ("wasi:random", "random"),
+    ("wasi:random", "insecure"),
+    ("wasi:random", "insecure-seed"),
     ("wasi:filesystem", "types"),
     ("wasi:filesystem", "preopens"),
 ];
 
 /// Interfaces a plugin may import for their type definitions only (no functions).
-const TYPES_ONLY: &[(&str, &str)] = &[("wasi:clocks", "wall-clock"), (PACKAGE, "types")];
-
-/// The WASI version the type-only instances are registered under; the component linker
-/// matches any `0.2.x` import against it.
-const WASI_VERSION: &str = "0.2.12";
+const TYPES_ONLY: &[(&str, &str)] = &[(PACKAGE, "types")];
 
 /// The state of one store: one call of one plugin.
 pub struct Sandbox {
     /// Built on the first WASI call only: most calls never touch WASI, and building a
-    /// `WasiCtx` (it seeds RNGs even though random is not granted) is the costliest part
-    /// of a fresh sandbox.
+    /// `WasiCtx` (its builder seeds RNGs from the OS before ours replace them) is the
+    /// costliest part of a fresh sandbox.
     wasi: Option<WasiCtx>,
     table: ResourceTable,
     stderr: Option<StderrCapture>,
@@ -106,8 +112,11 @@ impl WasiView for Sandbox {
                 let capture = StderrCapture::new();
                 self.stderr = Some(capture.clone());
                 // The builder's defaults are: no env, no args, no preopens, stdin closed,
-                // stdout discarded, no inherited stdio. Only stderr is redirected.
-                none.insert(WasiCtx::builder().stderr(capture).build())
+                // stdout discarded, no inherited stdio, no network. Stderr is captured, and
+                // clocks and randomness are replaced by ones that reveal nothing.
+                let mut builder = WasiCtx::builder();
+                builder.stderr(capture);
+                none.insert(determinism::apply(&mut builder).build())
             }
         };
         WasiCtxView {
@@ -171,8 +180,10 @@ impl HasData for HasIo {
 /// Adds exactly the granted interfaces (see the module docs) to `linker`.
 pub fn grant(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
     use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
     use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
-    use wasmtime_wasi::p2::bindings::{cli, filesystem, io};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random};
+    use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
 
     let l = linker;
     io::error::add_to_linker::<Sandbox, HasIo>(l, |s| &mut s.table)?;
@@ -190,8 +201,12 @@ pub fn grant(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
     cli::terminal_stderr::add_to_linker::<Sandbox, WasiCli>(l, Sandbox::cli)?;
     filesystem::types::add_to_linker::<Sandbox, WasiFilesystem>(l, Sandbox::filesystem)?;
     filesystem::preopens::add_to_linker::<Sandbox, WasiFilesystem>(l, Sandbox::filesystem)?;
+    clocks::wall_clock::add_to_linker::<Sandbox, WasiClocks>(l, Sandbox::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<Sandbox, WasiClocks>(l, Sandbox::clocks)?;
+    random::random::add_to_linker::<Sandbox, WasiRandom>(l, Sandbox::random)?;
+    random::insecure::add_to_linker::<Sandbox, WasiRandom>(l, Sandbox::random)?;
+    random::insecure_seed::add_to_linker::<Sandbox, WasiRandom>(l, Sandbox::random)?;
     // Type-only instances: they define no functions, so they grant nothing.
-    l.instance(&format!("wasi:clocks/wall-clock@{WASI_VERSION}"))?;
     for version in super::contract::CONTRACT_VERSIONS {
         l.instance(&format!("{PACKAGE}/types@{version}"))?;
     }
