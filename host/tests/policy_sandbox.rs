@@ -337,6 +337,47 @@ async fn a_panic_after_a_mebibyte_of_stderr_keeps_its_message() {
 }
 
 #[tokio::test]
+async fn oversized_texts_are_cut_where_the_host_keeps_them() {
+    let plugin = load("verbose")
+        .await
+        .expect("an oversized info() still loads");
+    let info = plugin.info();
+    assert!(
+        info.name.starts_with("hostile-verbose [31mnnn") && info.name.ends_with(" more bytes]"),
+        "{}",
+        &info.name[..info.name.len().min(200)]
+    );
+    assert!(info.name.len() < 200, "{} bytes", info.name.len());
+    assert_eq!(info.version, "0.1.0 second line");
+    assert!(
+        info.description.len() < 5 * 1024,
+        "{} bytes",
+        info.description.len()
+    );
+
+    let error = plugin.validate_config(HOSTILE).await.expect_err("rejected");
+    let PolicyError::InvalidConfig { message, .. } = &error else {
+        panic!("expected a rejected config, got {error}");
+    };
+    assert!(
+        message.starts_with("config rejected: rrr") && message.ends_with(" more bytes]"),
+        "{}",
+        &message[..message.len().min(200)]
+    );
+    assert!(message.len() < 5 * 1024, "{} bytes", message.len());
+
+    let error = misbehave(&plugin, HOSTILE).await;
+    let PolicyError::Plugin { message, .. } = &error else {
+        panic!("expected the plugin's own error, got {error}");
+    };
+    assert!(
+        message.starts_with("error: eee") && message.len() < 5 * 1024,
+        "{} bytes",
+        message.len()
+    );
+}
+
+#[tokio::test]
 async fn a_std_guest_imports_only_granted_wasi_interfaces() {
     let plugin = load("panic").await.expect("load");
     let mut imports: Vec<&str> = plugin

@@ -8,7 +8,7 @@ use super::contract::v0_1_0::exports::kvpilot::policy::{
 use super::plugin::{Compiled, Exports, Limits, Plugin};
 use super::runtime::BINDINGS_VERSION;
 use super::sandbox::Sandbox;
-use super::{Hook, PolicyError, convert, validate};
+use super::{Hook, PolicyError, convert, text, validate};
 use kvpilot_sdk::{
     MemberSchedule, PluginInfo, RolloutRequest, ScheduleRequest, Selection, SelectionRequest, Step,
 };
@@ -226,7 +226,8 @@ impl Plugin {
         }
     }
 
-    /// The guest's own `Err(message)`, bounded like an answer.
+    /// The guest's own `Err(message)`: refused like an answer beyond the answer bound, and
+    /// cut to a status message's length (see `text.rs`).
     fn plugin_error(&self, hook: Hook, message: String) -> PolicyError {
         if let Err(e) = self.too_large(hook, message.len()) {
             return e;
@@ -234,7 +235,7 @@ impl Plugin {
         PolicyError::Plugin {
             plugin: self.name.clone(),
             hook,
-            message,
+            message: text::message(&message, text::MESSAGE_BYTES),
         }
     }
 
@@ -267,7 +268,8 @@ impl Plugin {
         );
         let message = match verdict {
             Ok(Ok(())) => return Ok(()),
-            Ok(Err(message)) => message,
+            // It becomes a `PolicyFailed` status message: cut to a message's length.
+            Ok(Err(message)) => text::message(&message, text::MESSAGE_BYTES),
             Err(failure) => format!("validate-config {failure}"),
         };
         Err(PolicyError::InvalidConfig {

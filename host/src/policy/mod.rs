@@ -22,6 +22,7 @@ mod runtime;
 pub mod sandbox;
 pub mod source;
 mod stderr;
+mod text;
 pub mod validate;
 
 pub use bound::{HookSetting, PolicySettings, WasmPolicies};
