@@ -229,6 +229,27 @@ async fn replicas_first_restarts_a_down_stale_replica_before_the_others() {
 }
 
 #[tokio::test]
+async fn the_cached_load_measure_is_a_load_from_bytes_that_compiles_nothing() {
+    let runtime = PolicyRuntime::new().expect("runtime");
+    let plugin = runtime.load("builtin:stagger").await.expect("compile");
+    assert_eq!(runtime.cached_components(), 1);
+    let took = bench::cached_load(&runtime, &plugin)
+        .await
+        .expect("a cache hit");
+    assert!(took > std::time::Duration::ZERO);
+    assert_eq!(runtime.cached_components(), 1);
+    // Bytes this runtime never compiled are not a cached load: the measure refuses to time it.
+    let elsewhere = PolicyRuntime::new().expect("another runtime");
+    let error = bench::cached_load(&elsewhere, &plugin)
+        .await
+        .expect_err("a cache miss");
+    assert!(
+        error.to_string().contains("the cached load compiled again"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn builtins_agree_with_native_at_bench_sizes() {
     let runtime = runtime();
     let select = runtime.load("builtin:most-caught-up").await.expect("load");
