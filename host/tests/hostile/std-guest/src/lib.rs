@@ -48,12 +48,16 @@ fn misbehave(request: &Request) -> Result<Decision, String> {
         .duration_since(UNIX_EPOCH)
         .map_err(|e| e.to_string())?;
     let started = Instant::now();
-    let mut by_name: HashMap<&str, u64> = HashMap::new();
+    let mut by_name: HashMap<String, u64> = HashMap::new();
     for m in &request.candidates {
-        by_name.insert(m.name.as_str(), m.offset);
+        by_name.insert(m.name.clone(), m.offset);
     }
-    // Iteration order follows the hasher's random keys.
-    let order: Vec<&str> = by_name.keys().copied().collect();
+    // Enough keys that their iteration order, which follows the hasher's random keys, would
+    // differ between calls if the seed did.
+    for i in 0..16 {
+        by_name.insert(format!("k{i}"), i);
+    }
+    let order: Vec<&str> = by_name.keys().map(String::as_str).collect();
     Ok(Decision::Wait(format!(
         "wall {} ns; monotonic {} ns; map order {}",
         wall.as_nanos(),
