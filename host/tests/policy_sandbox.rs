@@ -1,5 +1,6 @@
 //! Hostile plugins against the real wasmtime sandbox. The components are built from source in
-//! `tests/hostile/` (one crate per misbehaviour) the first time a test needs them.
+//! `tests/hostile/` (one crate per misbehaviour) the first time a test needs them; the one with
+//! several memories, which no Rust crate can produce, is encoded by `hostile/multi_memory.rs`.
 //!
 //! Each hostile plugin answers correctly with config `{}` and misbehaves with
 //! `{"mode":"hostile"}`; every test checks the error, that it came within the deadline plus
