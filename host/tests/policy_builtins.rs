@@ -195,6 +195,61 @@ async fn replicas_first_restarts_stale_replicas_then_hands_over() {
 }
 
 #[tokio::test]
+async fn replicas_first_restarts_a_down_stale_replica_before_the_others() {
+    let plugin = runtime()
+        .load("builtin:replicas-first")
+        .await
+        .expect("load");
+    let stale = |name: &str, ordinal: u32, role: Role| Member {
+        on_desired_revision: false,
+        ..member(name, ordinal, role)
+    };
+    // cache-1 crash-loops on the old revision: it does not answer, so its role is unknown.
+    let down = Member {
+        ready: false,
+        link_up: false,
+        offset: 0,
+        keys: 0,
+        ..stale("cache-1", 1, Role::Unknown)
+    };
+    let request = RolloutRequest {
+        cluster: cluster(),
+        members: vec![
+            stale("cache-0", 0, Role::Primary),
+            down,
+            stale("cache-2", 2, Role::Replica),
+        ],
+        max_in_flight: 1,
+        max_lag_bytes: 1 << 20,
+        config: "{}".into(),
+    };
+    let answer = plugin.next(&request).await.expect("next");
+    assert_eq!(answer, Step::Restart("cache-1".into()));
+    assert_eq!(answer, native::next(&request).expect("native"));
+}
+
+#[tokio::test]
+async fn the_cached_load_measure_is_a_load_from_bytes_that_compiles_nothing() {
+    let runtime = PolicyRuntime::new().expect("runtime");
+    let plugin = runtime.load("builtin:stagger").await.expect("compile");
+    assert_eq!(runtime.cached_components(), 1);
+    let took = bench::cached_load(&runtime, &plugin)
+        .await
+        .expect("a cache hit");
+    assert!(took > std::time::Duration::ZERO);
+    assert_eq!(runtime.cached_components(), 1);
+    // Bytes this runtime never compiled are not a cached load: the measure refuses to time it.
+    let elsewhere = PolicyRuntime::new().expect("another runtime");
+    let error = bench::cached_load(&elsewhere, &plugin)
+        .await
+        .expect_err("a cache miss");
+    assert!(
+        error.to_string().contains("the cached load compiled again"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn builtins_agree_with_native_at_bench_sizes() {
     let runtime = runtime();
     let select = runtime.load("builtin:most-caught-up").await.expect("load");

@@ -1,48 +1,23 @@
 //! Hostile plugins against the real wasmtime sandbox. The components are built from source in
-//! `tests/hostile/` (one crate per misbehaviour) the first time a test needs them.
+//! `tests/hostile/` (one crate per misbehaviour) the first time a test needs them; the one with
+//! several memories, which no Rust crate can produce, is encoded by `hostile/multi_memory.rs`.
 //!
 //! Each hostile plugin answers correctly with config `{}` and misbehaves with
 //! `{"mode":"hostile"}`; every test checks the error, that it came within the deadline plus
 //! 50 ms (the bound the policy issue demands), and that the next call to the same plugin works.
 
-use kvpilot::policy::{Plugin, PolicyError, PolicyRuntime};
+#[path = "hostile/built.rs"]
+mod built;
+#[path = "hostile/multi_memory.rs"]
+mod multi_memory;
+
+use built::wasm_path;
+use kvpilot::policy::{Limits, MAX_MEMORIES_PER_COMPONENT, Plugin, PolicyError, PolicyRuntime};
 use kvpilot_sdk::{Cluster, Member, Role, Selection, SelectionReason, SelectionRequest};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The default deadline plus the slack the issue allows.
 const BOUND: Duration = Duration::from_millis(100 + 50);
-
-/// Builds the hostile workspace once per test binary; returns the directory of the `.wasm`s.
-fn hostile_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let target = root.join("target/wasm-hostile");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(root.join("host/tests/hostile/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .status()
-            .expect("run cargo for the hostile plugins");
-        assert!(status.success(), "building the hostile plugins failed");
-        target.join("wasm32-wasip2/release")
-    })
-}
-
-fn wasm_path(crate_name: &str) -> PathBuf {
-    hostile_dir().join(format!("hostile_{}.wasm", crate_name.replace('-', "_")))
-}
 
 async fn load(crate_name: &str) -> Result<Plugin, PolicyError> {
     let runtime = PolicyRuntime::global().expect("policy runtime");
@@ -140,6 +115,71 @@ async fn unbounded_allocation_hits_the_memory_cap() {
 }
 
 #[tokio::test]
+async fn memories_are_capped_together_not_one_by_one() {
+    // One hog module whose memory starts at 16 MiB; in hostile mode both memories grow by
+    // 10 MiB. Each stays under 32 MiB (16 + 10, and 10); together, with the plugin's own
+    // 64 KiB, they would hold 36 MiB. Counting the hog's initial 16 MiB is what catches it.
+    let bytes = multi_memory::component(1, 256, 160);
+    let runtime = PolicyRuntime::global().expect("runtime");
+    let plugin = runtime
+        .load_bytes("multi-memory.wasm", &bytes)
+        .await
+        .expect("a two-memory component within the cap loads");
+    assert_eq!(plugin.info().name, "hostile-multi-memory");
+    let error = misbehave(&plugin, HOSTILE).await;
+    assert!(
+        matches!(error, PolicyError::Memory { limit_mib: 32, .. }),
+        "expected a memory error, got {error}"
+    );
+}
+
+#[tokio::test]
+async fn initial_memories_count_toward_the_cap() {
+    // Two hogs of 16 MiB plus the plugin's 64 KiB: over 32 MiB before any code runs, so the
+    // instance that `info()` needs cannot be made and the plugin does not load.
+    let bytes = multi_memory::component(2, 256, 1);
+    let runtime = PolicyRuntime::global().expect("runtime");
+    let error = runtime
+        .load_bytes("initial.wasm", &bytes)
+        .await
+        .expect_err("refused");
+    let PolicyError::Load { message, .. } = &error else {
+        panic!("expected a load error, got {error}");
+    };
+    assert!(
+        message.contains("info() exceeded its memory limit of 32 MiB"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn more_memories_than_the_pool_allows_are_refused_at_load() {
+    let hogs = MAX_MEMORIES_PER_COMPONENT; // plus the plugin's own memory
+    let bytes = multi_memory::component(hogs, 0, 1);
+    let runtime = PolicyRuntime::global().expect("runtime");
+    let error = runtime
+        .load_bytes("many.wasm", &bytes)
+        .await
+        .expect_err("refused");
+    let PolicyError::Load { message, .. } = &error else {
+        panic!("expected a load error, got {error}");
+    };
+    assert!(
+        message.contains(&format!(
+            "{} Wasm linear memories, which exceeds the configured maximum of {hogs}",
+            hogs + 1
+        )),
+        "{message}"
+    );
+    // One fewer memory is fine.
+    let fits = multi_memory::component(hogs - 1, 0, 1);
+    runtime
+        .load_bytes("fits.wasm", &fits)
+        .await
+        .expect("within the pool's bound");
+}
+
+#[tokio::test]
 async fn a_panic_is_reported_with_its_message() {
     let plugin = load("panic").await.expect("load");
     let error = misbehave(&plugin, HOSTILE).await;
@@ -206,7 +246,7 @@ async fn a_file_read_finds_no_file() {
 }
 
 #[tokio::test]
-async fn an_import_the_host_does_not_provide_is_refused_at_load() {
+async fn a_socket_import_is_refused_at_load() {
     let error = load("forbidden-import").await.expect_err("must be refused");
     let PolicyError::ForbiddenImport { plugin, import } = &error else {
         panic!("expected a forbidden import, got {error}");
@@ -215,8 +255,127 @@ async fn an_import_the_host_does_not_provide_is_refused_at_load() {
         plugin.ends_with("hostile_forbidden_import.wasm"),
         "{plugin}"
     );
-    assert!(import.starts_with("wasi:clocks/"), "{import}");
+    assert!(import.starts_with("wasi:sockets/"), "{import}");
     assert!(error.to_string().contains(import.as_str()), "{error}");
+}
+
+#[tokio::test]
+async fn clocks_and_randomness_are_granted_frozen_and_fixed() {
+    let plugin = load("std-guest")
+        .await
+        .expect("a guest using HashMap, SystemTime and Instant loads");
+    for interface in [
+        "wasi:clocks/wall-clock@",
+        "wasi:clocks/monotonic-clock@",
+        "wasi:random/",
+    ] {
+        assert!(
+            plugin.imports().iter().any(|i| i.starts_with(interface)),
+            "{interface} not imported: {:?}",
+            plugin.imports()
+        );
+    }
+    let report = r#"{"mode":"report"}"#;
+    let Selection::Wait(first) = plugin.select(&request(report)).await.expect("answers") else {
+        panic!("expected the guest's report");
+    };
+    assert!(
+        first.starts_with("wall 0 ns; monotonic 0 ns; map order "),
+        "{first}"
+    );
+    // The same request, the same answer: the hasher's keys come from the fixed stream.
+    for _ in 0..3 {
+        let again = plugin.select(&request(report)).await.expect("answers");
+        assert_eq!(again, Selection::Wait(first.clone()));
+    }
+    assert_eq!(
+        plugin.select(&request("{}")).await.expect("answers"),
+        Selection::Promote("cache-1".into())
+    );
+}
+
+/// The noisy plugin with a deadline its flood fits in whatever the build and the machine's load
+/// (a mebibyte is 256 host calls); these tests are about the capture, not the deadline.
+async fn noisy() -> Plugin {
+    let limits = Limits {
+        timeout: Duration::from_secs(5),
+        ..Limits::default()
+    };
+    load("noisy").await.expect("load").with_limits(limits)
+}
+
+#[tokio::test]
+async fn a_mebibyte_of_stderr_does_not_fail_the_call() {
+    let plugin = noisy().await;
+    let answer = plugin
+        .select(&request(r#"{"mode":"flood"}"#))
+        .await
+        .expect("the call succeeds whatever the guest logged");
+    assert_eq!(answer, Selection::Promote("cache-1".into()));
+}
+
+#[tokio::test]
+async fn a_panic_after_a_mebibyte_of_stderr_keeps_its_message() {
+    let plugin = noisy().await;
+    let error = plugin
+        .select(&request(HOSTILE))
+        .await
+        .expect_err("the hostile call must fail");
+    let PolicyError::Trap { message, .. } = &error else {
+        panic!("expected a trap, got {error}");
+    };
+    assert!(
+        message.starts_with("thread '<unnamed>'")
+            && message.contains(" panicked at ")
+            && message.contains("noisy plugin panicked after 1048576 bytes of stderr"),
+        "the panic message is lost: {}",
+        &message[..message.len().min(300)]
+    );
+    assert_eq!(
+        plugin.select(&request("{}")).await.expect("the next call"),
+        Selection::Promote("cache-1".into())
+    );
+}
+
+#[tokio::test]
+async fn oversized_texts_are_cut_where_the_host_keeps_them() {
+    let plugin = load("verbose")
+        .await
+        .expect("an oversized info() still loads");
+    let info = plugin.info();
+    assert!(
+        info.name.starts_with("hostile-verbose [31mnnn") && info.name.ends_with(" more bytes]"),
+        "{}",
+        &info.name[..info.name.len().min(200)]
+    );
+    assert!(info.name.len() < 200, "{} bytes", info.name.len());
+    assert_eq!(info.version, "0.1.0 second line");
+    assert!(
+        info.description.len() < 5 * 1024,
+        "{} bytes",
+        info.description.len()
+    );
+
+    let error = plugin.validate_config(HOSTILE).await.expect_err("rejected");
+    let PolicyError::InvalidConfig { message, .. } = &error else {
+        panic!("expected a rejected config, got {error}");
+    };
+    assert!(
+        message.starts_with("config rejected: rrr") && message.ends_with(" more bytes]"),
+        "{}",
+        &message[..message.len().min(200)]
+    );
+    assert!(message.len() < 5 * 1024, "{} bytes", message.len());
+
+    let error = misbehave(&plugin, HOSTILE).await;
+    let PolicyError::Plugin { message, .. } = &error else {
+        panic!("expected the plugin's own error, got {error}");
+    };
+    assert!(
+        message.starts_with("error: eee") && message.len() < 5 * 1024,
+        "{} bytes",
+        message.len()
+    );
 }
 
 #[tokio::test]

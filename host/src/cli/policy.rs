@@ -1,6 +1,6 @@
 //! `kvpilot policy list|check|run|bench`: inspect, run and benchmark policy plugins.
 
-use crate::policy::{Hook, PolicyRuntime, bench, source};
+use crate::policy::{Hook, PolicyRuntime, bench, input, source};
 use clap::Subcommand;
 use kvpilot_sdk::{RolloutRequest, ScheduleRequest, SelectionRequest};
 use serde::Serialize;
@@ -180,31 +180,6 @@ fn to_json<T: Serialize>(value: &T) -> Result<String, String> {
     serde_json::to_string_pretty(value).map_err(|e| format!("cannot print JSON: {e}"))
 }
 
-fn read_request<T: serde::de::DeserializeOwned + Serialize>(
-    path: &Path,
-    hook: Hook,
-) -> Result<T, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    let request: T = serde_json::from_str(&text)
-        .map_err(|e| format!("{}: not a {hook} request: {e}", path.display()))?;
-    // serde ignores unknown fields; a top-level field the record does not have usually means
-    // the input was written for another hook, so name it.
-    let given: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let known = serde_json::to_value(&request).map_err(|e| format!("{}: {e}", path.display()))?;
-    if let (Some(given), Some(known)) = (given.as_object(), known.as_object())
-        && let Some(field) = given.keys().find(|k| !known.contains_key(*k))
-    {
-        return Err(format!(
-            "{}: not a {hook} request: unknown field `{field}` (expected: {})",
-            path.display(),
-            known.keys().cloned().collect::<Vec<_>>().join(", ")
-        ));
-    }
-    Ok(request)
-}
-
 async fn run_hook(
     runtime: &PolicyRuntime,
     hook: &str,
@@ -222,7 +197,7 @@ async fn run_hook(
     let config = |from_input: String| config.map_or(from_input, str::to_string);
     macro_rules! call {
         ($request:ty, $method:ident) => {{
-            let mut request: $request = read_request(input, hook)?;
+            let mut request: $request = input::read(input, hook).map_err(|e| e.to_string())?;
             request.config = config(request.config);
             plugin
                 .validate_config(&request.config)

@@ -8,7 +8,7 @@ use super::contract::v0_1_0::exports::kvpilot::policy::{
 use super::plugin::{Compiled, Exports, Limits, Plugin};
 use super::runtime::BINDINGS_VERSION;
 use super::sandbox::Sandbox;
-use super::{Hook, PolicyError, convert, validate};
+use super::{Hook, PolicyError, convert, text, validate};
 use kvpilot_sdk::{
     MemberSchedule, PluginInfo, RolloutRequest, ScheduleRequest, Selection, SelectionRequest, Step,
 };
@@ -115,24 +115,33 @@ fn classify<T>(
     }))
 }
 
-/// The useful part of a guest's stderr: a Rust panic message without the backtrace hint,
-/// on one line, bounded.
+/// The useful part of a guest's stderr, on one line, bounded: from the last Rust panic on
+/// (without the backtrace hint), or else its end, which is what preceded the trap.
 fn guest_message(stderr: &str) -> String {
     const MAX: usize = 2000;
-    let joined = stderr
+    let lines: Vec<&str> = stderr
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
-        .collect::<Vec<_>>()
-        .join(" ");
+        .collect();
+    let panic = lines.iter().rposition(|l| l.contains(" panicked at "));
+    let joined = lines[panic.unwrap_or(0)..].join(" ");
     if joined.len() <= MAX {
         return joined;
     }
-    let mut end = MAX;
-    while !joined.is_char_boundary(end) {
-        end -= 1;
+    if panic.is_some() {
+        let mut end = MAX;
+        while !joined.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &joined[..end])
+    } else {
+        let mut start = joined.len() - MAX;
+        while !joined.is_char_boundary(start) {
+            start += 1;
+        }
+        format!("…{}", &joined[start..])
     }
-    format!("{}…", &joined[..end])
 }
 
 /// Runs `$body` against a fresh instance of `$pre` under `$limits`; evaluates to
@@ -217,7 +226,8 @@ impl Plugin {
         }
     }
 
-    /// The guest's own `Err(message)`, bounded like an answer.
+    /// The guest's own `Err(message)`: refused like an answer beyond the answer bound, and
+    /// cut to a status message's length (see `text.rs`).
     fn plugin_error(&self, hook: Hook, message: String) -> PolicyError {
         if let Err(e) = self.too_large(hook, message.len()) {
             return e;
@@ -225,7 +235,7 @@ impl Plugin {
         PolicyError::Plugin {
             plugin: self.name.clone(),
             hook,
-            message,
+            message: text::message(&message, text::MESSAGE_BYTES),
         }
     }
 
@@ -258,7 +268,8 @@ impl Plugin {
         );
         let message = match verdict {
             Ok(Ok(())) => return Ok(()),
-            Ok(Err(message)) => message,
+            // It becomes a `PolicyFailed` status message: cut to a message's length.
+            Ok(Err(message)) => text::message(&message, text::MESSAGE_BYTES),
             Err(failure) => format!("validate-config {failure}"),
         };
         Err(PolicyError::InvalidConfig {
@@ -353,6 +364,26 @@ mod tests {
             guest_message(stderr),
             "thread '<unnamed>' panicked at src/lib.rs:3:5: boom"
         );
-        assert!(guest_message(&"é".repeat(3000)).ends_with('…'));
+        assert!(guest_message(&"é".repeat(3000)).starts_with('…'));
+    }
+
+    #[test]
+    fn guest_message_finds_the_panic_after_a_flood() {
+        let flood = "log line\n".repeat(5000);
+        let stderr =
+            format!("{flood}thread '<unnamed>' panicked at src/lib.rs:9:1:\nout of ideas\n");
+        assert_eq!(
+            guest_message(&stderr),
+            "thread '<unnamed>' panicked at src/lib.rs:9:1: out of ideas"
+        );
+        // No panic: the end is kept.
+        let end = guest_message(&format!("{flood}last words"));
+        assert!(
+            end.starts_with('…') && end.ends_with("log line last words"),
+            "{end}"
+        );
+        // A very long panic message keeps its start.
+        let long = format!("thread 'x' panicked at a.rs:1:1:\n{}", "y".repeat(5000));
+        assert!(guest_message(&long).starts_with("thread 'x' panicked at a.rs:1:1: yyy"));
     }
 }

@@ -9,6 +9,7 @@ use super::contract::v0_1_0::exports::kvpilot::policy::{
     plugin, replica_selection as rs, rollout_order as ro, snapshot_schedule as ss,
 };
 use super::contract::v0_1_0::kvpilot::policy::types as wit;
+use super::text;
 use kvpilot_sdk as sdk;
 use wasmtime::component::{ComponentType, Lower};
 
@@ -215,12 +216,12 @@ pub fn step(s: ro::Step) -> sdk::Step {
     }
 }
 
-/// Plugin metadata in sdk terms.
+/// Plugin metadata in sdk terms, bounded (see `text.rs`).
 pub fn info(i: plugin::PluginInfo) -> sdk::PluginInfo {
     sdk::PluginInfo {
-        name: i.name,
-        version: i.version,
-        description: i.description,
+        name: text::one_line(&i.name, text::INFO_NAME_BYTES),
+        version: text::one_line(&i.version, text::INFO_NAME_BYTES),
+        description: text::one_line(&i.description, text::INFO_DESCRIPTION_BYTES),
     }
 }
 

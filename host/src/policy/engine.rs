@@ -7,6 +7,15 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 /// the pooling allocator reserves slots of this size.
 pub const MAX_MEMORY_MIB: u64 = 256;
 
+/// What one component may contain. A std Rust plugin has one memory and a handful of core
+/// instances (its module plus wit-bindgen's shims); composed components have a few more. The
+/// pool's defaults are unbounded, and every memory reserves a slot of `MAX_MEMORY_MIB`, so a
+/// component beyond these is refused when it is compiled. (The per-call memory cap counts
+/// every memory of the call together; see `sandbox.rs`.)
+pub const MAX_MEMORIES_PER_COMPONENT: u32 = 4;
+pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+pub const MAX_TABLES_PER_COMPONENT: u32 = 32;
+
 /// How often the ticker wakes. The engine epoch counts elapsed milliseconds, so a deadline
 /// of N ms is N epochs, however late a wake-up is.
 const TICK: Duration = Duration::from_millis(1);
@@ -21,6 +30,9 @@ pub fn new_engine() -> Result<Engine, String> {
         .total_tables(1024)
         .total_stacks(256)
         .max_memory_size((MAX_MEMORY_MIB as usize) << 20)
+        .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+        .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+        .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
         // Between instances, reset the pages a guest dirtied by memset/memcpy instead of
         // unmapping them, so the next instance does not page-fault its stack, data and heap
         // back in. With PAGEMAP_SCAN (Linux 6.7+) only dirty pages are touched, which is what

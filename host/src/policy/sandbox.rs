@@ -5,29 +5,37 @@
 //! terminal-stdin, terminal-stdout, terminal-stderr}` and `wasi:io/{error, poll, streams}`
 //! (13 interfaces). They are satisfied by wasmtime-wasi over an EMPTY `WasiCtx`: no
 //! environment, no arguments, no preopened directories, stdin closed, stdout discarded, and
-//! stderr captured in a small in-memory pipe so a guest's panic message reaches the error.
+//! stderr captured (bounded, never refusing a write) so a guest's panic message reaches the
+//! error.
+//!
+//! `wasi:clocks/{wall-clock, monotonic-clock}` (imported by `SystemTime`/`Instant`) and
+//! `wasi:random/{random, insecure, insecure-seed}` (imported by `HashMap::new()`) are granted
+//! with implementations that grant nothing: both clocks are frozen at 0 and randomness is one
+//! fixed byte stream, the same at every call (see `determinism.rs`). A decision stays a
+//! pure, reproducible function of its request.
 //!
 //! `wasi:filesystem/{types, preopens}` (imported as soon as a guest uses `std::fs`) is
 //! provided with ZERO preopens: a guest can link, but it can never obtain a descriptor, so
 //! every file operation fails inside the guest and the call goes on (its error is the
 //! plugin's). We grant it rather than refuse the plugin because a library the plugin
 //! depends on may reference `std::fs` on a path it never takes; refusing would reject
-//! harmless plugins without protecting anything. `wasi:filesystem/types` refers to the
-//! `datetime` record of `wasi:clocks/wall-clock`, so that interface may be imported for its
-//! types only: an import of any clock *function* is refused.
+//! harmless plugins without protecting anything.
 //!
-//! Not provided (a plugin importing them is refused at load): clocks, random, sockets,
-//! http, and anything outside `wasi:cli`, `wasi:io`, `wasi:filesystem`.
+//! Not provided (a plugin importing them is refused at load): sockets, http, and anything
+//! outside `wasi:cli`, `wasi:io`, `wasi:clocks`, `wasi:random`, `wasi:filesystem`.
+//!
+//! Memory: the cap is the total of every linear memory of the call's store (a component may
+//! contain several core modules, each with its own memory). wasmtime asks the limiter both
+//! when a memory is created (from 0 to its initial size) and when it grows, so the sum of
+//! what was granted is the store's whole footprint.
 
 use super::contract::{InterfaceName, PACKAGE};
+use super::determinism;
+use super::stderr::StderrCapture;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{HasData, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-
-/// How much of a guest's stderr is kept (the start of a panic message is what matters).
-pub const STDERR_CAPTURE_BYTES: usize = 64 * 1024;
 
 /// Interfaces granted in full: `(package, interface)`, any `0.2.x` version of WASI.
 const GRANTED: &[(&str, &str)] = &[
@@ -44,37 +52,41 @@ const GRANTED: &[(&str, &str)] = &[
     ("wasi:io", "error"),
     ("wasi:io", "poll"),
     ("wasi:io", "streams"),
+    ("wasi:clocks", "wall-clock"),
+    ("wasi:clocks", "monotonic-clock"),
+    ("wasi:random", "random"),
+    ("wasi:random", "insecure"),
+    ("wasi:random", "insecure-seed"),
     ("wasi:filesystem", "types"),
     ("wasi:filesystem", "preopens"),
 ];
 
 /// Interfaces a plugin may import for their type definitions only (no functions).
-const TYPES_ONLY: &[(&str, &str)] = &[("wasi:clocks", "wall-clock"), (PACKAGE, "types")];
-
-/// The WASI version the type-only instances are registered under; the component linker
-/// matches any `0.2.x` import against it.
-const WASI_VERSION: &str = "0.2.12";
+const TYPES_ONLY: &[(&str, &str)] = &[(PACKAGE, "types")];
 
 /// The state of one store: one call of one plugin.
 pub struct Sandbox {
     /// Built on the first WASI call only: most calls never touch WASI, and building a
-    /// `WasiCtx` (it seeds RNGs even though random is not granted) is the costliest part
-    /// of a fresh sandbox.
+    /// `WasiCtx` (its builder seeds RNGs from the OS before ours replace them) is the
+    /// costliest part of a fresh sandbox.
     wasi: Option<WasiCtx>,
     table: ResourceTable,
-    stderr: Option<MemoryOutputPipe>,
+    stderr: Option<StderrCapture>,
     memory_limit: usize,
+    /// Bytes of linear memory granted so far in this store, over all its memories.
+    memory_granted: usize,
     memory_exceeded: bool,
 }
 
 impl Sandbox {
-    /// A sandbox whose linear memories may grow to `memory_limit` bytes in total per memory.
+    /// A sandbox whose linear memories may hold `memory_limit` bytes in total.
     pub fn new(memory_limit: usize) -> Self {
         Sandbox {
             wasi: None,
             table: ResourceTable::new(),
             stderr: None,
             memory_limit,
+            memory_granted: 0,
             memory_exceeded: false,
         }
     }
@@ -86,8 +98,7 @@ impl Sandbox {
 
     /// What the guest wrote to stderr (lossy UTF-8, trimmed), if anything.
     pub fn stderr_text(&self) -> Option<String> {
-        let bytes = self.stderr.as_ref()?.contents();
-        let text = String::from_utf8_lossy(&bytes);
+        let text = self.stderr.as_ref()?.text();
         let text = text.trim();
         (!text.is_empty()).then(|| text.to_string())
     }
@@ -98,11 +109,14 @@ impl WasiView for Sandbox {
         let wasi = match &mut self.wasi {
             Some(wasi) => wasi,
             none => {
-                let pipe = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
-                self.stderr = Some(pipe.clone());
+                let capture = StderrCapture::new();
+                self.stderr = Some(capture.clone());
                 // The builder's defaults are: no env, no args, no preopens, stdin closed,
-                // stdout discarded, no inherited stdio. Only stderr is redirected.
-                none.insert(WasiCtx::builder().stderr(pipe).build())
+                // stdout discarded, no inherited stdio, no network. Stderr is captured, and
+                // clocks and randomness are replaced by ones that reveal nothing.
+                let mut builder = WasiCtx::builder();
+                builder.stderr(capture);
+                none.insert(determinism::apply(&mut builder).build())
             }
         };
         WasiCtxView {
@@ -113,19 +127,35 @@ impl WasiView for Sandbox {
 }
 
 impl ResourceLimiter for Sandbox {
+    /// Called with `current = 0` when a memory is created and with its sizes when it grows,
+    /// so `memory_granted` is the store's total.
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_limit {
-            // Refuse the growth (the guest sees `memory.grow` fail, a Rust guest aborts) and
-            // remember why, so the call is reported as a memory failure, not a plain trap.
-            self.memory_exceeded = true;
+        if maximum.is_some_and(|max| desired > max) {
+            // Beyond the memory's own declared maximum: wasmtime refuses it anyway. Not counted,
+            // and not ours to report as the host's memory cap.
             return Ok(false);
         }
-        Ok(true)
+        let growth = desired.saturating_sub(current);
+        match self.memory_granted.checked_add(growth) {
+            Some(total) if total <= self.memory_limit => {
+                // Once approved, a growth fails only if the OS cannot map the pages; counting
+                // it anyway errs on the safe side.
+                self.memory_granted = total;
+                Ok(true)
+            }
+            _ => {
+                // Refuse the growth (the guest sees `memory.grow` fail, a Rust guest aborts;
+                // a memory's creation fails the instantiation) and remember why, so the call
+                // is reported as a memory failure, not a plain trap.
+                self.memory_exceeded = true;
+                Ok(false)
+            }
+        }
     }
 
     fn table_growing(
@@ -150,8 +180,10 @@ impl HasData for HasIo {
 /// Adds exactly the granted interfaces (see the module docs) to `linker`.
 pub fn grant(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
     use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
     use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
-    use wasmtime_wasi::p2::bindings::{cli, filesystem, io};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random};
+    use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
 
     let l = linker;
     io::error::add_to_linker::<Sandbox, HasIo>(l, |s| &mut s.table)?;
@@ -169,8 +201,12 @@ pub fn grant(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
     cli::terminal_stderr::add_to_linker::<Sandbox, WasiCli>(l, Sandbox::cli)?;
     filesystem::types::add_to_linker::<Sandbox, WasiFilesystem>(l, Sandbox::filesystem)?;
     filesystem::preopens::add_to_linker::<Sandbox, WasiFilesystem>(l, Sandbox::filesystem)?;
+    clocks::wall_clock::add_to_linker::<Sandbox, WasiClocks>(l, Sandbox::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<Sandbox, WasiClocks>(l, Sandbox::clocks)?;
+    random::random::add_to_linker::<Sandbox, WasiRandom>(l, Sandbox::random)?;
+    random::insecure::add_to_linker::<Sandbox, WasiRandom>(l, Sandbox::random)?;
+    random::insecure_seed::add_to_linker::<Sandbox, WasiRandom>(l, Sandbox::random)?;
     // Type-only instances: they define no functions, so they grant nothing.
-    l.instance(&format!("wasi:clocks/wall-clock@{WASI_VERSION}"))?;
     for version in super::contract::CONTRACT_VERSIONS {
         l.instance(&format!("{PACKAGE}/types@{version}"))?;
     }

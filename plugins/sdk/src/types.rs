@@ -51,9 +51,11 @@ pub struct Member {
     pub lag_bytes: u64,
     #[serde(default)]
     pub keys: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // Written even when `None`: `kvpilot policy run` checks an input's field names against
+    // the request as written back, so every field must appear.
+    #[serde(default)]
     pub zone: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub node: Option<String>,
 }
 

@@ -1,7 +1,10 @@
 //! `replicas-first`: rollout order for one shard.
 //!
 //! 1. Wait while anything is in flight: a member that is not ready or is syncing, or a replica
-//!    whose link is down.
+//!    whose link is down. One exception: when the only member in flight is a stale replica
+//!    (say it crash-loops on the old config) and every other member is ready and in sync, it
+//!    is restarted first. It serves nothing, so restarting it costs no availability, and the
+//!    new revision may be what fixes it.
 //! 2. Restart stale replicas one at a time, highest ordinal first, only while every other
 //!    member is ready and every other replica is in sync.
 //! 3. Then, if the primary is stale: restart it when it has no replicas; otherwise hand over to
@@ -9,8 +12,9 @@
 //!    ordinal). The old primary comes back as a stale replica and step 2 restarts it.
 //! 4. `done` when every member is on the desired revision.
 //!
-//! A restart only happens while nothing is in flight, so at most one member is ever unready
-//! because of this plugin, whatever `max-in-flight` allows (0 pauses the rollout). Config: `{}`.
+//! A restart only happens while no *other* member is in flight, so at most one member is ever
+//! unready because of this plugin, whatever `max-in-flight` allows (0 pauses the rollout).
+//! Config: `{}`.
 
 use super::{config_object, names};
 use crate::types::{Member, PluginInfo, Role, RolloutRequest, Step};
@@ -44,9 +48,17 @@ pub fn next(req: &RolloutRequest) -> Result<Step, String> {
     if req.max_in_flight == 0 {
         return Ok(wait("max-in-flight is 0, so the rollout is paused"));
     }
-    let in_flight: Vec<String> = members.iter().filter_map(in_flight).collect();
-    if !in_flight.is_empty() {
-        return Ok(wait(&in_flight.join("; ")));
+    let in_flight: Vec<(&Member, String)> = members
+        .iter()
+        .filter_map(|m| in_flight(m).map(|why| (m, why)))
+        .collect();
+    match in_flight.as_slice() {
+        [] => {}
+        [(down, why)] if stale_replica(down) => return Ok(restart_down(req, down, why)),
+        many => {
+            let reasons: Vec<&str> = many.iter().map(|(_, why)| why.as_str()).collect();
+            return Ok(wait(&reasons.join("; ")));
+        }
     }
     let unknown: Vec<&str> = members
         .iter()
@@ -72,12 +84,7 @@ pub fn next(req: &RolloutRequest) -> Result<Step, String> {
         replicas
             .iter()
             .filter(|m| Some(m.name.as_str()) != except && !m.in_sync(req.max_lag_bytes))
-            .map(|m| {
-                format!(
-                    "{} lags {} bytes (max {})",
-                    m.name, m.lag_bytes, req.max_lag_bytes
-                )
-            })
+            .map(|m| lags(m, req.max_lag_bytes))
             .collect()
     };
 
@@ -122,6 +129,57 @@ pub fn next(req: &RolloutRequest) -> Result<Step, String> {
             lagging(None).join("; ")
         )),
     })
+}
+
+/// Stale and not reporting the primary role: a down member's role is `unknown`, because it
+/// does not answer.
+fn stale_replica(m: &Member) -> bool {
+    !m.on_desired_revision && m.role != Role::Primary
+}
+
+/// `down` is the only member in flight and a stale replica: restart it when the rest of the
+/// shard is healthy (one ready primary, every other replica in sync); otherwise wait, saying
+/// what holds it back.
+fn restart_down(req: &RolloutRequest, down: &Member, why: &str) -> Step {
+    let others = || req.members.iter().filter(|m| m.name != down.name);
+    let primaries: Vec<&Member> = others().filter(|m| m.role == Role::Primary).collect();
+    let mut blockers: Vec<String> = Vec::new();
+    match primaries.as_slice() {
+        [_] => {}
+        [] => blockers.push("no other member is the primary".into()),
+        many => blockers.push(format!(
+            "more than one member reports the primary role: {}",
+            names(many.iter().map(|m| m.name.as_str()))
+        )),
+    }
+    let unknown: Vec<&str> = others()
+        .filter(|m| m.role == Role::Unknown)
+        .map(|m| m.name.as_str())
+        .collect();
+    if !unknown.is_empty() {
+        blockers.push(format!("the role of {} is unknown", names(unknown)));
+    }
+    blockers.extend(
+        others()
+            .filter(|m| m.role == Role::Replica && !m.in_sync(req.max_lag_bytes))
+            .map(|m| lags(m, req.max_lag_bytes)),
+    );
+    if blockers.is_empty() {
+        Step::Restart(down.name.clone())
+    } else {
+        wait(&format!(
+            "{why}; before restarting {}: {}",
+            down.name,
+            blockers.join("; ")
+        ))
+    }
+}
+
+fn lags(m: &Member, max_lag_bytes: u64) -> String {
+    format!(
+        "{} lags {} bytes (max {max_lag_bytes})",
+        m.name, m.lag_bytes
+    )
 }
 
 fn wait(reason: &str) -> Step {
@@ -210,13 +268,14 @@ mod tests {
         let mut members = stale(3);
         // Replicas first, highest ordinal first.
         assert_eq!(step(members.clone()), restart("cache-2"));
+        // It comes back on the desired revision, first unready, then syncing.
+        members[2].on_desired_revision = true;
         members[2].ready = false;
         assert_eq!(wait_text(step(members.clone())), "cache-2 is not ready");
         members[2].ready = true;
         members[2].syncing = true;
         assert_eq!(wait_text(step(members.clone())), "cache-2 is syncing");
         members[2].syncing = false;
-        members[2].on_desired_revision = true;
         assert_eq!(step(members.clone()), restart("cache-1"));
         members[1].on_desired_revision = true;
         // Only the primary is stale: hand over to the most caught-up current replica.
@@ -267,6 +326,7 @@ mod tests {
     #[test]
     fn link_down_replica_is_in_flight() {
         let mut members = stale(3);
+        members[1].on_desired_revision = true;
         members[1].link_up = false;
         assert_eq!(
             wait_text(step(members)),
@@ -337,8 +397,89 @@ mod tests {
         assert!(wait_text(next(&req).unwrap()).contains("paused"));
         // A larger allowance does not restart two at once.
         req.max_in_flight = 3;
+        req.members[2].on_desired_revision = true;
         req.members[2].ready = false;
         assert_eq!(wait_text(next(&req).unwrap()), "cache-2 is not ready");
+    }
+
+    /// A stale replica that is down, as a member that does not answer is observed.
+    fn down(m: &mut Member) {
+        m.ready = false;
+        m.link_up = false;
+        m.role = Role::Unknown;
+        m.offset = 0;
+        m.keys = 0;
+    }
+
+    #[test]
+    fn a_stale_replica_that_is_down_is_restarted_first() {
+        let mut members = stale(4);
+        down(&mut members[1]);
+        // Before cache-3 (the highest ordinal): cache-1 serves nothing while it is down.
+        assert_eq!(step(members.clone()), restart("cache-1"));
+        // The same when it answers but loads, or its link is down.
+        let mut loading = stale(4);
+        loading[1].syncing = true;
+        assert_eq!(step(loading), restart("cache-1"));
+        let mut unlinked = stale(4);
+        unlinked[1].link_up = false;
+        assert_eq!(step(unlinked), restart("cache-1"));
+        // Once it runs the desired revision, the others follow in the usual order.
+        members[1] = crate::defaults::testing::member(1, Role::Replica);
+        assert_eq!(step(members), restart("cache-3"));
+    }
+
+    #[test]
+    fn a_down_stale_replica_waits_for_the_rest_of_the_shard() {
+        let mut members = stale(3);
+        down(&mut members[2]);
+        members[1].lag_bytes = 5000;
+        assert_eq!(
+            wait_text(step(members.clone())),
+            "cache-2 is not ready; before restarting cache-2: cache-1 lags 5000 bytes (max 1024)"
+        );
+        // Two members down: restarting one of them would leave two unready.
+        members[1].lag_bytes = 0;
+        down(&mut members[1]);
+        assert_eq!(
+            wait_text(step(members)),
+            "cache-1 is not ready; cache-2 is not ready"
+        );
+    }
+
+    #[test]
+    fn a_down_member_is_not_restarted_unless_it_is_a_stale_replica() {
+        // Down on the desired revision: it is coming up; nothing to restart.
+        let mut current = shard(3);
+        current[0].on_desired_revision = false;
+        current[2].ready = false;
+        assert_eq!(wait_text(step(current)), "cache-2 is not ready");
+        // The stale primary down: that is a failover, not a rollout step.
+        let mut members = stale(3);
+        members[0].ready = false;
+        assert_eq!(wait_text(step(members.clone())), "cache-0 is not ready");
+        down(&mut members[0]);
+        assert_eq!(
+            wait_text(step(members)),
+            "cache-0 is not ready; before restarting cache-0: no other member is the primary"
+        );
+    }
+
+    #[test]
+    fn a_down_stale_replica_needs_every_other_role_known() {
+        let mut members = stale(3);
+        down(&mut members[2]);
+        members[1].role = Role::Unknown;
+        assert_eq!(
+            wait_text(step(members.clone())),
+            "cache-2 is not ready; before restarting cache-2: the role of cache-1 is unknown"
+        );
+        members[1].role = Role::Primary;
+        assert_eq!(
+            wait_text(step(members)),
+            "cache-2 is not ready; before restarting cache-2: more than one member reports the \
+             primary role: cache-0 and cache-1"
+        );
     }
 
     #[test]

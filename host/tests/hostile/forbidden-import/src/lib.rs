@@ -1,4 +1,4 @@
-//! Reads the wall clock, an import the host does not provide (refused at load). With config `{}` it answers correctly: it promotes the first candidate.
+//! Opens a TCP connection, an import the host does not provide (refused at load). With config `{}` it answers correctly: it promotes the first candidate.
 
 wit_bindgen::generate!({
     world: "replica-selector",
@@ -16,7 +16,7 @@ impl plugin::Guest for Component {
             name: "hostile-forbidden-import".into(),
             version: "0.1.0".into(),
             description:
-                "Reads the wall clock, an import the host does not provide (refused at load)."
+                "Opens a TCP connection, an import the host does not provide (refused at load)."
                     .into(),
         }
     }
@@ -39,13 +39,12 @@ impl replica_selection::Guest for Component {
 }
 
 fn misbehave(_request: &Request) -> Result<Decision, String> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|e| e.to_string())?;
-    Ok(Decision::Wait(format!(
-        "it is {} s past the epoch",
-        now.as_secs()
-    )))
+    // Sockets stay refused: a plugin must not reach the network (e.g. to leak the cluster
+    // layout it is shown).
+    match std::net::TcpStream::connect("127.0.0.1:6379") {
+        Ok(_) => Ok(Decision::Wait("connected".into())),
+        Err(e) => Err(format!("cannot connect: {e}")),
+    }
 }
 
 export!(Component);

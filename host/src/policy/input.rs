@@ -1,0 +1,280 @@
+//! Request files for `kvpilot policy run`: a hook's WIT request record as JSON (see
+//! `examples/policy-inputs/`). serde ignores fields a record does not have, so a typo such as
+//! `lag_bytes` for `lag-bytes` would silently default; every field name is checked, at every
+//! level, and the first unknown one is named by its path.
+
+use super::Hook;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::path::Path;
+
+/// Why a request file was refused. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+
+    #[error("{file}: not a {hook} request: {message}")]
+    Malformed {
+        file: String,
+        hook: Hook,
+        message: String,
+    },
+
+    #[error(
+        "{file}: not a {hook} request: unknown field `{path}`{hint} (expected one of: {expected})"
+    )]
+    UnknownField {
+        file: String,
+        hook: Hook,
+        /// Where the field is, e.g. `candidates[1].lag_bytes`.
+        path: String,
+        /// ` (did you mean `lag-bytes`?)` when only the spelling is off, else empty.
+        hint: String,
+        /// The fields the record at that place has.
+        expected: String,
+    },
+}
+
+/// Reads and parses the request file at `path` for `hook`.
+pub fn read<T: DeserializeOwned + Serialize>(path: &Path, hook: Hook) -> Result<T, InputError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| InputError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    parse(&text, &file, hook)
+}
+
+/// Parses `text` (the contents of `file`) as a `hook` request, refusing unknown fields.
+pub fn parse<T: DeserializeOwned + Serialize>(
+    text: &str,
+    file: &str,
+    hook: Hook,
+) -> Result<T, InputError> {
+    let malformed = |e: serde_json::Error| InputError::Malformed {
+        file: file.to_string(),
+        hook,
+        message: e.to_string(),
+    };
+    // Parsed straight from the text first, so type errors keep serde's line and column.
+    let request: T = serde_json::from_str(text).map_err(malformed)?;
+    let given: Value = serde_json::from_str(text).map_err(malformed)?;
+    // The request as parsed, written back: every field of every record is present (the sdk
+    // records serialize all their fields), so it is the schema the given text must fit.
+    let known = serde_json::to_value(&request).map_err(malformed)?;
+    if let Some(unknown) = first_unknown(&given, &known, String::new()) {
+        let hint = unknown.did_you_mean().unwrap_or_default();
+        return Err(InputError::UnknownField {
+            file: file.to_string(),
+            hook,
+            path: unknown.path,
+            hint,
+            expected: unknown.expected.join(", "),
+        });
+    }
+    Ok(request)
+}
+
+/// A field of `given` that the record at its place does not have.
+#[derive(Debug, PartialEq)]
+struct Unknown {
+    path: String,
+    field: String,
+    expected: Vec<String>,
+}
+
+impl Unknown {
+    /// The WIT names are kebab-case; the commonest typo is a snake_case or camelCase name.
+    fn did_you_mean(&self) -> Option<String> {
+        let mut kebab = String::new();
+        for c in self.field.chars() {
+            match c {
+                '_' => kebab.push('-'),
+                c if c.is_ascii_uppercase() => {
+                    kebab.push('-');
+                    kebab.push(c.to_ascii_lowercase());
+                }
+                c => kebab.push(c),
+            }
+        }
+        self.expected
+            .iter()
+            .find(|e| **e == kebab)
+            .map(|e| format!(" (did you mean `{e}`?)"))
+    }
+}
+
+/// Walks `given` and `known` together; the first key of a `given` object that the matching
+/// `known` object lacks. Where `known` is not an object or array (e.g. `config`, given as an
+/// inline object but kept as JSON text), `given` is the plugin's business and not walked.
+fn first_unknown(given: &Value, known: &Value, path: String) -> Option<Unknown> {
+    match (given, known) {
+        (Value::Object(given), Value::Object(known)) => given.iter().find_map(|(key, value)| {
+            let here = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            match known.get(key) {
+                Some(known_value) => first_unknown(value, known_value, here),
+                None => Some(Unknown {
+                    path: here,
+                    field: key.clone(),
+                    expected: known.keys().cloned().collect(),
+                }),
+            }
+        }),
+        (Value::Array(given), Value::Array(known)) => given
+            .iter()
+            .zip(known)
+            .enumerate()
+            .find_map(|(i, (g, k))| first_unknown(g, k, format!("{path}[{i}]"))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvpilot_sdk::{RolloutRequest, SelectionRequest};
+
+    fn selection(text: &str) -> Result<SelectionRequest, InputError> {
+        parse(text, "in.json", Hook::ReplicaSelection)
+    }
+
+    const GOOD: &str = r#"{
+        "reason": "primary-lost",
+        "cluster": {"name": "cache", "engine": "redis"},
+        "primary": null,
+        "candidates": [
+            {"name": "cache-1", "lag-bytes": 5, "zone": "a"},
+            {"name": "cache-2", "zone": null}
+        ],
+        "config": {"maxLagBytes": 10, "anything": {"nested": true}}
+    }"#;
+
+    #[test]
+    fn a_request_with_only_known_fields_parses() {
+        let request = selection(GOOD).expect("parses");
+        assert_eq!(request.candidates[0].lag_bytes, 5);
+        assert_eq!(request.candidates[1].zone, None);
+        // The config is the plugin's: its fields are not checked here.
+        assert!(request.config.contains("anything"), "{}", request.config);
+    }
+
+    #[test]
+    fn a_typo_inside_a_member_is_named_by_its_path() {
+        let text = GOOD.replace(
+            r#""name": "cache-2","#,
+            r#""name": "cache-2", "lag_bytes": 7,"#,
+        );
+        let error = selection(&text).expect_err("refused");
+        let InputError::UnknownField {
+            file,
+            path,
+            hint,
+            expected,
+            ..
+        } = &error
+        else {
+            panic!("expected an unknown field, got {error}");
+        };
+        assert_eq!(
+            (file.as_str(), path.as_str()),
+            ("in.json", "candidates[1].lag_bytes")
+        );
+        assert_eq!(hint, " (did you mean `lag-bytes`?)");
+        assert!(expected.contains("on-desired-revision"), "{expected}");
+        assert!(
+            error.to_string().starts_with(
+                "in.json: not a replica-selection request: unknown field `candidates[1].lag_bytes` (did you mean `lag-bytes`?)"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_found_at_every_level() {
+        let cases = [
+            (
+                GOOD.replace(r#""primary": null,"#, r#""primry": null,"#),
+                "primry",
+            ),
+            (
+                GOOD.replace(r#""engine": "redis""#, r#""engineVersion": "8""#),
+                "cluster.engineVersion",
+            ),
+            (
+                GOOD.replace(
+                    r#""primary": null"#,
+                    r#""primary": {"name": "cache-0", "keyz": 1}"#,
+                ),
+                "primary.keyz",
+            ),
+        ];
+        for (text, path) in cases {
+            match selection(&text) {
+                Err(InputError::UnknownField { path: found, .. }) => assert_eq!(found, path),
+                other => panic!("{path}: expected an unknown field, got {other:?}"),
+            }
+        }
+        let camel = GOOD.replace(r#""engine": "redis""#, r#""engineVersion": "8""#);
+        let Err(error) = selection(&camel) else {
+            panic!("refused")
+        };
+        assert!(
+            error
+                .to_string()
+                .contains("(did you mean `engine-version`?)"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn another_hook_s_request_names_the_first_foreign_field() {
+        let error = parse::<RolloutRequest>(
+            r#"{"cluster": {"name": "c"}, "members": [], "candidates": []}"#,
+            "in.json",
+            Hook::RolloutOrder,
+        )
+        .expect_err("refused");
+        assert!(
+            matches!(&error, InputError::UnknownField { path, .. } if path == "candidates"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn malformed_files_keep_serde_s_position() {
+        let error = selection(r#"{"reason": "primary-lost", "cluster": 3}"#).expect_err("refused");
+        let message = error.to_string();
+        assert!(
+            message.starts_with("in.json: not a replica-selection request: invalid type")
+                && message.contains("column"),
+            "{message}"
+        );
+        let missing = selection(r#"{"reason": "primary-lost"}"#).expect_err("refused");
+        assert!(
+            missing.to_string().contains("missing field `cluster`"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn a_missing_file_is_a_read_error_naming_it() {
+        let error =
+            read::<SelectionRequest>(Path::new("/nonexistent/in.json"), Hook::ReplicaSelection)
+                .expect_err("refused");
+        assert!(
+            error
+                .to_string()
+                .starts_with("/nonexistent/in.json: cannot read:"),
+            "{error}"
+        );
+    }
+}
