@@ -13,7 +13,7 @@ mod topology;
 mod tests;
 
 pub use plan::{Action, Blocker, Plan, Wait};
-pub use snapshot::SnapshotPolicy;
+pub use snapshot::{Attempt, MAX_SAVE_RETRY, MemberSnapshot, SaveAttempts, SnapshotPolicy};
 
 use crate::api::{KvClusterSpec, validate_spec};
 use crate::observe::Observed;
@@ -31,6 +31,9 @@ pub struct Settings {
     pub steady_interval: Duration,
     /// Requeue delay after a hook failed under `Fail` (the loop adds backoff on repeats).
     pub policy_retry: Duration,
+    /// Wait before retrying a member whose snapshot failed; doubles with each further failure
+    /// in a row, up to [`MAX_SAVE_RETRY`].
+    pub snapshot_retry: Duration,
 }
 
 impl Default for Settings {
@@ -40,6 +43,9 @@ impl Default for Settings {
             probe_interval: Duration::from_millis(200),
             steady_interval: Duration::from_secs(2),
             policy_retry: Duration::from_secs(2),
+            // A failed save on a full disk fails again; a fork every 30 s at first, then
+            // less often, instead of one per probe.
+            snapshot_retry: Duration::from_secs(30),
         }
     }
 }
@@ -51,6 +57,8 @@ pub struct Input<'a> {
     pub settings: &'a Settings,
     /// Snapshot settings from the spec, when snapshots are configured.
     pub snapshots: Option<&'a SnapshotPolicy>,
+    /// The snapshots the operator started lately (kept by the reconciler, in memory).
+    pub save_attempts: &'a SaveAttempts,
 }
 
 /// Decides the next step for one cluster.
@@ -80,12 +88,16 @@ pub async fn decide<P: Policies>(input: &Input<'_>, policies: &P) -> Plan {
         topology::Settled::Primary(plan, primary) => (plan, primary),
         topology::Settled::Done(plan) => return plan,
     };
-    let plan = rollout::next(input, policies, plan, primary).await;
+    let mut plan = rollout::next(input, policies, plan, primary).await;
     match input.snapshots {
         // Snapshots only while nothing else is moving.
         Some(policy) if plan.action.is_none() && plan.wait.is_none() && !plan.rolling => {
             snapshot::next(input, policies, plan, primary, policy).await
         }
-        _ => plan,
+        Some(_) => {
+            plan.snapshots_deferred = true;
+            plan
+        }
+        None => plan,
     }
 }
