@@ -224,13 +224,19 @@ pub fn render(s: &ClusterStatus) -> String {
         let _ = writeln!(out, "snapshots:");
         let _ = writeln!(
             out,
-            "  {:<12} {:<18} {:<22} {:<7} {:<22}",
-            "MEMBER", "SCHEDULE", "LAST (UTC)", "RESULT", "NEXT (UTC)"
+            "  {:<12} {:<18} {:<22} {:<7} {:<22} {}",
+            "MEMBER", "SCHEDULE", "LAST (UTC)", "RESULT", "NEXT (UTC)", "STATE"
         );
         for m in &s.members {
+            // Due: the next time has passed and the member waits for its turn.
+            let state = match (m.snapshot_due, m.snapshot_retrying) {
+                (true, _) => "due",
+                (false, true) => "retrying",
+                (false, false) => "",
+            };
             let _ = writeln!(
                 out,
-                "  {:<12} {:<18} {:<22} {:<7} {:<22}",
+                "  {:<12} {:<18} {:<22} {:<7} {:<22} {}",
                 m.name,
                 m.snapshot_schedule.as_deref().unwrap_or("-"),
                 m.last_snapshot_unix.map(utc).unwrap_or_else(|| "-".into()),
@@ -240,6 +246,7 @@ pub fn render(s: &ClusterStatus) -> String {
                     None => "-",
                 },
                 m.next_snapshot_unix.map(utc).unwrap_or_else(|| "-".into()),
+                state,
             );
         }
     }
