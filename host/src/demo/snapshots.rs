@@ -4,7 +4,7 @@
 //! (3) `replicasOnly` with a stagger. A sampler watches every member's
 //! `rdb_bgsave_in_progress` to count concurrent snapshots.
 
-use super::writer::{Ack, Writer};
+use super::writer::{Log, Writer};
 use super::{DemoError, Harness, fail, ready, settled, wait_status};
 use crate::status::ClusterStatus;
 use serde::Serialize;
@@ -23,13 +23,19 @@ const LOAD_BATCH: usize = 1000;
 /// Size of each loaded value.
 const VALUE_BYTES: usize = 1024;
 
-/// Write latency through the endpoint during one phase.
+/// Write latency through the endpoint during one phase: each write from its first try to its
+/// acknowledgement, so a write that timed out (and was retried) counts at least the timeout.
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Writes measured (acknowledged, plus one still waiting when the writer stopped).
     pub writes: usize,
+    /// Tries that got no answer within the writer's timeout (2 s).
+    pub timeouts: usize,
+    /// Tries that were not acknowledged, timeouts included.
+    pub errors: usize,
     /// Snapshots (BGSAVE) seen during the phase, by role.
     pub bgsaves_on_primary: u32,
     pub bgsaves_on_replicas: u32,
@@ -91,7 +97,7 @@ pub async fn run(
 ) -> Result<SnapshotReport, DemoError> {
     let mut h = Harness::start(engine, work, "snapdemo.yaml", manifest(engine, None)).await?;
     let spec_path = h.spec_path.clone();
-    let result = phases(
+    let result = super::interruptible(phases(
         engine,
         &spec_path,
         h.endpoint,
@@ -99,7 +105,7 @@ pub async fn run(
         dataset_mib,
         durations,
         &progress,
-    )
+    ))
     .await;
     h.finish(result).await
 }
@@ -173,7 +179,7 @@ async fn phases(
         Latency {
             bgsaves_on_primary: on_primary,
             bgsaves_on_replicas: on_replicas,
-            ..latency(&log.acks, from, to)
+            ..latency(&log, from, to)
         }
     };
     Ok(SnapshotReport {
@@ -216,12 +222,22 @@ async fn load(endpoint: SocketAddr, mib: u64) -> Result<(), DemoError> {
     Ok(())
 }
 
-fn latency(acks: &[Ack], from: Instant, to: Instant) -> Latency {
-    let mut ms: Vec<f64> = acks
+/// Latency of the writes acknowledged in `[from, to)`, each from its first try, plus the
+/// write still waiting when the writer stopped (if it stopped in the phase), counted until
+/// then; and the tries that failed in the phase.
+fn latency(log: &Log, from: Instant, to: Instant) -> Latency {
+    let within = |t: Instant| t >= from && t < to;
+    let mut ms: Vec<f64> = log
+        .acks
         .iter()
-        .filter(|a| a.at >= from && a.at < to)
-        .map(|a| a.latency.as_secs_f64() * 1000.0)
+        .filter(|a| within(a.at))
+        .map(|a| a.since_first_try.as_secs_f64() * 1000.0)
         .collect();
+    if let Some((first, stopped)) = log.unfinished
+        && within(stopped)
+    {
+        ms.push((stopped - first).as_secs_f64() * 1000.0);
+    }
     ms.sort_by(|a, b| a.total_cmp(b));
     let pick = |q: f64| {
         if ms.is_empty() {
@@ -230,11 +246,14 @@ fn latency(acks: &[Ack], from: Instant, to: Instant) -> Latency {
         let i = ((ms.len() as f64 - 1.0) * q).round() as usize;
         round3(ms[i.min(ms.len() - 1)])
     };
+    let failures = || log.failures.iter().filter(|f| within(f.at));
     Latency {
         p50_ms: pick(0.50),
         p99_ms: pick(0.99),
         max_ms: round3(ms.last().copied().unwrap_or(0.0)),
         writes: ms.len(),
+        timeouts: failures().filter(|f| f.timed_out).count(),
+        errors: failures().count(),
         bgsaves_on_primary: 0,
         bgsaves_on_replicas: 0,
     }
@@ -244,11 +263,21 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// Watches `rdb_bgsave_in_progress` on every member.
+/// Watches `rdb_bgsave_in_progress` on every member. Dropped without [`Sampler::stop`] (a
+/// demo that failed half way), it stops sampling.
 struct Sampler {
     stop: Arc<AtomicBool>,
     running: Arc<AtomicU32>,
-    task: tokio::task::JoinHandle<Samples>,
+    task: Option<tokio::task::JoinHandle<Samples>>,
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -283,7 +312,7 @@ impl Sampler {
         Sampler {
             stop,
             running,
-            task,
+            task: Some(task),
         }
     }
 
@@ -301,9 +330,12 @@ impl Sampler {
         }
     }
 
-    async fn stop(self) -> Samples {
+    async fn stop(mut self) -> Samples {
         self.stop.store(true, Ordering::SeqCst);
-        self.task.await.unwrap_or_default()
+        match self.task.take() {
+            Some(task) => task.await.unwrap_or_default(),
+            None => Samples::default(),
+        }
     }
 }
 
@@ -363,18 +395,20 @@ impl SnapshotReport {
     pub fn table(&self) -> String {
         let row = |name: &str, l: &Latency| {
             format!(
-                "{:<16} {:>9.3} {:>9.3} {:>9.3} {:>9} {:>10} {:>10}\n",
+                "{:<16} {:>9.3} {:>9.3} {:>9.3} {:>9} {:>8} {:>8} {:>10} {:>10}\n",
                 name,
                 l.p50_ms,
                 l.p99_ms,
                 l.max_ms,
                 l.writes,
+                l.timeouts,
+                l.errors,
                 l.bgsaves_on_primary,
                 l.bgsaves_on_replicas
             )
         };
         format!(
-            "engine: {}   dataset: {} MiB\n{:<16} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}\n{}{}{}max concurrent BGSAVE per shard: {}\n",
+            "engine: {}   dataset: {} MiB\n{:<16} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>10} {:>10}\n{}{}{}max concurrent BGSAVE per shard: {}\n",
             self.engine,
             self.dataset_mib,
             "phase",
@@ -382,6 +416,8 @@ impl SnapshotReport {
             "p99 ms",
             "max ms",
             "writes",
+            "timeouts",
+            "errors",
             "bgsave P",
             "bgsave R",
             row("baseline", &self.baseline),
@@ -389,5 +425,61 @@ impl SnapshotReport {
             row("replicasOnly", &self.replicas_only),
             self.max_concurrent_bgsave_per_shard
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::writer::{ACK_TIMEOUT, Ack, Failure};
+
+    #[test]
+    fn a_write_that_timed_out_counts_at_least_its_timeout() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // 49 quick writes, then one that timed out once and was acknowledged on its retry.
+        let mut log = Log::default();
+        for i in 0..49 {
+            log.acks.push(Ack {
+                seq: i,
+                at: t0 + ms(10 * i + 1),
+                latency: ms(1),
+                since_first_try: ms(1),
+            });
+        }
+        let stalled_from = t0 + ms(1000);
+        log.failures.push(Failure {
+            at: stalled_from + ACK_TIMEOUT,
+            waited: ACK_TIMEOUT,
+            timed_out: true,
+        });
+        log.failures.push(Failure {
+            at: stalled_from + ACK_TIMEOUT + ms(1),
+            waited: ms(1),
+            timed_out: false,
+        });
+        let retried = stalled_from + ACK_TIMEOUT + ms(3);
+        log.acks.push(Ack {
+            seq: 49,
+            at: retried,
+            latency: ms(2),
+            since_first_try: retried - stalled_from,
+        });
+        let l = latency(&log, t0, t0 + ms(10_000));
+        assert_eq!(l.writes, 50);
+        assert_eq!((l.timeouts, l.errors), (1, 2));
+        assert!(l.max_ms >= ACK_TIMEOUT.as_millis() as f64, "{l:?}");
+        // One write in 50 is above the 98th percentile: it is the p99 here.
+        assert!(l.p99_ms >= ACK_TIMEOUT.as_millis() as f64, "{l:?}");
+        assert!(l.p50_ms <= 1.001, "{l:?}");
+
+        // A write still waiting when the writer stopped counts until then.
+        log.unfinished = Some((t0 + ms(5000), t0 + ms(9000)));
+        let l = latency(&log, t0, t0 + ms(10_000));
+        assert_eq!(l.writes, 51);
+        assert_eq!(l.max_ms, 4000.0);
+        // Outside the phase, none of it counts.
+        let l = latency(&log, t0 + ms(20_000), t0 + ms(30_000));
+        assert_eq!((l.writes, l.timeouts, l.errors, l.max_ms), (0, 0, 0, 0.0));
     }
 }
