@@ -224,8 +224,8 @@ pub fn render(s: &ClusterStatus) -> String {
         let _ = writeln!(out, "snapshots:");
         let _ = writeln!(
             out,
-            "  {:<12} {:<18} {:<22} {:<7} {:<22} {}",
-            "MEMBER", "SCHEDULE", "LAST (UTC)", "RESULT", "NEXT (UTC)", "STATE"
+            "  {:<12} {:<18} {:<22} {:<7} {:<22} STATE",
+            "MEMBER", "SCHEDULE", "LAST (UTC)", "RESULT", "NEXT (UTC)"
         );
         for m in &s.members {
             // Due: the next time has passed and the member waits for its turn.
