@@ -63,6 +63,14 @@ pub struct Input<'a> {
 
 /// Decides the next step for one cluster.
 pub async fn decide<P: Policies>(input: &Input<'_>, policies: &P) -> Plan {
+    let mut plan = steps(input, policies).await;
+    // Snapshots are configured but this plan did not get to them (something else is moving,
+    // or the hook failed): the schedules last decided still hold, and status keeps them.
+    plan.snapshots_deferred = input.snapshots.is_some() && plan.schedules.is_empty();
+    plan
+}
+
+async fn steps<P: Policies>(input: &Input<'_>, policies: &P) -> Plan {
     let plan = Plan::new(input.settings.steady_interval);
     if let Err(e) = validate_spec(input.spec) {
         return plan.wait(
@@ -88,16 +96,12 @@ pub async fn decide<P: Policies>(input: &Input<'_>, policies: &P) -> Plan {
         topology::Settled::Primary(plan, primary) => (plan, primary),
         topology::Settled::Done(plan) => return plan,
     };
-    let mut plan = rollout::next(input, policies, plan, primary).await;
+    let plan = rollout::next(input, policies, plan, primary).await;
     match input.snapshots {
         // Snapshots only while nothing else is moving.
         Some(policy) if plan.action.is_none() && plan.wait.is_none() && !plan.rolling => {
             snapshot::next(input, policies, plan, primary, policy).await
         }
-        Some(_) => {
-            plan.snapshots_deferred = true;
-            plan
-        }
-        None => plan,
+        _ => plan,
     }
 }

@@ -117,8 +117,8 @@ pub struct Plan {
     pub rolling: bool,
     /// Each member's snapshot schedule and standing, when snapshots were decided on.
     pub schedules: Vec<super::MemberSnapshot>,
-    /// Snapshots are configured but were not decided on (something else is moving): the
-    /// schedules last decided still hold.
+    /// Snapshots are configured but were not decided on (something else is moving, or the
+    /// hook failed): the schedules last decided still hold.
     pub snapshots_deferred: bool,
 }
 

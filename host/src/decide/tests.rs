@@ -1017,4 +1017,24 @@ async fn schedules_are_kept_while_a_rollout_defers_snapshots() {
     assert!(plan.schedules.is_empty());
     let plan = run(&observed(healthy(), Some(0)), &TestPolicies::default()).await;
     assert!(!plan.snapshots_deferred, "no snapshots configured");
+    // A member that is down is brought back first (topology acts): deferred too.
+    let mut members = healthy();
+    members[2] = dead(members[2].clone());
+    let plan = run_snap(
+        &observed(members, Some(0)),
+        &TestPolicies::default(),
+        &policy,
+    )
+    .await;
+    assert!(matches!(plan.action, Some(Action::Start { .. })));
+    assert!(plan.snapshots_deferred);
+    // Decided on: not deferred.
+    let plan = run_snap(
+        &observed(healthy(), Some(0)),
+        &TestPolicies::default(),
+        &policy,
+    )
+    .await;
+    assert!(!plan.snapshots_deferred);
+    assert_eq!(plan.schedules.len(), 3);
 }
