@@ -36,9 +36,22 @@ pub struct Latency {
     pub timeouts: usize,
     /// Tries that were not acknowledged, timeouts included.
     pub errors: usize,
+    /// The phase's writes split by whether some member was saving when they were
+    /// acknowledged: on one machine a replica's save competes with the primary for CPU,
+    /// memory bandwidth and disk, which separate nodes would not share.
+    pub during_bgsave: Split,
+    pub outside_bgsave: Split,
     /// Snapshots (BGSAVE) seen during the phase, by role.
     pub bgsaves_on_primary: u32,
     pub bgsaves_on_replicas: u32,
+}
+
+/// Latency of part of a phase's writes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Split {
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub writes: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -176,9 +189,12 @@ async fn phases(
     }
     let phase = |from: Instant, to: Instant| {
         let (on_primary, on_replicas) = samples.started_between(from, to);
+        let during = |t: Instant| samples.saving_at(t);
         Latency {
             bgsaves_on_primary: on_primary,
             bgsaves_on_replicas: on_replicas,
+            during_bgsave: split(&log, from, to, during),
+            outside_bgsave: split(&log, from, to, |t| !during(t)),
             ..latency(&log, from, to)
         }
     };
@@ -222,11 +238,11 @@ async fn load(endpoint: SocketAddr, mib: u64) -> Result<(), DemoError> {
     Ok(())
 }
 
-/// Latency of the writes acknowledged in `[from, to)`, each from its first try, plus the
-/// write still waiting when the writer stopped (if it stopped in the phase), counted until
-/// then; and the tries that failed in the phase.
-fn latency(log: &Log, from: Instant, to: Instant) -> Latency {
-    let within = |t: Instant| t >= from && t < to;
+/// Each write's latency (from its first try) in milliseconds, sorted, for the writes that
+/// ended in `[from, to)` where `keep` holds: the acknowledged ones, and the write still
+/// waiting when the writer stopped, counted until then.
+fn latencies(log: &Log, from: Instant, to: Instant, keep: impl Fn(Instant) -> bool) -> Vec<f64> {
+    let within = |t: Instant| t >= from && t < to && keep(t);
     let mut ms: Vec<f64> = log
         .acks
         .iter()
@@ -239,23 +255,43 @@ fn latency(log: &Log, from: Instant, to: Instant) -> Latency {
         ms.push((stopped - first).as_secs_f64() * 1000.0);
     }
     ms.sort_by(|a, b| a.total_cmp(b));
-    let pick = |q: f64| {
-        if ms.is_empty() {
-            return 0.0;
-        }
-        let i = ((ms.len() as f64 - 1.0) * q).round() as usize;
-        round3(ms[i.min(ms.len() - 1)])
-    };
-    let failures = || log.failures.iter().filter(|f| within(f.at));
+    ms
+}
+
+/// The `q` quantile of sorted `ms` (nearest rank), 0 when empty.
+fn quantile(ms: &[f64], q: f64) -> f64 {
+    if ms.is_empty() {
+        return 0.0;
+    }
+    let i = ((ms.len() as f64 - 1.0) * q).round() as usize;
+    round3(ms[i.min(ms.len() - 1)])
+}
+
+/// Latency of the writes of `[from, to)` and the tries that failed in it.
+fn latency(log: &Log, from: Instant, to: Instant) -> Latency {
+    let ms = latencies(log, from, to, |_| true);
+    let failures = || log.failures.iter().filter(|f| f.at >= from && f.at < to);
     Latency {
-        p50_ms: pick(0.50),
-        p99_ms: pick(0.99),
+        p50_ms: quantile(&ms, 0.50),
+        p99_ms: quantile(&ms, 0.99),
         max_ms: round3(ms.last().copied().unwrap_or(0.0)),
         writes: ms.len(),
         timeouts: failures().filter(|f| f.timed_out).count(),
         errors: failures().count(),
+        during_bgsave: Split::default(),
+        outside_bgsave: Split::default(),
         bgsaves_on_primary: 0,
         bgsaves_on_replicas: 0,
+    }
+}
+
+/// Latency of the writes of `[from, to)` acknowledged when `keep` holds.
+fn split(log: &Log, from: Instant, to: Instant, keep: impl Fn(Instant) -> bool) -> Split {
+    let ms = latencies(log, from, to, keep);
+    Split {
+        p99_ms: quantile(&ms, 0.99),
+        max_ms: round3(ms.last().copied().unwrap_or(0.0)),
+        writes: ms.len(),
     }
 }
 
@@ -285,9 +321,16 @@ struct Samples {
     max_concurrent: u32,
     /// (when a BGSAVE was first seen running, whether on the primary).
     started: Vec<(Instant, bool)>,
+    /// When some member was seen saving: (first sample saving, first sample not saving).
+    busy: Vec<(Instant, Instant)>,
 }
 
 impl Samples {
+    /// Whether some member was saving at `t` (as far as 25 ms samples tell).
+    fn saving_at(&self, t: Instant) -> bool {
+        self.busy.iter().any(|(from, to)| t >= *from && t < *to)
+    }
+
     fn started_between(&self, from: Instant, to: Instant) -> (u32, u32) {
         let mut p = 0;
         let mut r = 0;
@@ -350,6 +393,7 @@ async fn sample(
         .set_response_timeout(Some(Duration::from_millis(500)));
     let mut conns: BTreeMap<String, redis::aio::MultiplexedConnection> = BTreeMap::new();
     let mut saving: BTreeMap<String, bool> = BTreeMap::new();
+    let mut busy_since: Option<Instant> = None;
     while !stop.load(Ordering::SeqCst) {
         let snapshot = status.borrow().clone();
         let mut concurrent = 0;
@@ -384,9 +428,21 @@ async fn sample(
                 out.started.push((Instant::now(), m.role == "primary"));
             }
         }
+        let now = Instant::now();
+        match (busy_since, concurrent > 0) {
+            (None, true) => busy_since = Some(now),
+            (Some(since), false) => {
+                out.busy.push((since, now));
+                busy_since = None;
+            }
+            _ => {}
+        }
         out.max_concurrent = out.max_concurrent.max(concurrent);
         running.store(concurrent, Ordering::SeqCst);
         tokio::time::sleep(SAMPLE_EVERY).await;
+    }
+    if let Some(since) = busy_since {
+        out.busy.push((since, Instant::now()));
     }
     out
 }
@@ -395,11 +451,13 @@ impl SnapshotReport {
     pub fn table(&self) -> String {
         let row = |name: &str, l: &Latency| {
             format!(
-                "{:<16} {:>9.3} {:>9.3} {:>9.3} {:>9} {:>8} {:>8} {:>10} {:>10}\n",
+                "{:<16} {:>9.3} {:>9.3} {:>9.3} {:>11.3} {:>11.3} {:>9} {:>8} {:>8} {:>10} {:>10}\n",
                 name,
                 l.p50_ms,
                 l.p99_ms,
                 l.max_ms,
+                l.during_bgsave.p99_ms,
+                l.outside_bgsave.p99_ms,
                 l.writes,
                 l.timeouts,
                 l.errors,
@@ -408,13 +466,15 @@ impl SnapshotReport {
             )
         };
         format!(
-            "engine: {}   dataset: {} MiB\n{:<16} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>10} {:>10}\n{}{}{}max concurrent BGSAVE per shard: {}\n",
+            "engine: {}   dataset: {} MiB\n{:<16} {:>9} {:>9} {:>9} {:>11} {:>11} {:>9} {:>8} {:>8} {:>10} {:>10}\n{}{}{}max concurrent BGSAVE per shard: {}\n",
             self.engine,
             self.dataset_mib,
             "phase",
             "p50 ms",
             "p99 ms",
             "max ms",
+            "p99 saving",
+            "p99 idle",
             "writes",
             "timeouts",
             "errors",
@@ -478,6 +538,13 @@ mod tests {
         let l = latency(&log, t0, t0 + ms(10_000));
         assert_eq!(l.writes, 51);
         assert_eq!(l.max_ms, 4000.0);
+        // Split by a predicate: the stalled write alone, and the others.
+        let stalled = split(&log, t0, t0 + ms(10_000), |t| t == retried);
+        assert_eq!(stalled.writes, 1);
+        assert!(stalled.p99_ms >= ACK_TIMEOUT.as_millis() as f64);
+        let others = split(&log, t0, t0 + ms(10_000), |t| t != retried);
+        assert_eq!(others.writes, 50);
+        assert_eq!(others.max_ms, 4000.0, "the unfinished write");
         // Outside the phase, none of it counts.
         let l = latency(&log, t0 + ms(20_000), t0 + ms(30_000));
         assert_eq!((l.writes, l.timeouts, l.errors, l.max_ms), (0, 0, 0, 0.0));
