@@ -41,6 +41,9 @@ pub struct Latency {
     /// memory bandwidth and disk, which separate nodes would not share.
     pub during_bgsave: Split,
     pub outside_bgsave: Split,
+    /// The longest fork of a save in the phase (`latest_fork_usec`): it blocks the forking
+    /// server, so on the primary it is a write stall.
+    pub max_fork_ms: f64,
     /// Snapshots (BGSAVE) seen during the phase, by role.
     pub bgsaves_on_primary: u32,
     pub bgsaves_on_replicas: u32,
@@ -195,6 +198,7 @@ async fn phases(
             bgsaves_on_replicas: on_replicas,
             during_bgsave: split(&log, from, to, during),
             outside_bgsave: split(&log, from, to, |t| !during(t)),
+            max_fork_ms: samples.max_fork_ms(from, to),
             ..latency(&log, from, to)
         }
     };
@@ -280,6 +284,7 @@ fn latency(log: &Log, from: Instant, to: Instant) -> Latency {
         errors: failures().count(),
         during_bgsave: Split::default(),
         outside_bgsave: Split::default(),
+        max_fork_ms: 0.0,
         bgsaves_on_primary: 0,
         bgsaves_on_replicas: 0,
     }
@@ -321,14 +326,29 @@ struct Samples {
     max_concurrent: u32,
     /// (when a BGSAVE was first seen running, whether on the primary).
     started: Vec<(Instant, bool)>,
-    /// When some member was seen saving: (first sample saving, first sample not saving).
+    /// When some member was saving: (the start of the last round that saw none saving, the
+    /// first round after that saw none).
     busy: Vec<(Instant, Instant)>,
+    /// (when a save was first seen, its fork time in µs, whether on the primary).
+    forks: Vec<(Instant, u64, bool)>,
 }
 
 impl Samples {
     /// Whether some member was saving at `t` (as far as 25 ms samples tell).
     fn saving_at(&self, t: Instant) -> bool {
         self.busy.iter().any(|(from, to)| t >= *from && t < *to)
+    }
+
+    /// The longest fork of a save first seen in `[from, to)`, in ms.
+    fn max_fork_ms(&self, from: Instant, to: Instant) -> f64 {
+        let us = self
+            .forks
+            .iter()
+            .filter(|(at, _, _)| *at >= from && *at < to)
+            .map(|(_, us, _)| *us)
+            .max()
+            .unwrap_or(0);
+        round3(us as f64 / 1000.0)
     }
 
     fn started_between(&self, from: Instant, to: Instant) -> (u32, u32) {
@@ -394,7 +414,12 @@ async fn sample(
     let mut conns: BTreeMap<String, redis::aio::MultiplexedConnection> = BTreeMap::new();
     let mut saving: BTreeMap<String, bool> = BTreeMap::new();
     let mut busy_since: Option<Instant> = None;
+    // A fork blocks the forking server, and a save is only seen once its fork returned: an
+    // interval of saving starts at the last round that saw none, so the writes the primary's
+    // fork held up count as during the save.
+    let mut last_idle_round = Instant::now();
     while !stop.load(Ordering::SeqCst) {
+        let round = Instant::now();
         let snapshot = status.borrow().clone();
         let mut concurrent = 0;
         for m in &snapshot.members {
@@ -411,6 +436,7 @@ async fn sample(
             };
             let info: Result<String, _> = redis::cmd("INFO")
                 .arg("persistence")
+                .arg("stats")
                 .query_async(conn)
                 .await;
             let Ok(info) = info else {
@@ -425,17 +451,29 @@ async fn sample(
                 .insert(m.address.clone(), now_saving)
                 .unwrap_or(false);
             if now_saving && !was {
-                out.started.push((Instant::now(), m.role == "primary"));
+                let on_primary = m.role == "primary";
+                out.started.push((Instant::now(), on_primary));
+                // The fork just returned: `latest_fork_usec` is this save's.
+                if let Some(us) = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("latest_fork_usec:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                {
+                    out.forks.push((Instant::now(), us, on_primary));
+                }
             }
         }
         let now = Instant::now();
         match (busy_since, concurrent > 0) {
-            (None, true) => busy_since = Some(now),
+            (None, true) => busy_since = Some(last_idle_round),
             (Some(since), false) => {
                 out.busy.push((since, now));
                 busy_since = None;
             }
             _ => {}
+        }
+        if concurrent == 0 {
+            last_idle_round = round;
         }
         out.max_concurrent = out.max_concurrent.max(concurrent);
         running.store(concurrent, Ordering::SeqCst);
@@ -451,13 +489,14 @@ impl SnapshotReport {
     pub fn table(&self) -> String {
         let row = |name: &str, l: &Latency| {
             format!(
-                "{:<16} {:>9.3} {:>9.3} {:>9.3} {:>11.3} {:>11.3} {:>9} {:>8} {:>8} {:>10} {:>10}\n",
+                "{:<16} {:>9.3} {:>9.3} {:>9.3} {:>11.3} {:>11.3} {:>9.3} {:>9} {:>8} {:>8} {:>10} {:>10}\n",
                 name,
                 l.p50_ms,
                 l.p99_ms,
                 l.max_ms,
                 l.during_bgsave.p99_ms,
                 l.outside_bgsave.p99_ms,
+                l.max_fork_ms,
                 l.writes,
                 l.timeouts,
                 l.errors,
@@ -466,7 +505,7 @@ impl SnapshotReport {
             )
         };
         format!(
-            "engine: {}   dataset: {} MiB\n{:<16} {:>9} {:>9} {:>9} {:>11} {:>11} {:>9} {:>8} {:>8} {:>10} {:>10}\n{}{}{}max concurrent BGSAVE per shard: {}\n",
+            "engine: {}   dataset: {} MiB\n{:<16} {:>9} {:>9} {:>9} {:>11} {:>11} {:>9} {:>9} {:>8} {:>8} {:>10} {:>10}\n{}{}{}max concurrent BGSAVE per shard: {}\n",
             self.engine,
             self.dataset_mib,
             "phase",
@@ -475,6 +514,7 @@ impl SnapshotReport {
             "max ms",
             "p99 saving",
             "p99 idle",
+            "fork ms",
             "writes",
             "timeouts",
             "errors",
@@ -492,6 +532,26 @@ impl SnapshotReport {
 mod tests {
     use super::*;
     use crate::demo::writer::{ACK_TIMEOUT, Ack, Failure};
+
+    #[test]
+    fn saves_are_placed_in_time_and_their_forks_measured() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let samples = Samples {
+            max_concurrent: 1,
+            started: vec![(t0 + ms(110), true), (t0 + ms(510), false)],
+            busy: vec![(t0 + ms(100), t0 + ms(300)), (t0 + ms(500), t0 + ms(900))],
+            forks: vec![(t0 + ms(110), 40_500, true), (t0 + ms(510), 9_000, false)],
+        };
+        assert!(!samples.saving_at(t0 + ms(99)));
+        assert!(samples.saving_at(t0 + ms(100)));
+        assert!(!samples.saving_at(t0 + ms(300)));
+        assert!(samples.saving_at(t0 + ms(899)));
+        assert_eq!(samples.max_fork_ms(t0, t0 + ms(1000)), 40.5);
+        assert_eq!(samples.max_fork_ms(t0 + ms(200), t0 + ms(1000)), 9.0);
+        assert_eq!(samples.max_fork_ms(t0 + ms(600), t0 + ms(1000)), 0.0);
+        assert_eq!(samples.started_between(t0, t0 + ms(1000)), (1, 1));
+    }
 
     #[test]
     fn a_write_that_timed_out_counts_at_least_its_timeout() {
