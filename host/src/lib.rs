@@ -13,4 +13,5 @@ pub mod observe;
 pub mod platform;
 pub mod policy;
 pub mod reconcile;
+pub mod shutdown;
 pub mod status;

@@ -1,10 +1,11 @@
 //! One reconcile: observe → decide → act → status. Stateless apart from connection reuse, the
-//! failure-detection counter and the backoffs after failed plugins and failed actions, all of
-//! which may be lost at any time.
+//! failure-detection counter, the backoffs after failed plugins and failed actions, and the
+//! snapshots lately started (for the retry delay after a failed one), all of which may be lost
+//! at any time.
 
 use crate::act::act;
 use crate::api::KvClusterSpec;
-use crate::decide::{self, Blocker, Plan, Settings};
+use crate::decide::{self, Blocker, Plan, SaveAttempts, Settings};
 use crate::observe::{self, Clients, Tracker};
 use crate::platform::Platform;
 use crate::policy::Policies;
@@ -30,6 +31,7 @@ pub struct Reconciler<P: Platform> {
     pub status: ClusterStatus,
     tracker: Tracker,
     policy_failures: u32,
+    save_attempts: SaveAttempts,
     /// The last action that failed, until an action succeeds or decide stops asking for it.
     failed_action: Option<FailedAction>,
 }
@@ -70,6 +72,7 @@ impl<P: Platform> Reconciler<P> {
             tracker: Tracker::default(),
             policy_failures: 0,
             failed_action: None,
+            save_attempts: SaveAttempts::default(),
         }
     }
 
@@ -102,10 +105,13 @@ impl<P: Platform> Reconciler<P> {
             observed: &observed,
             settings: &self.settings,
             snapshots: snapshot_policy.as_ref(),
+            save_attempts: &self.save_attempts,
         };
         let mut plan = decide::decide(&input, policies).await;
-        self.status.record(&observed, &plan, now);
-        for d in &plan.decisions {
+        // Only decisions that say something new become events (the snapshot schedule is
+        // asked on every settled reconcile and mostly answers the same).
+        let recorded = self.status.record(&observed, &plan, now);
+        for d in &recorded {
             let fallback = d
                 .fallback_from
                 .as_deref()
@@ -156,7 +162,9 @@ impl<P: Platform> Reconciler<P> {
         }
         if let Some(action) = plan.action.as_ref() {
             tracing::info!(cluster = %self.name, action = %action.describe(), "acting");
-            match act(action, &observed, spec, &self.platform, &self.clients).await {
+            let result = act(action, &observed, spec, &self.platform, &self.clients).await;
+            self.save_attempts.note(&observed, &plan);
+            match result {
                 Ok(()) => {
                     self.failed_action = None;
                     self.status.event(now, false, "Action", action.describe());

@@ -4,7 +4,7 @@
 
 use crate::decide::{Blocker, Plan};
 use crate::observe::Observed;
-use crate::policy::DecisionRecord;
+use crate::policy::{DecisionRecord, Hook};
 use serde::{Deserialize, Serialize};
 
 /// Decisions kept in status, newest last.
@@ -48,9 +48,18 @@ pub struct MemberStatus {
     /// The member's snapshot schedule, when snapshots are configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_schedule: Option<String>,
-    /// When its schedule fires next (Unix seconds).
+    /// When the operator snapshots it next, at the earliest (Unix seconds), as `decide`
+    /// computes it: the first firing of its schedule after its last snapshot, or the retry
+    /// time after a failed one. In the past when it is due and waits for its turn.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_snapshot_unix: Option<i64>,
+    /// Due now (by the member's clock) and waiting for its turn: another member is saving,
+    /// it is not ready or syncing, or a rollout runs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub snapshot_due: bool,
+    /// Its last snapshot failed and is retried at `next_snapshot_unix`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub snapshot_retrying: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,24 +92,57 @@ pub struct Event {
 }
 
 impl ClusterStatus {
-    /// Folds one reconcile into the status.
-    pub fn record(&mut self, observed: &Observed, plan: &Plan, now_ms: u64) {
+    /// Folds one reconcile into the status; returns the decisions it recorded, which are the
+    /// ones worth an event.
+    ///
+    /// The snapshot-schedule hook is asked on every settled reconcile and mostly gives the
+    /// same answer: it is recorded only when the answer differs from the last one recorded,
+    /// so it does not push failover and rollout decisions out of the short history. (Metrics
+    /// see every call: they read the plan.)
+    pub fn record(&mut self, observed: &Observed, plan: &Plan, now_ms: u64) -> Vec<DecisionRecord> {
         self.updated_ms = now_ms;
         self.primary = plan.primary.clone();
         self.desired_revision = observed.desired_revision.clone();
+        let previous = std::mem::take(&mut self.members);
         self.members = observed
             .members
             .iter()
-            .map(|m| member_status(m, plan, observed.now_unix))
+            .map(|m| {
+                let before = previous.iter().find(|p| p.name == m.name);
+                member_status(m, plan, before, observed.now_unix)
+            })
             .collect();
         self.conditions = conditions(observed, plan);
+        let mut recorded = Vec::new();
         for d in &plan.decisions {
+            if d.hook == Hook::SnapshotSchedule && self.repeats_last_schedule(d) {
+                continue;
+            }
             self.last_decisions.push(TimedDecision {
                 decision: d.clone(),
                 time_ms: now_ms,
             });
+            recorded.push(d.clone());
         }
         trim(&mut self.last_decisions, DECISION_HISTORY);
+        recorded
+    }
+
+    /// Whether `d` says what the last snapshot-schedule decision recorded said (same plugin
+    /// and build, same answer, same fallback). Latency and time do not count. If that record
+    /// has been trimmed away, `d` is recorded again: once per history's worth of decisions.
+    fn repeats_last_schedule(&self, d: &DecisionRecord) -> bool {
+        self.last_decisions
+            .iter()
+            .rev()
+            .find(|t| t.decision.hook == Hook::SnapshotSchedule)
+            .is_some_and(|t| {
+                let last = &t.decision;
+                last.plugin == d.plugin
+                    && last.sha256 == d.sha256
+                    && last.answer == d.answer
+                    && last.fallback_from == d.fallback_from
+            })
     }
 
     /// Appends an event (a decision, an action, a failure).
@@ -159,42 +201,74 @@ fn trim<T>(v: &mut Vec<T>, keep: usize) {
     }
 }
 
-fn member_status(m: &crate::observe::ObservedMember, plan: &Plan, now_unix: i64) -> MemberStatus {
+fn member_status(
+    m: &crate::observe::ObservedMember,
+    plan: &Plan,
+    before: Option<&MemberStatus>,
+    now_unix: i64,
+) -> MemberStatus {
     let r = m.report.as_ref();
-    let schedule = plan
-        .schedules
-        .iter()
-        .find(|s| s.member == m.name)
-        .and_then(|s| s.cron.clone());
-    let next_snapshot_unix = schedule
-        .as_deref()
-        .and_then(|c| c.parse::<kvpilot_sdk::cron::Cron>().ok())
-        .and_then(|c| c.next_after(now_unix));
-    MemberStatus {
+    let role = match r.map(|r| r.role) {
+        Some(kvpilot_sdk::Role::Primary) => "primary",
+        Some(kvpilot_sdk::Role::Replica) => "replica",
+        _ => "down",
+    }
+    .to_string();
+    let mut status = MemberStatus {
         name: m.name.clone(),
         address: m.addr.to_string(),
-        role: match r.map(|r| r.role) {
-            Some(kvpilot_sdk::Role::Primary) => "primary",
-            Some(kvpilot_sdk::Role::Replica) => "replica",
-            _ => "down",
-        }
-        .to_string(),
+        role,
         revision: m.revision.clone(),
         ready: m.ready(),
         offset: r.map(|r| r.offset).unwrap_or(0),
         keys: r.map(|r| r.keys).unwrap_or(0),
         link_up: r.is_some_and(|r| r.link_up || r.role == kvpilot_sdk::Role::Primary),
-        last_snapshot_unix: r
-            .filter(|r| r.saves_since_start != Some(0))
-            .and_then(|r| r.last_save_unix),
-        last_snapshot_ok: r.and_then(|r| match (r.last_bgsave_ok, r.saves_since_start) {
-            (Some(false), _) => Some(false),
-            (Some(true), Some(0)) => None,
-            (ok, _) => ok,
+        last_snapshot_unix: r.and_then(last_snapshot),
+        last_snapshot_ok: r.and_then(|r| match r.last_bgsave_ok {
+            // A failure is shown even before any success.
+            Some(false) => Some(false),
+            Some(true) if last_snapshot(r).is_none() => None,
+            ok => ok,
         }),
-        snapshot_schedule: schedule,
-        next_snapshot_unix,
+        snapshot_schedule: None,
+        next_snapshot_unix: None,
+        snapshot_due: false,
+        snapshot_retrying: false,
+    };
+    if let Some(s) = plan.schedules.iter().find(|s| s.member == m.name) {
+        status.snapshot_schedule = s.cron.clone();
+        status.next_snapshot_unix = s.next_unix;
+        status.snapshot_due = s.due;
+        status.snapshot_retrying = s.retrying;
+    } else if plan.snapshots_deferred
+        && let Some(b) = before.filter(|b| b.role == status.role)
+        && let Some(cron) = b.snapshot_schedule.clone()
+    {
+        // Decided on before something else started moving, and the member's role has not
+        // changed since (a role change recomputes schedules): still its schedule. The next
+        // time is recomputed as decide would (a restart moves `LASTSAVE`); a pending retry
+        // is not known here and shows as due.
+        let now = r.and_then(|r| r.clock_unix).unwrap_or(now_unix);
+        status.next_snapshot_unix = cron
+            .parse::<kvpilot_sdk::cron::Cron>()
+            .ok()
+            .zip(r.and_then(|r| r.last_save_unix))
+            .and_then(|(c, since)| c.next_after(since));
+        status.snapshot_due = status.next_snapshot_unix.is_some_and(|t| t <= now);
+        status.snapshot_schedule = Some(cron);
     }
+    status
+}
+
+/// The member's last snapshot, if this server process made one. `LASTSAVE` is the start time
+/// until the first successful save, and `rdb_saves` counts attempts, failed ones too; so a
+/// `LASTSAVE` no later than the process's start (read on the member's clock) is no snapshot.
+fn last_snapshot(r: &crate::observe::Replication) -> Option<i64> {
+    let t = r.last_save_unix?;
+    if r.saves_since_start == Some(0) || r.started_unix.is_some_and(|start| t <= start) {
+        return None;
+    }
+    Some(t)
 }
 
 fn conditions(observed: &Observed, plan: &Plan) -> Vec<Condition> {
@@ -282,9 +356,13 @@ fn conditions(observed: &Observed, plan: &Plan) -> Vec<Condition> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decide::MemberSnapshot;
     use crate::observe::{ObservedMember, Replication};
+    use std::time::Duration;
 
-    fn member(saves: Option<u64>, ok: Option<bool>) -> ObservedMember {
+    const STARTED: i64 = 1_800_000_000;
+
+    fn member(saves: Option<u64>, ok: Option<bool>, last_save: i64) -> ObservedMember {
         ObservedMember {
             name: "kv-0".into(),
             shard: 0,
@@ -295,31 +373,196 @@ mod tests {
             zone: None,
             node: None,
             report: Some(Replication {
-                last_save_unix: Some(1_800_000_000),
+                last_save_unix: Some(last_save),
                 last_bgsave_ok: ok,
                 saves_since_start: saves,
+                started_unix: Some(STARTED),
+                clock_unix: Some(STARTED + 100),
                 ..Default::default()
             }),
         }
     }
 
-    fn snapshot(saves: Option<u64>, ok: Option<bool>) -> (Option<i64>, Option<bool>) {
-        let plan = Plan::new(std::time::Duration::from_secs(1));
-        let s = member_status(&member(saves, ok), &plan, 1_800_000_100);
+    fn observed(members: Vec<ObservedMember>) -> Observed {
+        Observed {
+            name: "kv".into(),
+            namespace: "local".into(),
+            engine: kvpilot_sdk::Engine::Valkey,
+            engine_version: "8.0.1".into(),
+            desired_revision: "rev".into(),
+            members,
+            endpoint: None,
+            primary_missing_probes: 0,
+            now_unix: STARTED + 100,
+        }
+    }
+
+    fn snapshot(
+        saves: Option<u64>,
+        ok: Option<bool>,
+        last_save: i64,
+    ) -> (Option<i64>, Option<bool>) {
+        let plan = Plan::new(Duration::from_secs(1));
+        let s = member_status(&member(saves, ok, last_save), &plan, None, STARTED + 100);
         (s.last_snapshot_unix, s.last_snapshot_ok)
     }
 
     #[test]
     fn a_server_that_never_saved_shows_no_snapshot_but_always_shows_a_failure() {
         // LASTSAVE is the start time until the first save: not a snapshot.
-        assert_eq!(snapshot(Some(0), Some(true)), (None, None));
+        assert_eq!(snapshot(Some(0), Some(true), STARTED), (None, None));
         assert_eq!(
-            snapshot(Some(2), Some(true)),
-            (Some(1_800_000_000), Some(true))
+            snapshot(Some(2), Some(true), STARTED + 50),
+            (Some(STARTED + 50), Some(true))
         );
-        // A failed BGSAVE is shown even before any success.
-        assert_eq!(snapshot(Some(0), Some(false)), (None, Some(false)));
-        // Dragonfly reports no save count: the time is taken as reported.
-        assert_eq!(snapshot(None, None), (Some(1_800_000_000), None));
+        // A failed BGSAVE is shown even before any success; `rdb_saves` counted it, but
+        // LASTSAVE is still the start time, which is no snapshot.
+        assert_eq!(snapshot(Some(1), Some(false), STARTED), (None, Some(false)));
+        assert_eq!(
+            snapshot(Some(3), Some(false), STARTED + 20),
+            (Some(STARTED + 20), Some(false))
+        );
+        // Dragonfly reports no save count and no start: the time is taken as reported.
+        let mut m = member(None, None, STARTED);
+        if let Some(r) = m.report.as_mut() {
+            r.started_unix = None;
+        }
+        let s = member_status(&m, &Plan::new(Duration::from_secs(1)), None, STARTED);
+        assert_eq!(
+            (s.last_snapshot_unix, s.last_snapshot_ok),
+            (Some(STARTED), None)
+        );
+    }
+
+    #[test]
+    fn status_shows_what_decide_decided_about_each_members_snapshot() {
+        let obs = observed(vec![member(Some(1), Some(true), STARTED + 10)]);
+        let mut plan = Plan::new(Duration::from_secs(1));
+        plan.schedules = vec![MemberSnapshot {
+            member: "kv-0".into(),
+            cron: Some("* * * * *".into()),
+            next_unix: Some(STARTED + 60),
+            due: true,
+            retrying: false,
+        }];
+        let mut status = ClusterStatus::default();
+        status.record(&obs, &plan, 1);
+        let m = &status.members[0];
+        assert_eq!(m.snapshot_schedule.as_deref(), Some("* * * * *"));
+        // Overdue (next < now) and shown as such, not as the next firing after now.
+        assert_eq!(m.next_snapshot_unix, Some(STARTED + 60));
+        assert!(m.snapshot_due);
+        assert!(!m.snapshot_retrying);
+    }
+
+    #[test]
+    fn schedules_survive_a_deferred_reconcile_unless_the_role_changed() {
+        let mut primary = member(Some(1), Some(true), STARTED + 10);
+        primary.name = "kv-1".into();
+        if let Some(r) = primary.report.as_mut() {
+            r.role = kvpilot_sdk::Role::Primary;
+        }
+        let replica = member(Some(1), Some(true), STARTED + 10);
+        let obs = observed(vec![replica.clone(), primary.clone()]);
+        let mut plan = Plan::new(Duration::from_secs(1));
+        plan.schedules = ["kv-0", "kv-1"]
+            .iter()
+            .map(|m| MemberSnapshot {
+                member: m.to_string(),
+                cron: Some("0 3 * * *".into()),
+                next_unix: Some(STARTED + 3_600),
+                due: false,
+                retrying: false,
+            })
+            .collect();
+        let mut status = ClusterStatus::default();
+        status.record(&obs, &plan, 1);
+
+        // A rollout runs: no schedules decided. kv-0 restarted (LASTSAVE = its new start),
+        // kv-1 was handed over to and is now a replica.
+        let mut restarted = replica.clone();
+        if let Some(r) = restarted.report.as_mut() {
+            r.last_save_unix = Some(STARTED + 90);
+        }
+        let mut demoted = primary.clone();
+        if let Some(r) = demoted.report.as_mut() {
+            r.role = kvpilot_sdk::Role::Replica;
+        }
+        let mut deferred = Plan::new(Duration::from_secs(1));
+        deferred.snapshots_deferred = true;
+        status.record(&observed(vec![restarted, demoted]), &deferred, 2);
+        let kept = &status.members[0];
+        assert_eq!(kept.snapshot_schedule.as_deref(), Some("0 3 * * *"));
+        let want = "0 3 * * *"
+            .parse::<kvpilot_sdk::cron::Cron>()
+            .expect("cron")
+            .next_after(STARTED + 90);
+        assert_eq!(kept.next_snapshot_unix, want);
+        assert_eq!(status.members[1].snapshot_schedule, None, "role changed");
+
+        // Snapshots no longer configured: nothing is kept.
+        status.record(&obs, &Plan::new(Duration::from_secs(1)), 3);
+        status.record(&obs, &Plan::new(Duration::from_secs(1)), 4);
+        assert!(status.members.iter().all(|m| m.snapshot_schedule.is_none()));
+    }
+
+    fn decision(hook: Hook, answer: &str, micros: u64) -> DecisionRecord {
+        DecisionRecord {
+            hook,
+            plugin: "builtin:stagger".into(),
+            sha256: "ab".repeat(32),
+            answer: answer.into(),
+            latency: Duration::from_micros(micros),
+            fallback_from: None,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_schedule_is_recorded_only_when_its_answer_changes() {
+        let obs = observed(vec![member(Some(0), Some(true), STARTED)]);
+        let mut status = ClusterStatus::default();
+        let mut recorded = 0;
+        let mut record = |status: &mut ClusterStatus, decisions: Vec<DecisionRecord>| {
+            let mut plan = Plan::new(Duration::from_secs(1));
+            plan.decisions = decisions;
+            let new = status.record(&obs, &plan, 1);
+            recorded += new.len();
+            new
+        };
+        let a = decision(Hook::SnapshotSchedule, "[a]", 100);
+        assert_eq!(record(&mut status, vec![a.clone()]).len(), 1);
+        // The same answer, another latency: not new.
+        for i in 0..50 {
+            assert!(
+                record(
+                    &mut status,
+                    vec![decision(Hook::SnapshotSchedule, "[a]", i)]
+                )
+                .is_empty()
+            );
+        }
+        // A failover decision in between does not make the schedule new again.
+        let failover = decision(Hook::ReplicaSelection, "kv-1", 5);
+        assert_eq!(record(&mut status, vec![failover.clone()]).len(), 1);
+        assert!(record(&mut status, vec![a.clone()]).is_empty());
+        // A changed answer is recorded, and so is the old one when it comes back.
+        assert_eq!(
+            record(
+                &mut status,
+                vec![decision(Hook::SnapshotSchedule, "[b]", 1)]
+            )
+            .len(),
+            1
+        );
+        assert_eq!(record(&mut status, vec![a.clone()]).len(), 1);
+        // Other hooks are recorded every time.
+        assert_eq!(record(&mut status, vec![failover.clone()]).len(), 1);
+        assert_eq!(record(&mut status, vec![failover]).len(), 1);
+        assert_eq!(recorded, 6);
+        assert_eq!(
+            status.last_decisions.len(),
+            6,
+            "the failover decisions were kept"
+        );
     }
 }

@@ -1403,3 +1403,130 @@ async fn every_example_policy_config_is_accepted_by_the_plugin_it_names() {
         "no example names a PolicyPlugin"
     );
 }
+
+/// `CONFIG GET key` on a member.
+async fn config_get(addr: std::net::SocketAddr, key: &str) -> Option<String> {
+    let client = redis::Client::open(format!("redis://{addr}/")).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let pairs: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .expect("CONFIG GET");
+    pairs.get(1).cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_snapshots_start_with_save_off_and_show_in_status() {
+    let r = run_cluster(
+        "snap",
+        "engine: {kind: valkey}\nreplicas: 2\nsnapshots: {mode: replicasOnly, schedule: \"0 3 * * *\", staggerInterval: 10m}\n",
+    )
+    .await;
+    let status = eventually("snapshot schedules in status", PHASE, || async {
+        let s = get_cluster(&r.client, "snap")
+            .await
+            .status
+            .unwrap_or_default();
+        let ready = s.condition("Ready").is_some_and(|c| c.status == "True");
+        let scheduled = s
+            .members
+            .iter()
+            .filter(|m| m.snapshot_schedule.is_some())
+            .count();
+        if ready && scheduled == 2 {
+            Ok(s)
+        } else {
+            Err(format!(
+                "ready {ready}, {scheduled} schedules: {:?}",
+                s.members
+            ))
+        }
+    })
+    .await;
+    let primary = status.primary.clone().expect("a primary");
+    let mut crons = Vec::new();
+    for m in &status.members {
+        if m.name == primary {
+            assert_eq!(m.snapshot_schedule, None, "{m:?}");
+            assert_eq!(m.next_snapshot_time, None, "{m:?}");
+        } else {
+            crons.push(m.snapshot_schedule.clone().expect("a schedule"));
+            assert!(m.next_snapshot_time.is_some(), "{m:?}");
+        }
+        // Fresh servers have made no snapshot.
+        assert_eq!(m.last_snapshot_time, None, "{m:?}");
+        let addr = r.kubelet.addr(&m.name).await;
+        assert_eq!(
+            config_get(addr, "save").await.as_deref(),
+            Some(""),
+            "{}",
+            m.name
+        );
+        assert_eq!(
+            config_get(addr, "rdb-del-sync-files").await.as_deref(),
+            Some("no"),
+            "{}",
+            m.name
+        );
+    }
+    crons.sort();
+    assert_eq!(crons, ["0 3 * * *", "10 3 * * *"]);
+    // From the first second: the pods' config says so, and no drift correction was needed.
+    let cms: Api<ConfigMap> = Api::namespaced(r.client.clone(), NS);
+    let rendered: Vec<String> = cms
+        .list(&Default::default())
+        .await
+        .expect("config maps")
+        .items
+        .into_iter()
+        .filter_map(|cm| cm.data?.get("server.conf").cloned())
+        .collect();
+    assert!(!rendered.is_empty());
+    assert!(
+        rendered
+            .iter()
+            .all(|text| text.lines().any(|l| l == "save \"\"")),
+        "{rendered:?}"
+    );
+    // Twenty more reconciles: the schedule decision is not recorded at each of them, only
+    // when its answer changed (while a member's role was not known yet, at most).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = get_cluster(&r.client, "snap")
+        .await
+        .status
+        .unwrap_or_default();
+    let schedule_decisions = status
+        .last_decisions
+        .iter()
+        .filter(|d| d.hook == "snapshot-schedule")
+        .count();
+    assert!(
+        (1..=3).contains(&schedule_decisions),
+        "{:#?}",
+        status.last_decisions
+    );
+    // No member was corrected: nobody ran CONFIG SET on them (the operator's drift
+    // correction would have).
+    for (name, addr) in r.kubelet.addrs().await {
+        let client = redis::Client::open(format!("redis://{addr}/")).expect("client");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await
+            .expect("INFO commandstats");
+        assert!(
+            stats.contains("cmdstat_config|get:"),
+            "{name}: the operator's CONFIG GET is counted: {stats}"
+        );
+        assert!(!stats.contains("cmdstat_config|set:"), "{name}: {stats}");
+    }
+}

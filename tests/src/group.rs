@@ -18,11 +18,12 @@ const MAX_STEPS: usize = 2000;
 /// Longest sleep between two steps, whatever the requeue asks for.
 const MAX_SLEEP: Duration = Duration::from_millis(500);
 
-/// Short timings, as the demo uses.
+/// Short timings, as the demo uses; a failed snapshot is retried after 5 s instead of 30 s.
 pub fn settings() -> Settings {
     Settings {
         probe_interval: Duration::from_millis(100),
         steady_interval: Duration::from_millis(500),
+        snapshot_retry: Duration::from_secs(5),
         ..Settings::default()
     }
 }

@@ -1,5 +1,6 @@
 //! Watches snapshots from outside the reconciler: every member's role, `LASTSAVE`
-//! (`rdb_last_save_time`) and `rdb_bgsave_in_progress`, read over RESP in rounds.
+//! (`rdb_last_save_time`) and `rdb_bgsave_in_progress`, read over RESP in rounds; and the
+//! helpers the snapshot tests use to count save attempts, save by hand and force a full sync.
 
 use crate::probe;
 use std::collections::BTreeMap;
@@ -175,4 +176,111 @@ async fn sample(mut conn: redis::aio::MultiplexedConnection) -> Option<State> {
         last_save: field("rdb_last_save_time")?.parse().ok()?,
         saving: field("rdb_bgsave_in_progress")? == "1",
     })
+}
+
+/// `rdb_saves` of `addr`: the snapshots its server process has attempted, failed ones included
+/// (Valkey 8 and Redis 7 count a save when its fork starts).
+pub async fn attempts(addr: SocketAddr) -> Result<u64, String> {
+    let info = info(addr, "persistence").await?;
+    field(&info, "rdb_saves")
+        .ok_or_else(|| format!("{addr}: no rdb_saves in INFO persistence"))?
+        .parse()
+        .map_err(|e| format!("{addr}: rdb_saves: {e}"))
+}
+
+/// `sync_full` of `addr`: full synchronisations it served as a primary.
+pub async fn full_syncs_served(addr: SocketAddr) -> Result<u64, String> {
+    let info = info(addr, "stats").await?;
+    field(&info, "sync_full")
+        .ok_or_else(|| format!("{addr}: no sync_full in INFO stats"))?
+        .parse()
+        .map_err(|e| format!("{addr}: sync_full: {e}"))
+}
+
+/// Starts a `BGSAVE` on `addr` and waits (bounded) until `LASTSAVE` moves past `before`.
+/// `LASTSAVE` has second resolution: the save starts once the clock has passed `before`'s
+/// second (the members run on this machine's clock).
+pub async fn save_by_hand(addr: SocketAddr, before: i64) -> Result<(), String> {
+    for _ in 0..30 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| e.to_string())?
+            .as_secs();
+        if i64::try_from(now).map_err(|e| e.to_string())? > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut conn = probe::connect(addr).await?;
+    let _: String = redis::cmd("BGSAVE")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| format!("{addr}: BGSAVE: {e}"))?;
+    probe::eventually(
+        &format!("{addr} saved"),
+        Duration::from_secs(30),
+        async || {
+            let now = probe::lastsave(addr).await?;
+            if now > before {
+                Ok(())
+            } else {
+                let persistence = info(addr, "persistence").await?;
+                Err(format!("LASTSAVE still {now}: {persistence}"))
+            }
+        },
+    )
+    .await;
+    Ok(())
+}
+
+/// Makes the replica `addr` of `primary` do a full synchronisation and waits (bounded) until
+/// it is done: `REPLICAOF NO ONE` gives it a history of its own, so when it follows `primary`
+/// again a partial resync is impossible.
+pub async fn force_full_sync(addr: SocketAddr, primary: SocketAddr) -> Result<(), String> {
+    let served = full_syncs_served(primary).await?;
+    let mut conn = probe::connect(addr).await?;
+    for args in [
+        vec!["NO".to_string(), "ONE".to_string()],
+        vec![primary.ip().to_string(), primary.port().to_string()],
+    ] {
+        let _: String = redis::cmd("REPLICAOF")
+            .arg(&args)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| format!("{addr}: REPLICAOF {args:?}: {e}"))?;
+    }
+    probe::eventually(
+        &format!("{addr} fully resynced from {primary}"),
+        Duration::from_secs(30),
+        async || {
+            let replication = info(addr, "replication").await?;
+            let up = field(&replication, "master_link_status") == Some("up");
+            let syncing = field(&replication, "master_sync_in_progress") != Some("0");
+            let now_served = full_syncs_served(primary).await?;
+            if up && !syncing && now_served > served {
+                Ok(())
+            } else {
+                Err(format!(
+                    "link up {up}, syncing {syncing}, full syncs served {served} -> {now_served}"
+                ))
+            }
+        },
+    )
+    .await;
+    Ok(())
+}
+
+async fn info(addr: SocketAddr, section: &str) -> Result<String, String> {
+    let mut conn = probe::connect(addr).await?;
+    redis::cmd("INFO")
+        .arg(section)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| format!("{addr}: INFO {section}: {e}"))
+}
+
+fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
 }

@@ -1,20 +1,26 @@
-//! Snapshots against real servers: staggered schedules in status, no snapshot on the primary in
-//! replicas-only mode (also after a failover), one `BGSAVE` per shard at a time, and the
-//! engine's own `save` schedule turned off again when it drifts.
+//! Snapshots against real servers: staggered schedules in status and saves made in each
+//! member's own minute, no snapshot on the primary in replicas-only mode (also after a failover
+//! and after a graceful handover), one `BGSAVE` per shard at a time, a failed save retried
+//! after a delay rather than at every probe, a full sync that keeps the replica's snapshot, and
+//! the engine's own `save` / `rdb-del-sync-files` turned back when they drift.
 //!
 //! Cron has minute resolution. A member is due when its schedule fired after its `LASTSAVE`,
 //! and a started member's `LASTSAVE` is its start time, so with `* * * * *` every snapshotting
 //! member becomes due at the next minute boundary: the tests that need a snapshot wait for
-//! that boundary (at most a minute), the others only read the schedules from status.
+//! that boundary (at most a minute; two for the staggered saves, on `*/2` one minute apart),
+//! the others only read the schedules from status. A test-only clock was not used: the due
+//! time is judged on each server's own clock (`server_time_usec`, `LASTSAVE`), which a test
+//! cannot speed up, and real minutes exercise exactly the path production runs.
 
 use kvpilot::decide::Action;
 use kvpilot::status::{ClusterStatus, MemberStatus};
 use kvpilot_e2e::probe;
-use kvpilot_e2e::saves::SaveWatch;
+use kvpilot_e2e::saves::{self, SaveWatch};
 use kvpilot_e2e::{Engine, Group, PHASE_LIMIT, Spec, StepRecord};
+use kvpilot_sdk::cron::Cron;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A phase that waits for the next cron minute, then for the snapshots it triggers.
 const CRON_PHASE: Duration = Duration::from_secs(100);
@@ -150,6 +156,312 @@ async fn schedules_are_staggered_by_member_name() {
             m.name
         );
     }
+    group.shutdown().await;
+}
+
+/// Steps for `how_long` (bounded in steps too), as the reconciler asks.
+async fn step_for(group: &mut Group, how_long: Duration) {
+    let started = Instant::now();
+    for _ in 0..1000 {
+        if started.elapsed() >= how_long {
+            return;
+        }
+        let r = group.step().await;
+        tokio::time::sleep(r.requeue_after.min(Duration::from_millis(200))).await;
+    }
+}
+
+/// The minute (Unix seconds, at :00) that `t` falls in.
+fn minute_of(t: i64) -> i64 {
+    t - t.rem_euclid(60)
+}
+
+/// Whether `cron` fires at the minute that starts at `minute`.
+fn fires_at(cron: &Cron, minute: i64) -> bool {
+    cron.next_after(minute - 1) == Some(minute)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staggered_members_save_in_their_own_minutes() {
+    // Replicas take turns: the first by name on even minutes, the second a minute later.
+    let spec =
+        Spec::new("ownminute", Engine::Valkey).with_snapshots("replicasOnly", "*/2 * * * *", "1m");
+    let mut group = Group::start(spec).await;
+    let primary = group.primary();
+    let mut replicas: Vec<(String, SocketAddr)> = group
+        .members()
+        .into_iter()
+        .filter(|(n, _)| *n != primary)
+        .collect();
+    replicas.sort();
+    let status = group.status();
+    let crons: Vec<Cron> = replicas
+        .iter()
+        .map(|(n, _)| {
+            let m = member(&status, n).expect("a replica");
+            m.snapshot_schedule
+                .as_deref()
+                .expect("a schedule")
+                .parse()
+                .expect("a cron")
+        })
+        .collect();
+    // The first replica by name fires on even minutes, the second on odd ones.
+    let hour: i64 = 1_800_000_000; // 2027-01-15 08:00 UTC, the start of an hour
+    for (rank, cron) in crons.iter().enumerate() {
+        for minute in 0..60 {
+            assert_eq!(
+                fires_at(cron, hour + minute * 60),
+                minute % 2 == rank as i64,
+                "rank {rank}: `{cron}` at minute {minute}"
+            );
+        }
+    }
+    let watch = SaveWatch::start(group.addresses(), Duration::from_millis(50));
+    let base = lastsaves(&group).await;
+    group
+        .run_until_within(
+            "both replicas saved",
+            CRON_PHASE + Duration::from_secs(60),
+            |r| {
+                replicas
+                    .iter()
+                    .all(|(n, _)| saved_after(&r.status, n, base[n]))
+            },
+        )
+        .await;
+    let seen = watch.stop().await;
+
+    let mut first_minutes = Vec::new();
+    for (rank, (name, addr)) in replicas.iter().enumerate() {
+        let saves = seen.saves_of(*addr);
+        assert!(
+            !saves.is_empty(),
+            "{name} saved: {:#?}",
+            seen.timelines.get(addr)
+        );
+        for s in &saves {
+            let minute = minute_of(s.to);
+            assert!(
+                fires_at(&crons[rank], minute) && !fires_at(&crons[1 - rank], minute),
+                "{name} (rank {rank}) saved at {} ({}), a minute of its own schedule only",
+                s.to,
+                minute / 60 % 60
+            );
+        }
+        first_minutes.push(minute_of(saves[0].to));
+    }
+    assert_ne!(first_minutes[0], first_minutes[1], "one minute apart");
+    assert!(
+        seen.saves_of(group.addr(&primary)).is_empty(),
+        "the primary did not save"
+    );
+    group.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_primary_never_saves_in_replicas_only_mode_after_a_graceful_handover() {
+    let spec =
+        Spec::new("handsave", Engine::Valkey).with_snapshots("replicasOnly", "* * * * *", "0m");
+    let mut group = Group::start(spec.clone()).await;
+    let old_primary = group.primary();
+    let old_primary_addr = group.addr(&old_primary);
+    let watch = SaveWatch::start(group.addresses(), Duration::from_millis(50));
+
+    // A config change rolls every member; the primary is handed over, not killed.
+    let first = group.history.len();
+    group.write_spec(spec.with_hz(11));
+    let rolled = group
+        .run_until("rolled out, handed over", |r| {
+            r.settled()
+                && r.status
+                    .primary
+                    .as_deref()
+                    .is_some_and(|p| p != old_primary)
+        })
+        .await;
+    let handovers: Vec<(String, String)> = group.history[first..]
+        .iter()
+        .filter_map(|r| match r.done() {
+            Some(Action::Handover { from, to }) => Some((from.clone(), to.clone())),
+            _ => None,
+        })
+        .collect();
+    let new_primary = rolled.status.primary.clone().expect("a primary");
+    assert_eq!(
+        handovers,
+        vec![(old_primary.clone(), new_primary.clone())],
+        "one graceful handover"
+    );
+    let new_primary_addr = group.addr(&new_primary);
+    let p = member(&rolled.status, &new_primary).expect("the new primary");
+    assert_eq!(p.snapshot_schedule, None, "schedules recomputed: {p:#?}");
+    let back = member(&rolled.status, &old_primary).expect("the old primary");
+    assert_eq!(back.role, "replica");
+    assert_eq!(back.snapshot_schedule.as_deref(), Some("* * * * *"));
+
+    // At the next minute boundary the old primary saves as a replica; the new one does not.
+    let other = group
+        .members()
+        .into_iter()
+        .map(|(n, _)| n)
+        .find(|n| *n != new_primary && *n != old_primary)
+        .expect("the third member");
+    let base = lastsaves(&group).await;
+    group
+        .run_until_within("the replicas saved", CRON_PHASE, |r| {
+            saved_after(&r.status, &old_primary, base[&old_primary])
+                && saved_after(&r.status, &other, base[&other])
+        })
+        .await;
+    group.settle("nothing else due").await;
+    let end = lastsaves(&group).await;
+    let seen = watch.stop().await;
+
+    assert_eq!(
+        end[&new_primary], base[&new_primary],
+        "the new primary {new_primary} did not save after the handover"
+    );
+    for (m, primary) in snapshots_taken(&group.history) {
+        assert_ne!(Some(&m), primary.as_ref(), "a snapshot on the primary");
+    }
+    let on_primary: Vec<_> = seen.saves().into_iter().filter(|s| s.as_primary).collect();
+    assert!(on_primary.is_empty(), "saves on a primary: {on_primary:#?}");
+    assert!(
+        !seen.saves_of(old_primary_addr).is_empty(),
+        "{old_primary} saved after it was handed over from: {:#?}",
+        seen.timelines.get(&old_primary_addr)
+    );
+    assert!(
+        seen.saves_of(new_primary_addr)
+            .iter()
+            .all(|s| s.to < base[&new_primary] + 1),
+        "{new_primary} made no save since it became primary: {:#?}",
+        seen.timelines.get(&new_primary_addr)
+    );
+    group.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_save_is_retried_after_a_delay_not_at_every_probe() {
+    let spec = Spec::new("retry", Engine::Valkey).with_snapshots("replicasOnly", "* * * * *", "0m");
+    let mut group = Group::start(spec).await;
+    let primary = group.primary();
+    let (replica, addr) = group
+        .members()
+        .into_iter()
+        .filter(|(n, _)| *n != primary)
+        .min()
+        .expect("a replica");
+    // The server writes a temporary file and renames it to dump.rdb; a directory of that
+    // name makes the rename fail (for root too), as a full disk would fail the write.
+    // (The RDB its first full sync brought is kept, with managed snapshots.)
+    let blocker = group.member_dir(&replica).join("dump.rdb");
+    if blocker.is_file() {
+        std::fs::remove_file(&blocker).expect("remove the synced RDB");
+    }
+    std::fs::create_dir(&blocker).expect("block the snapshot file");
+    let tried_before = saves::attempts(addr).await.expect("rdb_saves");
+    let base = lastsaves(&group).await;
+
+    let failed = group
+        .run_until_within("the save failed", CRON_PHASE, |r| {
+            member(&r.status, &replica).is_some_and(|m| m.last_snapshot_ok == Some(false))
+        })
+        .await;
+    let m = member(&failed.status, &replica).expect("the replica");
+    assert!(m.snapshot_retrying, "{m:#?}");
+    assert_eq!(m.last_snapshot_unix, None, "no snapshot was made: {m:#?}");
+    let retry_at = m.next_snapshot_unix.expect("a retry time");
+    assert!(retry_at > now_unix(), "the retry lies ahead: {m:#?}");
+    let tried = saves::attempts(addr).await.expect("rdb_saves");
+    assert_eq!(tried, tried_before + 1, "one attempt");
+
+    // For most of the 5 s delay nothing is tried again, though the member is still due by
+    // its schedule (it would be tried at every 100 ms probe otherwise).
+    step_for(&mut group, Duration::from_secs(3)).await;
+    assert_eq!(
+        saves::attempts(addr).await.expect("rdb_saves"),
+        tried,
+        "not retried within the delay"
+    );
+    let status = group.status();
+    let m = member(&status, &replica).expect("the replica");
+    assert!(m.snapshot_retrying && !m.snapshot_due, "{m:#?}");
+    assert_eq!(m.next_snapshot_unix, Some(retry_at));
+
+    // The disk is fixed: the retry after the delay succeeds.
+    std::fs::remove_dir(&blocker).expect("unblock the snapshot file");
+    let saved = group
+        .run_until("retried and saved", |r| {
+            saved_after(&r.status, &replica, base[&replica])
+        })
+        .await;
+    assert_eq!(
+        saves::attempts(addr).await.expect("rdb_saves"),
+        tried + 1,
+        "one retry"
+    );
+    let m = member(&saved.status, &replica).expect("the replica");
+    assert!(
+        m.last_snapshot_unix.is_some_and(|t| t >= retry_at),
+        "{m:#?}"
+    );
+    assert!(!m.snapshot_retrying, "{m:#?}");
+    assert!(
+        group.member_dir(&replica).join("dump.rdb").is_file(),
+        "the snapshot file"
+    );
+    group.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sync_keeps_the_replicas_snapshot() {
+    let spec =
+        Spec::new("keeprdb", Engine::Valkey).with_snapshots("replicasOnly", "0 3 * * *", "10m");
+    let mut group = Group::start(spec).await;
+    probe::fill(group.endpoint(), "k", 100).await.expect("fill");
+    probe::all_hold(&group.addresses(), 100, PHASE_LIMIT).await;
+    let primary = group.addr(&group.primary());
+    let (replica, addr) = group
+        .members()
+        .into_iter()
+        .find(|(_, a)| *a != primary)
+        .expect("a replica");
+    // Members with managed snapshots run with it off.
+    assert_eq!(
+        probe::config_get(addr, "rdb-del-sync-files")
+            .await
+            .expect("CONFIG GET"),
+        Some("no".to_string())
+    );
+    let file = group.member_dir(&replica).join("dump.rdb");
+
+    // The control, as members were configured before: with rdb-del-sync-files on and
+    // `save ""`, a full sync deletes the replica's snapshot.
+    probe::config_set(addr, "rdb-del-sync-files", "yes")
+        .await
+        .expect("CONFIG SET");
+    let before = probe::lastsave(addr).await.expect("LASTSAVE");
+    saves::save_by_hand(addr, before).await.expect("BGSAVE");
+    assert!(file.is_file(), "{} was written", file.display());
+    saves::force_full_sync(addr, primary)
+        .await
+        .expect("full sync");
+    assert!(!file.exists(), "the control: the snapshot was deleted");
+
+    // As kvpilot runs them: the file survives the full sync.
+    probe::config_set(addr, "rdb-del-sync-files", "no")
+        .await
+        .expect("CONFIG SET");
+    let before = probe::lastsave(addr).await.expect("LASTSAVE");
+    saves::save_by_hand(addr, before).await.expect("BGSAVE");
+    saves::force_full_sync(addr, primary)
+        .await
+        .expect("full sync");
+    let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 0, "{} kept ({size} bytes)", file.display());
+    group.settle("the group is as it was").await;
     group.shutdown().await;
 }
 
@@ -414,6 +726,28 @@ async fn save_drift_is_corrected(engine: Engine) {
             "{name}"
         );
     }
+
+    // A full sync must not delete the last snapshot: rdb-del-sync-files is turned back off.
+    probe::config_set(addr, "rdb-del-sync-files", "yes")
+        .await
+        .expect("CONFIG SET rdb-del-sync-files");
+    let first = group.history.len();
+    group
+        .run_until("rdb-del-sync-files corrected", |r| {
+            matches!(
+                r.done(),
+                Some(Action::Configure { member, key, value })
+                    if *member == replica && key == "rdb-del-sync-files" && value == "no"
+            )
+        })
+        .await;
+    assert_eq!(group.history.len() - first, 1, "by the first reconcile");
+    assert_eq!(
+        probe::config_get(addr, "rdb-del-sync-files")
+            .await
+            .expect("CONFIG GET"),
+        Some("no".to_string())
+    );
     group.shutdown().await;
 }
 

@@ -18,7 +18,8 @@ pub struct SnapshotSpec {
     pub schedule: String,
     /// How far apart consecutive members snapshot, as a duration in whole minutes: `10m`,
     /// `1h`, `1h30m`. The stagger times the number of snapshotting members must fit in the
-    /// schedule's period.
+    /// schedule's period, and each shifted schedule must be expressible in cron (with the
+    /// builtin plugin). Unused in primaryOnly, where one member snapshots.
     #[serde(default = "default_stagger")]
     pub stagger_interval: String,
     /// Where snapshot files go: `dataDir` (the member's data directory, an `emptyDir` on

@@ -65,6 +65,38 @@ pub struct MemberState {
     pub ready: bool,
     /// Replication offset reported by the member.
     pub offset: u64,
+    /// When the member last made a snapshot; absent while its server process has made none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_snapshot_time: Option<Time>,
+    /// How the member's last snapshot (`BGSAVE`) went: `ok` or `failed`. A failure is shown
+    /// even before any success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_snapshot_result: Option<SnapshotResult>,
+    /// The member's snapshot schedule (5-field cron, UTC) from the snapshot-schedule plugin;
+    /// absent when it does not snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_schedule: Option<String>,
+    /// When the operator snapshots the member next, at the earliest: the first firing of its
+    /// schedule after its last snapshot, or the retry time after a failed one. In the past
+    /// while the member is due and waits for its turn (`snapshotDue`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_snapshot_time: Option<Time>,
+    /// Due now and waiting for its turn: another member of the shard is saving, the member
+    /// is not ready or is syncing, or a rollout runs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub snapshot_due: bool,
+    /// Its last snapshot failed; it is retried at `nextSnapshotTime` (the wait doubles with
+    /// each failure in a row, up to 10 minutes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub snapshot_retrying: bool,
+}
+
+/// The result of a member's last snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum SnapshotResult {
+    Ok,
+    Failed,
 }
 
 /// One plugin decision.
@@ -120,6 +152,18 @@ impl KvClusterStatus {
                     revision: m.revision.clone(),
                     ready: m.ready,
                     offset: m.offset,
+                    last_snapshot_time: m.last_snapshot_unix.map(seconds_to_time),
+                    last_snapshot_result: m.last_snapshot_ok.map(|ok| {
+                        if ok {
+                            SnapshotResult::Ok
+                        } else {
+                            SnapshotResult::Failed
+                        }
+                    }),
+                    snapshot_schedule: m.snapshot_schedule.clone(),
+                    next_snapshot_time: m.next_snapshot_unix.map(seconds_to_time),
+                    snapshot_due: m.snapshot_due,
+                    snapshot_retrying: m.snapshot_retrying,
                 })
                 .collect(),
             current_revision: current_revision(report),
@@ -193,6 +237,10 @@ fn current_revision(report: &ClusterStatus) -> Option<String> {
             .any(|m| m.revision.as_deref() == Some(report.desired_revision.as_str()))
             .then(|| report.desired_revision.clone())
     })
+}
+
+fn seconds_to_time(unix: i64) -> Time {
+    Time(Timestamp::from_second(unix).unwrap_or(Timestamp::UNIX_EPOCH))
 }
 
 fn millis_to_timestamp(ms: u64) -> Timestamp {
@@ -305,6 +353,57 @@ mod tests {
         assert_eq!(s.condition("Ready").unwrap().status, "False");
         // An empty reason is replaced: the API rejects it.
         assert_eq!(s.condition("Degraded").unwrap().reason, "Degraded");
+    }
+
+    #[test]
+    fn each_members_snapshot_standing_is_in_status() {
+        let mut report = report();
+        let snap = &mut report.members[1];
+        snap.last_snapshot_unix = Some(1_800_000_000);
+        snap.last_snapshot_ok = Some(true);
+        snap.snapshot_schedule = Some("0 3 * * *".into());
+        snap.next_snapshot_unix = Some(1_800_010_800);
+        let failing = &mut report.members[2];
+        failing.last_snapshot_ok = Some(false);
+        failing.snapshot_schedule = Some("10 3 * * *".into());
+        failing.next_snapshot_unix = Some(1_800_000_030);
+        failing.snapshot_retrying = true;
+        failing.snapshot_due = false;
+        let ctx = StatusContext {
+            generation: Some(1),
+            previous: None,
+            now: at(1_800_000_100),
+        };
+        let s = KvClusterStatus::from_report(&report, &ctx);
+        let primary = &s.members[0];
+        assert_eq!(
+            (
+                &primary.last_snapshot_time,
+                primary.last_snapshot_result,
+                &primary.snapshot_schedule,
+                &primary.next_snapshot_time,
+            ),
+            (&None, None, &None, &None)
+        );
+        let m = &s.members[1];
+        assert_eq!(m.last_snapshot_time, Some(Time(at(1_800_000_000))));
+        assert_eq!(m.last_snapshot_result, Some(SnapshotResult::Ok));
+        assert_eq!(m.snapshot_schedule.as_deref(), Some("0 3 * * *"));
+        assert_eq!(m.next_snapshot_time, Some(Time(at(1_800_010_800))));
+        assert!(!m.snapshot_due && !m.snapshot_retrying);
+        let f = &s.members[2];
+        assert_eq!(f.last_snapshot_time, None, "never saved");
+        assert_eq!(f.last_snapshot_result, Some(SnapshotResult::Failed));
+        assert!(f.snapshot_retrying);
+        // As the API sees it: RFC 3339 times and camelCase names; false flags are left out.
+        let json = serde_json::to_value(&s.members).unwrap();
+        assert_eq!(json[1]["lastSnapshotTime"], "2027-01-15T08:00:00Z");
+        assert_eq!(json[1]["lastSnapshotResult"], "ok");
+        assert_eq!(json[1]["nextSnapshotTime"], "2027-01-15T11:00:00Z");
+        assert_eq!(json[2]["lastSnapshotResult"], "failed");
+        assert_eq!(json[2]["snapshotRetrying"], true);
+        assert!(json[1].get("snapshotDue").is_none());
+        assert!(json[0].get("snapshotSchedule").is_none());
     }
 
     #[test]

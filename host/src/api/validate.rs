@@ -2,6 +2,7 @@
 //! an event; nothing changes until the spec is fixed.
 
 use super::{KvClusterSpec, SnapshotLocation, SnapshotModeSpec, parse_minutes};
+use crate::policy::{FailurePolicy, Hook};
 use kvpilot_sdk::cron::Cron;
 
 /// A spec problem, naming the field.
@@ -44,9 +45,11 @@ pub fn validate_spec(spec: &KvClusterSpec) -> Result<(), SpecError> {
         let stagger = parse_minutes(&snap.stagger_interval)
             .map_err(|e| err("snapshots.staggerInterval", e))?;
         let members = spec.replicas + 1;
-        let snapshotting = match snap.mode {
-            SnapshotModeSpec::All => members,
-            SnapshotModeSpec::PrimaryOnly => 1,
+        // How many members take turns. In primaryOnly a single member snapshots, at the
+        // base schedule unshifted: the interval has nothing to spread, so it is not checked.
+        let staggered = match snap.mode {
+            SnapshotModeSpec::All => Some(members),
+            SnapshotModeSpec::PrimaryOnly => None,
             SnapshotModeSpec::ReplicasOnly => {
                 if spec.replicas < 2 {
                     return Err(err(
@@ -57,26 +60,46 @@ pub fn validate_spec(spec: &KvClusterSpec) -> Result<(), SpecError> {
                         ),
                     ));
                 }
-                spec.replicas
+                Some(spec.replicas)
             }
         };
-        let period = cron.min_period_minutes();
-        if stagger.saturating_mul(snapshotting) > period {
-            return Err(err(
-                "snapshots.staggerInterval",
-                format!(
-                    "{} × {snapshotting} snapshotting members = {} minutes does not fit in the {period}-minute period of `{}`",
-                    snap.stagger_interval,
-                    stagger.saturating_mul(snapshotting),
-                    snap.schedule
-                ),
-            ));
+        if let Some(n) = staggered {
+            let period = cron.min_period_minutes();
+            if stagger.saturating_mul(n) > period {
+                return Err(err(
+                    "snapshots.staggerInterval",
+                    format!(
+                        "{} × {n} snapshotting members = {} minutes does not fit in the {period}-minute period of `{}`",
+                        snap.stagger_interval,
+                        stagger.saturating_mul(n),
+                        snap.schedule
+                    ),
+                ));
+            }
+            if builtin_schedules(spec) {
+                expressible_shifts(&cron, stagger, n, snap)?;
+            }
         }
         if snap.location == SnapshotLocation::PersistentVolume && spec.storage.is_none() {
             return Err(err(
                 "snapshots.location",
                 "persistentVolume needs spec.storage (a volume per member)",
             ));
+        }
+        for (key, _) in spec.config.iter() {
+            let lower = key.to_ascii_lowercase();
+            if SNAPSHOT_CONFIG.contains(&lower.as_str()) {
+                return Err(err(
+                    &format!("config.{key}"),
+                    format!(
+                        "cannot be set while spec.snapshots manages snapshots: the engine's own \
+                         schedule is off (`save \"\"`, Dragonfly `snapshot_cron` unset until the \
+                         operator sets it), the operator takes the snapshots, and a full sync \
+                         must not delete the last one (`rdb-del-sync-files no`); remove \
+                         spec.config.{key}, or spec.snapshots to let the engine save on its own"
+                    ),
+                ));
+            }
         }
     }
     validate_auth(spec)?;
@@ -132,6 +155,47 @@ fn validate_auth(spec: &KvClusterSpec) -> Result<(), SpecError> {
     }
     Ok(())
 }
+
+/// Whether the snapshot schedules come from `builtin:stagger`: it is the configured plugin, or
+/// the fallback when the configured one fails. Another plugin may place members differently,
+/// so only the builtin's shifts can be checked ahead of time; what any plugin answers is
+/// validated when it answers (an invalid answer is a plugin failure).
+fn builtin_schedules(spec: &KvClusterSpec) -> bool {
+    let policy = spec.policies.for_hook(Hook::SnapshotSchedule);
+    policy.plugin == format!("builtin:{}", Hook::SnapshotSchedule.default_builtin())
+        || policy.failure_policy == FailurePolicy::Fallback
+}
+
+/// The builtin gives the member of rank r (0 ≤ r < `members`) the base schedule shifted by
+/// r × `stagger` minutes. Cron cannot express every shift (a firing moved past midnight on a
+/// restricted day, hours and minutes that no longer combine), and the plugin would then fail
+/// at every reconcile: refuse the spec instead, naming the first shift that does not work.
+fn expressible_shifts(
+    cron: &Cron,
+    stagger: u32,
+    members: u32,
+    snap: &super::SnapshotSpec,
+) -> Result<(), SpecError> {
+    for rank in 1..members {
+        let shift = rank.saturating_mul(stagger);
+        if let Err(e) = cron.shifted(shift) {
+            return Err(err(
+                "snapshots.staggerInterval",
+                format!(
+                    "`{}` with staggerInterval {} cannot be staggered over {members} members: \
+                     the member of rank {rank} is {shift} minutes later and {e}; choose a \
+                     schedule whose shifted firings stay on the same days, or a shorter interval",
+                    snap.schedule, snap.stagger_interval
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Settings that would make the engine snapshot on its own, or delete the operator's
+/// snapshot, refused while `spec.snapshots` is set.
+const SNAPSHOT_CONFIG: &[&str] = &["save", "snapshot_cron", "rdb-del-sync-files"];
 
 /// Settings the operator owns: letting a user set them would break replication or safety.
 /// The TLS and ACL ones come from `spec.tls` and `spec.auth` (they name mounted files and
@@ -247,6 +311,90 @@ mod tests {
             validate_spec(&bad_interval).unwrap_err().field,
             "snapshots.staggerInterval"
         );
+    }
+
+    #[test]
+    fn shifts_cron_cannot_express_are_rejected_before_the_plugin_sees_them() {
+        // 23:50 on the 1st, 20 minutes later for the second replica: 00:10 on the 2nd.
+        let spec = with_snapshots(3, SnapshotModeSpec::ReplicasOnly, "50 23 1 * *", "20m");
+        let e = validate_spec(&spec).unwrap_err();
+        assert_eq!(e.field, "snapshots.staggerInterval");
+        assert!(e.message.contains("rank 1 is 20 minutes later"), "{e}");
+        assert!(e.message.contains("day-of-month"), "{e}");
+        // The same schedule fits when the shifts stay on the 1st…
+        let early = with_snapshots(3, SnapshotModeSpec::ReplicasOnly, "10 23 1 * *", "20m");
+        assert_eq!(validate_spec(&early), Ok(()));
+        // …and when the days are not restricted, a shift past midnight is fine.
+        let daily = with_snapshots(3, SnapshotModeSpec::All, "50 23 * * *", "20m");
+        assert_eq!(validate_spec(&daily), Ok(()));
+        // Hours and minutes that no longer combine: 10:00 and 10:40, 20 minutes later, are
+        // 10:20 and 11:00 (the 40-minute period holds 2 × 20 minutes).
+        let e = validate_spec(&with_snapshots(
+            2,
+            SnapshotModeSpec::ReplicasOnly,
+            "0,40 10 * * *",
+            "20m",
+        ))
+        .unwrap_err();
+        assert_eq!(e.field, "snapshots.staggerInterval");
+        assert!(e.message.contains("rank 1"), "{e}");
+        assert!(e.message.contains("combination"), "{e}");
+        // Every shift the builtin would make is what validation accepted.
+        let ok = with_snapshots(4, SnapshotModeSpec::All, "50 23 * * 1", "20m");
+        assert_eq!(validate_spec(&ok), Ok(()));
+        let base: Cron = "50 23 * * 1".parse().unwrap();
+        for rank in 0..5 {
+            assert!(base.shifted(rank * 20).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_custom_snapshot_plugin_is_not_held_to_the_builtins_shifts() {
+        let mut spec = with_snapshots(3, SnapshotModeSpec::ReplicasOnly, "50 23 1 * *", "20m");
+        spec.policies.snapshot_schedule = Some(crate::api::PolicyRef {
+            plugin: "my-scheduler".into(),
+            config: None,
+            failure_policy: FailurePolicy::Fail,
+        });
+        assert_eq!(validate_spec(&spec), Ok(()));
+        // With Fallback the builtin may answer: checked again.
+        if let Some(p) = spec.policies.snapshot_schedule.as_mut() {
+            p.failure_policy = FailurePolicy::Fallback;
+        }
+        assert_eq!(
+            validate_spec(&spec).unwrap_err().field,
+            "snapshots.staggerInterval"
+        );
+    }
+
+    #[test]
+    fn primary_only_does_not_stagger_so_the_interval_need_not_fit() {
+        // One member snapshots at the base schedule: a 30-minute interval on a 15-minute
+        // schedule spreads nothing.
+        let spec = with_snapshots(2, SnapshotModeSpec::PrimaryOnly, "*/15 * * * *", "30m");
+        assert_eq!(validate_spec(&spec), Ok(()));
+        let spec = with_snapshots(2, SnapshotModeSpec::PrimaryOnly, "50 23 1 * *", "20m");
+        assert_eq!(validate_spec(&spec), Ok(()));
+        // It must still be a duration.
+        let spec = with_snapshots(2, SnapshotModeSpec::PrimaryOnly, "0 3 * * *", "5s");
+        assert_eq!(
+            validate_spec(&spec).unwrap_err().field,
+            "snapshots.staggerInterval"
+        );
+    }
+
+    #[test]
+    fn the_engines_own_save_settings_are_refused_while_snapshots_are_managed() {
+        for key in ["save", "SAVE", "snapshot_cron", "rdb-del-sync-files"] {
+            let mut spec = with_snapshots(2, SnapshotModeSpec::ReplicasOnly, "0 3 * * *", "10m");
+            spec.config.insert(key.into(), "3600 1".into());
+            let e = validate_spec(&spec).unwrap_err();
+            assert_eq!(e.field, format!("config.{key}"));
+            assert!(e.message.contains("spec.snapshots"), "{e}");
+            // Without managed snapshots the engine's own schedule is the user's business.
+            spec.snapshots = None;
+            assert_eq!(validate_spec(&spec), Ok(()));
+        }
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! `kvpilot demo [--engine valkey|redis] [--json]`.
 
 use crate::demo;
-use crate::platform::local::server::ServerGuard;
 use clap::{Args, Subcommand, ValueEnum};
 use std::process::ExitCode;
 
@@ -58,34 +57,22 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, String> {
             println!("· {step}");
         }
     };
-    // Members run in their own process groups (they outlive a reconciler on purpose), so
-    // an interrupted or failed demo must stop them itself: the guard kills whatever is
-    // still running under the work directory when it drops, also on a panic.
-    let guard = ServerGuard::new();
-    guard.track_dir(work.join("state"));
-    let scenario = async {
-        match args.scenario {
-            None => demo::run(engine, &work, progress)
-                .await
-                .map(|r| (serde_json::to_string_pretty(&r), r.table())),
-            Some(Scenario::Snapshots { dataset_mib }) => {
-                let durations = demo::snapshots::Durations::default();
-                demo::snapshots::run(engine, &work, dataset_mib, durations, progress)
-                    .await
-                    .map(|r| (serde_json::to_string_pretty(&r), r.table()))
-            }
+    let (value, table) = match args.scenario {
+        None => {
+            let result = demo::run(engine, &work, progress).await;
+            let _ = std::fs::remove_dir_all(&work);
+            let report = result.map_err(|e| e.to_string())?;
+            (serde_json::to_string_pretty(&report), report.table())
+        }
+        Some(Scenario::Snapshots { dataset_mib }) => {
+            let durations = demo::snapshots::Durations::default();
+            let result =
+                demo::snapshots::run(engine, &work, dataset_mib, durations, progress).await;
+            let _ = std::fs::remove_dir_all(&work);
+            let report = result.map_err(|e| e.to_string())?;
+            (serde_json::to_string_pretty(&report), report.table())
         }
     };
-    let outcome = tokio::select! {
-        r = scenario => Some(r),
-        () = super::stop_signal() => None,
-    };
-    drop(guard);
-    let _ = std::fs::remove_dir_all(&work);
-    let Some(result) = outcome else {
-        return Err("interrupted: every server the demo started has been stopped".into());
-    };
-    let (value, table) = result.map_err(|e| e.to_string())?;
     if json {
         println!("{}", value.map_err(|e| e.to_string())?);
     } else {

@@ -111,7 +111,7 @@ async fn up(
         file.display()
     );
     cluster
-        .run_until(super::stop_signal(), Duration::from_secs(1))
+        .run_until(crate::shutdown::signal(), Duration::from_secs(1))
         .await;
     println!("stopping members…");
     let stopped = cluster.shutdown().await.map_err(|e| e.to_string());
@@ -210,13 +210,19 @@ pub fn render(s: &ClusterStatus) -> String {
         let _ = writeln!(out, "snapshots:");
         let _ = writeln!(
             out,
-            "  {:<12} {:<18} {:<22} {:<7} {:<22}",
+            "  {:<12} {:<18} {:<22} {:<7} {:<22} STATE",
             "MEMBER", "SCHEDULE", "LAST (UTC)", "RESULT", "NEXT (UTC)"
         );
         for m in &s.members {
+            // Due: the next time has passed and the member waits for its turn.
+            let state = match (m.snapshot_due, m.snapshot_retrying) {
+                (true, _) => "due",
+                (false, true) => "retrying",
+                (false, false) => "",
+            };
             let _ = writeln!(
                 out,
-                "  {:<12} {:<18} {:<22} {:<7} {:<22}",
+                "  {:<12} {:<18} {:<22} {:<7} {:<22} {}",
                 m.name,
                 m.snapshot_schedule.as_deref().unwrap_or("-"),
                 m.last_snapshot_unix.map(utc).unwrap_or_else(|| "-".into()),
@@ -226,6 +232,7 @@ pub fn render(s: &ClusterStatus) -> String {
                     None => "-",
                 },
                 m.next_snapshot_unix.map(utc).unwrap_or_else(|| "-".into()),
+                state,
             );
         }
     }

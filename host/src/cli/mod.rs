@@ -83,17 +83,3 @@ fn init_logging(json: bool) {
         builder.try_init()
     };
 }
-
-/// Ctrl-C or SIGTERM (what `local down` sends).
-pub(crate) async fn stop_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match term.as_mut() {
-                Some(t) => { t.recv().await; }
-                None => std::future::pending::<()>().await,
-            }
-        } => {}
-    }
-}

@@ -13,7 +13,7 @@ mod topology;
 mod tests;
 
 pub use plan::{Action, Blocker, Plan, Wait};
-pub use snapshot::SnapshotPolicy;
+pub use snapshot::{Attempt, MAX_SAVE_RETRY, MemberSnapshot, SaveAttempts, SnapshotPolicy};
 
 use crate::api::{KvClusterSpec, validate_spec};
 use crate::observe::Observed;
@@ -31,6 +31,9 @@ pub struct Settings {
     pub steady_interval: Duration,
     /// Requeue delay after a hook failed under `Fail` (the loop adds backoff on repeats).
     pub policy_retry: Duration,
+    /// Wait before retrying a member whose snapshot failed; doubles with each further failure
+    /// in a row, up to [`MAX_SAVE_RETRY`].
+    pub snapshot_retry: Duration,
 }
 
 impl Default for Settings {
@@ -40,6 +43,9 @@ impl Default for Settings {
             probe_interval: Duration::from_millis(200),
             steady_interval: Duration::from_secs(2),
             policy_retry: Duration::from_secs(2),
+            // A failed save on a full disk fails again; a fork every 30 s at first, then
+            // less often, instead of one per probe.
+            snapshot_retry: Duration::from_secs(30),
         }
     }
 }
@@ -51,10 +57,20 @@ pub struct Input<'a> {
     pub settings: &'a Settings,
     /// Snapshot settings from the spec, when snapshots are configured.
     pub snapshots: Option<&'a SnapshotPolicy>,
+    /// The snapshots the operator started lately (kept by the reconciler, in memory).
+    pub save_attempts: &'a SaveAttempts,
 }
 
 /// Decides the next step for one cluster.
 pub async fn decide<P: Policies>(input: &Input<'_>, policies: &P) -> Plan {
+    let mut plan = steps(input, policies).await;
+    // Snapshots are configured but this plan did not get to them (something else is moving,
+    // or the hook failed): the schedules last decided still hold, and status keeps them.
+    plan.snapshots_deferred = input.snapshots.is_some() && plan.schedules.is_empty();
+    plan
+}
+
+async fn steps<P: Policies>(input: &Input<'_>, policies: &P) -> Plan {
     let plan = Plan::new(input.settings.steady_interval);
     if let Err(e) = validate_spec(input.spec) {
         return plan.wait(

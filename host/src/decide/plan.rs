@@ -121,8 +121,11 @@ pub struct Plan {
     pub primary: Option<String>,
     /// A stale member exists (a rollout is in progress).
     pub rolling: bool,
-    /// Each member's snapshot schedule, when snapshots are configured.
-    pub schedules: Vec<kvpilot_sdk::MemberSchedule>,
+    /// Each member's snapshot schedule and standing, when snapshots were decided on.
+    pub schedules: Vec<super::MemberSnapshot>,
+    /// Snapshots are configured but were not decided on (something else is moving, or the
+    /// hook failed): the schedules last decided still hold.
+    pub snapshots_deferred: bool,
 }
 
 impl Plan {
@@ -135,6 +138,7 @@ impl Plan {
             primary: None,
             rolling: false,
             schedules: Vec::new(),
+            snapshots_deferred: false,
         }
     }
 

@@ -164,6 +164,7 @@ async fn run(obs: &Observed, policies: &TestPolicies) -> Plan {
             observed: obs,
             settings: &settings,
             snapshots: None,
+            save_attempts: &SaveAttempts::default(),
         },
         policies,
     )
@@ -595,6 +596,7 @@ async fn an_invalid_spec_changes_nothing() {
             observed: &obs,
             settings: &settings,
             snapshots: None,
+            save_attempts: &SaveAttempts::default(),
         },
         &TestPolicies::default(),
     )
@@ -624,6 +626,7 @@ async fn run_snap(obs: &Observed, policies: &TestPolicies, policy: &SnapshotPoli
             observed: obs,
             settings: &settings,
             snapshots: Some(policy),
+            save_attempts: &SaveAttempts::default(),
         },
         policies,
     )
@@ -747,4 +750,344 @@ async fn snapshots_wait_while_a_rollout_is_in_progress() {
     let policy = snapshot_policy(kvpilot_sdk::SnapshotMode::ReplicasOnly);
     let plan = run_snap(&obs, &TestPolicies::default(), &policy).await;
     assert!(matches!(plan.action, Some(Action::Restart { .. })));
+}
+
+async fn run_snap_with(obs: &Observed, policy: &SnapshotPolicy, attempts: &SaveAttempts) -> Plan {
+    let spec = spec();
+    let settings = Settings::default();
+    decide(
+        &Input {
+            spec: &spec,
+            observed: obs,
+            settings: &settings,
+            snapshots: Some(policy),
+            save_attempts: attempts,
+        },
+        &TestPolicies::default(),
+    )
+    .await
+}
+
+/// Sets what the member reports about its clock and last save.
+fn reporting(mut m: ObservedMember, clock: i64, ok: bool) -> ObservedMember {
+    if let Some(r) = m.report.as_mut() {
+        r.clock_unix = Some(clock);
+        r.last_bgsave_ok = Some(ok);
+    }
+    m
+}
+
+fn standing<'a>(plan: &'a Plan, member: &str) -> &'a MemberSnapshot {
+    plan.schedules
+        .iter()
+        .find(|s| s.member == member)
+        .expect("a schedule entry")
+}
+
+#[tokio::test]
+async fn a_failed_save_is_retried_after_a_delay_not_at_every_probe() {
+    let day_before = AT_0315 - 86_400;
+    let base = Settings::default().snapshot_retry.as_secs() as i64;
+    // kv-1's 03:00 save was started 10 s ago and failed (LASTSAVE did not move); kv-2 saved
+    // its 03:10 slot already.
+    let members = vec![
+        reporting(saved_at(primary(0, 100, 5000), day_before), AT_0315, true),
+        reporting(
+            saved_at(replica(1, 0, 100, 5000), day_before),
+            AT_0315,
+            false,
+        ),
+        reporting(
+            saved_at(replica(2, 0, 100, 5000), AT_0315 - 60),
+            AT_0315,
+            true,
+        ),
+    ];
+    let mut attempts = SaveAttempts::default();
+    attempts.insert(
+        "kv-1",
+        Attempt {
+            at_unix: AT_0315 - 10,
+            failed_before: 0,
+        },
+    );
+    let policy = snapshot_policy(kvpilot_sdk::SnapshotMode::ReplicasOnly);
+    let mut obs = observed(members, Some(0));
+    obs.now_unix = AT_0315;
+    let plan = run_snap_with(&obs, &policy, &attempts).await;
+    assert_eq!(plan.action, None, "not retried at once");
+    let kv1 = standing(&plan, "kv-1");
+    assert!(kv1.retrying && !kv1.due, "{kv1:?}");
+    assert_eq!(kv1.next_unix, Some(AT_0315 - 10 + base));
+    // The requeue aims at the retry, not at the probe interval.
+    assert_eq!(
+        plan.requeue_after,
+        Duration::from_secs((base - 10) as u64).min(Settings::default().steady_interval)
+    );
+
+    // Once the delay has passed (on the member's clock), it is retried.
+    let retry_at = AT_0315 - 10 + base;
+    for m in obs.members.iter_mut() {
+        if let Some(r) = m.report.as_mut() {
+            r.clock_unix = Some(retry_at);
+        }
+    }
+    let plan = run_snap_with(&obs, &policy, &attempts).await;
+    assert_eq!(
+        plan.action,
+        Some(Action::Snapshot {
+            member: "kv-1".into()
+        })
+    );
+
+    // A second failure in a row waits twice as long.
+    attempts.insert(
+        "kv-1",
+        Attempt {
+            at_unix: retry_at,
+            failed_before: 1,
+        },
+    );
+    let plan = run_snap_with(&obs, &policy, &attempts).await;
+    assert_eq!(plan.action, None);
+    assert_eq!(standing(&plan, "kv-1").next_unix, Some(retry_at + 2 * base));
+
+    // A save that worked (LASTSAVE at or after the attempt) ends the retrying.
+    if let Some(r) = obs.members[1].report.as_mut() {
+        r.last_save_unix = Some(retry_at);
+        r.last_bgsave_ok = Some(true);
+    }
+    let plan = run_snap_with(&obs, &policy, &attempts).await;
+    assert!(!standing(&plan, "kv-1").retrying);
+    assert_eq!(plan.action, None, "saved after its 03:00 slot");
+}
+
+#[tokio::test]
+async fn a_bgsave_the_server_refused_also_waits() {
+    // The fork failed: BGSAVE answered an error, the status may still say ok, LASTSAVE did
+    // not move.
+    let day_before = AT_0315 - 86_400;
+    let members = vec![
+        reporting(saved_at(primary(0, 100, 5000), day_before), AT_0315, true),
+        reporting(
+            saved_at(replica(1, 0, 100, 5000), day_before),
+            AT_0315,
+            true,
+        ),
+        reporting(
+            saved_at(replica(2, 0, 100, 5000), AT_0315 - 60),
+            AT_0315,
+            true,
+        ),
+    ];
+    let mut obs = observed(members, Some(0));
+    obs.now_unix = AT_0315;
+    let policy = snapshot_policy(kvpilot_sdk::SnapshotMode::ReplicasOnly);
+    let first = run_snap_with(&obs, &policy, &SaveAttempts::default()).await;
+    assert_eq!(
+        first.action,
+        Some(Action::Snapshot {
+            member: "kv-1".into()
+        })
+    );
+    let mut attempts = SaveAttempts::default();
+    attempts.note(&obs, &first);
+    let plan = run_snap_with(&obs, &policy, &attempts).await;
+    assert_eq!(plan.action, None);
+    assert!(standing(&plan, "kv-1").retrying);
+    // Noting the retry counts the failure before it.
+    let mut later = obs.clone();
+    let base = Settings::default().snapshot_retry.as_secs() as i64;
+    for m in later.members.iter_mut() {
+        if let Some(r) = m.report.as_mut() {
+            r.clock_unix = Some(AT_0315 + base);
+        }
+    }
+    let retry = run_snap_with(&later, &policy, &attempts).await;
+    assert!(matches!(retry.action, Some(Action::Snapshot { .. })));
+    attempts.note(&later, &retry);
+    let plan = run_snap_with(&later, &policy, &attempts).await;
+    assert_eq!(
+        standing(&plan, "kv-1").next_unix,
+        Some(AT_0315 + base + 2 * base)
+    );
+    // A save in progress is not a failure.
+    if let Some(r) = later.members[1].report.as_mut() {
+        r.bgsave_in_progress = true;
+    }
+    let plan = run_snap_with(&later, &policy, &attempts).await;
+    assert!(!standing(&plan, "kv-1").retrying);
+    assert_eq!(plan.action, None, "one save at a time");
+}
+
+#[tokio::test]
+async fn due_is_judged_on_the_members_clock_not_the_operators() {
+    let day_before = AT_0315 - 86_400;
+    // The members say it is 03:05: kv-1 (03:00) is due, kv-2 (03:10) is not, even though the
+    // operator's clock is an hour ahead.
+    let at_0305 = AT_0315 - 600;
+    let members = vec![
+        reporting(saved_at(primary(0, 100, 5000), day_before), at_0305, true),
+        reporting(
+            saved_at(replica(1, 0, 100, 5000), AT_0315 - 3600),
+            at_0305,
+            true,
+        ),
+        reporting(
+            saved_at(replica(2, 0, 100, 5000), day_before),
+            at_0305,
+            true,
+        ),
+    ];
+    let mut obs = observed(members, Some(0));
+    obs.now_unix = AT_0315 + 3600;
+    let policy = snapshot_policy(kvpilot_sdk::SnapshotMode::ReplicasOnly);
+    let plan = run_snap_with(&obs, &policy, &SaveAttempts::default()).await;
+    // kv-1 saved at 02:15 by its clock, so its 03:00 slot is due; kv-2 is not.
+    assert_eq!(
+        plan.action,
+        Some(Action::Snapshot {
+            member: "kv-1".into()
+        })
+    );
+    let kv2 = standing(&plan, "kv-2");
+    assert!(!kv2.due, "{kv2:?}");
+    assert_eq!(kv2.next_unix, Some(AT_0315 - 300));
+
+    // The other way round: the operator is an hour behind; the members' 03:15 still counts.
+    let members = vec![
+        reporting(saved_at(primary(0, 100, 5000), day_before), AT_0315, true),
+        reporting(
+            saved_at(replica(1, 0, 100, 5000), AT_0315 - 60),
+            AT_0315,
+            true,
+        ),
+        reporting(
+            saved_at(replica(2, 0, 100, 5000), day_before),
+            AT_0315,
+            true,
+        ),
+    ];
+    let mut obs = observed(members, Some(0));
+    obs.now_unix = AT_0315 - 3600;
+    let plan = run_snap_with(&obs, &policy, &SaveAttempts::default()).await;
+    assert_eq!(
+        plan.action,
+        Some(Action::Snapshot {
+            member: "kv-2".into()
+        })
+    );
+    // Without a reported clock, the operator's is used.
+    for m in obs.members.iter_mut() {
+        if let Some(r) = m.report.as_mut() {
+            r.clock_unix = None;
+        }
+    }
+    let plan = run_snap_with(&obs, &policy, &SaveAttempts::default()).await;
+    assert_eq!(plan.action, None);
+}
+
+#[tokio::test]
+async fn a_due_member_that_waits_shows_its_overdue_time() {
+    let day_before = AT_0315 - 86_400;
+    let mut members: Vec<ObservedMember> = healthy()
+        .into_iter()
+        .map(|m| reporting(saved_at(m, day_before), AT_0315, true))
+        .collect();
+    if let Some(r) = members[1].report.as_mut() {
+        r.bgsave_in_progress = true;
+    }
+    let mut obs = observed(members, Some(0));
+    obs.now_unix = AT_0315;
+    let policy = snapshot_policy(kvpilot_sdk::SnapshotMode::ReplicasOnly);
+    let plan = run_snap_with(&obs, &policy, &SaveAttempts::default()).await;
+    assert_eq!(plan.action, None);
+    // kv-2's 03:10 slot came after its last save: it is due, and shows 03:10, not tomorrow.
+    let kv2 = standing(&plan, "kv-2");
+    assert!(kv2.due);
+    assert_eq!(kv2.next_unix, Some(AT_0315 - 300));
+    let kv0 = standing(&plan, "kv-0");
+    assert_eq!(
+        (kv0.cron.as_deref(), kv0.next_unix, kv0.due),
+        (None, None, false)
+    );
+}
+
+#[tokio::test]
+async fn the_member_due_first_snapshots_first() {
+    // kv-2 missed yesterday's 03:10, kv-1 only today's 03:00.
+    let members = vec![
+        reporting(saved_at(primary(0, 100, 5000), AT_0315), AT_0315, true),
+        reporting(
+            saved_at(replica(1, 0, 100, 5000), AT_0315 - 3600),
+            AT_0315,
+            true,
+        ),
+        reporting(
+            saved_at(replica(2, 0, 100, 5000), AT_0315 - 2 * 86_400),
+            AT_0315,
+            true,
+        ),
+    ];
+    let mut obs = observed(members, Some(0));
+    obs.now_unix = AT_0315;
+    let policy = snapshot_policy(kvpilot_sdk::SnapshotMode::ReplicasOnly);
+    let plan = run_snap_with(&obs, &policy, &SaveAttempts::default()).await;
+    assert_eq!(
+        plan.action,
+        Some(Action::Snapshot {
+            member: "kv-2".into()
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_full_sync_must_not_delete_the_snapshot_drift_is_corrected() {
+    let mut members = healthy();
+    if let Some(r) = members[1].report.as_mut() {
+        r.del_sync_files = Some(true);
+    }
+    let obs = observed(members, Some(0));
+    let policy = snapshot_policy(kvpilot_sdk::SnapshotMode::ReplicasOnly);
+    let plan = run_snap(&obs, &TestPolicies::default(), &policy).await;
+    assert_eq!(
+        plan.action,
+        Some(Action::Configure {
+            member: "kv-1".into(),
+            key: "rdb-del-sync-files".into(),
+            value: "no".into()
+        })
+    );
+}
+
+#[tokio::test]
+async fn schedules_are_kept_while_a_rollout_defers_snapshots() {
+    let members = healthy().into_iter().map(stale).collect();
+    let obs = observed(members, Some(0));
+    let policy = snapshot_policy(kvpilot_sdk::SnapshotMode::ReplicasOnly);
+    let plan = run_snap(&obs, &TestPolicies::default(), &policy).await;
+    assert!(plan.snapshots_deferred);
+    assert!(plan.schedules.is_empty());
+    let plan = run(&observed(healthy(), Some(0)), &TestPolicies::default()).await;
+    assert!(!plan.snapshots_deferred, "no snapshots configured");
+    // A member that is down is brought back first (topology acts): deferred too.
+    let mut members = healthy();
+    members[2] = dead(members[2].clone());
+    let plan = run_snap(
+        &observed(members, Some(0)),
+        &TestPolicies::default(),
+        &policy,
+    )
+    .await;
+    assert!(matches!(plan.action, Some(Action::Start { .. })));
+    assert!(plan.snapshots_deferred);
+    // Decided on: not deferred.
+    let plan = run_snap(
+        &observed(healthy(), Some(0)),
+        &TestPolicies::default(),
+        &policy,
+    )
+    .await;
+    assert!(!plan.snapshots_deferred);
+    assert_eq!(plan.schedules.len(), 3);
 }

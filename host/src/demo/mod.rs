@@ -9,6 +9,7 @@ pub mod writer;
 
 use crate::decide::Settings;
 use crate::platform::local::LocalCluster;
+use crate::platform::local::server::ServerGuard;
 use crate::status::ClusterStatus;
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -95,6 +96,18 @@ fn manifest(engine: kvpilot_sdk::Engine, hz: u32) -> String {
     )
 }
 
+/// Runs a scenario until it ends or Ctrl-C/SIGTERM, which becomes the scenario's error so that
+/// the caller still stops every server (without this, SIGINT ends the process on the spot and
+/// leaves the members running).
+pub(crate) async fn interruptible<T>(
+    scenario: impl std::future::Future<Output = Result<T, DemoError>>,
+) -> Result<T, DemoError> {
+    tokio::select! {
+        result = scenario => result,
+        () = crate::shutdown::signal() => Err(fail("interrupted", "stopping every server the demo started")),
+    }
+}
+
 /// A local group reconciled in the background while a scenario runs against it.
 pub(crate) struct Harness {
     pub spec_path: std::path::PathBuf,
@@ -103,6 +116,9 @@ pub(crate) struct Harness {
     pub cluster: Arc<Mutex<LocalCluster>>,
     stop_tx: watch::Sender<bool>,
     loop_task: tokio::task::JoinHandle<()>,
+    /// Kills (by PID and start time) every member under the state directory if the harness
+    /// is dropped without [`Harness::finish`] (a panic); after a clean finish it finds none.
+    _guard: ServerGuard,
 }
 
 impl Harness {
@@ -123,6 +139,8 @@ impl Harness {
             steady_interval: Duration::from_millis(500),
             ..Settings::default()
         };
+        let guard = ServerGuard::new();
+        guard.track_dir(work.join("state"));
         let cluster = LocalCluster::open(&spec_path, &work.join("state"), None, None, settings)
             .await
             .map_err(|e| fail("setup", e))?;
@@ -138,6 +156,7 @@ impl Harness {
             cluster,
             stop_tx,
             loop_task,
+            _guard: guard,
         })
     }
 
@@ -164,14 +183,14 @@ pub async fn run(
 ) -> Result<Report, DemoError> {
     let mut h = Harness::start(engine, work, "demo.yaml", manifest(engine, 10)).await?;
     let spec_path = h.spec_path.clone();
-    let result = scenario(
+    let result = interruptible(scenario(
         engine,
         &spec_path,
         h.endpoint,
         &h.cluster,
         &mut h.status,
         &progress,
-    )
+    ))
     .await;
     h.finish(result).await
 }

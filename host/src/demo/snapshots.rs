@@ -4,7 +4,7 @@
 //! (3) `replicasOnly` with a stagger. A sampler watches every member's
 //! `rdb_bgsave_in_progress` to count concurrent snapshots.
 
-use super::writer::{Ack, Writer};
+use super::writer::{Log, Writer};
 use super::{DemoError, Harness, fail, ready, settled, wait_status};
 use crate::status::ClusterStatus;
 use serde::Serialize;
@@ -23,16 +23,38 @@ const LOAD_BATCH: usize = 1000;
 /// Size of each loaded value.
 const VALUE_BYTES: usize = 1024;
 
-/// Write latency through the endpoint during one phase.
+/// Write latency through the endpoint during one phase: each write from its first try to its
+/// acknowledgement, so a write that timed out (and was retried) counts at least the timeout.
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Writes measured (acknowledged, plus one still waiting when the writer stopped).
     pub writes: usize,
+    /// Tries that got no answer within the writer's timeout (2 s).
+    pub timeouts: usize,
+    /// Tries that were not acknowledged, timeouts included.
+    pub errors: usize,
+    /// The phase's writes split by whether some member was saving when they were
+    /// acknowledged: on one machine a replica's save competes with the primary for CPU,
+    /// memory bandwidth and disk, which separate nodes would not share.
+    pub during_bgsave: Split,
+    pub outside_bgsave: Split,
+    /// The longest fork of a save in the phase (`latest_fork_usec`): it blocks the forking
+    /// server, so on the primary it is a write stall.
+    pub max_fork_ms: f64,
     /// Snapshots (BGSAVE) seen during the phase, by role.
     pub bgsaves_on_primary: u32,
     pub bgsaves_on_replicas: u32,
+}
+
+/// Latency of part of a phase's writes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Split {
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub writes: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -91,7 +113,7 @@ pub async fn run(
 ) -> Result<SnapshotReport, DemoError> {
     let mut h = Harness::start(engine, work, "snapdemo.yaml", manifest(engine, None)).await?;
     let spec_path = h.spec_path.clone();
-    let result = phases(
+    let result = super::interruptible(phases(
         engine,
         &spec_path,
         h.endpoint,
@@ -99,7 +121,7 @@ pub async fn run(
         dataset_mib,
         durations,
         &progress,
-    )
+    ))
     .await;
     h.finish(result).await
 }
@@ -170,10 +192,14 @@ async fn phases(
     }
     let phase = |from: Instant, to: Instant| {
         let (on_primary, on_replicas) = samples.started_between(from, to);
+        let during = |t: Instant| samples.saving_at(t);
         Latency {
             bgsaves_on_primary: on_primary,
             bgsaves_on_replicas: on_replicas,
-            ..latency(&log.acks, from, to)
+            during_bgsave: split(&log, from, to, during),
+            outside_bgsave: split(&log, from, to, |t| !during(t)),
+            max_fork_ms: samples.max_fork_ms(from, to),
+            ..latency(&log, from, to)
         }
     };
     Ok(SnapshotReport {
@@ -216,27 +242,61 @@ async fn load(endpoint: SocketAddr, mib: u64) -> Result<(), DemoError> {
     Ok(())
 }
 
-fn latency(acks: &[Ack], from: Instant, to: Instant) -> Latency {
-    let mut ms: Vec<f64> = acks
+/// Each write's latency (from its first try) in milliseconds, sorted, for the writes that
+/// ended in `[from, to)` where `keep` holds: the acknowledged ones, and the write still
+/// waiting when the writer stopped, counted until then.
+fn latencies(log: &Log, from: Instant, to: Instant, keep: impl Fn(Instant) -> bool) -> Vec<f64> {
+    let within = |t: Instant| t >= from && t < to && keep(t);
+    let mut ms: Vec<f64> = log
+        .acks
         .iter()
-        .filter(|a| a.at >= from && a.at < to)
-        .map(|a| a.latency.as_secs_f64() * 1000.0)
+        .filter(|a| within(a.at))
+        .map(|a| a.since_first_try.as_secs_f64() * 1000.0)
         .collect();
+    if let Some((first, stopped)) = log.unfinished
+        && within(stopped)
+    {
+        ms.push((stopped - first).as_secs_f64() * 1000.0);
+    }
     ms.sort_by(|a, b| a.total_cmp(b));
-    let pick = |q: f64| {
-        if ms.is_empty() {
-            return 0.0;
-        }
-        let i = ((ms.len() as f64 - 1.0) * q).round() as usize;
-        round3(ms[i.min(ms.len() - 1)])
-    };
+    ms
+}
+
+/// The `q` quantile of sorted `ms` (nearest rank), 0 when empty.
+fn quantile(ms: &[f64], q: f64) -> f64 {
+    if ms.is_empty() {
+        return 0.0;
+    }
+    let i = ((ms.len() as f64 - 1.0) * q).round() as usize;
+    round3(ms[i.min(ms.len() - 1)])
+}
+
+/// Latency of the writes of `[from, to)` and the tries that failed in it.
+fn latency(log: &Log, from: Instant, to: Instant) -> Latency {
+    let ms = latencies(log, from, to, |_| true);
+    let failures = || log.failures.iter().filter(|f| f.at >= from && f.at < to);
     Latency {
-        p50_ms: pick(0.50),
-        p99_ms: pick(0.99),
+        p50_ms: quantile(&ms, 0.50),
+        p99_ms: quantile(&ms, 0.99),
         max_ms: round3(ms.last().copied().unwrap_or(0.0)),
         writes: ms.len(),
+        timeouts: failures().filter(|f| f.timed_out).count(),
+        errors: failures().count(),
+        during_bgsave: Split::default(),
+        outside_bgsave: Split::default(),
+        max_fork_ms: 0.0,
         bgsaves_on_primary: 0,
         bgsaves_on_replicas: 0,
+    }
+}
+
+/// Latency of the writes of `[from, to)` acknowledged when `keep` holds.
+fn split(log: &Log, from: Instant, to: Instant, keep: impl Fn(Instant) -> bool) -> Split {
+    let ms = latencies(log, from, to, keep);
+    Split {
+        p99_ms: quantile(&ms, 0.99),
+        max_ms: round3(ms.last().copied().unwrap_or(0.0)),
+        writes: ms.len(),
     }
 }
 
@@ -244,11 +304,21 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// Watches `rdb_bgsave_in_progress` on every member.
+/// Watches `rdb_bgsave_in_progress` on every member. Dropped without [`Sampler::stop`] (a
+/// demo that failed half way), it stops sampling.
 struct Sampler {
     stop: Arc<AtomicBool>,
     running: Arc<AtomicU32>,
-    task: tokio::task::JoinHandle<Samples>,
+    task: Option<tokio::task::JoinHandle<Samples>>,
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -256,9 +326,31 @@ struct Samples {
     max_concurrent: u32,
     /// (when a BGSAVE was first seen running, whether on the primary).
     started: Vec<(Instant, bool)>,
+    /// When some member was saving: (the start of the last round that saw none saving, the
+    /// first round after that saw none).
+    busy: Vec<(Instant, Instant)>,
+    /// (when a save was first seen, its fork time in µs, whether on the primary).
+    forks: Vec<(Instant, u64, bool)>,
 }
 
 impl Samples {
+    /// Whether some member was saving at `t` (as far as 25 ms samples tell).
+    fn saving_at(&self, t: Instant) -> bool {
+        self.busy.iter().any(|(from, to)| t >= *from && t < *to)
+    }
+
+    /// The longest fork of a save first seen in `[from, to)`, in ms.
+    fn max_fork_ms(&self, from: Instant, to: Instant) -> f64 {
+        let us = self
+            .forks
+            .iter()
+            .filter(|(at, _, _)| *at >= from && *at < to)
+            .map(|(_, us, _)| *us)
+            .max()
+            .unwrap_or(0);
+        round3(us as f64 / 1000.0)
+    }
+
     fn started_between(&self, from: Instant, to: Instant) -> (u32, u32) {
         let mut p = 0;
         let mut r = 0;
@@ -283,7 +375,7 @@ impl Sampler {
         Sampler {
             stop,
             running,
-            task,
+            task: Some(task),
         }
     }
 
@@ -301,9 +393,12 @@ impl Sampler {
         }
     }
 
-    async fn stop(self) -> Samples {
+    async fn stop(mut self) -> Samples {
         self.stop.store(true, Ordering::SeqCst);
-        self.task.await.unwrap_or_default()
+        match self.task.take() {
+            Some(task) => task.await.unwrap_or_default(),
+            None => Samples::default(),
+        }
     }
 }
 
@@ -318,7 +413,13 @@ async fn sample(
         .set_response_timeout(Some(Duration::from_millis(500)));
     let mut conns: BTreeMap<String, redis::aio::MultiplexedConnection> = BTreeMap::new();
     let mut saving: BTreeMap<String, bool> = BTreeMap::new();
+    let mut busy_since: Option<Instant> = None;
+    // A fork blocks the forking server, and a save is only seen once its fork returned: an
+    // interval of saving starts at the last round that saw none, so the writes the primary's
+    // fork held up count as during the save.
+    let mut last_idle_round = Instant::now();
     while !stop.load(Ordering::SeqCst) {
+        let round = Instant::now();
         let snapshot = status.borrow().clone();
         let mut concurrent = 0;
         for m in &snapshot.members {
@@ -335,6 +436,7 @@ async fn sample(
             };
             let info: Result<String, _> = redis::cmd("INFO")
                 .arg("persistence")
+                .arg("stats")
                 .query_async(conn)
                 .await;
             let Ok(info) = info else {
@@ -349,12 +451,36 @@ async fn sample(
                 .insert(m.address.clone(), now_saving)
                 .unwrap_or(false);
             if now_saving && !was {
-                out.started.push((Instant::now(), m.role == "primary"));
+                let on_primary = m.role == "primary";
+                out.started.push((Instant::now(), on_primary));
+                // The fork just returned: `latest_fork_usec` is this save's.
+                if let Some(us) = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("latest_fork_usec:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                {
+                    out.forks.push((Instant::now(), us, on_primary));
+                }
             }
+        }
+        let now = Instant::now();
+        match (busy_since, concurrent > 0) {
+            (None, true) => busy_since = Some(last_idle_round),
+            (Some(since), false) => {
+                out.busy.push((since, now));
+                busy_since = None;
+            }
+            _ => {}
+        }
+        if concurrent == 0 {
+            last_idle_round = round;
         }
         out.max_concurrent = out.max_concurrent.max(concurrent);
         running.store(concurrent, Ordering::SeqCst);
         tokio::time::sleep(SAMPLE_EVERY).await;
+    }
+    if let Some(since) = busy_since {
+        out.busy.push((since, Instant::now()));
     }
     out
 }
@@ -363,25 +489,35 @@ impl SnapshotReport {
     pub fn table(&self) -> String {
         let row = |name: &str, l: &Latency| {
             format!(
-                "{:<16} {:>9.3} {:>9.3} {:>9.3} {:>9} {:>10} {:>10}\n",
+                "{:<16} {:>9.3} {:>9.3} {:>9.3} {:>11.3} {:>11.3} {:>9.3} {:>9} {:>8} {:>8} {:>10} {:>10}\n",
                 name,
                 l.p50_ms,
                 l.p99_ms,
                 l.max_ms,
+                l.during_bgsave.p99_ms,
+                l.outside_bgsave.p99_ms,
+                l.max_fork_ms,
                 l.writes,
+                l.timeouts,
+                l.errors,
                 l.bgsaves_on_primary,
                 l.bgsaves_on_replicas
             )
         };
         format!(
-            "engine: {}   dataset: {} MiB\n{:<16} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}\n{}{}{}max concurrent BGSAVE per shard: {}\n",
+            "engine: {}   dataset: {} MiB\n{:<16} {:>9} {:>9} {:>9} {:>11} {:>11} {:>9} {:>9} {:>8} {:>8} {:>10} {:>10}\n{}{}{}max concurrent BGSAVE per shard: {}\n",
             self.engine,
             self.dataset_mib,
             "phase",
             "p50 ms",
             "p99 ms",
             "max ms",
+            "p99 saving",
+            "p99 idle",
+            "fork ms",
             "writes",
+            "timeouts",
+            "errors",
             "bgsave P",
             "bgsave R",
             row("baseline", &self.baseline),
@@ -389,5 +525,88 @@ impl SnapshotReport {
             row("replicasOnly", &self.replicas_only),
             self.max_concurrent_bgsave_per_shard
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::writer::{ACK_TIMEOUT, Ack, Failure};
+
+    #[test]
+    fn saves_are_placed_in_time_and_their_forks_measured() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let samples = Samples {
+            max_concurrent: 1,
+            started: vec![(t0 + ms(110), true), (t0 + ms(510), false)],
+            busy: vec![(t0 + ms(100), t0 + ms(300)), (t0 + ms(500), t0 + ms(900))],
+            forks: vec![(t0 + ms(110), 40_500, true), (t0 + ms(510), 9_000, false)],
+        };
+        assert!(!samples.saving_at(t0 + ms(99)));
+        assert!(samples.saving_at(t0 + ms(100)));
+        assert!(!samples.saving_at(t0 + ms(300)));
+        assert!(samples.saving_at(t0 + ms(899)));
+        assert_eq!(samples.max_fork_ms(t0, t0 + ms(1000)), 40.5);
+        assert_eq!(samples.max_fork_ms(t0 + ms(200), t0 + ms(1000)), 9.0);
+        assert_eq!(samples.max_fork_ms(t0 + ms(600), t0 + ms(1000)), 0.0);
+        assert_eq!(samples.started_between(t0, t0 + ms(1000)), (1, 1));
+    }
+
+    #[test]
+    fn a_write_that_timed_out_counts_at_least_its_timeout() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // 49 quick writes, then one that timed out once and was acknowledged on its retry.
+        let mut log = Log::default();
+        for i in 0..49 {
+            log.acks.push(Ack {
+                seq: i,
+                at: t0 + ms(10 * i + 1),
+                latency: ms(1),
+                since_first_try: ms(1),
+            });
+        }
+        let stalled_from = t0 + ms(1000);
+        log.failures.push(Failure {
+            at: stalled_from + ACK_TIMEOUT,
+            waited: ACK_TIMEOUT,
+            timed_out: true,
+        });
+        log.failures.push(Failure {
+            at: stalled_from + ACK_TIMEOUT + ms(1),
+            waited: ms(1),
+            timed_out: false,
+        });
+        let retried = stalled_from + ACK_TIMEOUT + ms(3);
+        log.acks.push(Ack {
+            seq: 49,
+            at: retried,
+            latency: ms(2),
+            since_first_try: retried - stalled_from,
+        });
+        let l = latency(&log, t0, t0 + ms(10_000));
+        assert_eq!(l.writes, 50);
+        assert_eq!((l.timeouts, l.errors), (1, 2));
+        assert!(l.max_ms >= ACK_TIMEOUT.as_millis() as f64, "{l:?}");
+        // One write in 50 is above the 98th percentile: it is the p99 here.
+        assert!(l.p99_ms >= ACK_TIMEOUT.as_millis() as f64, "{l:?}");
+        assert!(l.p50_ms <= 1.001, "{l:?}");
+
+        // A write still waiting when the writer stopped counts until then.
+        log.unfinished = Some((t0 + ms(5000), t0 + ms(9000)));
+        let l = latency(&log, t0, t0 + ms(10_000));
+        assert_eq!(l.writes, 51);
+        assert_eq!(l.max_ms, 4000.0);
+        // Split by a predicate: the stalled write alone, and the others.
+        let stalled = split(&log, t0, t0 + ms(10_000), |t| t == retried);
+        assert_eq!(stalled.writes, 1);
+        assert!(stalled.p99_ms >= ACK_TIMEOUT.as_millis() as f64);
+        let others = split(&log, t0, t0 + ms(10_000), |t| t != retried);
+        assert_eq!(others.writes, 50);
+        assert_eq!(others.max_ms, 4000.0, "the unfinished write");
+        // Outside the phase, none of it counts.
+        let l = latency(&log, t0 + ms(20_000), t0 + ms(30_000));
+        assert_eq!((l.writes, l.timeouts, l.errors, l.max_ms), (0, 0, 0, 0.0));
     }
 }

@@ -1,8 +1,11 @@
 //! A client that writes sequential keys through the primary endpoint and remembers every
-//! acknowledged one, to count lost writes and measure write gaps.
+//! acknowledged one, to count lost writes and measure write gaps and latency.
 //!
 //! It speaks raw RESP over one TCP connection so that nothing (pooling, retries inside a
-//! client library) hides what the server acknowledged and when.
+//! client library) hides what the server acknowledged and when. A write that is not
+//! acknowledged (an error, a reset, no answer within [`ACK_TIMEOUT`]) is retried with the same
+//! key on a fresh connection; the write's latency runs from its first try, so a stall that
+//! outlasts the timeout still counts in full.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +17,7 @@ use tokio::sync::Mutex;
 use tokio::time::timeout;
 
 /// Longest wait for one acknowledgement; past it the connection is dropped and rebuilt.
-const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause after a failed write or connect, so a dead endpoint is not spun on.
 const RETRY_PAUSE: Duration = Duration::from_millis(5);
 
@@ -23,25 +26,44 @@ const RETRY_PAUSE: Duration = Duration::from_millis(5);
 pub struct Ack {
     pub seq: u64,
     pub at: Instant,
-    /// From sending the write to its acknowledgement.
+    /// From sending the write (its last try) to its acknowledgement.
     pub latency: Duration,
+    /// From the write's first try to its acknowledgement: what the client waited, timeouts
+    /// and retries included.
+    pub since_first_try: Duration,
+}
+
+/// One try that was not acknowledged.
+#[derive(Debug, Clone, Copy)]
+pub struct Failure {
+    /// When the try ended.
+    pub at: Instant,
+    /// How long it waited.
+    pub waited: Duration,
+    /// No answer within [`ACK_TIMEOUT`] (else an error reply, a reset or a failed connect).
+    pub timed_out: bool,
 }
 
 /// What the writer saw.
 #[derive(Debug, Default)]
 pub struct Log {
     pub acks: Vec<Ack>,
+    /// Every try that was not acknowledged, in order.
+    pub failures: Vec<Failure>,
     pub errors: u64,
     /// The last error text (for the report when nothing is acknowledged).
     pub last_error: Option<String>,
+    /// The write still unacknowledged when the writer stopped: (first try, stop).
+    pub unfinished: Option<(Instant, Instant)>,
 }
 
-/// A running writer; stop it with [`Writer::stop`].
+/// A running writer; stop it with [`Writer::stop`]. Dropped without it (a demo that failed
+/// half way), it stops writing too.
 pub struct Writer {
     prefix: String,
     log: Arc<Mutex<Log>>,
     stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Writer {
@@ -61,7 +83,7 @@ impl Writer {
             prefix: prefix.to_string(),
             log,
             stop,
-            task,
+            task: Some(task),
         }
     }
 
@@ -74,12 +96,24 @@ impl Writer {
         self.log.lock().await.acks.len()
     }
 
-    /// Stops the writer and returns its log.
-    pub async fn stop(self) -> Log {
+    /// Stops the writer (after the write in flight, at most [`ACK_TIMEOUT`]) and returns its
+    /// log.
+    pub async fn stop(mut self) -> Log {
         self.stop.store(true, Ordering::SeqCst);
-        let _ = self.task.await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
         let mut log = self.log.lock().await;
         std::mem::take(&mut *log)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
     }
 }
 
@@ -93,20 +127,24 @@ async fn write_loop(
     let started = Instant::now();
     let mut seq: u64 = 0;
     let mut conn: Option<BufReader<TcpStream>> = None;
+    // The first try of the write in flight (`seq`), while it is not acknowledged.
+    let mut first_try: Option<Instant> = None;
     while !stop.load(Ordering::SeqCst) && started.elapsed() < limit {
         if conn.is_none() {
+            let tried = Instant::now();
+            first_try.get_or_insert(tried);
             match timeout(ACK_TIMEOUT, TcpStream::connect(endpoint)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
                     conn = Some(BufReader::new(stream));
                 }
                 Ok(Err(e)) => {
-                    note_error(&log, format!("connect: {e}")).await;
+                    note_failure(&log, tried, false, format!("connect: {e}")).await;
                     tokio::time::sleep(RETRY_PAUSE).await;
                     continue;
                 }
                 Err(_) => {
-                    note_error(&log, "connect timed out".into()).await;
+                    note_failure(&log, tried, true, "connect timed out".into()).await;
                     continue;
                 }
             }
@@ -117,6 +155,7 @@ async fn write_loop(
         let key = format!("{prefix}:{seq}");
         let value = seq.to_string();
         let sent = Instant::now();
+        let first = *first_try.get_or_insert(sent);
         match timeout(ACK_TIMEOUT, set(stream, &key, &value)).await {
             Ok(Ok(())) => {
                 let at = Instant::now();
@@ -124,26 +163,37 @@ async fn write_loop(
                     seq,
                     at,
                     latency: at - sent,
+                    since_first_try: at - first,
                 });
+                first_try = None;
                 seq += 1;
             }
             Ok(Err(e)) => {
                 // A -READONLY or a reset: this write is not acknowledged; retry the same key
                 // on a fresh connection (which the endpoint sends to the current primary).
-                note_error(&log, e).await;
+                note_failure(&log, sent, false, e).await;
                 conn = None;
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
             Err(_) => {
-                note_error(&log, "no acknowledgement in time".into()).await;
+                note_failure(&log, sent, true, "no acknowledgement in time".into()).await;
                 conn = None;
             }
         }
     }
+    if let Some(first) = first_try {
+        log.lock().await.unfinished = Some((first, Instant::now()));
+    }
 }
 
-async fn note_error(log: &Mutex<Log>, e: String) {
+async fn note_failure(log: &Mutex<Log>, tried: Instant, timed_out: bool, e: String) {
+    let at = Instant::now();
     let mut log = log.lock().await;
+    log.failures.push(Failure {
+        at,
+        waited: at - tried,
+        timed_out,
+    });
     log.errors += 1;
     log.last_error = Some(e);
 }
@@ -197,6 +247,7 @@ mod tests {
             seq: 0,
             at: t0 + Duration::from_millis(ms),
             latency: Duration::ZERO,
+            since_first_try: Duration::ZERO,
         };
         let acks = [at(10), at(20), at(250), at(260)];
         assert_eq!(

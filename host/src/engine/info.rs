@@ -273,6 +273,11 @@ pub struct ServerInfo {
     pub run_id: Option<String>,
     /// `tcp_port`.
     pub tcp_port: Option<u16>,
+    /// `server_time_usec`: the member's own clock (Unix microseconds), the clock its
+    /// `LASTSAVE` is read on.
+    pub time_usec: Option<u64>,
+    /// `uptime_in_seconds`.
+    pub uptime_seconds: Option<u64>,
 }
 
 impl ServerInfo {
@@ -301,6 +306,8 @@ impl ServerInfo {
             process_id: parse_optional(&f, "process_id")?,
             run_id: f.get("run_id").map(|v| (*v).to_owned()),
             tcp_port: parse_optional(&f, "tcp_port")?,
+            time_usec: parse_optional(&f, "server_time_usec")?,
+            uptime_seconds: parse_optional(&f, "uptime_in_seconds")?,
         })
     }
 }
@@ -617,6 +624,8 @@ mod tests {
         assert_eq!(s.redis_version.as_deref(), Some("7.2.4"));
         assert_eq!(s.tcp_port, Some(26401));
         assert_eq!(s.process_id, Some(7270));
+        assert_eq!(s.time_usec, Some(1795339818535256));
+        assert_eq!(s.uptime_seconds, Some(19));
     }
 
     #[test]
@@ -656,6 +665,8 @@ mod tests {
         let s = ServerInfo::parse(REDIS_SERVER).unwrap();
         assert_eq!(s.kind, ServerKind::Redis);
         assert_eq!(s.version, "7.0.15");
+        assert_eq!(s.time_usec, Some(1795339836815466));
+        assert_eq!(s.uptime_seconds, Some(18));
     }
 
     // Dragonfly's INFO replication format, written from its source (server_family.cc);

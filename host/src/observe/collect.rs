@@ -58,7 +58,7 @@ pub async fn collect<P: Platform>(
             node: m.node,
             report: report
                 .as_ref()
-                .map(|(r, snapshot)| replication(r, snapshot.clone())),
+                .map(|(r, snapshot)| replication(r, snapshot)),
         })
         .collect();
     if observed_members
@@ -82,13 +82,22 @@ pub async fn collect<P: Platform>(
     })
 }
 
-/// One member's report and, when `snapshots`, its snapshot setting (`save` / `snapshot_cron`).
+/// The settings that decide whether a member saves on its own or deletes its snapshot.
+#[derive(Debug, Clone, Default)]
+struct SnapshotSettings {
+    /// `save` / `snapshot_cron`.
+    schedule: Option<String>,
+    /// `rdb-del-sync-files` (Valkey/Redis).
+    del_sync_files: Option<bool>,
+}
+
+/// One member's report and, when `snapshots`, its snapshot settings.
 async fn probe(
     clients: &Clients,
     member: &str,
     addr: SocketAddr,
     snapshots: bool,
-) -> Option<(MemberReport, Option<String>)> {
+) -> Option<(MemberReport, SnapshotSettings)> {
     let client = match clients.get(member, addr).await {
         Ok(c) => c,
         // A member that is down is routine; one that answers but refuses the TLS session or
@@ -111,18 +120,32 @@ async fn probe(
         }
     };
     if !snapshots {
-        return Some((report, None));
+        return Some((report, SnapshotSettings::default()));
     }
-    let key = match clients.dialect() {
-        Dialect::Dragonfly => "snapshot_cron",
-        Dialect::Valkey | Dialect::Redis => "save",
+    let settings = match clients.dialect() {
+        Dialect::Dragonfly => SnapshotSettings {
+            schedule: client.config_get("snapshot_cron").await.ok().flatten(),
+            del_sync_files: None,
+        },
+        Dialect::Valkey | Dialect::Redis => SnapshotSettings {
+            schedule: client.config_get("save").await.ok().flatten(),
+            del_sync_files: client
+                .config_get("rdb-del-sync-files")
+                .await
+                .ok()
+                .flatten()
+                .map(|v| v.eq_ignore_ascii_case("yes")),
+        },
     };
-    let snapshot = client.config_get(key).await.ok().flatten();
-    Some((report, snapshot))
+    Some((report, settings))
 }
 
 /// The facts decide needs from one report.
-fn replication(r: &MemberReport, snapshot_config: Option<String>) -> Replication {
+fn replication(r: &MemberReport, snapshot: &SnapshotSettings) -> Replication {
+    let clock_unix = r
+        .server
+        .time_usec
+        .and_then(|us| i64::try_from(us / 1_000_000).ok());
     Replication {
         role: match r.role() {
             engine::Role::Primary => Role::Primary,
@@ -151,7 +174,12 @@ fn replication(r: &MemberReport, snapshot_config: Option<String>) -> Replication
         last_save_unix: r.persistence.last_save_time,
         last_bgsave_ok: r.persistence.last_bgsave_ok,
         saves_since_start: r.persistence.saves,
-        snapshot_config,
+        snapshot_config: snapshot.schedule.clone(),
+        del_sync_files: snapshot.del_sync_files,
+        clock_unix,
+        started_unix: clock_unix
+            .zip(r.server.uptime_seconds)
+            .and_then(|(now, up)| i64::try_from(up).ok().map(|up| now - up)),
         failover_in_progress: r
             .replication
             .failover_state

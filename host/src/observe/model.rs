@@ -72,6 +72,14 @@ pub struct Replication {
     /// The member's own snapshot setting: `save` on Valkey/Redis, `snapshot_cron` on
     /// Dragonfly (`None` when it could not be read).
     pub snapshot_config: Option<String>,
+    /// `rdb-del-sync-files` (Valkey/Redis), read with the snapshot setting: with managed
+    /// snapshots it must be off, or a full sync deletes the last snapshot.
+    pub del_sync_files: Option<bool>,
+    /// The member's own clock when it answered (`server_time_usec`, Unix seconds): the clock
+    /// its `LASTSAVE` is on.
+    pub clock_unix: Option<i64>,
+    /// When the server process started, on its own clock (`clock_unix - uptime_in_seconds`).
+    pub started_unix: Option<i64>,
     /// A `FAILOVER` is under way on this member (`master_failover_state` is not `no-failover`).
     pub failover_in_progress: bool,
 }

@@ -105,6 +105,11 @@ fn member_settings(kc: &KvCluster) -> Result<BTreeMap<String, String>, BuildErro
                 set("tls_ca_cert_file", format!("{TLS_DIR}/ca.crt"));
             }
             set("port", PORT.to_string());
+            // Managed snapshots: Dragonfly takes none on its own until the operator sets each
+            // member's `snapshot_cron` (an empty flag is Dragonfly's "no schedule").
+            if spec.snapshots.is_some() {
+                set("snapshot_cron", String::new());
+            }
         }
         Engine::Valkey | Engine::Redis => {
             set("bind", "* -::*".into());
@@ -133,11 +138,27 @@ fn member_settings(kc: &KvCluster) -> Result<BTreeMap<String, String>, BuildErro
                     set("masteruser", user.clone());
                 }
             }
-            // Start full syncs at once, and drop the RDB a replica received when persistence
-            // is off, so a restarted member comes back empty instead of passing a stale copy
-            // for data (the data-holding guard relies on it).
+            // Start full syncs at once.
             set("repl-diskless-sync-delay", "0".into());
-            set("rdb-del-sync-files", "yes".into());
+            if spec.snapshots.is_some() {
+                // Managed snapshots: the engine saves nothing on its own from its first
+                // second (the operator runs BGSAVE; drift is corrected later, but a pod must
+                // not fork on the default `save` rules until then, on the primary least of
+                // all). With `save ""` the server counts persistence as off and
+                // `rdb-del-sync-files yes` would make a replica delete dump.rdb after every
+                // full sync: that file is the operator's last snapshot (checked against
+                // valkey-server 8.0 and redis-server 7.0), so it is kept. A member restarted
+                // from it holds older data with the replication offset the RDB records, and
+                // the data-holding guard compares offsets among data holders, so it is only
+                // promoted when nothing newer exists, which is what a snapshot is for.
+                set("save", "\"\"".into());
+                set("rdb-del-sync-files", "no".into());
+            } else {
+                // Persistence off: drop the RDB a replica received, so a restarted member
+                // comes back empty instead of passing a stale copy for data (the
+                // data-holding guard relies on it).
+                set("rdb-del-sync-files", "yes".into());
+            }
         }
     }
     settings.extend(gating::gated_settings(spec));
@@ -172,6 +193,7 @@ fn quote(value: &str) -> String {
 mod tests {
     use super::super::fixtures::*;
     use super::*;
+    use crate::api::KvClusterSpec;
 
     fn lines(text: &str) -> Vec<&str> {
         text.lines().filter(|l| !l.starts_with('#')).collect()
@@ -197,6 +219,48 @@ mod tests {
             .insert("save".into(), "3600 1 300 100".into());
         let text = render(&kc).unwrap().text;
         assert!(lines(&text).contains(&"save \"3600 1 300 100\""), "{text}");
+    }
+
+    fn with_snapshots(mut spec: KvClusterSpec) -> KvClusterSpec {
+        spec.snapshots = Some(crate::api::SnapshotSpec {
+            mode: crate::api::SnapshotModeSpec::ReplicasOnly,
+            schedule: "0 3 * * *".into(),
+            stagger_interval: "10m".into(),
+            location: crate::api::SnapshotLocation::DataDir,
+        });
+        spec
+    }
+
+    #[test]
+    fn managed_snapshots_turn_the_engines_own_saves_off_and_keep_the_rdb() {
+        for kind in [Engine::Valkey, Engine::Redis] {
+            let mut spec = valkey("8.0");
+            spec.engine.kind = kind;
+            let without = render(&cluster(spec.clone())).unwrap().text;
+            let l = lines(&without);
+            // Without spec.snapshots the engine's defaults (or spec.config) apply.
+            assert!(!l.iter().any(|l| l.starts_with("save")), "{without}");
+            assert!(l.contains(&"rdb-del-sync-files yes"), "{without}");
+            let managed = render(&cluster(with_snapshots(spec))).unwrap();
+            let l = lines(&managed.text);
+            assert!(l.contains(&"save \"\""), "{}", managed.text);
+            assert!(l.contains(&"rdb-del-sync-files no"), "{}", managed.text);
+            assert!(!l.contains(&"rdb-del-sync-files yes"), "{}", managed.text);
+            // A different file, so turning snapshots on rolls the members onto it.
+            assert_ne!(
+                managed.digest,
+                render(&cluster(valkey("8.0"))).unwrap().digest
+            );
+        }
+        let mut spec = valkey("1.27");
+        spec.engine.kind = Engine::Dragonfly;
+        let without = render(&cluster(spec.clone())).unwrap().text;
+        assert!(!without.contains("snapshot_cron"), "{without}");
+        let managed = render(&cluster(with_snapshots(spec))).unwrap().text;
+        let l = lines(&managed);
+        assert!(l.contains(&"--snapshot_cron="), "{managed}");
+        assert!(!managed.contains("rdb-del-sync-files"), "{managed}");
+        assert!(!l.iter().any(|l| l.starts_with("save")), "{managed}");
     }
 
     #[test]

@@ -784,6 +784,12 @@ mod tests {
                 revision: Some("r1".into()),
                 ready,
                 offset,
+                last_snapshot_time: None,
+                last_snapshot_result: None,
+                snapshot_schedule: None,
+                next_snapshot_time: None,
+                snapshot_due: false,
+                snapshot_retrying: false,
             }],
             ..Default::default()
         }

@@ -371,11 +371,17 @@ impl Platform for LocalPlatform {
 /// Settings every local member gets unless the spec overrides them: start full syncs at
 /// once instead of after Valkey's 5 s batching delay, and delete the RDB a replica receives
 /// during a full sync when persistence is off, so a member that restarts comes back empty
-/// instead of loading a stale copy that could pass for data.
+/// instead of loading a stale copy that could pass for data. With managed snapshots that
+/// file is the operator's last snapshot and is kept (see the Kubernetes member config).
 fn member_config(spec: &KvClusterSpec) -> std::collections::BTreeMap<String, String> {
+    let del_sync_files = if spec.snapshots.is_some() {
+        "no"
+    } else {
+        "yes"
+    };
     let mut config: std::collections::BTreeMap<String, String> = [
         ("repl-diskless-sync-delay", "0"),
-        ("rdb-del-sync-files", "yes"),
+        ("rdb-del-sync-files", del_sync_files),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
