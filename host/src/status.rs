@@ -294,6 +294,7 @@ mod tests {
             running: true,
             zone: None,
             node: None,
+            retiring: false,
             report: Some(Replication {
                 last_save_unix: Some(1_800_000_000),
                 last_bgsave_ok: ok,

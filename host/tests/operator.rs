@@ -1665,10 +1665,79 @@ async fn scaling_down_replicas_only_shrinks_at_once() {
     let addrs = r.kubelet.addrs().await;
     assert!(!addrs.contains_key("trim-s0-2"), "its server is stopped");
     nothing_lost(&addrs, "trim", &log).await;
-    assert!(
-        event(&r.client, "trim", "ScaleDownWaiting")
+}
+
+/// Scale-down 2 → 1 replicas while the primary is on the removed ordinal: the StatefulSet
+/// keeps its size until the primary has handed over (a planned handover, no failover) to a
+/// member that stays; only then does it shrink, and the removed pod is a replica when it goes.
+/// No acknowledged write is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_down_hands_the_primary_over_before_removing_its_pod() {
+    use operator_support::proxy::PrimaryProxy;
+    use operator_support::scaling::set_replicas;
+
+    let nodes = [
+        ("node-a", "zone-a"),
+        ("node-b", "zone-b"),
+        ("node-c", "zone-c"),
+    ];
+    let (r, ctx) = run_cluster_on_nodes(
+        "shrink",
+        "engine: {kind: valkey}\nreplicas: 2\npolicies:\n  replicaSelection: {plugin: \"builtin:most-caught-up\", config: {preferZone: zone-c}}\n",
+        &nodes,
+    )
+    .await;
+    let leaving = "shrink-s0-2";
+    make_primary(&r, "shrink", leaving).await;
+    let port = r.kubelet.addr(leaving).await.port();
+    let proxy = PrimaryProxy::start(&r.client, "shrink", port).await;
+    let writer = Writer::start(proxy.addr(), "shrink", Duration::from_secs(300));
+    more_acks(&writer, 0, 200, "writes are acknowledged").await;
+    let handovers = counter(&ctx, "kvpilot_handovers_total", "shrink");
+    let failovers = counter(&ctx, "kvpilot_failovers_total", "shrink");
+
+    set_replicas(&r.client, "shrink", 1).await;
+    let status = eventually("Ready with the remaining members", PHASE, || async {
+        let s = get_cluster(&r.client, "shrink")
             .await
-            .is_none_or(|e| !e.note.unwrap_or_default().contains("to hand over")),
-        "no handover was waited for"
+            .status
+            .unwrap_or_default();
+        let names: Vec<&str> = s.members.iter().map(|m| m.name.as_str()).collect();
+        let ready = s.condition("Ready").is_some_and(|c| c.status == "True");
+        let gone = pods(&r.client, "shrink")
+            .await
+            .iter()
+            .all(|p| p.name_any() != leaving);
+        if ready && gone && names == ["shrink-s0-0", "shrink-s0-1"] {
+            Ok(s)
+        } else {
+            Err(format!("{names:?} ready {ready} pod gone {gone}"))
+        }
+    })
+    .await;
+    let primary = status.primary.clone().expect("a primary");
+    assert_ne!(primary, leaving, "the primary moved to a member that stays");
+    let acked = writer.acked().await;
+    more_acks(&writer, acked, 100, "writes go on after the scale-down").await;
+    let log = writer.stop().await;
+
+    assert_eq!(
+        counter(&ctx, "kvpilot_handovers_total", "shrink"),
+        handovers + 1,
+        "one planned handover"
     );
+    assert_eq!(
+        counter(&ctx, "kvpilot_failovers_total", "shrink"),
+        failovers,
+        "no failover"
+    );
+    let history = r.kubelet.history().await;
+    assert_eq!(
+        history.removed,
+        [(leaving.to_string(), Some("replica".to_string()))],
+        "the pod was a replica when the StatefulSet removed it: {history:?}"
+    );
+    let addrs = r.kubelet.addrs().await;
+    assert!(!addrs.contains_key(leaving), "its server is stopped");
+    nothing_lost(&addrs, "shrink", &log).await;
 }
