@@ -56,6 +56,14 @@ pub async fn act<P: Platform>(
             platform.restart(member, primary).await?;
             clients.forget(addr).await;
         }
+        Action::Retire { members } => {
+            platform.retire(members).await?;
+            for name in members {
+                if let Ok(addr) = ctx.addr(name) {
+                    clients.forget(addr).await;
+                }
+            }
+        }
         Action::Failover {
             promote,
             repoint,

@@ -372,6 +372,7 @@ mod tests {
             running: true,
             zone: None,
             node: None,
+            retiring: false,
             report: Some(Replication {
                 last_save_unix: Some(last_save),
                 last_bgsave_ok: ok,

@@ -1530,3 +1530,341 @@ async fn managed_snapshots_start_with_save_off_and_show_in_status() {
         assert!(!stats.contains("cmdstat_config|set:"), "{name}: {stats}");
     }
 }
+
+/// A cluster of real servers like [`run_cluster`], whose pods are scheduled on `nodes` (each
+/// created with its zone label), with the controller context (its metrics count handovers
+/// and failovers).
+async fn run_cluster_on_nodes(
+    name: &str,
+    spec_yaml: &str,
+    nodes: &[(&str, &str)],
+) -> (
+    Running,
+    Arc<kvpilot::platform::kubernetes::controller::Context>,
+) {
+    use k8s_openapi::api::core::v1::Node;
+    use kvpilot::platform::kubernetes::platform::LABEL_ZONE;
+    let client = fake_client().await;
+    let api: Api<Node> = Api::all(client.clone());
+    for (node, zone) in nodes {
+        let mut n = Node::default();
+        n.metadata.name = Some(node.to_string());
+        n.metadata.labels = Some(BTreeMap::from([(LABEL_ZONE.into(), zone.to_string())]));
+        api.create(&PostParams::default(), &n).await.expect("node");
+    }
+    let port = free_port(next_loopback_ip()).expect("port");
+    create_cluster(&client, name, spec(spec_yaml)).await;
+    let ctx = context(&client, port);
+    let names = nodes.iter().map(|(n, _)| n.to_string()).collect();
+    let kubelet = Kubelet::start_on_nodes(&client, port, names);
+    let (c, n, loop_ctx) = (client.clone(), name.to_string(), ctx.clone());
+    let operator = tokio::spawn(async move {
+        loop {
+            reconcile_once(&c, &loop_ctx, &n).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let running = Running {
+        client,
+        kubelet,
+        operator,
+    };
+    (running, ctx)
+}
+
+/// The value of counter `metric` (`kvpilot_handovers_total`, ...) for cluster `cluster`.
+fn counter(
+    ctx: &kvpilot::platform::kubernetes::controller::Context,
+    metric: &str,
+    cluster: &str,
+) -> u64 {
+    let prefix = format!("{metric}{{namespace=\"{NS}\",cluster=\"{cluster}\"}} ");
+    ctx.metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+        .map_or(0, |v| v.trim().parse().expect("a counter value"))
+}
+
+/// Makes `want` the primary of a Ready cluster whose replica-selection prefers `want`'s zone:
+/// each crash of another primary fails over to `want` (the crashed pod comes back as a
+/// replica). Returns the status once `want` is primary and the cluster is Ready.
+async fn make_primary(r: &Running, cluster: &str, want: &str) -> kvpilot::api::KvClusterStatus {
+    for _ in 0..3 {
+        let status = wait_ready(r, cluster, "ready before choosing the primary").await;
+        let primary = status.primary.clone().expect("a primary");
+        if primary == want {
+            return status;
+        }
+        r.kubelet.kill(&primary).await;
+        eventually(
+            "the failover away from the crashed primary",
+            PHASE,
+            || async {
+                let s = get_cluster(&r.client, cluster)
+                    .await
+                    .status
+                    .unwrap_or_default();
+                match s.primary {
+                    Some(p) if p != primary => Ok(()),
+                    other => Err(format!("primary {other:?}")),
+                }
+            },
+        )
+        .await;
+        // The crashed pod restarts in place, empty, after the kubelet's restart delay.
+        tokio::time::sleep(operator_support::kubelet::RESTART_DELAY).await;
+    }
+    panic!("{want} did not become the primary");
+}
+
+/// Waits for `writer` to have `n` more acknowledged writes than `from`.
+async fn more_acks(writer: &Writer, from: usize, n: usize, what: &str) {
+    eventually(what, PHASE, || async {
+        match writer.acked().await {
+            a if a >= from + n => Ok(()),
+            a => Err(format!("{} acks since", a - from)),
+        }
+    })
+    .await;
+}
+
+/// Every acknowledged write of `log` is on every server in `addrs` (replicas may take a
+/// moment to apply the last ones).
+async fn nothing_lost(
+    addrs: &BTreeMap<String, std::net::SocketAddr>,
+    prefix: &str,
+    log: &kvpilot::demo::writer::Log,
+) {
+    let seqs: Vec<u64> = log.acks.iter().map(|a| a.seq).collect();
+    assert!(!seqs.is_empty(), "no write was acknowledged");
+    for (pod, addr) in addrs {
+        eventually(
+            "every acknowledged write is on the member",
+            PHASE,
+            || async {
+                match verify::missing(*addr, prefix, &seqs).await {
+                    Ok(m) if m.is_empty() => Ok(()),
+                    Ok(m) => Err(format!("{pod}: {} of {} missing", m.len(), seqs.len())),
+                    Err(e) => Err(e),
+                }
+            },
+        )
+        .await;
+    }
+}
+
+/// Scale-up 1 → 2 replicas on a live cluster under writes: the new pod is observed, joins the
+/// primary as a replica and catches up (it holds every acknowledged write), status lists it
+/// and the cluster is Ready again; nothing is restarted and the primary stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_up_adds_a_replica_that_joins_in_sync() {
+    use operator_support::proxy::PrimaryProxy;
+    use operator_support::scaling::{replication, set_replicas};
+
+    let r = run_cluster("grow", "engine: {kind: valkey}\nreplicas: 1\n").await;
+    let status = wait_ready(&r, "grow", "bootstrap").await;
+    assert_eq!(status.members.len(), 2, "{:?}", status.members);
+    let primary = status.primary.clone().expect("a primary");
+    let primary_addr = r.kubelet.addr(&primary).await;
+    let proxy = PrimaryProxy::start(&r.client, "grow", primary_addr.port()).await;
+    let writer = Writer::start(proxy.addr(), "grow", Duration::from_secs(300));
+    more_acks(&writer, 0, 200, "writes are acknowledged").await;
+
+    set_replicas(&r.client, "grow", 2).await;
+    let status = eventually("the new member is Ready", PHASE, || async {
+        let s = get_cluster(&r.client, "grow")
+            .await
+            .status
+            .unwrap_or_default();
+        let ready = s.condition("Ready").is_some_and(|c| c.status == "True");
+        let new = s.members.iter().find(|m| m.name == "grow-s0-2");
+        match new {
+            Some(m) if m.role == "replica" && m.ready && ready && s.members.len() == 3 => Ok(s),
+            _ => Err(format!("{:?} {:?}", s.members, s.condition("Ready"))),
+        }
+    })
+    .await;
+    assert_eq!(status.primary.as_ref(), Some(&primary), "the primary stays");
+    let acked = writer.acked().await;
+    more_acks(&writer, acked, 100, "writes go on").await;
+    let log = writer.stop().await;
+
+    // The datastore agrees: the new server replicates the primary, link up.
+    let new_addr = r.kubelet.addr("grow-s0-2").await;
+    let info = replication(new_addr).await.expect("INFO replication");
+    assert_eq!(
+        info.get("role").map(String::as_str),
+        Some("slave"),
+        "{info:?}"
+    );
+    assert_eq!(
+        info.get("master_host"),
+        Some(&primary_addr.ip().to_string()),
+        "{info:?}"
+    );
+    assert_eq!(
+        info.get("master_link_status").map(String::as_str),
+        Some("up"),
+        "{info:?}"
+    );
+    nothing_lost(&r.kubelet.addrs().await, "grow", &log).await;
+    let history = r.kubelet.history().await;
+    assert!(history.deleted.is_empty(), "nothing restarted: {history:?}");
+    assert!(history.removed.is_empty(), "nothing removed: {history:?}");
+    let created: Vec<&str> = history.created.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(created, ["grow-s0-0", "grow-s0-1", "grow-s0-2"]);
+}
+
+/// Scale-down 2 → 1 replicas while the primary is not among the removed ordinals: no
+/// handover, the StatefulSet shrinks at once, the removed pod is gone, no write is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_down_replicas_only_shrinks_at_once() {
+    use operator_support::proxy::PrimaryProxy;
+    use operator_support::scaling::set_replicas;
+
+    let nodes = [
+        ("node-a", "zone-a"),
+        ("node-b", "zone-b"),
+        ("node-c", "zone-c"),
+    ];
+    let (r, ctx) = run_cluster_on_nodes(
+        "trim",
+        "engine: {kind: valkey}\nreplicas: 2\npolicies:\n  replicaSelection: {plugin: \"builtin:most-caught-up\", config: {preferZone: zone-a}}\n",
+        &nodes,
+    )
+    .await;
+    let kept = "trim-s0-0";
+    make_primary(&r, "trim", kept).await;
+    let port = r.kubelet.addr(kept).await.port();
+    let proxy = PrimaryProxy::start(&r.client, "trim", port).await;
+    let writer = Writer::start(proxy.addr(), "trim", Duration::from_secs(300));
+    more_acks(&writer, 0, 200, "writes are acknowledged").await;
+    let handovers = counter(&ctx, "kvpilot_handovers_total", "trim");
+    let failovers = counter(&ctx, "kvpilot_failovers_total", "trim");
+
+    set_replicas(&r.client, "trim", 1).await;
+    let sts_api: Api<StatefulSet> = Api::namespaced(r.client.clone(), NS);
+    // At once: a reconcile or two (100 ms apart), nothing to wait for.
+    eventually(
+        "the StatefulSet shrinks at once",
+        Duration::from_secs(10),
+        || async {
+            let sts = sts_api.get("trim-s0").await.map_err(|e| e.to_string())?;
+            match sts.spec.and_then(|s| s.replicas) {
+                Some(2) => Ok(()),
+                n => Err(format!("replicas {n:?}")),
+            }
+        },
+    )
+    .await;
+    let status = eventually("Ready with the remaining members", PHASE, || async {
+        let s = get_cluster(&r.client, "trim")
+            .await
+            .status
+            .unwrap_or_default();
+        let names: Vec<&str> = s.members.iter().map(|m| m.name.as_str()).collect();
+        let ready = s.condition("Ready").is_some_and(|c| c.status == "True");
+        let gone = pods(&r.client, "trim")
+            .await
+            .iter()
+            .all(|p| p.name_any() != "trim-s0-2");
+        if ready && gone && names == ["trim-s0-0", "trim-s0-1"] {
+            Ok(s)
+        } else {
+            Err(format!("{names:?} ready {ready} pod gone {gone}"))
+        }
+    })
+    .await;
+    assert_eq!(status.primary.as_deref(), Some(kept), "the primary stays");
+    let acked = writer.acked().await;
+    more_acks(&writer, acked, 100, "writes go on after the scale-down").await;
+    let log = writer.stop().await;
+
+    assert_eq!(counter(&ctx, "kvpilot_handovers_total", "trim"), handovers);
+    assert_eq!(counter(&ctx, "kvpilot_failovers_total", "trim"), failovers);
+    let history = r.kubelet.history().await;
+    assert_eq!(
+        history.removed,
+        [("trim-s0-2".to_string(), Some("replica".to_string()))],
+        "{history:?}"
+    );
+    let addrs = r.kubelet.addrs().await;
+    assert!(!addrs.contains_key("trim-s0-2"), "its server is stopped");
+    nothing_lost(&addrs, "trim", &log).await;
+}
+
+/// Scale-down 2 → 1 replicas while the primary is on the removed ordinal: the StatefulSet
+/// keeps its size until the primary has handed over (a planned handover, no failover) to a
+/// member that stays; only then does it shrink, and the removed pod is a replica when it goes.
+/// No acknowledged write is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_down_hands_the_primary_over_before_removing_its_pod() {
+    use operator_support::proxy::PrimaryProxy;
+    use operator_support::scaling::set_replicas;
+
+    let nodes = [
+        ("node-a", "zone-a"),
+        ("node-b", "zone-b"),
+        ("node-c", "zone-c"),
+    ];
+    let (r, ctx) = run_cluster_on_nodes(
+        "shrink",
+        "engine: {kind: valkey}\nreplicas: 2\npolicies:\n  replicaSelection: {plugin: \"builtin:most-caught-up\", config: {preferZone: zone-c}}\n",
+        &nodes,
+    )
+    .await;
+    let leaving = "shrink-s0-2";
+    make_primary(&r, "shrink", leaving).await;
+    let port = r.kubelet.addr(leaving).await.port();
+    let proxy = PrimaryProxy::start(&r.client, "shrink", port).await;
+    let writer = Writer::start(proxy.addr(), "shrink", Duration::from_secs(300));
+    more_acks(&writer, 0, 200, "writes are acknowledged").await;
+    let handovers = counter(&ctx, "kvpilot_handovers_total", "shrink");
+    let failovers = counter(&ctx, "kvpilot_failovers_total", "shrink");
+
+    set_replicas(&r.client, "shrink", 1).await;
+    let status = eventually("Ready with the remaining members", PHASE, || async {
+        let s = get_cluster(&r.client, "shrink")
+            .await
+            .status
+            .unwrap_or_default();
+        let names: Vec<&str> = s.members.iter().map(|m| m.name.as_str()).collect();
+        let ready = s.condition("Ready").is_some_and(|c| c.status == "True");
+        let gone = pods(&r.client, "shrink")
+            .await
+            .iter()
+            .all(|p| p.name_any() != leaving);
+        if ready && gone && names == ["shrink-s0-0", "shrink-s0-1"] {
+            Ok(s)
+        } else {
+            Err(format!("{names:?} ready {ready} pod gone {gone}"))
+        }
+    })
+    .await;
+    let primary = status.primary.clone().expect("a primary");
+    assert_ne!(primary, leaving, "the primary moved to a member that stays");
+    let acked = writer.acked().await;
+    more_acks(&writer, acked, 100, "writes go on after the scale-down").await;
+    let log = writer.stop().await;
+
+    assert_eq!(
+        counter(&ctx, "kvpilot_handovers_total", "shrink"),
+        handovers + 1,
+        "one planned handover"
+    );
+    assert_eq!(
+        counter(&ctx, "kvpilot_failovers_total", "shrink"),
+        failovers,
+        "no failover"
+    );
+    let history = r.kubelet.history().await;
+    assert_eq!(
+        history.removed,
+        [(leaving.to_string(), Some("replica".to_string()))],
+        "the pod was a replica when the StatefulSet removed it: {history:?}"
+    );
+    let addrs = r.kubelet.addrs().await;
+    assert!(!addrs.contains_key(leaving), "its server is stopped");
+    nothing_lost(&addrs, "shrink", &log).await;
+}

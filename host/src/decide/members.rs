@@ -50,7 +50,9 @@ pub(super) fn member(
         ordinal: m.ordinal,
         role,
         ready: m.ready(),
-        on_desired_revision: m.on_revision(desired),
+        // A retiring member (a scale-down) is never where the spec wants it: a retiring primary
+        // must hand over.
+        on_desired_revision: m.on_revision(desired) && !m.retiring,
         link_up,
         syncing: report.is_some_and(|r| r.syncing || r.loading),
         offset,

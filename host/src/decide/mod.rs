@@ -6,6 +6,7 @@
 mod members;
 mod plan;
 mod rollout;
+mod scale;
 mod snapshot;
 mod topology;
 
@@ -96,6 +97,11 @@ async fn steps<P: Policies>(input: &Input<'_>, policies: &P) -> Plan {
         topology::Settled::Primary(plan, primary) => (plan, primary),
         topology::Settled::Done(plan) => return plan,
     };
+    if let Some(retire) = scale::retire(input, primary) {
+        let mut plan = plan;
+        plan.primary = Some(primary.name.clone());
+        return plan.act(retire, input.settings.probe_interval);
+    }
     let plan = rollout::next(input, policies, plan, primary).await;
     match input.snapshots {
         // Snapshots only while nothing else is moving.

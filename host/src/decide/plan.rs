@@ -37,6 +37,9 @@ pub enum Action {
         member: String,
         replica_of: Option<String>,
     },
+    /// Remove retiring `members` for good (a scale-down). Only ever replicas: a retiring
+    /// primary hands over first.
+    Retire { members: Vec<String> },
     /// Take a snapshot now (`BGSAVE`).
     Snapshot { member: String },
     /// Correct a drifted setting (`CONFIG SET key value`).
@@ -78,6 +81,9 @@ impl Action {
             }
             Action::Handover { from, to } => format!("hand over from {from} to {to}"),
             Action::Restart { member, .. } => format!("restart {member} on the desired revision"),
+            Action::Retire { members } => {
+                format!("remove {} (scale-down)", members.join(", "))
+            }
             Action::Snapshot { member } => format!("snapshot {member} (BGSAVE)"),
             Action::Configure { member, key, value } => {
                 format!("set {key} to {value:?} on {member} (drift)")

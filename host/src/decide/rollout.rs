@@ -29,11 +29,7 @@ pub(super) async fn next<P: Policies>(
             s.probe_interval,
         );
     }
-    let view: Vec<Member> = obs
-        .members
-        .iter()
-        .map(|m| members::member(m, Some(primary), &obs.desired_revision))
-        .collect();
+    let view = staying(input, primary);
     if view.iter().all(|m| m.on_desired_revision) {
         if let Some(m) = view
             .iter()
@@ -86,6 +82,18 @@ pub(super) async fn next<P: Policies>(
     }
 }
 
+/// The members a rollout concerns, as plugins see them: those that stay, and the primary
+/// even when it is retiring (it still serves and must hand over). A retiring replica is
+/// neither restarted nor a handover target, nor waited for: a scale-down removes it.
+pub(super) fn staying(input: &Input<'_>, primary: &ObservedMember) -> Vec<Member> {
+    let obs = input.observed;
+    obs.members
+        .iter()
+        .filter(|m| !m.retiring || m.name == primary.name)
+        .map(|m| members::member(m, Some(primary), &obs.desired_revision))
+        .collect()
+}
+
 /// Safety rules 3–5 for a restart: never the primary while it has replicas, and only while
 /// every other member is ready and proven in sync.
 fn restart(
@@ -128,9 +136,10 @@ fn restart(
     )
 }
 
-/// A planned handover away from the stale primary, to a replica the replica-selection plugin
-/// chooses among those on the desired revision and proven in sync.
-async fn handover<P: Policies>(
+/// A planned handover away from the primary (stale, or retiring in a scale-down), to a
+/// replica in `view` the replica-selection plugin chooses among those on the desired revision
+/// and proven in sync.
+pub(super) async fn handover<P: Policies>(
     input: &Input<'_>,
     policies: &P,
     mut plan: Plan,

@@ -97,6 +97,7 @@ fn primary(ordinal: u32, keys: u64, offset: u64) -> ObservedMember {
         running: true,
         zone: None,
         node: None,
+        retiring: false,
         report: Some(Replication {
             role: Role::Primary,
             link_up: true,
@@ -125,6 +126,11 @@ fn dead(mut m: ObservedMember) -> ObservedMember {
     m.running = false;
     m.report = None;
     m.revision = None;
+    m
+}
+
+fn retiring(mut m: ObservedMember) -> ObservedMember {
+    m.retiring = true;
     m
 }
 
@@ -1090,4 +1096,79 @@ async fn schedules_are_kept_while_a_rollout_defers_snapshots() {
     .await;
     assert!(!plan.snapshots_deferred);
     assert_eq!(plan.schedules.len(), 3);
+}
+
+#[tokio::test]
+async fn a_scale_down_removes_retiring_replicas_at_once_when_the_primary_stays() {
+    let members = vec![
+        primary(0, 100, 5000),
+        replica(1, 0, 100, 5000),
+        retiring(replica(2, 0, 100, 5000)),
+    ];
+    let plan = run(&observed(members, Some(0)), &TestPolicies::default()).await;
+    assert_eq!(
+        plan.action,
+        Some(Action::Retire {
+            members: vec!["kv-2".into()]
+        })
+    );
+    assert_eq!(plan.primary.as_deref(), Some("kv-0"));
+}
+
+#[tokio::test]
+async fn a_retiring_primary_hands_over_to_a_member_that_stays_before_anything_is_removed() {
+    let members = vec![
+        replica(0, 2, 100, 5000),
+        replica(1, 2, 100, 5000),
+        retiring(primary(2, 100, 5000)),
+        retiring(replica(3, 2, 100, 5000)),
+    ];
+    let policies = TestPolicies::default();
+    let plan = run(&observed(members, Some(2)), &policies).await;
+    match &plan.action {
+        Some(Action::Handover { from, to }) => {
+            assert_eq!(from, "kv-2");
+            assert!(to == "kv-0" || to == "kv-1", "{to} stays");
+        }
+        other => panic!("expected a handover first, got {other:?} ({:?})", plan.wait),
+    }
+    // The plugin was offered only members that stay.
+    let seen = policies.seen_selection.lock().unwrap();
+    let offered: Vec<&str> = seen[0].candidates.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(offered, ["kv-0", "kv-1"]);
+}
+
+#[tokio::test]
+async fn a_retiring_primary_waits_rather_than_go_while_no_staying_replica_is_in_sync() {
+    let mut behind = replica(0, 1, 100, 10);
+    if let Some(r) = behind.report.as_mut() {
+        r.link_up = false;
+    }
+    let members = vec![behind, retiring(primary(1, 100, 5000))];
+    let plan = run(&observed(members, Some(1)), &TestPolicies::default()).await;
+    assert!(
+        !matches!(
+            plan.action,
+            Some(Action::Retire { .. }) | Some(Action::Handover { .. })
+        ),
+        "{:?}",
+        plan.action
+    );
+    assert!(plan.wait.is_some(), "it waits, with a reason");
+}
+
+#[tokio::test]
+async fn a_lost_primary_is_replaced_by_a_member_that_stays_rather_than_one_retiring() {
+    let members = vec![
+        dead(primary(0, 100, 5000)),
+        replica(1, 0, 100, 4990),
+        retiring(replica(2, 0, 100, 5000)),
+    ];
+    let mut obs = observed(members, None);
+    obs.primary_missing_probes = 3;
+    let plan = run(&obs, &TestPolicies::default()).await;
+    match plan.action {
+        Some(Action::Failover { promote, .. }) => assert_eq!(promote, "kv-1"),
+        other => panic!("expected a failover, got {other:?} ({:?})", plan.wait),
+    }
 }

@@ -282,7 +282,7 @@ fn promotable_aborting<'a>(
         .filter(|m| m.ready() && !syncing(m, aborting))
         .collect();
     if !ready.iter().any(|m| m.holds_data()) {
-        return ready;
+        return prefer_staying(ready);
     }
     let best = ready
         .iter()
@@ -290,7 +290,7 @@ fn promotable_aborting<'a>(
         .filter_map(|m| m.report.as_ref().map(|r| r.offset))
         .max()
         .unwrap_or(0);
-    ready
+    let holders = ready
         .into_iter()
         .filter(|m| m.holds_data())
         .filter(|m| {
@@ -298,7 +298,18 @@ fn promotable_aborting<'a>(
                 .as_ref()
                 .is_some_and(|r| r.offset >= best.saturating_sub(max_lag))
         })
-        .collect()
+        .collect();
+    prefer_staying(holders)
+}
+
+/// Members a scale-down is removing are promoted only when no member that stays can be: one
+/// would have to hand over again at once.
+fn prefer_staying(candidates: Vec<&ObservedMember>) -> Vec<&ObservedMember> {
+    if candidates.iter().any(|m| !m.retiring) {
+        candidates.into_iter().filter(|m| !m.retiring).collect()
+    } else {
+        candidates
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

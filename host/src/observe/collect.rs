@@ -56,6 +56,7 @@ pub async fn collect<P: Platform>(
             running: m.running,
             zone: m.zone,
             node: m.node,
+            retiring: m.retiring,
             report: report
                 .as_ref()
                 .map(|(r, snapshot)| replication(r, snapshot)),

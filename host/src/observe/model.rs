@@ -14,7 +14,8 @@ pub struct Observed {
     pub engine_version: String,
     /// The revision every member should run.
     pub desired_revision: String,
-    /// Every member the spec asks for, running or not, ordered by ordinal.
+    /// Every member the spec asks for, running or not, and the retiring ones a scale-down
+    /// has not removed yet, ordered by ordinal.
     pub members: Vec<ObservedMember>,
     /// Where the primary endpoint (the `-primary` Service) sends clients now.
     pub endpoint: Option<SocketAddr>,
@@ -38,6 +39,9 @@ pub struct ObservedMember {
     pub running: bool,
     pub zone: Option<String>,
     pub node: Option<String>,
+    /// The spec no longer asks for it (a scale-down): it is removed once it is not the
+    /// primary, and never chosen to take over from a primary while members that stay can.
+    pub retiring: bool,
     /// What the member answered, if it answered.
     pub report: Option<Replication>,
 }

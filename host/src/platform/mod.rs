@@ -24,6 +24,9 @@ pub struct PlatformMember {
     pub running: bool,
     pub zone: Option<String>,
     pub node: Option<String>,
+    /// The spec no longer asks for it (a scale-down) but the platform still runs it: it is
+    /// removed with [`Platform::retire`] once it is not the primary.
+    pub retiring: bool,
 }
 
 /// The error of the platform boundary.
@@ -37,7 +40,8 @@ pub struct PlatformError {
 
 /// What the reconciler needs from a platform.
 pub trait Platform: Send + Sync {
-    /// Every member the spec asks for, running or not, ordered by ordinal.
+    /// Every member the spec asks for, running or not, and every member a scale-down has not
+    /// removed yet (`retiring`), ordered by ordinal.
     fn members(&self) -> impl Future<Output = Result<Vec<PlatformMember>, PlatformError>> + Send;
 
     /// The revision every member should run (a digest of what members are built from).
@@ -60,6 +64,11 @@ pub trait Platform: Send + Sync {
         member: &str,
         replica_of: Option<SocketAddr>,
     ) -> impl Future<Output = Result<(), PlatformError>> + Send;
+
+    /// Removes retiring `members` for good (the scale-down the spec asks for). `decide` asks
+    /// only once none of them is the primary; a platform refuses to remove any member it was
+    /// not given, or one that serves as the primary.
+    fn retire(&self, members: &[String]) -> impl Future<Output = Result<(), PlatformError>> + Send;
 
     /// Sends new client connections to `primary` (and closes connections to any other).
     fn point_endpoint(

@@ -6,6 +6,11 @@
 //!   as a replica of the pod labelled primary or parked when there is none (what the rendered
 //!   `replicaof <name>-primary` resolves to), with the rendered config's settings;
 //! - a deleted Pod's server gets SIGTERM and the Pod is recreated on the current update revision;
+//! - when a StatefulSet's `replicas` shrinks, its Pods at ordinals past the new count are
+//!   deleted and their servers get SIGTERM (the real controller deletes the highest ordinals,
+//!   whatever role they have: that is what the reconciler must guard against);
+//! - with [`Kubelet::start_on_nodes`], pod ordinal `i` is scheduled on node `i % nodes`
+//!   (`spec.nodeName`), so zone-aware policies see zones;
 //! - a server that dies is restarted in place, empty, after [`RESTART_DELAY`] (crash loop);
 //! - like a kubelet, it starts a container only once the Secrets its environment and volumes
 //!   name exist (until then the Pod is `Pending`), writes each Secret volume to disk where the
@@ -17,7 +22,7 @@
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodTemplateSpec, Secret};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use kvpilot::platform::local::PARKED;
 use kvpilot::platform::local::server::{
@@ -61,6 +66,9 @@ pub struct History {
     pub deleted: Vec<String>,
     /// Pods created, with their revision, in order.
     pub created: Vec<(String, String)>,
+    /// Pods the StatefulSet controller removed because `replicas` shrank, in order, with the
+    /// role label each carried when it was removed.
+    pub removed: Vec<(String, Option<String>)>,
 }
 
 /// A Pod that exists but whose container waits for its Secrets.
@@ -97,11 +105,19 @@ struct Env {
     port: u16,
     root: PathBuf,
     guard: Arc<ServerGuard>,
+    /// Node names pods are scheduled on, by ordinal (none: pods have no node).
+    nodes: Vec<String>,
 }
 
 impl Kubelet {
     /// Starts the stand-in for namespace [`NS`]; members serve on `port`.
     pub fn start(client: &Client, port: u16) -> Kubelet {
+        Kubelet::start_on_nodes(client, port, Vec::new())
+    }
+
+    /// [`Kubelet::start`], scheduling pod ordinal `i` on `nodes[i % nodes.len()]`, as a
+    /// scheduler would bind it (the Node objects are the test's to create).
+    pub fn start_on_nodes(client: &Client, port: u16, nodes: Vec<String>) -> Kubelet {
         let dir = tempfile::tempdir().expect("tempdir");
         let guard = Arc::new(ServerGuard::new());
         guard.track_dir(dir.path());
@@ -111,6 +127,7 @@ impl Kubelet {
             port,
             root: dir.path().to_path_buf(),
             guard: guard.clone(),
+            nodes,
         };
         let task_state = state.clone();
         let task = tokio::spawn(async move {
@@ -229,6 +246,10 @@ async fn step(env: &Env, state: &Mutex<State>) -> Result<(), String> {
                         spec: template.spec.clone(),
                         ..Default::default()
                     };
+                    if let (Some(spec), false) = (new.spec.as_mut(), env.nodes.is_empty()) {
+                        let node = &env.nodes[ordinal as usize % env.nodes.len()];
+                        spec.node_name = Some(node.clone());
+                    }
                     new.metadata.name = Some(pod_name.clone());
                     new.metadata.namespace = Some(NS.into());
                     new.metadata.labels = Some(labels);
@@ -302,6 +323,68 @@ async fn step(env: &Env, state: &Mutex<State>) -> Result<(), String> {
                 }
             }
         }
+        remove_past(&pods, &mut state, &sts, replicas).await?;
+    }
+    Ok(())
+}
+
+/// Like the StatefulSet controller when `replicas` shrinks: deletes the StatefulSet's Pods at
+/// ordinals `replicas` and above (whatever their role), and, like the kubelet, stops their
+/// servers with SIGTERM.
+async fn remove_past(
+    pods: &Api<Pod>,
+    state: &mut State,
+    sts: &StatefulSet,
+    replicas: i32,
+) -> Result<(), String> {
+    let prefix = format!("{}-", sts.name_any());
+    let past = |pod: &str| {
+        pod.strip_prefix(&prefix)
+            .and_then(|o| o.parse::<i32>().ok())
+            .is_some_and(|o| o >= replicas)
+    };
+    let selector = sts
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let listed = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| e.to_string())?;
+    let role = |pod: &str| {
+        listed
+            .items
+            .iter()
+            .find(|p| p.name_any() == pod)
+            .and_then(|p| p.labels().get("kvpilot.dev/role").cloned())
+    };
+    let mut doomed: Vec<String> = listed.items.iter().map(|p| p.name_any()).collect();
+    doomed.extend(state.members.keys().cloned());
+    doomed.extend(state.pending.keys().cloned());
+    doomed.retain(|p| past(p));
+    doomed.sort();
+    doomed.dedup();
+    for pod in doomed {
+        let role = role(&pod);
+        match pods.delete(&pod, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(format!("delete {pod}: {e}")),
+        }
+        state.pending.remove(&pod);
+        if let Some(mut m) = state.members.remove(&pod) {
+            // The kubelet's SIGTERM, with the pod's grace period.
+            let _ = m.server.terminate(Duration::from_secs(10)).await;
+        }
+        state.history.removed.push((pod, role));
     }
     Ok(())
 }

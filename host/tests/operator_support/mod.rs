@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod kubelet;
+pub mod proxy;
+pub mod scaling;
 /// The engine tests' rcgen certificates, shared.
 #[path = "../support/tls.rs"]
 pub mod tls;

@@ -143,6 +143,7 @@ async fn apply_statefulset(
         .await
         .map_err(|e| err("get", desired, namespace, e))?;
     let mut applied = desired.clone();
+    hold_scale_down(&mut applied, live.as_ref());
     if let Some(live) = &live
         && let Some(drift) = storage_drift(live, desired)
     {
@@ -150,6 +151,18 @@ async fn apply_statefulset(
         out.storage_drift.push(drift);
     }
     apply(api, &applied).await.map(drop)
+}
+
+/// Keeps a live StatefulSet's size when the spec shrinks it: its controller would delete the
+/// pods past the new size at once, the primary among them. The reconciler shrinks it
+/// (`Platform::retire`) once no member past the new size is the primary.
+fn hold_scale_down(desired: &mut StatefulSet, live: Option<&StatefulSet>) {
+    let live = live.and_then(|l| l.spec.as_ref()).and_then(|s| s.replicas);
+    if let (Some(spec), Some(live)) = (desired.spec.as_mut(), live)
+        && spec.replicas.is_some_and(|want| want < live)
+    {
+        spec.replicas = Some(live);
+    }
 }
 
 /// Applies `desired`, first deleting the live Service when `clusterIP` must change.

@@ -197,11 +197,23 @@ impl Platform for KubernetesPlatform {
             if shard == 0 {
                 desired_revision = sts.as_ref().map(update_revision).unwrap_or_default();
             }
-            for ordinal in 0..self.members_per_shard {
+            // A scale-down leaves the StatefulSet at its size until `retire`: the pods past
+            // the spec's count are retiring, and listed while they run.
+            let live = sts
+                .as_ref()
+                .and_then(|s| s.spec.as_ref())
+                .and_then(|s| s.replicas)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0);
+            for ordinal in 0..self.members_per_shard.max(live) {
+                let retiring = ordinal >= self.members_per_shard;
                 let name = member_name(&self.cluster, shard, ordinal);
                 let pod = by_name.get(&name);
                 let addr = pod.and_then(|p| pod_addr(p, self.port));
                 let running = pod.is_some_and(|p| pod_running(p)) && addr.is_some();
+                if retiring && !running {
+                    continue;
+                }
                 // A member without a pod IP is not probed; it still needs an address.
                 let addr = addr.unwrap_or(SocketAddr::new(
                     IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -226,6 +238,7 @@ impl Platform for KubernetesPlatform {
                         .and_then(|p| pod_node(p))
                         .and_then(|n| zones.get(n).cloned().flatten()),
                     node: pod.and_then(|p| pod_node(p)).map(str::to_string),
+                    retiring,
                 });
             }
         }
@@ -265,6 +278,45 @@ impl Platform for KubernetesPlatform {
             Err(e) => return Err(self.error(format!("delete pod {member}"), e)),
         }
         self.seen().addrs.remove(member);
+        Ok(())
+    }
+
+    /// Shrinks each StatefulSet to the spec's size; its controller then deletes the pods past
+    /// it. Refused for a member the spec still asks for, or one labelled the primary.
+    async fn retire(&self, members: &[String]) -> Result<(), PlatformError> {
+        let pods = self.cluster_pods().await?;
+        for name in members {
+            let wanted = (0..self.shards).any(|shard| {
+                (0..self.members_per_shard)
+                    .any(|ordinal| member_name(&self.cluster, shard, ordinal) == *name)
+            });
+            if wanted {
+                return Err(self.error(
+                    format!("remove {name}"),
+                    "the spec still asks for this member",
+                ));
+            }
+            if pods.iter().any(|p| p.name_any() == *name && is_primary(p)) {
+                return Err(self.error(
+                    format!("remove {name}"),
+                    "it is labelled the primary: it hands over first",
+                ));
+            }
+        }
+        let statefulsets: Api<StatefulSet> = Api::namespaced(self.client.clone(), &self.namespace);
+        let size = i32::try_from(self.members_per_shard)
+            .map_err(|e| self.error("shrink statefulsets", e))?;
+        let patch = serde_json::json!({"spec": {"replicas": size}});
+        for shard in 0..self.shards {
+            let sts = shard_name(&self.cluster, shard);
+            statefulsets
+                .patch(&sts, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| self.error(format!("scale statefulset {sts} to {size}"), e))?;
+        }
+        for name in members {
+            self.seen().addrs.remove(name);
+        }
         Ok(())
     }
 

@@ -327,6 +327,9 @@ impl Platform for LocalPlatform {
                 running,
                 zone: None,
                 node: None,
+                // The member count is fixed while the group runs (`update_spec` refuses a
+                // change of replicas), so nothing is ever retiring here.
+                retiring: false,
             });
         }
         Ok(out)
@@ -360,6 +363,20 @@ impl Platform for LocalPlatform {
     ) -> Result<(), PlatformError> {
         self.stop(member).await?;
         self.start_one(member, replica_of).await
+    }
+
+    /// Never asked for: no local member is ever retiring (see `members`). Should it be, the
+    /// member is kept and the reason given, rather than a process stopped that the layout
+    /// still counts.
+    async fn retire(&self, members: &[String]) -> Result<(), PlatformError> {
+        Err(err(
+            "retire",
+            format!(
+                "{}: the local platform does not remove members while it runs; \
+                 `kvpilot local down` and `local up` with fewer replicas instead",
+                members.join(", ")
+            ),
+        ))
     }
 
     async fn point_endpoint(&self, primary: SocketAddr) -> Result<(), PlatformError> {
