@@ -1716,10 +1716,20 @@ async fn scaling_up_adds_a_replica_that_joins_in_sync() {
     assert_eq!(created, ["grow-s0-0", "grow-s0-1", "grow-s0-2"]);
 }
 
-/// Scale-down 2 → 1 replicas while the primary is not among the removed ordinals: no
-/// handover, the StatefulSet shrinks at once, the removed pod is gone, no write is lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scaling_down_replicas_only_shrinks_at_once() {
+/// A Ready three-member cluster `name` (pods on nodes in zones a, b, c) whose primary is the
+/// member of ordinal `primary`, under writes through its `-primary` Service, just scaled
+/// down to one replica.
+struct ScaleDown {
+    r: Running,
+    ctx: Arc<kvpilot::platform::kubernetes::controller::Context>,
+    name: String,
+    writer: Writer,
+    _proxy: operator_support::proxy::PrimaryProxy,
+    handovers: u64,
+    failovers: u64,
+}
+
+async fn scale_down_with_primary_at(name: &str, primary: usize) -> ScaleDown {
     use operator_support::proxy::PrimaryProxy;
     use operator_support::scaling::set_replicas;
 
@@ -1728,23 +1738,106 @@ async fn scaling_down_replicas_only_shrinks_at_once() {
         ("node-b", "zone-b"),
         ("node-c", "zone-c"),
     ];
-    let (r, ctx) = run_cluster_on_nodes(
-        "trim",
-        "engine: {kind: valkey}\nreplicas: 2\npolicies:\n  replicaSelection: {plugin: \"builtin:most-caught-up\", config: {preferZone: zone-a}}\n",
-        &nodes,
-    )
-    .await;
-    let kept = "trim-s0-0";
-    make_primary(&r, "trim", kept).await;
-    let port = r.kubelet.addr(kept).await.port();
-    let proxy = PrimaryProxy::start(&r.client, "trim", port).await;
-    let writer = Writer::start(proxy.addr(), "trim", Duration::from_secs(300));
+    // Failovers land on the preferred zone's pod (ordinal i runs on the i-th node).
+    let spec = format!(
+        "engine: {{kind: valkey}}\nreplicas: 2\npolicies:\n  replicaSelection: {{plugin: \"builtin:most-caught-up\", config: {{preferZone: {}}}}}\n",
+        nodes[primary].1
+    );
+    let (r, ctx) = run_cluster_on_nodes(name, &spec, &nodes).await;
+    let want = format!("{name}-s0-{primary}");
+    make_primary(&r, name, &want).await;
+    let port = r.kubelet.addr(&want).await.port();
+    let proxy = PrimaryProxy::start(&r.client, name, port).await;
+    let writer = Writer::start(proxy.addr(), name, Duration::from_secs(300));
     more_acks(&writer, 0, 200, "writes are acknowledged").await;
-    let handovers = counter(&ctx, "kvpilot_handovers_total", "trim");
-    let failovers = counter(&ctx, "kvpilot_failovers_total", "trim");
+    let handovers = counter(&ctx, "kvpilot_handovers_total", name);
+    let failovers = counter(&ctx, "kvpilot_failovers_total", name);
+    set_replicas(&r.client, name, 1).await;
+    ScaleDown {
+        r,
+        ctx,
+        name: name.to_string(),
+        writer,
+        _proxy: proxy,
+        handovers,
+        failovers,
+    }
+}
 
-    set_replicas(&r.client, "trim", 1).await;
-    let sts_api: Api<StatefulSet> = Api::namespaced(r.client.clone(), NS);
+impl ScaleDown {
+    /// The pod past the new size.
+    fn removed(&self) -> String {
+        format!("{}-s0-2", self.name)
+    }
+
+    /// Waits until the cluster is Ready with the two remaining members and the removed pod is
+    /// gone; returns that status.
+    async fn settled(&self) -> kvpilot::api::KvClusterStatus {
+        let (name, removed) = (self.name.as_str(), self.removed());
+        let want = [format!("{name}-s0-0"), format!("{name}-s0-1")];
+        eventually("Ready with the remaining members", PHASE, || async {
+            let s = get_cluster(&self.r.client, name)
+                .await
+                .status
+                .unwrap_or_default();
+            let names: Vec<&str> = s.members.iter().map(|m| m.name.as_str()).collect();
+            let ready = s.condition("Ready").is_some_and(|c| c.status == "True");
+            let gone = pods(&self.r.client, name)
+                .await
+                .iter()
+                .all(|p| p.name_any() != removed);
+            if ready && gone && names == want {
+                Ok(s)
+            } else {
+                Err(format!("{names:?} ready {ready} pod gone {gone}"))
+            }
+        })
+        .await
+    }
+
+    /// Writes go on; `handovers` planned handovers and no failover happened; the removed pod
+    /// was a replica when it went and its server is stopped; every acknowledged write is on
+    /// every remaining member.
+    async fn check(self, handovers: u64) {
+        let removed = self.removed();
+        let name = self.name.as_str();
+        let acked = self.writer.acked().await;
+        more_acks(
+            &self.writer,
+            acked,
+            100,
+            "writes go on after the scale-down",
+        )
+        .await;
+        let log = self.writer.stop().await;
+        assert_eq!(
+            counter(&self.ctx, "kvpilot_handovers_total", name),
+            self.handovers + handovers,
+            "planned handovers"
+        );
+        assert_eq!(
+            counter(&self.ctx, "kvpilot_failovers_total", name),
+            self.failovers,
+            "no failover"
+        );
+        let history = self.r.kubelet.history().await;
+        assert_eq!(
+            history.removed,
+            [(removed.clone(), Some("replica".to_string()))],
+            "the pod was a replica when the StatefulSet removed it: {history:?}"
+        );
+        let addrs = self.r.kubelet.addrs().await;
+        assert!(!addrs.contains_key(&removed), "its server is stopped");
+        nothing_lost(&addrs, name, &log).await;
+    }
+}
+
+/// Scale-down 2 → 1 replicas while the primary is not among the removed ordinals: no
+/// handover, the StatefulSet shrinks at once, the removed pod is gone, no write is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_down_replicas_only_shrinks_at_once() {
+    let scale = scale_down_with_primary_at("trim", 0).await;
+    let sts_api: Api<StatefulSet> = Api::namespaced(scale.r.client.clone(), NS);
     // At once: a reconcile or two (100 ms apart), nothing to wait for.
     eventually(
         "the StatefulSet shrinks at once",
@@ -1758,40 +1851,13 @@ async fn scaling_down_replicas_only_shrinks_at_once() {
         },
     )
     .await;
-    let status = eventually("Ready with the remaining members", PHASE, || async {
-        let s = get_cluster(&r.client, "trim")
-            .await
-            .status
-            .unwrap_or_default();
-        let names: Vec<&str> = s.members.iter().map(|m| m.name.as_str()).collect();
-        let ready = s.condition("Ready").is_some_and(|c| c.status == "True");
-        let gone = pods(&r.client, "trim")
-            .await
-            .iter()
-            .all(|p| p.name_any() != "trim-s0-2");
-        if ready && gone && names == ["trim-s0-0", "trim-s0-1"] {
-            Ok(s)
-        } else {
-            Err(format!("{names:?} ready {ready} pod gone {gone}"))
-        }
-    })
-    .await;
-    assert_eq!(status.primary.as_deref(), Some(kept), "the primary stays");
-    let acked = writer.acked().await;
-    more_acks(&writer, acked, 100, "writes go on after the scale-down").await;
-    let log = writer.stop().await;
-
-    assert_eq!(counter(&ctx, "kvpilot_handovers_total", "trim"), handovers);
-    assert_eq!(counter(&ctx, "kvpilot_failovers_total", "trim"), failovers);
-    let history = r.kubelet.history().await;
+    let status = scale.settled().await;
     assert_eq!(
-        history.removed,
-        [("trim-s0-2".to_string(), Some("replica".to_string()))],
-        "{history:?}"
+        status.primary.as_deref(),
+        Some("trim-s0-0"),
+        "the primary stays"
     );
-    let addrs = r.kubelet.addrs().await;
-    assert!(!addrs.contains_key("trim-s0-2"), "its server is stopped");
-    nothing_lost(&addrs, "trim", &log).await;
+    scale.check(0).await;
 }
 
 /// Scale-down 2 → 1 replicas while the primary is on the removed ordinal: the StatefulSet
@@ -1800,71 +1866,13 @@ async fn scaling_down_replicas_only_shrinks_at_once() {
 /// No acknowledged write is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaling_down_hands_the_primary_over_before_removing_its_pod() {
-    use operator_support::proxy::PrimaryProxy;
-    use operator_support::scaling::set_replicas;
-
-    let nodes = [
-        ("node-a", "zone-a"),
-        ("node-b", "zone-b"),
-        ("node-c", "zone-c"),
-    ];
-    let (r, ctx) = run_cluster_on_nodes(
-        "shrink",
-        "engine: {kind: valkey}\nreplicas: 2\npolicies:\n  replicaSelection: {plugin: \"builtin:most-caught-up\", config: {preferZone: zone-c}}\n",
-        &nodes,
-    )
-    .await;
-    let leaving = "shrink-s0-2";
-    make_primary(&r, "shrink", leaving).await;
-    let port = r.kubelet.addr(leaving).await.port();
-    let proxy = PrimaryProxy::start(&r.client, "shrink", port).await;
-    let writer = Writer::start(proxy.addr(), "shrink", Duration::from_secs(300));
-    more_acks(&writer, 0, 200, "writes are acknowledged").await;
-    let handovers = counter(&ctx, "kvpilot_handovers_total", "shrink");
-    let failovers = counter(&ctx, "kvpilot_failovers_total", "shrink");
-
-    set_replicas(&r.client, "shrink", 1).await;
-    let status = eventually("Ready with the remaining members", PHASE, || async {
-        let s = get_cluster(&r.client, "shrink")
-            .await
-            .status
-            .unwrap_or_default();
-        let names: Vec<&str> = s.members.iter().map(|m| m.name.as_str()).collect();
-        let ready = s.condition("Ready").is_some_and(|c| c.status == "True");
-        let gone = pods(&r.client, "shrink")
-            .await
-            .iter()
-            .all(|p| p.name_any() != leaving);
-        if ready && gone && names == ["shrink-s0-0", "shrink-s0-1"] {
-            Ok(s)
-        } else {
-            Err(format!("{names:?} ready {ready} pod gone {gone}"))
-        }
-    })
-    .await;
+    let scale = scale_down_with_primary_at("shrink", 2).await;
+    let status = scale.settled().await;
     let primary = status.primary.clone().expect("a primary");
-    assert_ne!(primary, leaving, "the primary moved to a member that stays");
-    let acked = writer.acked().await;
-    more_acks(&writer, acked, 100, "writes go on after the scale-down").await;
-    let log = writer.stop().await;
-
-    assert_eq!(
-        counter(&ctx, "kvpilot_handovers_total", "shrink"),
-        handovers + 1,
-        "one planned handover"
+    assert_ne!(
+        primary,
+        scale.removed(),
+        "the primary moved to a member that stays"
     );
-    assert_eq!(
-        counter(&ctx, "kvpilot_failovers_total", "shrink"),
-        failovers,
-        "no failover"
-    );
-    let history = r.kubelet.history().await;
-    assert_eq!(
-        history.removed,
-        [(leaving.to_string(), Some("replica".to_string()))],
-        "the pod was a replica when the StatefulSet removed it: {history:?}"
-    );
-    let addrs = r.kubelet.addrs().await;
-    assert!(!addrs.contains_key(leaving), "its server is stopped");
-    nothing_lost(&addrs, "shrink", &log).await;
+    scale.check(1).await;
 }
