@@ -662,12 +662,16 @@ async fn bootstrap_rollout_under_writes_and_failover_through_kubernetes() {
 
     // Proactive rollout: a config change → a new StatefulSet revision → pods deleted in the
     // order decide chooses (replicas first, the primary after a handover).
+    // A merge patch, as `kubectl patch` would: a read-modify-replace could conflict with the
+    // running operator's status writes.
     let api: Api<KvCluster> = Api::namespaced(r.client.clone(), NS);
-    let mut kc = get_cluster(&r.client, "kv").await;
-    kc.spec.config.insert("hz".into(), "11".into());
-    api.replace("kv", &PostParams::default(), &kc)
-        .await
-        .unwrap();
+    api.patch(
+        "kv",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"spec": {"config": {"hz": "11"}}})),
+    )
+    .await
+    .unwrap();
     let deleted_before = r.kubelet.history().await.deleted.len();
     let status = eventually(
         "the rollout completes",

@@ -2,20 +2,23 @@
 
 use super::{NS, get_cluster};
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kvpilot::api::KvCluster;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Sets `spec.replicas` of KvCluster `name`, as `kubectl scale`/`edit` would.
+/// Sets `spec.replicas` of KvCluster `name`, as `kubectl scale` would: a merge patch of that
+/// one field, which (unlike a read-modify-replace) cannot conflict with the operator's status
+/// writes.
 pub async fn set_replicas(client: &Client, name: &str, replicas: u32) {
     let api: Api<KvCluster> = Api::namespaced(client.clone(), NS);
-    let mut kc = get_cluster(client, name).await;
-    kc.spec.replicas = replicas;
-    api.replace(name, &PostParams::default(), &kc)
+    let patch = serde_json::json!({"spec": {"replicas": replicas}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .expect("replace KvCluster");
+        .expect("patch KvCluster spec.replicas");
+    let kc = get_cluster(client, name).await;
+    assert_eq!(kc.spec.replicas, replicas, "the patch took");
 }
 
 /// `INFO replication` of the server at `addr`, as fields.
