@@ -1172,3 +1172,19 @@ async fn a_lost_primary_is_replaced_by_a_member_that_stays_rather_than_one_retir
         other => panic!("expected a failover, got {other:?} ({:?})", plan.wait),
     }
 }
+
+#[tokio::test]
+async fn a_retiring_member_that_is_down_is_removed_not_started() {
+    let members = vec![
+        primary(0, 100, 5000),
+        replica(1, 0, 100, 5000),
+        retiring(dead(replica(2, 0, 100, 5000))),
+    ];
+    let plan = run(&observed(members, Some(0)), &TestPolicies::default()).await;
+    assert_eq!(
+        plan.action,
+        Some(Action::Retire {
+            members: vec!["kv-2".into()]
+        })
+    );
+}

@@ -368,9 +368,10 @@ pub(super) fn policy_failed(plan: Plan, e: PolicyError, retry: std::time::Durati
     plan.wait(Blocker::PolicyFailed, e.to_string(), retry)
 }
 
+/// Members to start: not running, and not being removed by a scale-down.
 fn not_running<'a>(members: impl Iterator<Item = &'a ObservedMember>) -> Vec<String> {
     members
-        .filter(|m| !m.running)
+        .filter(|m| !m.running && !m.retiring)
         .map(|m| m.name.clone())
         .collect()
 }

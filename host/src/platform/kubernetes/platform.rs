@@ -197,8 +197,9 @@ impl Platform for KubernetesPlatform {
             if shard == 0 {
                 desired_revision = sts.as_ref().map(update_revision).unwrap_or_default();
             }
-            // A scale-down leaves the StatefulSet at its size until `retire`: the pods past
-            // the spec's count are retiring, and listed while they run.
+            // A scale-down leaves the StatefulSet at its size until `retire`: the members past
+            // the spec's count are retiring, listed running or not so that one that is down
+            // is removed too, rather than holding the StatefulSet at its size.
             let live = sts
                 .as_ref()
                 .and_then(|s| s.spec.as_ref())
@@ -211,9 +212,6 @@ impl Platform for KubernetesPlatform {
                 let pod = by_name.get(&name);
                 let addr = pod.and_then(|p| pod_addr(p, self.port));
                 let running = pod.is_some_and(|p| pod_running(p)) && addr.is_some();
-                if retiring && !running {
-                    continue;
-                }
                 // A member without a pod IP is not probed; it still needs an address.
                 let addr = addr.unwrap_or(SocketAddr::new(
                     IpAddr::V4(Ipv4Addr::UNSPECIFIED),
