@@ -24,8 +24,8 @@ pub struct PlatformMember {
     pub running: bool,
     pub zone: Option<String>,
     pub node: Option<String>,
-    /// The spec no longer asks for it (a scale-down) but the platform still runs it: it is
-    /// removed with [`Platform::retire`] once it is not the primary.
+    /// The spec no longer asks for it (a scale-down) but the platform still has it, running
+    /// or not: it is removed with [`Platform::retire`] once it is not the primary.
     pub retiring: bool,
 }
 
