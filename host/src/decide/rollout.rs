@@ -85,7 +85,7 @@ pub(super) async fn next<P: Policies>(
 /// The members a rollout concerns, as plugins see them: those that stay, and the primary
 /// even when it is retiring (it still serves and must hand over). A retiring replica is
 /// neither restarted nor a handover target, nor waited for: a scale-down removes it.
-pub(super) fn staying(input: &Input<'_>, primary: &ObservedMember) -> Vec<Member> {
+fn staying(input: &Input<'_>, primary: &ObservedMember) -> Vec<Member> {
     let obs = input.observed;
     obs.members
         .iter()
@@ -139,7 +139,7 @@ fn restart(
 /// A planned handover away from the primary (stale, or retiring in a scale-down), to a
 /// replica in `view` the replica-selection plugin chooses among those on the desired revision
 /// and proven in sync.
-pub(super) async fn handover<P: Policies>(
+async fn handover<P: Policies>(
     input: &Input<'_>,
     policies: &P,
     mut plan: Plan,
