@@ -664,15 +664,8 @@ async fn bootstrap_rollout_under_writes_and_failover_through_kubernetes() {
     // order decide chooses (replicas first, the primary after a handover).
     // A merge patch, as `kubectl patch` would: a read-modify-replace could conflict with the
     // running operator's status writes.
-    let api: Api<KvCluster> = Api::namespaced(r.client.clone(), NS);
-    api.patch(
-        "kv",
-        &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(serde_json::json!({"spec": {"config": {"hz": "11"}}})),
-    )
-    .await
-    .unwrap();
     let deleted_before = r.kubelet.history().await.deleted.len();
+    patch_spec(&r.client, "kv", serde_json::json!({"config": {"hz": "11"}})).await;
     let status = eventually(
         "the rollout completes",
         Duration::from_secs(120),

@@ -12,7 +12,7 @@ pub mod scaling;
 pub mod tls;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use kvpilot::api::{KvCluster, KvClusterSpec, PolicyPlugin};
 use kvpilot::decide::Settings;
@@ -147,6 +147,52 @@ pub async fn get_cluster(client: &Client, name: &str) -> KvCluster {
         .get(name)
         .await
         .expect("get KvCluster")
+}
+
+/// Merge-patches the spec of KvCluster `name` with `spec`, as `kubectl patch --type merge`
+/// would, and returns once the change holds.
+///
+/// kube-fake-client's update checks the resourceVersion and stores the object under separate
+/// locks, so an operator status patch that read the object just before this one can store the
+/// old spec back; a real API server keeps the two apart. The patch is sent again when that
+/// happens (bounded).
+pub async fn patch_spec(client: &Client, name: &str, spec: serde_json::Value) {
+    let api: Api<KvCluster> = Api::namespaced(client.clone(), NS);
+    let patch = serde_json::json!({ "spec": spec });
+    for _ in 0..20 {
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("merge-patch KvCluster spec");
+        if holds(&api, name, &spec).await {
+            return;
+        }
+        eprintln!("the spec patch {spec} of {name} was written over; sending it again");
+    }
+    panic!("the spec patch {spec} of {name} never held");
+}
+
+/// Whether the stored spec of `name` contains `want`, twice 50 ms apart: a racing status write
+/// lands within microseconds of the patch.
+async fn holds(api: &Api<KvCluster>, name: &str, want: &serde_json::Value) -> bool {
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let kc = api.get(name).await.expect("get KvCluster");
+        let spec = serde_json::to_value(&kc.spec).expect("spec as JSON");
+        if !contains(&spec, want) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether `have` holds every field of `want` with its value (objects compared field by field).
+fn contains(have: &serde_json::Value, want: &serde_json::Value) -> bool {
+    match (have, want) {
+        (serde_json::Value::Object(h), serde_json::Value::Object(w)) => w
+            .iter()
+            .all(|(k, v)| h.get(k).is_some_and(|hv| contains(hv, v))),
+        _ => have == want,
+    }
 }
 
 /// The controller context, with fast probes and members on `port`.

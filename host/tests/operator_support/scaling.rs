@@ -1,9 +1,7 @@
 //! Changing a KvCluster's size and reading what its members say about replication.
 
-use super::{NS, get_cluster};
+use super::{get_cluster, patch_spec};
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams};
-use kvpilot::api::KvCluster;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,11 +10,7 @@ use std::time::Duration;
 /// one field, which (unlike a read-modify-replace) cannot conflict with the operator's status
 /// writes.
 pub async fn set_replicas(client: &Client, name: &str, replicas: u32) {
-    let api: Api<KvCluster> = Api::namespaced(client.clone(), NS);
-    let patch = serde_json::json!({"spec": {"replicas": replicas}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("patch KvCluster spec.replicas");
+    patch_spec(client, name, serde_json::json!({ "replicas": replicas })).await;
     let kc = get_cluster(client, name).await;
     assert_eq!(kc.spec.replicas, replicas, "the patch took");
 }
