@@ -154,15 +154,25 @@ pub async fn get_cluster(client: &Client, name: &str) -> KvCluster {
 ///
 /// kube-fake-client's update checks the resourceVersion and stores the object under separate
 /// locks, so an operator status patch that read the object just before this one can store the
-/// old spec back; a real API server keeps the two apart. The patch is sent again when that
-/// happens (bounded).
+/// old spec back, or refuse this patch with a conflict; a real API server does neither. The
+/// patch is sent again when that happens (bounded).
 pub async fn patch_spec(client: &Client, name: &str, spec: serde_json::Value) {
     let api: Api<KvCluster> = Api::namespaced(client.clone(), NS);
     let patch = serde_json::json!({ "spec": spec });
     for _ in 0..20 {
-        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .expect("merge-patch KvCluster spec");
+        {
+            Ok(_) => {}
+            // The same race seen from the other side: the fake refuses a merge patch whose
+            // read went stale before its write.
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                eprintln!("the spec patch {spec} of {name} met a conflict; sending it again");
+                continue;
+            }
+            Err(e) => panic!("merge-patch KvCluster {name} spec: {e}"),
+        }
         if holds(&api, name, &spec).await {
             return;
         }
