@@ -91,18 +91,7 @@ pub async fn exec(
         Some(p) => format!("redis://:{p}@{addr}/"),
         None => format!("redis://{addr}/"),
     };
-    let client = redis::Client::open(url)?;
-    let mut conn = tokio::time::timeout(
-        Duration::from_secs(2),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .map_err(|_| redis::RedisError::from(std::io::Error::other("connect timeout")))??;
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query_async(&mut conn).await
+    query(redis::Client::open(url)?, args).await
 }
 
 /// Sends one command as ACL user `user` over a fresh plain connection.
@@ -120,7 +109,11 @@ pub async fn exec_as(
                 .set_username(user)
                 .set_password(password),
         );
-    let client = redis::Client::open(info)?;
+    query(redis::Client::open(info)?, args).await
+}
+
+/// Sends `args` over a fresh connection of `client` (connect bounded to 2 s).
+async fn query(client: redis::Client, args: &[&str]) -> redis::RedisResult<Value> {
     let mut conn = tokio::time::timeout(
         Duration::from_secs(2),
         client.get_multiplexed_async_connection(),

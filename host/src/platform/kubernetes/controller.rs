@@ -269,19 +269,9 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
     {
         Ok(o) => o,
         Err(message) => {
-            let status = &mut state.reconciler.status;
-            set_condition(status, "Ready", false, "InvalidSpec", &message);
-            set_condition(status, "Progressing", false, "InvalidSpec", &message);
-            ctx.publish(kc, true, "InvalidSpec", &message).await;
-            patch_status(
-                ctx,
-                kc,
-                &namespace,
-                &state.reconciler.status,
-                &mut state.last_status_write,
-            )
-            .await?;
-            return Ok(Action::requeue(INVALID_SPEC_REQUEUE));
+            return halted(ctx, kc, &namespace, state, "InvalidSpec", &message)
+                .await
+                .map(|()| Action::requeue(INVALID_SPEC_REQUEUE));
         }
     };
     let applied = apply::apply_all(&ctx.client, &namespace, &name, &objects).await;
@@ -298,19 +288,9 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
         }
         Err(problem) => {
             let message = format!("{problem}; waiting for it (pods cannot start without it)");
-            let status = &mut state.reconciler.status;
-            set_condition(status, "Ready", false, "SecretUnavailable", &message);
-            set_condition(status, "Progressing", false, "SecretUnavailable", &message);
-            ctx.publish(kc, true, "SecretUnavailable", &message).await;
-            patch_status(
-                ctx,
-                kc,
-                &namespace,
-                &state.reconciler.status,
-                &mut state.last_status_write,
-            )
-            .await?;
-            return Ok(Action::requeue(ERROR_REQUEUE));
+            return halted(ctx, kc, &namespace, state, "SecretUnavailable", &message)
+                .await
+                .map(|()| Action::requeue(ERROR_REQUEUE));
         }
     }
 
@@ -389,14 +369,7 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
     }
     // The reconcile rebuilt the conditions: the storage one goes back on.
     storage_condition(&mut state.reconciler.status, state.storage_drift.as_deref());
-    patch_status(
-        ctx,
-        kc,
-        &namespace,
-        &state.reconciler.status,
-        &mut state.last_status_write,
-    )
-    .await?;
+    patch_status(ctx, kc, &namespace, state).await?;
     let requeue = if applied.errors.is_empty() {
         outcome.plan.requeue_after
     } else {
@@ -515,14 +488,7 @@ async fn policy_failed(
     set_condition(status, "PolicyFailed", true, "PolicyFailed", message);
     set_condition(status, "Ready", false, "PolicyFailed", message);
     ctx.publish(kc, true, "PolicyFailed", message).await;
-    patch_status(
-        ctx,
-        kc,
-        namespace,
-        &state.reconciler.status,
-        &mut state.last_status_write,
-    )
-    .await?;
+    patch_status(ctx, kc, namespace, state).await?;
     Ok(Action::requeue(policy_requeue(
         ctx.settings.policy_retry,
         state.policy_failures,
@@ -562,17 +528,35 @@ fn plugin_error_policy(pp: Arc<PolicyPlugin>, error: &PluginProblem, _: Arc<Cont
     Action::requeue(ERROR_REQUEUE)
 }
 
-/// Writes the KvCluster status (status subresource) for `report`, unless only volatile
-/// fields changed since the status `kc` carries and it was written recently.
+/// The reconcile stops before touching members: Ready and Progressing say why (`reason`), a
+/// Warning Event too, and the status is written.
+async fn halted(
+    ctx: &Context,
+    kc: &KvCluster,
+    namespace: &str,
+    state: &mut ClusterState,
+    reason: &str,
+    message: &str,
+) -> Result<(), OperatorError> {
+    let status = &mut state.reconciler.status;
+    set_condition(status, "Ready", false, reason, message);
+    set_condition(status, "Progressing", false, reason, message);
+    ctx.publish(kc, true, reason, message).await;
+    patch_status(ctx, kc, namespace, state).await
+}
+
+/// Writes the KvCluster status (status subresource) for the reconciler's report in `state`,
+/// unless only volatile fields changed since the status `kc` carries and it was written
+/// recently.
 async fn patch_status(
     ctx: &Context,
     kc: &KvCluster,
     namespace: &str,
-    report: &ClusterStatus,
-    last_write: &mut Option<Instant>,
+    state: &mut ClusterState,
 ) -> Result<(), OperatorError> {
+    let last_write = &mut state.last_status_write;
     let status = KvClusterStatus::from_report(
-        report,
+        &state.reconciler.status,
         &StatusContext {
             generation: kc.metadata.generation,
             previous: kc.status.as_ref(),
