@@ -50,11 +50,10 @@ async fn builtins_load_with_their_hook_and_metadata() {
         assert_eq!(plugin.hooks(), [hook]);
         assert_eq!(plugin.info().name, hook.default_builtin());
         assert_eq!(plugin.sha256_hex().len(), 64);
-        // Builtins are std guests: only granted WASI and the policy types.
-        assert!(
-            plugin.imports().iter().all(|i| i.starts_with("wasi:cli/")
-                || i.starts_with("wasi:io/")
-                || i.starts_with("kvpilot:policy/types@")),
+        // Builtins are no_std guests: they import no WASI, only the policy's type interface.
+        assert_eq!(
+            plugin.imports(),
+            ["kvpilot:policy/types@0.1.0"],
             "{:?}",
             plugin.imports()
         );

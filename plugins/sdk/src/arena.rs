@@ -31,7 +31,7 @@ pub fn pages_for(size: usize, align: usize) -> Option<usize> {
 }
 
 #[cfg(target_arch = "wasm32")]
-pub use imp::Arena;
+pub use imp::{Arena, cabi_realloc};
 
 #[cfg(target_arch = "wasm32")]
 mod imp {
@@ -86,6 +86,28 @@ mod imp {
                 None => core::ptr::null_mut(),
             }
         }
+    }
+
+    /// The canonical ABI's `cabi_realloc` over the arena, for `#![no_std]` components (a std
+    /// component gets one from std): what the host calls to place every string and list it
+    /// passes in.
+    ///
+    /// # Safety
+    /// `old_ptr` and `old_len` are 0 or an allocation of this arena, as the ABI guarantees.
+    pub unsafe fn cabi_realloc(
+        old_ptr: *mut u8,
+        old_len: usize,
+        align: usize,
+        new_len: usize,
+    ) -> *mut u8 {
+        let Ok(layout) = Layout::from_size_align(old_len, align) else {
+            return core::ptr::null_mut();
+        };
+        if old_ptr.is_null() {
+            return Arena::take(new_len, align);
+        }
+        // SAFETY: the caller passes an allocation of this arena with its layout.
+        unsafe { Arena.realloc(old_ptr, layout, new_len) }
     }
 
     // SAFETY: `take` hands out disjoint, suitably aligned ranges of memory that nothing else

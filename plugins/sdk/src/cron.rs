@@ -11,8 +11,9 @@
 //! `*`, `*/1` and `1-31` are the same thing — the parsed sets are the schedule, and
 //! [`Display`](fmt::Display) prints a canonical form of them.
 
-use std::fmt;
-use std::str::FromStr;
+use crate::prelude::*;
+use core::fmt;
+use core::str::FromStr;
 
 /// A parsed cron expression: one set of allowed values per field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,7 +44,7 @@ impl Set {
     /// The values, ascending (visits set bits only).
     fn values(self) -> impl Iterator<Item = u32> {
         let mut bits = self.0;
-        std::iter::from_fn(move || {
+        core::iter::from_fn(move || {
             if bits == 0 {
                 return None;
             }

@@ -60,3 +60,42 @@ macro_rules! guest_records {
         }
     };
 }
+
+/// The runtime of a `#![no_std]` plugin component: the [`arena`](crate::arena) as its
+/// allocator and a panic handler that traps.
+///
+/// Without std a component imports no WASI interface at all, so the host instantiates it
+/// with nothing to link, which is most of a fresh instance's cost. The price: a panic's
+/// message cannot reach the host (there is no stderr to write it to), so it is reported as
+/// a trap (`unreachable`). The default plugins use it; a plugin that wants its panic messages
+/// in the operator's errors stays a std component.
+#[macro_export]
+macro_rules! no_std_guest {
+    () => {
+        extern crate alloc;
+
+        // `memcmp`, `memcpy` and the like come from wasi-libc, as in a std build: they are
+        // plain functions there, importing nothing.
+        #[link(name = "c")]
+        unsafe extern "C" {}
+
+        #[global_allocator]
+        static ALLOC: $crate::arena::Arena = $crate::arena::Arena;
+
+        // SAFETY: the host calls it as the canonical ABI says (see `Arena::cabi_realloc`).
+        #[unsafe(no_mangle)]
+        unsafe extern "C" fn cabi_realloc(
+            old_ptr: *mut u8,
+            old_len: usize,
+            align: usize,
+            new_len: usize,
+        ) -> *mut u8 {
+            unsafe { $crate::arena::cabi_realloc(old_ptr, old_len, align, new_len) }
+        }
+
+        #[panic_handler]
+        fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+            core::arch::wasm32::unreachable()
+        }
+    };
+}

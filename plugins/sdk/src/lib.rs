@@ -5,10 +5,19 @@
 //! [`defaults`]; the host links the same functions natively to benchmark them against their
 //! wasm builds and to test `decide` without a sandbox.
 
+#![no_std]
+
+// `alloc` only: the default plugins are built without std, so their components import no
+// WASI at all and instantiate faster (see `arena.rs`).
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
 pub mod arena;
 pub mod cron;
 pub mod defaults;
 mod guest;
+mod prelude;
 pub mod types;
 
 pub use types::*;

@@ -4,6 +4,7 @@
 //! WIT bindings), and `kvpilot policy run --input` reads them as JSON. JSON field and variant
 //! names are the WIT names (kebab-case), so the WIT file is the reference for both.
 
+use crate::prelude::*;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// The replication role a member reported.

@@ -1,18 +1,21 @@
 //! `replicas-first` as a WebAssembly component: converts the WIT records to `kvpilot-sdk`
 //! types and calls [`kvpilot_sdk::defaults::replicas_first`].
 
+#![no_std]
+
 wit_bindgen::generate!({
     world: "rollout-planner",
     path: "../../../wit/0.1.0",
 });
 
+use alloc::string::String;
 use exports::kvpilot::policy::plugin::{self, PluginInfo};
 use exports::kvpilot::policy::rollout_order::{self, Handover, Request, Step};
 use kvpilot_sdk::defaults::replicas_first;
 
-// Every call runs in a fresh instance: an arena that never frees is the cheapest allocator.
-#[global_allocator]
-static ALLOC: kvpilot_sdk::arena::Arena = kvpilot_sdk::arena::Arena;
+// No std, hence no WASI imports; every call runs in a fresh instance, so an arena that never
+// frees is the cheapest allocator.
+kvpilot_sdk::no_std_guest!();
 
 struct Component;
 

@@ -1,18 +1,21 @@
 //! `stagger` as a WebAssembly component: converts the WIT records to `kvpilot-sdk` types and
 //! calls [`kvpilot_sdk::defaults::stagger`].
 
+#![no_std]
+
 wit_bindgen::generate!({
     world: "snapshot-scheduler",
     path: "../../../wit/0.1.0",
 });
 
+use alloc::{string::String, vec::Vec};
 use exports::kvpilot::policy::plugin::{self, PluginInfo};
 use exports::kvpilot::policy::snapshot_schedule::{self, MemberSchedule, Mode, Request};
 use kvpilot_sdk::defaults::stagger;
 
-// Every call runs in a fresh instance: an arena that never frees is the cheapest allocator.
-#[global_allocator]
-static ALLOC: kvpilot_sdk::arena::Arena = kvpilot_sdk::arena::Arena;
+// No std, hence no WASI imports; every call runs in a fresh instance, so an arena that never
+// frees is the cheapest allocator.
+kvpilot_sdk::no_std_guest!();
 
 struct Component;
 

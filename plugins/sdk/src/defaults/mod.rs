@@ -6,6 +6,7 @@ pub mod most_caught_up;
 pub mod replicas_first;
 pub mod stagger;
 
+use crate::prelude::*;
 use serde_json::{Map, Value};
 
 /// Parse a plugin's config text as a JSON object and reject fields not in `known`.
@@ -89,6 +90,7 @@ mod tests {
 /// Members and clusters for the default policies' tests.
 #[cfg(test)]
 mod testing {
+    use crate::prelude::*;
     use crate::types::{Cluster, Member, Role};
 
     /// A healthy, current, in-sync member of shard 0 named `cache-{ordinal}` holding 100 keys.

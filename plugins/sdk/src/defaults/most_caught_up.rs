@@ -19,6 +19,7 @@
 //! that loses the least data, however far behind it is.
 
 use super::config_object;
+use crate::prelude::*;
 use crate::types::{Member, PluginInfo, Selection, SelectionReason, SelectionRequest};
 use serde_json::Value;
 

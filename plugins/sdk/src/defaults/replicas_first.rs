@@ -17,6 +17,7 @@
 //! Config: `{}`.
 
 use super::{config_object, names};
+use crate::prelude::*;
 use crate::types::{Member, PluginInfo, Role, RolloutRequest, Step};
 
 /// Who the plugin is.

@@ -14,6 +14,7 @@
 
 use super::config_object;
 use crate::cron::Cron;
+use crate::prelude::*;
 use crate::types::{Member, MemberSchedule, PluginInfo, Role, ScheduleRequest, SnapshotMode};
 
 /// Who the plugin is.
