@@ -271,6 +271,7 @@ fn bench_json_has_a_row_per_plugin_and_size() {
             "wasm_p50_us",
             "wasm_p99_us",
             "native_p50_us",
+            "wasm_p50_bare_us",
             "cached_load_us",
         ] {
             assert!(fields.contains(key), "{key} missing in {row}");
@@ -279,6 +280,7 @@ fn bench_json_has_a_row_per_plugin_and_size() {
             "wasm_p50_us",
             "wasm_p99_us",
             "native_p50_us",
+            "wasm_p50_bare_us",
             "cached_load_us",
         ] {
             assert!(row[key].as_f64().is_some_and(|v| v > 0.0), "{key} in {row}");

@@ -39,7 +39,8 @@ pub enum PolicyCommand {
     /// Latency per call of each default plugin, wasm (fresh sandbox per call) vs native.
     Bench {
         /// Print a JSON array of `{"hook","plugin","members","wasm_p50_us","wasm_p99_us",
-        /// "native_p50_us","cached_load_us"}`.
+        /// "native_p50_us","wasm_p50_bare_us","cached_load_us"}` (`bare`: the same call with
+        /// every member's zone and node absent).
         #[arg(long)]
         json: bool,
         /// Timed calls per row.
@@ -237,8 +238,15 @@ async fn run_bench(
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<18} {:<24} {:>7} {:>12} {:>12} {:>14} {:>8}",
-        "HOOK", "PLUGIN", "MEMBERS", "WASM p50 µs", "WASM p99 µs", "NATIVE p50 µs", "RATIO"
+        "{:<18} {:<24} {:>7} {:>12} {:>12} {:>14} {:>8} {:>12}",
+        "HOOK",
+        "PLUGIN",
+        "MEMBERS",
+        "WASM p50 µs",
+        "WASM p99 µs",
+        "NATIVE p50 µs",
+        "RATIO",
+        "BARE p50 µs"
     );
     for row in &rows {
         let ratio = if row.native_p50_us > 0.0 {
@@ -247,18 +255,20 @@ async fn run_bench(
             "-".into()
         };
         println!(
-            "{:<18} {:<24} {:>7} {:>12.2} {:>12.2} {:>14.2} {:>8}",
+            "{:<18} {:<24} {:>7} {:>12.2} {:>12.2} {:>14.2} {:>8} {:>12.2}",
             row.hook.as_str(),
             row.plugin,
             row.members,
             row.wasm_p50_us,
             row.wasm_p99_us,
             row.native_p50_us,
-            ratio
+            ratio,
+            row.wasm_p50_bare_us
         );
     }
     println!(
-        "{} iterations per row after {} warm-up calls; a fresh sandbox (store + instance) per wasm call.",
+        "{} iterations per row after {} warm-up calls; a fresh sandbox (store + instance) per wasm call.\n\
+         BARE: the same wasm call with every member's zone and node absent (1 string per member, not 3).",
         rounds.iterations, rounds.warmup
     );
     for row in rows.iter().filter(|r| r.members == bench::SIZES[0]) {

@@ -37,6 +37,10 @@ pub struct BenchRow {
     pub wasm_p50_us: f64,
     pub wasm_p99_us: f64,
     pub native_p50_us: f64,
+    /// p50 of the same call with every member's zone and node absent (one string per member
+    /// instead of three): the difference to `wasm_p50_us` is what crossing those strings into
+    /// the sandbox costs (the canonical ABI calls the guest's allocator once per string).
+    pub wasm_p50_bare_us: f64,
     /// Median time to load the plugin again from its bytes once they were compiled: what the
     /// operator does for every `PolicyPlugin` it reconciles (see [`cached_load`]).
     pub cached_load_us: f64,
@@ -203,35 +207,71 @@ fn plugin_bytes(plugin: &Plugin) -> Result<Vec<u8>, PolicyError> {
     })
 }
 
+/// Every member without its zone and node (see [`BenchRow::wasm_p50_bare_us`]).
+fn bare(members: &mut [Member]) {
+    for m in members {
+        m.zone = None;
+        m.node = None;
+    }
+}
+
+/// Samples of one hook at `n` members: the wasm call, the wasm call on bare members, and the
+/// native policy.
+struct Measured {
+    wasm: Vec<Duration>,
+    bare: Vec<Duration>,
+    native: Vec<Duration>,
+}
+
 async fn measure(
     plugin: &Plugin,
     hook: Hook,
     n: usize,
     rounds: Rounds,
-) -> Result<(Vec<Duration>, Vec<Duration>), PolicyError> {
+) -> Result<Measured, PolicyError> {
     Ok(match hook {
         Hook::ReplicaSelection => {
             let request = selection_request(n);
-            let wasm =
-                time_async(rounds, || async { plugin.select(&request).await.map(drop) }).await?;
-            let native = time_sync(rounds, || native::select(&request).map(drop))?;
-            (wasm, native)
+            let mut stripped = request.clone();
+            bare(&mut stripped.candidates);
+            bare(stripped.primary.as_mut_slice());
+            Measured {
+                wasm: time_async(rounds, || async { plugin.select(&request).await.map(drop) })
+                    .await?,
+                bare: time_async(rounds, || async {
+                    plugin.select(&stripped).await.map(drop)
+                })
+                .await?,
+                native: time_sync(rounds, || native::select(&request).map(drop))?,
+            }
         }
         Hook::SnapshotSchedule => {
             let request = schedule_request(n);
-            let wasm = time_async(rounds, || async {
-                plugin.schedule(&request).await.map(drop)
-            })
-            .await?;
-            let native = time_sync(rounds, || native::schedule(&request).map(drop))?;
-            (wasm, native)
+            let mut stripped = request.clone();
+            bare(&mut stripped.members);
+            Measured {
+                wasm: time_async(rounds, || async {
+                    plugin.schedule(&request).await.map(drop)
+                })
+                .await?,
+                bare: time_async(rounds, || async {
+                    plugin.schedule(&stripped).await.map(drop)
+                })
+                .await?,
+                native: time_sync(rounds, || native::schedule(&request).map(drop))?,
+            }
         }
         Hook::RolloutOrder => {
             let request = rollout_request(n);
-            let wasm =
-                time_async(rounds, || async { plugin.next(&request).await.map(drop) }).await?;
-            let native = time_sync(rounds, || native::next(&request).map(drop))?;
-            (wasm, native)
+            let mut stripped = request.clone();
+            bare(&mut stripped.members);
+            Measured {
+                wasm: time_async(rounds, || async { plugin.next(&request).await.map(drop) })
+                    .await?,
+                bare: time_async(rounds, || async { plugin.next(&stripped).await.map(drop) })
+                    .await?,
+                native: time_sync(rounds, || native::next(&request).map(drop))?,
+            }
         }
     })
 }
@@ -247,7 +287,7 @@ pub async fn run(runtime: &PolicyRuntime, rounds: Rounds) -> Result<Vec<BenchRow
     for (hook, plugin) in plugins {
         let cached = cached_load(runtime, &plugin).await?;
         for n in SIZES {
-            let (wasm, native) = measure(&plugin, hook, n, rounds).await?;
+            let Measured { wasm, bare, native } = measure(&plugin, hook, n, rounds).await?;
             rows.push(BenchRow {
                 hook,
                 plugin: plugin.name().to_string(),
@@ -255,6 +295,7 @@ pub async fn run(runtime: &PolicyRuntime, rounds: Rounds) -> Result<Vec<BenchRow
                 wasm_p50_us: micros(percentile(&wasm, 50)),
                 wasm_p99_us: micros(percentile(&wasm, 99)),
                 native_p50_us: micros(percentile(&native, 50)),
+                wasm_p50_bare_us: micros(percentile(&bare, 50)),
                 cached_load_us: micros(cached),
             });
         }
