@@ -8,7 +8,7 @@
 #![no_std]
 
 // `alloc` only: the default plugins are built without std, so their components import no
-// WASI at all and instantiate faster (see `arena.rs`).
+// WASI at all and instantiate faster (see `no_std_guest!`).
 extern crate alloc;
 #[cfg(test)]
 extern crate std;
