@@ -194,6 +194,20 @@ async fn a_panic_is_reported_with_its_message() {
 }
 
 #[tokio::test]
+async fn a_no_std_plugin_imports_no_wasi_and_its_panic_is_a_trap() {
+    // Built on `kvpilot_sdk::no_std_guest!()`, like the builtins.
+    let plugin = load("no-std-panic").await.expect("load");
+    assert_eq!(plugin.imports(), ["kvpilot:policy/types@0.1.0"]);
+    let error = misbehave(&plugin, HOSTILE).await;
+    let PolicyError::Trap { message, .. } = &error else {
+        panic!("expected a trap, got {error}");
+    };
+    // No stderr without WASI: the panic handler's trap is all the host can see.
+    assert!(message.contains("unreachable"), "{message}");
+    assert!(error.to_string().contains("replica-selection"), "{error}");
+}
+
+#[tokio::test]
 async fn an_answer_naming_a_non_candidate_is_refused() {
     let plugin = load("stranger").await.expect("load");
     let error = misbehave(&plugin, HOSTILE).await;
