@@ -1,7 +1,7 @@
 //! kvpilot: a Kubernetes operator for Redis-protocol datastores whose judgement calls are
 //! WebAssembly policy plugins and whose safety rules are host code.
 //!
-//! One reconcile is `observe → decide → act` (see DESIGN.md); each stage has its own module.
+//! One reconcile is `observe → decide → act` (see docs/architecture.md); each stage has its own module.
 
 pub mod act;
 pub mod api;

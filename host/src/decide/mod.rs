@@ -1,5 +1,5 @@
 //! decide: a pure function of what was observed, the spec and the plugins. It applies the host's
-//! safety rules (DESIGN.md) and returns at most one step, or a reason to wait.
+//! safety rules (docs/architecture.md) and returns at most one step, or a reason to wait.
 //!
 //! The only calls out are the policy hooks; there is no I/O and no clock here.
 

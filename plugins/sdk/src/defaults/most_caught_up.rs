@@ -10,7 +10,7 @@
 //! - primary empty: ready, not syncing and holding data.
 //!
 //! Whatever the reason, an empty candidate is never chosen while another candidate holds data
-//! (DESIGN.md safety rule 2). With `preferZone`, eligible candidates in that zone win over the
+//! (docs/architecture.md, safety rule 2). With `preferZone`, eligible candidates in that zone win over the
 //! others. When no candidate is eligible the answer is `wait`, naming each candidate and what
 //! it lacks.
 //!
