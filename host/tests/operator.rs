@@ -141,6 +141,60 @@ async fn an_invalid_spec_sets_a_condition_and_creates_nothing() {
     assert!(cms.items.is_empty());
 }
 
+/// A setting that would undermine a safety rule is refused naming the key, as a condition and
+/// an Event, and nothing is applied; so is a Dragonfly value that would inject a flag.
+#[tokio::test]
+async fn a_forbidden_config_key_is_a_condition_and_an_event_naming_it() {
+    let client = fake_client().await;
+    for (name, yaml, field) in [
+        (
+            "renamed",
+            "engine: {kind: valkey}\nconfig: {rename-command: \"CONFIG ''\"}\n",
+            "spec.config.rename-command",
+        ),
+        (
+            "writable",
+            "engine: {kind: valkey}\nconfig: {replica-read-only: \"no\"}\n",
+            "spec.config.replica-read-only",
+        ),
+        (
+            "injected",
+            "engine: {kind: dragonfly}\nconfig: {maxmemory: \"1gb\\n--admin_nopass=true\"}\n",
+            "spec.config.maxmemory",
+        ),
+        (
+            "crowded",
+            "engine: {kind: valkey}\nreplicas: 9\n",
+            "spec.replicas",
+        ),
+    ] {
+        create_cluster(&client, name, spec(yaml)).await;
+        let ctx = context(&client, 6379);
+        reconcile_once(&client, &ctx, name).await;
+        let status = get_cluster(&client, name).await.status.expect("status");
+        let (on, reason, message) = condition_of(&status, "Ready");
+        assert_eq!((on.as_str(), reason.as_str()), ("False", "InvalidSpec"));
+        assert!(message.contains(field), "{name}: {message}");
+        let event = event(&client, name, "InvalidSpec")
+            .await
+            .unwrap_or_else(|| panic!("{name}: no InvalidSpec event"));
+        let note = event.note.unwrap_or_default();
+        assert!(note.contains(field), "{name}: {note}");
+        assert!(
+            !note.contains('\n'),
+            "{name}: the note is one line: {note:?}"
+        );
+    }
+    let sts = Api::<StatefulSet>::namespaced(client.clone(), NS)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(
+        sts.items.is_empty(),
+        "nothing is applied for an invalid spec"
+    );
+}
+
 /// The controller's own actions are Events on the KvCluster, naming the object: a Service
 /// recreated (headless ↔ ClusterIP), per-pod Services pruned, the ConfigMap of the old
 /// revision collected.
