@@ -550,12 +550,20 @@ impl Server {
             state,
             child: Some(child),
         };
-        if let Err(e) = server.wait_ready(&options).await {
-            // Never leave a half-started process behind.
+        // Recorded before the readiness wait, which can take seconds: a kvpilot killed
+        // meanwhile leaves the process (in its own session) with a state file, so `local
+        // down` and the next `local up` find it instead of an orphan nobody knows.
+        let ready = match server.write_state() {
+            Ok(()) => server.wait_ready(&options).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = ready {
+            // Never leave a half-started process behind, nor a state file naming it.
             let _ = server.kill();
+            let _ = server.wait_gone(KILL_WAIT).await;
+            let _ = fs::remove_file(spec.dir.join(STATE_FILE));
             return Err(e);
         }
-        server.write_state()?;
         Ok(server)
     }
 
