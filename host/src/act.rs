@@ -3,6 +3,7 @@
 
 use crate::api::KvClusterSpec;
 use crate::decide::Action;
+use crate::engine::handover::{HandoverStep, Side};
 use crate::engine::{self, EngineError, Role};
 use crate::observe::{Clients, Observed};
 use crate::platform::{Platform, PlatformError};
@@ -111,23 +112,66 @@ pub async fn act<P: Platform>(
         }
         Action::Handover { from, to } => {
             let timeout = Duration::from_secs(u64::from(spec.rollout.handover_timeout_seconds));
-            let old = ctx.client(from).await?;
-            let new = ctx.client(to).await?;
-            if old.dialect().handover_style() == engine::HandoverStyle::FailoverOnPrimary {
-                engine::ack::wait_for_ack_window(&old, &engine::HostPort::from(ctx.addr(to)?))
-                    .await
-                    .map_err(|e| engine_err(from, e))?;
-            }
+            let to_addr = ctx.addr(to)?;
+            let target = engine::HostPort::from(to_addr);
             let started = std::time::Instant::now();
-            engine::handover(&old, &new, timeout)
-                .await
-                .map_err(|e| engine_err(from, e))?;
-            let handed = started.elapsed();
-            ctx.confirm(from, to).await?;
-            // The endpoint moves before the fence so that clients the fence disconnects
-            // reconnect straight to the new primary.
-            platform.point_endpoint(ctx.addr(to)?).await?;
-            ctx.fence(std::slice::from_ref(from)).await?;
+            let mut handed = Duration::ZERO;
+            // The dialect's sequence (engine::handover): on Dragonfly the old master shuts
+            // down after the takeover, so it is neither waited for nor required to answer.
+            for step in
+                engine::handover::steps(clients.dialect(), &target.host, target.port, timeout)
+            {
+                match step {
+                    HandoverStep::WaitAckWindow => {
+                        let old = ctx.client(from).await?;
+                        engine::ack::wait_for_ack_window(&old, &target)
+                            .await
+                            .map_err(|e| engine_err(from, e))?;
+                    }
+                    HandoverStep::KillClients { on } => {
+                        let member = ctx.side(on, from, to);
+                        let killed = ctx
+                            .client(member)
+                            .await?
+                            .kill_normal_clients()
+                            .await
+                            .map_err(|e| engine_err(member, e))?;
+                        tracing::info!(%member, killed, "closed the clients that could hold up the handover");
+                    }
+                    HandoverStep::Handover { on, .. } => {
+                        let begun = std::time::Instant::now();
+                        match on {
+                            Side::From => ctx
+                                .client(from)
+                                .await?
+                                .failover_to(&target, timeout)
+                                .await
+                                .map_err(|e| engine_err(from, e))?,
+                            Side::To => ctx
+                                .client(to)
+                                .await?
+                                .take_over(timeout)
+                                .await
+                                .map_err(|e| engine_err(to, e))?,
+                        }
+                        handed = begun.elapsed();
+                    }
+                    HandoverStep::Confirm { old_follows: true } => ctx.confirm(from, to).await?,
+                    HandoverStep::Confirm { old_follows: false } => {
+                        ctx.confirm_primary(from, to).await?;
+                        clients.forget(ctx.addr(from)?).await;
+                    }
+                    HandoverStep::PointEndpoint => platform.point_endpoint(to_addr).await?,
+                    HandoverStep::Fence { required: true } => {
+                        ctx.fence(std::slice::from_ref(from)).await?
+                    }
+                    HandoverStep::Fence { required: false } => {
+                        if let Err(e) = ctx.fence(std::slice::from_ref(from)).await {
+                            tracing::info!(%from, error = %e, "the old primary does not answer after the takeover (it shuts down); nothing to fence");
+                        }
+                    }
+                }
+            }
             tracing::info!(%from, %to, handover_ms = handed.as_millis() as u64, total_ms = started.elapsed().as_millis() as u64, "handover done");
         }
     }
@@ -195,6 +239,38 @@ impl Ctx<'_> {
             tracing::info!(member = %m, killed, "fenced the demoted member's clients");
         }
         Ok(())
+    }
+
+    /// `from` or `to`, as `side` says.
+    fn side<'m>(&self, side: Side, from: &'m str, to: &'m str) -> &'m str {
+        match side {
+            Side::From => from,
+            Side::To => to,
+        }
+    }
+
+    /// After a Dragonfly takeover: `to` answers as primary (bounded by [`CONFIRM_LIMIT`]).
+    /// The old master is not asked: it shuts down.
+    async fn confirm_primary(&self, from: &str, to: &str) -> Result<(), ActError> {
+        let deadline = tokio::time::Instant::now() + CONFIRM_LIMIT;
+        loop {
+            let detail = match self.client(to).await {
+                Ok(c) => match c.observe().await {
+                    Ok(r) if r.role() == Role::Primary => return Ok(()),
+                    Ok(r) => format!("{to} is {:?}", r.role()),
+                    Err(e) => e.to_string(),
+                },
+                Err(e) => e.to_string(),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ActError::NotConfirmed {
+                    from: from.to_string(),
+                    to: to.to_string(),
+                    detail: format!("after {CONFIRM_LIMIT:?}: {detail}"),
+                });
+            }
+            tokio::time::sleep(engine::HANDOVER_POLL_INTERVAL).await;
+        }
     }
 
     /// After a handover: `to` answers as primary and `from` follows it. The old primary

@@ -141,6 +141,60 @@ async fn an_invalid_spec_sets_a_condition_and_creates_nothing() {
     assert!(cms.items.is_empty());
 }
 
+/// A setting that would undermine a safety rule is refused naming the key, as a condition and
+/// an Event, and nothing is applied; so is a Dragonfly value that would inject a flag.
+#[tokio::test]
+async fn a_forbidden_config_key_is_a_condition_and_an_event_naming_it() {
+    let client = fake_client().await;
+    for (name, yaml, field) in [
+        (
+            "renamed",
+            "engine: {kind: valkey}\nconfig: {rename-command: \"CONFIG ''\"}\n",
+            "spec.config.rename-command",
+        ),
+        (
+            "writable",
+            "engine: {kind: valkey}\nconfig: {replica-read-only: \"no\"}\n",
+            "spec.config.replica-read-only",
+        ),
+        (
+            "injected",
+            "engine: {kind: dragonfly}\nconfig: {maxmemory: \"1gb\\n--admin_nopass=true\"}\n",
+            "spec.config.maxmemory",
+        ),
+        (
+            "crowded",
+            "engine: {kind: valkey}\nreplicas: 9\n",
+            "spec.replicas",
+        ),
+    ] {
+        create_cluster(&client, name, spec(yaml)).await;
+        let ctx = context(&client, 6379);
+        reconcile_once(&client, &ctx, name).await;
+        let status = get_cluster(&client, name).await.status.expect("status");
+        let (on, reason, message) = condition_of(&status, "Ready");
+        assert_eq!((on.as_str(), reason.as_str()), ("False", "InvalidSpec"));
+        assert!(message.contains(field), "{name}: {message}");
+        let event = event(&client, name, "InvalidSpec")
+            .await
+            .unwrap_or_else(|| panic!("{name}: no InvalidSpec event"));
+        let note = event.note.unwrap_or_default();
+        assert!(note.contains(field), "{name}: {note}");
+        assert!(
+            !note.contains('\n'),
+            "{name}: the note is one line: {note:?}"
+        );
+    }
+    let sts = Api::<StatefulSet>::namespaced(client.clone(), NS)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(
+        sts.items.is_empty(),
+        "nothing is applied for an invalid spec"
+    );
+}
+
 /// The controller's own actions are Events on the KvCluster, naming the object: a Service
 /// recreated (headless ↔ ClusterIP), per-pod Services pruned, the ConfigMap of the old
 /// revision collected.
@@ -496,6 +550,29 @@ struct Running {
     client: kube::Client,
     kubelet: Kubelet,
     operator: tokio::task::JoinHandle<()>,
+    port: u16,
+    name: String,
+}
+
+impl Running {
+    /// Kills the operator and starts a new one with nothing in memory (a fresh context), as
+    /// a restarted operator pod.
+    fn restart_operator(&mut self) {
+        self.operator.abort();
+        self.operator = operator_loop(&self.client, self.port, &self.name);
+    }
+}
+
+/// The operator: one reconcile of `name` every 100 ms, with a context of its own.
+fn operator_loop(client: &kube::Client, port: u16, name: &str) -> tokio::task::JoinHandle<()> {
+    let ctx = context(client, port);
+    let (c, n) = (client.clone(), name.to_string());
+    tokio::spawn(async move {
+        loop {
+            reconcile_once(&c, &ctx, &n).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
 }
 
 impl Drop for Running {
@@ -512,19 +589,14 @@ async fn run_cluster(name: &str, spec_yaml: &str) -> Running {
 async fn run_cluster_on(client: kube::Client, name: &str, spec_yaml: &str) -> Running {
     let port = free_port(next_loopback_ip()).expect("port");
     create_cluster(&client, name, spec(spec_yaml)).await;
-    let ctx = context(&client, port);
     let kubelet = Kubelet::start(&client, port);
-    let (c, n) = (client.clone(), name.to_string());
-    let operator = tokio::spawn(async move {
-        loop {
-            reconcile_once(&c, &ctx, &n).await;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
+    let operator = operator_loop(&client, port, name);
     Running {
         client,
         kubelet,
         operator,
+        port,
+        name: name.to_string(),
     }
 }
 
@@ -1122,6 +1194,36 @@ async fn a_password_secret_created_after_the_cluster_is_read_on_the_next_reconci
     assert_eq!(status.members.len(), 2, "{status:?}");
 }
 
+/// A Dragonfly replica authenticates with an inline `AUTH <password>`, so a password with
+/// whitespace could never work: the cluster waits and says why.
+#[tokio::test]
+async fn a_dragonfly_password_with_spaces_is_refused_naming_the_secret() {
+    let client = fake_client().await;
+    put_secret(&client, "df-auth", "Opaque", &[("password", b"two words")]).await;
+    create_cluster(
+        &client,
+        "df",
+        spec(
+            "engine: {kind: dragonfly}\nreplicas: 1\n\
+             auth: {passwordSecret: {name: df-auth, key: password}}\n",
+        ),
+    )
+    .await;
+    let ctx = context(&client, 6379);
+    reconcile_once(&client, &ctx, "df").await;
+    let status = get_cluster(&client, "df").await.status.expect("status");
+    let (on, reason, message) = condition_of(&status, "Ready");
+    assert_eq!(
+        (on.as_str(), reason.as_str()),
+        ("False", "SecretUnavailable")
+    );
+    assert!(
+        message.contains("shop/df-auth") && message.contains("one word"),
+        "{message}"
+    );
+    assert!(!message.contains("two words"), "the password is not shown");
+}
+
 /// Whether `addr` accepts `password` (as `default`) and answers a PING.
 async fn accepts(addr: std::net::SocketAddr, password: &str) -> bool {
     match kvpilot::engine::Client::connect(addr, Some(password), kvpilot::engine::Dialect::Valkey)
@@ -1190,6 +1292,228 @@ async fn a_rotated_password_secret_moves_every_member_through_kubernetes() {
     .await;
     wait_ready(&r, "rot", "the restarted replica rejoins").await;
     assert!(accepts(r.kubelet.addr(&replica).await, "pw-2").await);
+}
+
+/// The passwords in the operator's record of `cluster`'s credentials, newest first.
+async fn recorded_passwords(client: &kube::Client, cluster: &str) -> Vec<Option<String>> {
+    use k8s_openapi::api::core::v1::Secret;
+    let Some(secret) = Api::<Secret>::namespaced(client.clone(), NS)
+        .get_opt(&format!("{cluster}-kvpilot-auth"))
+        .await
+        .expect("get the record")
+    else {
+        return Vec::new();
+    };
+    let kc = get_cluster(client, cluster).await;
+    assert!(
+        secret
+            .owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == kc.metadata.uid.as_ref() && o.controller == Some(true)),
+        "the record is owned by the KvCluster"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&secret.data.unwrap()["credentials.json"].0).unwrap();
+    json["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["password"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Waits until every member in `pods` accepts `password` and refuses every one of `old`.
+async fn all_moved(
+    r: &Running,
+    pods: &[(String, std::net::SocketAddr)],
+    password: &str,
+    old: &[&str],
+) {
+    eventually(&format!("{pods:?} on {password}"), PHASE, || async {
+        for (pod, addr) in pods {
+            for o in old {
+                if accepts(*addr, o).await {
+                    return Err(format!("{pod} still accepts {o}"));
+                }
+            }
+            if !accepts(*addr, password).await {
+                return Err(format!("{pod} does not accept {password}"));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    let _ = r;
+}
+
+/// A cluster with a password Secret, Ready, and the replica that will miss the rotation.
+async fn rotation_bed(name: &str) -> (Running, String, Vec<(String, std::net::SocketAddr)>) {
+    let client = fake_client().await;
+    put_secret(
+        &client,
+        &format!("{name}-auth"),
+        "Opaque",
+        &[("password", b"pw-1")],
+    )
+    .await;
+    let r = run_cluster_on(
+        client,
+        name,
+        &format!(
+            "engine: {{kind: valkey}}\nreplicas: 2\n\
+             auth: {{passwordSecret: {{name: {name}-auth, key: password}}}}\n"
+        ),
+    )
+    .await;
+    let status = wait_ready(&r, name, "bootstrap with pw-1").await;
+    let missed = status
+        .members
+        .iter()
+        .find(|m| m.role == "replica")
+        .expect("a replica")
+        .name
+        .clone();
+    let others: Vec<(String, std::net::SocketAddr)> = r
+        .kubelet
+        .addrs()
+        .await
+        .into_iter()
+        .filter(|(pod, _)| *pod != missed)
+        .collect();
+    assert_eq!(others.len(), 2);
+    assert_eq!(
+        recorded_passwords(&r.client, name).await,
+        [Some("pw-1".into())]
+    );
+    (r, missed, others)
+}
+
+/// A member that does not answer while the Secret changes (paused, as behind a partition)
+/// still has the old password when it answers again: it is moved then, and the operator's
+/// record keeps the old password exactly until it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_missed_the_rotation_is_moved_when_it_answers_again() {
+    let (r, missed, others) = rotation_bed("missed").await;
+    let missed_addr = r.kubelet.addr(&missed).await;
+    r.kubelet.pause(&missed).await;
+    put_secret(&r.client, "missed-auth", "Opaque", &[("password", b"pw-2")]).await;
+    all_moved(&r, &others, "pw-2", &["pw-1"]).await;
+    assert_eq!(
+        recorded_passwords(&r.client, "missed").await,
+        [Some("pw-2".into()), Some("pw-1".into())],
+        "the old password is kept while a member may still have it"
+    );
+    // Several reconciles find the member unreachable.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    r.kubelet.resume(&missed).await;
+    all_moved(&r, &[(missed.clone(), missed_addr)], "pw-2", &["pw-1"]).await;
+    eventually("the record forgets pw-1", PHASE, || async {
+        match recorded_passwords(&r.client, "missed").await.as_slice() {
+            [Some(p)] if p == "pw-2" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let status = wait_ready(&r, "missed", "ready, every member on pw-2").await;
+    let text = serde_json::to_string(&status).unwrap();
+    assert!(
+        !text.contains("pw-1") && !text.contains("pw-2"),
+        "no password in the status: {text}"
+    );
+    assert!(
+        event(&r.client, "missed", "CredentialsChanged")
+            .await
+            .is_some(),
+        "each move is an event"
+    );
+}
+
+/// The operator restarts between the Secret change and the last member moving, and again
+/// while the Secret changes with no operator running: the new operator finds the old
+/// password in its record and completes both rotations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_restart_during_a_rotation_still_moves_every_member() {
+    let (mut r, missed, others) = rotation_bed("restart").await;
+    let missed_addr = r.kubelet.addr(&missed).await;
+    r.kubelet.pause(&missed).await;
+    put_secret(
+        &r.client,
+        "restart-auth",
+        "Opaque",
+        &[("password", b"pw-2")],
+    )
+    .await;
+    all_moved(&r, &others, "pw-2", &["pw-1"]).await;
+
+    // A new operator, with nothing in memory, while one member still has only pw-1.
+    r.restart_operator();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    r.kubelet.resume(&missed).await;
+    all_moved(&r, &[(missed.clone(), missed_addr)], "pw-2", &["pw-1"]).await;
+    wait_ready(&r, "restart", "ready after the first rotation").await;
+
+    // No operator runs while the Secret changes; the next one starts after.
+    r.operator.abort();
+    put_secret(
+        &r.client,
+        "restart-auth",
+        "Opaque",
+        &[("password", b"pw-3")],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    r.restart_operator();
+    let all: Vec<(String, std::net::SocketAddr)> = r.kubelet.addrs().await.into_iter().collect();
+    all_moved(&r, &all, "pw-3", &["pw-1", "pw-2"]).await;
+    eventually("the record holds pw-3 alone", PHASE, || async {
+        match recorded_passwords(&r.client, "restart").await.as_slice() {
+            [Some(p)] if p == "pw-3" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    wait_ready(&r, "restart", "ready after the second rotation").await;
+}
+
+/// A Secret of the record's name that the KvCluster does not own is never overwritten.
+#[tokio::test]
+async fn a_foreign_secret_under_the_records_name_is_left_alone() {
+    let client = fake_client().await;
+    put_secret(&client, "foreign-auth", "Opaque", &[("password", b"pw")]).await;
+    put_secret(
+        &client,
+        "foreign-kvpilot-auth",
+        "Opaque",
+        &[("mine", b"do not touch")],
+    )
+    .await;
+    create_cluster(
+        &client,
+        "foreign",
+        spec(
+            "engine: {kind: valkey}\nreplicas: 1\n\
+             auth: {passwordSecret: {name: foreign-auth, key: password}}\n",
+        ),
+    )
+    .await;
+    let ctx = context(&client, 6379);
+    reconcile_once(&client, &ctx, "foreign").await;
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), NS)
+        .get("foreign-kvpilot-auth")
+        .await
+        .unwrap();
+    let data = secret.data.unwrap();
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["mine"]);
+    let warning = event(&client, "foreign", "CredentialsRecord")
+        .await
+        .expect("a warning");
+    assert!(
+        warning
+            .note
+            .unwrap_or_default()
+            .contains("not the credentials record"),
+        "says why"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1565,6 +1889,8 @@ async fn run_cluster_on_nodes(
         client,
         kubelet,
         operator,
+        port,
+        name: name.to_string(),
     };
     (running, ctx)
 }

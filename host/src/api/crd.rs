@@ -134,6 +134,21 @@ mod tests {
     }
 
     #[test]
+    fn replicas_and_shards_have_the_bounds_validation_has() {
+        let s = schema(&KvCluster::crd());
+        let spec = &s["properties"]["spec"]["properties"];
+        assert_eq!(
+            spec["replicas"]["maximum"].as_f64(),
+            Some(f64::from(crate::api::MAX_REPLICAS))
+        );
+        assert_eq!(
+            spec["shards"]["maximum"].as_f64(),
+            Some(f64::from(crate::api::MAX_SHARDS))
+        );
+        assert_eq!(spec["shards"]["minimum"].as_f64(), Some(1.0));
+    }
+
+    #[test]
     fn cel_accepts_a_plain_replication_group() {
         assert_eq!(
             kvcluster_violations(json!({"engine": {"kind": "valkey"}})),

@@ -15,5 +15,5 @@ pub use plugin::*;
 pub use snapshots::*;
 pub use spec::*;
 pub use status::*;
-pub use validate::{SpecError, validate_spec};
+pub use validate::{MAX_REPLICAS, MAX_SHARDS, SpecError, validate_spec};
 pub use workload::*;

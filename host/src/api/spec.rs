@@ -88,15 +88,20 @@ pub struct Metadata {
 pub struct KvClusterSpec {
     /// Which datastore runs, and which build of it.
     pub engine: EngineSpec,
-    /// Replicas per shard, not counting the primary.
+    /// Replicas per shard, not counting the primary: 0 to 8.
     #[serde(default = "default_replicas")]
+    #[schemars(range(max = 8))]
     pub replicas: u32,
-    /// Number of shards; only 1 (plain replication) is accepted until cluster mode exists.
+    /// Number of shards, 1 to 100; only 1 (plain replication) is accepted until cluster mode
+    /// exists.
     #[serde(default = "default_shards")]
+    #[schemars(range(min = 1, max = 100))]
     pub shards: u32,
     /// Server settings applied to every member (`CONFIG SET` names and values). Settings
-    /// kvpilot manages (port, bind, dir, replicaof, requirepass, ...) are refused. Changing a
-    /// value rolls the members out, one at a time.
+    /// kvpilot manages (port, bind, dir, replicaof, requirepass, ...) and settings that would
+    /// undermine a safety rule (replica-read-only, repl-diskless-sync-delay, rename-command,
+    /// the announce addresses, ...) are refused, naming the key; a value is one line of at
+    /// most 4096 bytes. Changing a value rolls the members out, one at a time.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
     /// How planned rollouts hand over the primary.

@@ -20,8 +20,40 @@ fn err(field: &str, message: impl Into<String>) -> SpecError {
     }
 }
 
+/// The most replicas per shard (CRD `maximum` and [`validate_spec`]). Every member is rolled
+/// one at a time, so each replica adds a restart and a full sync to every rollout, and a
+/// primary feeds every replica's full sync from its own bandwidth; managed Redis services stop
+/// at 5 read replicas. 8 leaves room above that while keeping a shard's rollout and the
+/// members listed in status small.
+pub const MAX_REPLICAS: u32 = 8;
+/// The most shards (CRD `maximum` and [`validate_spec`]): 100 shards of up to 9 members are
+/// 900 pods and a status listing as many members, well under what one object may hold in the
+/// API server (1.5 MiB) and what one operator reconciles at the probe interval.
+pub const MAX_SHARDS: u32 = 100;
+/// The longest `spec.config` name and value (rule 10: user text is bounded).
+const MAX_CONFIG_KEY: usize = 128;
+const MAX_CONFIG_VALUE: usize = 4096;
+
 /// Checks cross-field rules of the spec.
 pub fn validate_spec(spec: &KvClusterSpec) -> Result<(), SpecError> {
+    if spec.replicas > MAX_REPLICAS {
+        return Err(err(
+            "replicas",
+            format!(
+                "{} replicas requested; at most {MAX_REPLICAS} per shard are supported",
+                spec.replicas
+            ),
+        ));
+    }
+    if spec.shards == 0 || spec.shards > MAX_SHARDS {
+        return Err(err(
+            "shards",
+            format!(
+                "{} shards requested; between 1 and {MAX_SHARDS} are supported",
+                spec.shards
+            ),
+        ));
+    }
     if spec.shards != 1 {
         return Err(err(
             "shards",
@@ -103,21 +135,80 @@ pub fn validate_spec(spec: &KvClusterSpec) -> Result<(), SpecError> {
         }
     }
     validate_auth(spec)?;
-    for (key, _) in spec.config.iter() {
-        if key.trim().is_empty() || key.contains(char::is_whitespace) {
-            return Err(err(
-                &format!("config.{key}"),
-                "a server setting name may not be empty or contain spaces",
-            ));
-        }
-        if FORBIDDEN_CONFIG.contains(&key.to_ascii_lowercase().as_str()) {
-            return Err(err(
-                &format!("config.{key}"),
-                "is managed by kvpilot and cannot be set in spec.config",
-            ));
-        }
+    for (key, value) in spec.config.iter() {
+        validate_config_entry(key, value)?;
     }
     Ok(())
+}
+
+/// One `spec.config` entry: a plain setting name, a one-line bounded value, and not a setting
+/// that would undermine a safety rule. Every member gets these as config-file lines (Valkey,
+/// Redis) or command-line flags (Dragonfly): a name or value that could start another line or
+/// flag is refused here rather than escaped, since a Dragonfly flag file has no escapes.
+fn validate_config_entry(key: &str, value: &str) -> Result<(), SpecError> {
+    let plain_name = !key.is_empty()
+        && key.len() <= MAX_CONFIG_KEY
+        && key.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !plain_name {
+        return Err(err(
+            &format!("config.{}", shown(key)),
+            format!(
+                "a server setting name is 1 to {MAX_CONFIG_KEY} letters, digits, `-`, `_` or \
+                 `.`, starting with a letter or digit"
+            ),
+        ));
+    }
+    let field = format!("config.{key}");
+    if value.len() > MAX_CONFIG_VALUE {
+        return Err(err(
+            &field,
+            format!(
+                "the value has {} bytes; at most {MAX_CONFIG_VALUE} are accepted",
+                value.len()
+            ),
+        ));
+    }
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Err(err(
+            &field,
+            format!(
+                "the value contains the control character {:?}: settings are one line (a line \
+                 break would start another setting or flag)",
+                c
+            ),
+        ));
+    }
+    if let Some(why) = forbidden(key) {
+        return Err(err(&field, format!("cannot be set in spec.config: {why}")));
+    }
+    Ok(())
+}
+
+/// A refused setting name as the error shows it: escaped (a control character shows as
+/// `\u{1b}`, never as itself) and cut to [`MAX_CONFIG_KEY`] characters (rule 10).
+fn shown(key: &str) -> String {
+    let escaped: String = key.escape_debug().collect();
+    match escaped.char_indices().nth(MAX_CONFIG_KEY) {
+        Some((end, _)) => format!("{}…", &escaped[..end]),
+        None => escaped,
+    }
+}
+
+/// Why `key` may not be set in `spec.config`, if it may not. Names are compared in lower case
+/// with `_` read as `-`, so one entry covers Valkey's `replica-read-only` and a Dragonfly flag
+/// spelled `replica_read_only`.
+pub fn forbidden(key: &str) -> Option<&'static str> {
+    let name = key.to_ascii_lowercase().replace('_', "-");
+    if name.starts_with("cluster-announce-") {
+        return Some(ANNOUNCE);
+    }
+    FORBIDDEN_CONFIG
+        .iter()
+        .find(|(k, _)| *k == name)
+        .map(|(_, why)| *why)
 }
 
 /// The rules of `spec.auth` (also CEL rules, repeated here for specs that did not pass an
@@ -197,29 +288,105 @@ fn expressible_shifts(
 /// snapshot, refused while `spec.snapshots` is set.
 const SNAPSHOT_CONFIG: &[&str] = &["save", "snapshot_cron", "rdb-del-sync-files"];
 
-/// Settings the operator owns: letting a user set them would break replication or safety.
-/// The TLS and ACL ones come from `spec.tls` and `spec.auth` (they name mounted files and
-/// decide how the operator connects).
-const FORBIDDEN_CONFIG: &[&str] = &[
-    "port",
-    "bind",
-    "dir",
-    "replicaof",
-    "slaveof",
-    "daemonize",
-    "pidfile",
-    "logfile",
-    "requirepass",
-    "masterauth",
-    "masteruser",
-    "aclfile",
-    "tls-port",
-    "tls-cert-file",
-    "tls-key-file",
-    "tls-ca-cert-file",
-    "tls-replication",
-    "tls-auth-clients",
-    "cluster-enabled",
+const MANAGED: &str = "kvpilot sets it (the member's address, files and process)";
+const TOPOLOGY: &str = "only the operator decides who replicates from whom: members start \
+    parked and only the reconciler promotes (docs/architecture.md, rule 2)";
+const AUTH: &str = "authentication comes from spec.auth, and the operator must keep \
+    authenticating to every member";
+const TLS: &str = "TLS comes from spec.tls (it names mounted files and decides how the operator \
+    connects)";
+const ANNOUNCE: &str = "it changes the address a member is known by, which the operator uses to \
+    tell members apart (handover target, in-sync replicas; rules 3 and 5)";
+const ELSEWHERE: &str = "it reads settings or code from elsewhere, which could set any of the \
+    settings kvpilot manages";
+const CLUSTER: &str = "cluster mode is set up by kvpilot from spec.shards";
+const ROLES: &str = "it would let the engine move replicas or change roles on its own; only the \
+    operator does (rules 3 and 8)";
+
+/// Settings `spec.config` may not set, by normalised name, and why (see [`forbidden`]). The TLS
+/// and ACL ones come from `spec.tls` and `spec.auth`.
+const FORBIDDEN_CONFIG: &[(&str, &str)] = &[
+    ("port", MANAGED),
+    ("bind", MANAGED),
+    ("dir", MANAGED),
+    ("daemonize", MANAGED),
+    ("pidfile", MANAGED),
+    ("logfile", MANAGED),
+    ("protected-mode", MANAGED),
+    ("replicaof", TOPOLOGY),
+    ("slaveof", TOPOLOGY),
+    ("requirepass", AUTH),
+    ("masterauth", AUTH),
+    ("masteruser", AUTH),
+    ("primaryauth", AUTH),
+    ("primaryuser", AUTH),
+    ("aclfile", AUTH),
+    ("user", AUTH),
+    ("tls", TLS),
+    ("tls-port", TLS),
+    ("tls-cert-file", TLS),
+    ("tls-key-file", TLS),
+    ("tls-key-file-pass", TLS),
+    ("tls-client-cert-file", TLS),
+    ("tls-client-key-file", TLS),
+    ("tls-client-key-file-pass", TLS),
+    ("tls-ca-cert-file", TLS),
+    ("tls-ca-cert-dir", TLS),
+    ("tls-replication", TLS),
+    ("tls-auth-clients", TLS),
+    ("tls-cluster", TLS),
+    ("no-tls-on-admin-port", TLS),
+    (
+        "replica-read-only",
+        "a writable replica acknowledges writes that its next sync discards; only the primary \
+         may acknowledge writes (rule 7)",
+    ),
+    (
+        "slave-read-only",
+        "a writable replica acknowledges writes that its next sync discards; only the primary \
+         may acknowledge writes (rule 7)",
+    ),
+    (
+        "repl-diskless-sync-delay",
+        "kvpilot sets it: the data-holding guard reasons about when a full sync starts (rule 2)",
+    ),
+    (
+        "rename-command",
+        "renaming or disabling a command the operator sends (REPLICAOF, FAILOVER, CLIENT, \
+         CONFIG, INFO, ROLE) breaks failover, handover and fencing (rules 3 and 7)",
+    ),
+    ("include", ELSEWHERE),
+    ("loadmodule", ELSEWHERE),
+    ("sentinel", ELSEWHERE),
+    ("flagfile", ELSEWHERE),
+    ("fromenv", ELSEWHERE),
+    ("tryfromenv", ELSEWHERE),
+    ("undefok", ELSEWHERE),
+    ("replica-announce-ip", ANNOUNCE),
+    ("replica-announce-port", ANNOUNCE),
+    ("slave-announce-ip", ANNOUNCE),
+    ("slave-announce-port", ANNOUNCE),
+    ("announce-port", ANNOUNCE),
+    ("bind-source-addr", ANNOUNCE),
+    ("cluster-enabled", CLUSTER),
+    ("cluster-mode", CLUSTER),
+    ("cluster-config-file", CLUSTER),
+    ("cluster-port", CLUSTER),
+    ("cluster-allow-replica-migration", ROLES),
+    ("cluster-replica-no-failover", ROLES),
+    ("cluster-slave-no-failover", ROLES),
+    (
+        "admin-port",
+        "Dragonfly's admin port is a second way in that the operator neither watches nor fences",
+    ),
+    (
+        "admin-bind",
+        "Dragonfly's admin port is a second way in that the operator neither watches nor fences",
+    ),
+    (
+        "admin-nopass",
+        "it would open Dragonfly's admin port without the password (spec.auth)",
+    ),
 ];
 
 #[cfg(test)]
@@ -406,6 +573,162 @@ mod tests {
         let e = validate_spec(&spec).unwrap_err();
         assert_eq!(e.field, "shards");
         assert!(e.to_string().contains("only 1"));
+    }
+
+    #[test]
+    fn replicas_and_shards_have_upper_bounds() {
+        let ok = KvClusterSpec {
+            shards: 1,
+            replicas: MAX_REPLICAS,
+            ..Default::default()
+        };
+        assert_eq!(validate_spec(&ok), Ok(()));
+        let too_many = KvClusterSpec {
+            replicas: MAX_REPLICAS + 1,
+            ..ok.clone()
+        };
+        let e = validate_spec(&too_many).unwrap_err();
+        assert_eq!(e.field, "replicas", "{e}");
+        assert!(e.message.contains("at most 8"), "{e}");
+        let huge = KvClusterSpec {
+            replicas: u32::MAX,
+            ..ok.clone()
+        };
+        assert_eq!(validate_spec(&huge).unwrap_err().field, "replicas");
+        for shards in [0, MAX_SHARDS + 1, u32::MAX] {
+            let spec = KvClusterSpec {
+                shards,
+                ..ok.clone()
+            };
+            let e = validate_spec(&spec).unwrap_err();
+            assert_eq!(e.field, "shards", "{e}");
+            assert!(e.message.contains("between 1 and 100"), "{e}");
+        }
+        // Within the bound, more than one shard still waits for cluster mode.
+        let sharded = KvClusterSpec {
+            shards: MAX_SHARDS,
+            ..ok
+        };
+        assert!(
+            validate_spec(&sharded)
+                .unwrap_err()
+                .message
+                .contains("only 1")
+        );
+    }
+
+    #[test]
+    fn settings_that_undermine_a_safety_rule_are_refused_with_the_key_named() {
+        for key in [
+            "replica-read-only",
+            "slave-read-only",
+            "REPLICA-READ-ONLY",
+            "replica_read_only",
+            "repl-diskless-sync-delay",
+            "rename-command",
+            "replica-announce-ip",
+            "replica-announce-port",
+            "slave-announce-ip",
+            "cluster-announce-ip",
+            "cluster-announce-port",
+            "cluster-announce-tls-port",
+            "cluster-announce-bus-port",
+            "cluster-announce-hostname",
+            "cluster_announce_ip",
+            "cluster-enabled",
+            "cluster-config-file",
+            "cluster-replica-no-failover",
+            "replicaof",
+            "slaveof",
+            "primaryauth",
+            "masterauth",
+            "requirepass",
+            "include",
+            "loadmodule",
+            "user",
+            "bind-source-addr",
+            "admin_nopass",
+            "admin_port",
+            "flagfile",
+            "tls_replication",
+        ] {
+            let mut spec = KvClusterSpec {
+                shards: 1,
+                ..Default::default()
+            };
+            spec.config.insert(key.into(), "x".into());
+            let e = validate_spec(&spec).unwrap_err();
+            assert_eq!(e.field, format!("config.{key}"), "{e}");
+            assert!(
+                e.message.starts_with("cannot be set in spec.config: "),
+                "{e}"
+            );
+        }
+        // Tuning is the user's.
+        for key in [
+            "maxmemory",
+            "hz",
+            "repl-backlog-size",
+            "min-replicas-to-write",
+        ] {
+            let mut spec = KvClusterSpec {
+                shards: 1,
+                ..Default::default()
+            };
+            spec.config.insert(key.into(), "10".into());
+            assert_eq!(validate_spec(&spec), Ok(()), "{key}");
+        }
+    }
+
+    #[test]
+    fn config_names_and_values_cannot_start_another_setting_or_flag() {
+        let with = |key: &str, value: &str| {
+            let mut spec = KvClusterSpec {
+                shards: 1,
+                ..Default::default()
+            };
+            spec.config.insert(key.into(), value.into());
+            validate_spec(&spec)
+        };
+        // A value may hold spaces, `=` and `--`: it stays one argument or one quoted value.
+        assert_eq!(with("save", "3600 1 300 100"), Ok(()));
+        assert_eq!(with("notify-keyspace-events", "--requirepass=x"), Ok(()));
+        assert_eq!(with("client-output-buffer-limit", "a=b c"), Ok(()));
+        for value in [
+            "noeviction\n--requirepass=owned",
+            "noeviction\r\nreplicaof 10.0.0.1 6379",
+            "x\0y",
+            "tab\there",
+            "\u{1b}[31mred",
+        ] {
+            let e = with("maxmemory-policy", value).unwrap_err();
+            assert_eq!(e.field, "config.maxmemory-policy", "{e}");
+            assert!(e.message.contains("control character"), "{e}");
+        }
+        let e = with("maxmemory-policy", &"x".repeat(MAX_CONFIG_VALUE + 1)).unwrap_err();
+        assert!(e.message.contains("at most 4096"), "{e}");
+        for key in [
+            "",
+            "two words",
+            "--flagfile",
+            "-x",
+            "a=b",
+            "hz\n--requirepass",
+            "k\u{1b}[2J",
+        ] {
+            let e = with(key, "1").unwrap_err();
+            assert!(e.message.contains("setting name"), "{key:?}: {e}");
+            assert!(
+                !e.field.chars().any(char::is_control),
+                "the field shows no control character: {:?}",
+                e.field
+            );
+        }
+        let long = "k".repeat(500);
+        let e = with(&long, "1").unwrap_err();
+        assert!(e.field.len() < 200, "{}", e.field);
+        // Module settings (`name.setting`) are plain names.
+        assert_eq!(with("search.timeout", "10"), Ok(()));
     }
 
     #[test]

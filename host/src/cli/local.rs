@@ -1,13 +1,16 @@
 //! `kvpilot local up|down|status`: run a group of real server processes on loopback.
 
 use crate::decide::Settings;
-use crate::platform::local::{LocalCluster, PID_FILE, STATUS_FILE, read_manifest};
+use crate::platform::local::{LocalCluster, PID_FILE, STATUS_FILE, lock};
 use crate::status::ClusterStatus;
 use clap::Subcommand;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
+
+/// How long `local down` waits (in 100 ms steps) for a running `local up` to stop its members.
+const DOWN_WAIT_STEPS: u32 = 300;
 
 #[derive(Debug, Subcommand)]
 pub enum LocalCommand {
@@ -68,8 +71,7 @@ pub async fn run(cmd: LocalCommand) -> Result<ExitCode, String> {
 }
 
 fn group_dir(file: &Path, state_dir: &Path) -> Result<PathBuf, String> {
-    let manifest = read_manifest(file).map_err(|e| e.to_string())?;
-    Ok(state_dir.join(manifest.metadata.name))
+    crate::platform::local::group_dir(file, state_dir).map_err(|e| e.to_string())
 }
 
 /// The password in `path`: its first line, which must not be empty. It is passed to the
@@ -99,10 +101,8 @@ async fn up(
     let mut cluster = LocalCluster::open(file, state_dir, endpoint, password, Settings::default())
         .await
         .map_err(|e| e.to_string())?;
+    // `open` took the group's lock (PID_FILE, with this pid in it) or refused to run.
     let dir = cluster.platform().dir().to_path_buf();
-    let pid_path = dir.join(PID_FILE);
-    std::fs::write(&pid_path, std::process::id().to_string())
-        .map_err(|e| format!("{}: {e}", pid_path.display()))?;
     println!(
         "kvpilot local: group {} — primary endpoint {} — state in {} (Ctrl-C or `kvpilot local down -f {}` to stop)",
         cluster.reconciler.name,
@@ -114,27 +114,42 @@ async fn up(
         .run_until(crate::shutdown::signal(), Duration::from_secs(1))
         .await;
     println!("stopping members…");
-    let stopped = cluster.shutdown().await.map_err(|e| e.to_string());
-    // Only now: `local down` waits for this file to go before it stops leftovers itself.
-    let _ = std::fs::remove_file(&pid_path);
-    stopped?;
+    // The lock goes with `cluster`, after the members: `local down` waits for it before it
+    // stops leftovers itself.
+    cluster.shutdown().await.map_err(|e| e.to_string())?;
     println!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
 async fn down(file: &Path, state_dir: &Path) -> Result<ExitCode, String> {
+    // The manifest may not parse any more (it was being edited): the group is found anyway.
     let dir = group_dir(file, state_dir)?;
-    // Ask a running `local up` to stop (it stops the members itself).
-    if let Ok(text) = std::fs::read_to_string(dir.join(PID_FILE))
-        && let Ok(pid) = text.trim().parse::<i32>()
-        && let Some(pid) = rustix::process::Pid::from_raw(pid)
-    {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        for _ in 0..100 {
-            if !dir.join(PID_FILE).exists() {
+    // Ask a running `local up` to stop (it stops the members itself). Only a pid whose run
+    // holds the group's lock is signalled: one left by a killed run may be another process.
+    let held = |dir: &Path| {
+        lock::holder(dir).map_err(|e| format!("{}: {e}", dir.join(PID_FILE).display()))
+    };
+    if let Some(pid) = held(&dir)? {
+        if let Some(pid) = pid
+            .and_then(|p| i32::try_from(p).ok())
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        for _ in 0..DOWN_WAIT_STEPS {
+            if held(&dir)?.is_none() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if let Some(pid) = held(&dir)? {
+            return Err(format!(
+                "the `kvpilot local up` of {} (pid {}) did not stop within {} s; its members \
+                 were left alone",
+                dir.display(),
+                pid.map_or_else(|| "unknown".into(), |p| p.to_string()),
+                DOWN_WAIT_STEPS / 10
+            ));
         }
     }
     // Members left behind (the runner was killed): stop them directly.
@@ -168,20 +183,85 @@ fn status(file: &Path, state_dir: &Path, json: bool) -> Result<ExitCode, String>
             file.display()
         )
     })?;
+    let mut status: ClusterStatus =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let reconciler = match lock::holder(&dir) {
+        Ok(Some(pid)) => Reconciler::Running { pid },
+        Ok(None) => Reconciler::Stopped,
+        Err(e) => return Err(format!("{}: {e}", dir.join(PID_FILE).display())),
+    };
+    if reconciler == Reconciler::Stopped {
+        mark_stale(&mut status);
+    }
     if json {
-        println!("{text}");
+        let mut value = serde_json::to_value(&status).map_err(|e| e.to_string())?;
+        if let Some(map) = value.as_object_mut() {
+            map.insert(
+                "reconciler".into(),
+                match reconciler {
+                    Reconciler::Running { pid } => {
+                        serde_json::json!({"running": true, "pid": pid})
+                    }
+                    Reconciler::Stopped => serde_json::json!({"running": false}),
+                },
+            );
+        }
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    let status: ClusterStatus =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    print!("{}", render(&status));
+    print!("{}", render(&status, reconciler));
     Ok(ExitCode::SUCCESS)
 }
 
-/// The human status table.
-pub fn render(s: &ClusterStatus) -> String {
+/// Whether a `kvpilot local up` runs the group (it holds the group's lock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconciler {
+    Running { pid: Option<u32> },
+    Stopped,
+}
+
+/// The reason of the conditions of a group whose reconciler does not run.
+pub const NOT_RUNNING: &str = "ReconcilerNotRunning";
+
+/// A status file nobody updates any more: what it says was true at its last reconcile, but
+/// nothing watches the members now, so it must not read as Ready. Every condition turns
+/// False, saying so and when the last reconcile was.
+pub fn mark_stale(status: &mut ClusterStatus) {
+    let when = if status.updated_ms == 0 {
+        "never".to_string()
+    } else {
+        format!(
+            "{} UTC",
+            utc(i64::try_from(status.updated_ms / 1000).unwrap_or(i64::MAX))
+        )
+    };
+    for c in &mut status.conditions {
+        c.message = format!(
+            "no `kvpilot local up` runs for this group: nothing watches or heals it (it said \
+             {} {}: {} at its last reconcile, {when})",
+            c.kind,
+            if c.status { "True" } else { "False" },
+            c.reason
+        );
+        c.status = false;
+        c.reason = NOT_RUNNING.to_string();
+    }
+}
+
+/// The human status table, saying first when no reconciler runs the group.
+pub fn render(s: &ClusterStatus, reconciler: Reconciler) -> String {
     use std::fmt::Write;
     let mut out = String::new();
+    if reconciler == Reconciler::Stopped {
+        let _ = writeln!(
+            out,
+            "reconciler: NOT RUNNING (start it with `kvpilot local up`); the status below is \
+             from its last reconcile"
+        );
+    }
     let _ = writeln!(
         out,
         "primary: {}   desired revision: {}",

@@ -438,6 +438,41 @@ async fn the_endpoint_follows_the_primary_and_the_old_target_is_fenced() {
     );
 }
 
+/// A member that is down (and may never start) or follows another primary must not keep
+/// clients away from the healthy primary: the endpoint is pointed first.
+#[tokio::test]
+async fn the_endpoint_is_pointed_before_members_are_started_or_repointed() {
+    for endpoint in [None, Some(0)] {
+        let members = vec![
+            dead(replica(0, 1, 100, 5000)),
+            primary(1, 100, 5000),
+            replica(2, 0, 100, 5000),
+        ];
+        let plan = run(
+            &observed(members.clone(), endpoint),
+            &TestPolicies::default(),
+        )
+        .await;
+        assert_eq!(
+            plan.action,
+            Some(Action::PointEndpoint {
+                primary: "kv-1".into(),
+                fence: vec![]
+            }),
+            "endpoint {endpoint:?}"
+        );
+        // Once it points there, the others are brought in line.
+        let plan = run(&observed(members, Some(1)), &TestPolicies::default()).await;
+        assert_eq!(
+            plan.action,
+            Some(Action::Start {
+                members: vec!["kv-0".into()],
+                replica_of: Some("kv-1".into())
+            })
+        );
+    }
+}
+
 #[tokio::test]
 async fn replicas_following_a_former_primary_are_repointed() {
     let members = vec![

@@ -162,6 +162,26 @@ async fn one_primary<'a, P: Policies>(
     // in line (status says so rather than "no primary").
     let mut plan = plan;
     plan.primary = Some(primary.name.clone());
+    // Clients first: the endpoint follows the primary before any other member is started or
+    // repointed, so a member that cannot start (or refuses REPLICAOF) never keeps clients
+    // away from a healthy primary.
+    if obs.endpoint != Some(primary.addr) {
+        let fence = obs
+            .members
+            .iter()
+            .filter(|m| {
+                Some(m.addr) == obs.endpoint && m.name != primary.name && m.report.is_some()
+            })
+            .map(|m| m.name.clone())
+            .collect();
+        return Settled::Done(plan.act(
+            Action::PointEndpoint {
+                primary: primary.name.clone(),
+                fence,
+            },
+            s.probe_interval,
+        ));
+    }
     let stopped = not_running(obs.members.iter());
     if !stopped.is_empty() {
         return Settled::Done(plan.act(
@@ -188,23 +208,6 @@ async fn one_primary<'a, P: Policies>(
             Action::Replicate {
                 members: astray,
                 primary: primary.name.clone(),
-            },
-            s.probe_interval,
-        ));
-    }
-    if obs.endpoint != Some(primary.addr) {
-        let fence = obs
-            .members
-            .iter()
-            .filter(|m| {
-                Some(m.addr) == obs.endpoint && m.name != primary.name && m.report.is_some()
-            })
-            .map(|m| m.name.clone())
-            .collect();
-        return Settled::Done(plan.act(
-            Action::PointEndpoint {
-                primary: primary.name.clone(),
-                fence,
             },
             s.probe_interval,
         ));

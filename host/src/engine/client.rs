@@ -10,7 +10,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, timeout};
 
-use super::dialect::{Dialect, EngineCommand, HandoverStyle};
+use super::dialect::{Dialect, EngineCommand};
 use super::error::EngineError;
 use super::info::{
     FailoverState, ParseError, PersistenceInfo, ReplicationInfo, Role, RoleReply, ServerInfo,
@@ -26,6 +26,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often [`Client::failover_to`] polls `INFO replication` while the handover runs.
 pub const HANDOVER_POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// How much longer than `REPLTAKEOVER`'s own timeout a Dragonfly replica waits for the old
+/// master to answer the takeover (its socket timeout is the timeout plus 10 s, in
+/// `Replica::TakeOver`, src/server/replica.cc).
+pub const DRAGONFLY_TAKEOVER_SLACK: Duration = Duration::from_secs(10);
 /// How much longer than the server-side handover timeout the client waits before it declares
 /// the handover failed (safety rule 3: client timeouts exceed server-side timeouts). It covers
 /// the final PSYNC round trip after the server's own deadline and one poll's response time.
@@ -556,7 +560,11 @@ impl Client {
             });
         };
         let server_secs = command.args()[1].parse::<u64>().unwrap_or(1);
-        let limit = Duration::from_secs(server_secs) + HANDOVER_CLIENT_MARGIN;
+        // The replica waits for the old master's answer up to the timeout plus
+        // DRAGONFLY_TAKEOVER_SLACK (`Replica::TakeOver` sets its socket timeout so); the client
+        // waits longer still (rule 3).
+        let limit =
+            Duration::from_secs(server_secs) + DRAGONFLY_TAKEOVER_SLACK + HANDOVER_CLIENT_MARGIN;
         self.run(&command, limit).await?;
         match self.replication().await?.role {
             Role::Primary => Ok(()),
@@ -572,6 +580,9 @@ impl Client {
     /// `CLIENT KILL TYPE normal SKIPME yes`: fences a demoted member. Returns how many client
     /// connections were closed. This connection survives; other kvpilot clients do not.
     pub async fn kill_normal_clients(&self) -> Result<u64, EngineError> {
+        if !self.dialect.kills_by_type() {
+            return self.kill_clients_by_id().await;
+        }
         let command = self.dialect.kill_normal_clients();
         match self.run(&command, RESPONSE_TIMEOUT).await? {
             Value::Int(n) => Ok(u64::try_from(n).unwrap_or(0)),
@@ -583,6 +594,49 @@ impl Client {
                 },
             )),
         }
+    }
+
+    /// What [`Client::kill_normal_clients`] does, one connection at a time: `CLIENT ID`,
+    /// `CLIENT LIST`, then `CLIENT KILL ID` for every normal client but this one (see
+    /// [`super::clients::to_close`]). Dragonfly's way; it works on Valkey and Redis too.
+    /// A connection that closed in between counts 0. Dragonfly refuses to close a connection
+    /// of its admin port from a normal one; such a connection is left open and logged.
+    pub async fn kill_clients_by_id(&self) -> Result<u64, EngineError> {
+        let id_command = self.dialect.client_id();
+        let own = match self.run(&id_command, RESPONSE_TIMEOUT).await? {
+            Value::Int(n) => u64::try_from(n).unwrap_or(u64::MAX),
+            other => {
+                return Err(self.reply_error(
+                    &id_command,
+                    ParseError {
+                        field: "CLIENT ID".into(),
+                        problem: format!("not an integer: {other:?}"),
+                    },
+                ));
+            }
+        };
+        let list_command = self.dialect.client_list();
+        let listed = self.run(&list_command, RESPONSE_TIMEOUT).await?;
+        let text =
+            reply_text(&listed, "CLIENT LIST").map_err(|e| self.reply_error(&list_command, e))?;
+        let listed = super::clients::parse_client_list(&text)
+            .map_err(|e| self.reply_error(&list_command, e))?;
+        let mut killed = 0;
+        for id in super::clients::to_close(&listed, own) {
+            let command = self.dialect.client_kill_id(id);
+            match self.run(&command, RESPONSE_TIMEOUT).await {
+                Ok(Value::Int(n)) => killed += u64::try_from(n).unwrap_or(0),
+                Ok(Value::Okay) => killed += 1,
+                Ok(_) => {}
+                Err(e) if e.to_string().contains("admin client") => {
+                    tracing::warn!(addr = %self.addr, client = id, "cannot close a connection of the admin port");
+                }
+                // Gone since the list was taken.
+                Err(e) if e.to_string().contains("No such client") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(killed)
     }
 
     /// `CONFIG SET key value`.
@@ -672,19 +726,4 @@ where
     let (conn, driver) = MultiplexedConnection::new_with_config(&settings, stream, config).await?;
     tokio::spawn(driver);
     Ok(conn)
-}
-
-/// Graceful handover from `primary` to `target` in the way the dialect does it:
-/// `FAILOVER TO` on the primary (Valkey/Redis, see [`Client::failover_to`]) or `REPLTAKEOVER`
-/// on the target (Dragonfly, see [`Client::take_over`]). On success the target is primary and
-/// the old primary follows it.
-pub async fn handover(
-    primary: &Client,
-    target: &Client,
-    timeout: Duration,
-) -> Result<(), EngineError> {
-    match primary.dialect().handover_style() {
-        HandoverStyle::FailoverOnPrimary => primary.failover_to(target.addr(), timeout).await,
-        HandoverStyle::TakeoverOnReplica => target.take_over(timeout).await,
-    }
 }

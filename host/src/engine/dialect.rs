@@ -174,6 +174,33 @@ impl Dialect {
     pub fn kill_normal_clients(self) -> EngineCommand {
         EngineCommand::new(["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"])
     }
+
+    /// Whether [`Dialect::kill_normal_clients`] is understood. Dragonfly's `CLIENT KILL`
+    /// takes only `ip:port`, `ADDR`, `LADDR` or `ID`: its clients are closed one by one
+    /// ([`super::clients`]).
+    pub fn kills_by_type(self) -> bool {
+        self != Self::Dragonfly
+    }
+
+    /// `CLIENT ID`: the id of the sending connection.
+    pub fn client_id(self) -> EngineCommand {
+        EngineCommand::new(["CLIENT", "ID"])
+    }
+
+    /// `CLIENT LIST`: one line per connection (every dialect, without filters).
+    pub fn client_list(self) -> EngineCommand {
+        EngineCommand::new(["CLIENT", "LIST"])
+    }
+
+    /// `CLIENT KILL ID id`.
+    pub fn client_kill_id(self, id: u64) -> EngineCommand {
+        EngineCommand::new([
+            "CLIENT".to_owned(),
+            "KILL".to_owned(),
+            "ID".to_owned(),
+            id.to_string(),
+        ])
+    }
 }
 
 impl fmt::Display for Dialect {
@@ -245,6 +272,16 @@ mod tests {
             ["REPLICAOF", "10.0.0.1", "6379"]
         );
         assert_eq!(args(&d.replicaof_no_one()), ["REPLICAOF", "NO", "ONE"]);
+    }
+
+    #[test]
+    fn dragonfly_kills_clients_by_id() {
+        assert!(Dialect::Valkey.kills_by_type() && Dialect::Redis.kills_by_type());
+        assert!(!Dialect::Dragonfly.kills_by_type());
+        let d = Dialect::Dragonfly;
+        assert_eq!(args(&d.client_id()), ["CLIENT", "ID"]);
+        assert_eq!(args(&d.client_list()), ["CLIENT", "LIST"]);
+        assert_eq!(args(&d.client_kill_id(42)), ["CLIENT", "KILL", "ID", "42"]);
     }
 
     #[test]

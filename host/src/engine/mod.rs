@@ -2,6 +2,8 @@
 //!
 //! - [`info`]: pure parsers of `INFO replication|persistence|server`, `keyspace`, `ROLE`.
 //! - [`Dialect`]: which command does what per engine (Dragonfly is experimental).
+//! - [`handover`]: the steps of a planned handover per dialect, as data.
+//! - [`clients`]: closing client connections one by one (Dragonfly has no `CLIENT KILL TYPE`).
 //! - [`Client`]: one bounded-timeout connection to one member: [`Client::observe`] reads,
 //!   the other methods act (`REPLICAOF`, `FAILOVER`, `CLIENT KILL`, `CONFIG SET`, ...).
 //! - [`TlsConfig`]: the CA a member's certificate must chain to, and the client certificate to
@@ -11,14 +13,16 @@
 
 pub mod ack;
 mod client;
+pub mod clients;
 mod dialect;
 mod error;
+pub mod handover;
 pub mod info;
 mod tls;
 
 pub use client::{
-    CONNECT_TIMEOUT, Client, ConnectOptions, Credentials, HANDOVER_CLIENT_MARGIN,
-    HANDOVER_POLL_INTERVAL, HostPort, MemberReport, RESPONSE_TIMEOUT, handover,
+    CONNECT_TIMEOUT, Client, ConnectOptions, Credentials, DRAGONFLY_TAKEOVER_SLACK,
+    HANDOVER_CLIENT_MARGIN, HANDOVER_POLL_INTERVAL, HostPort, MemberReport, RESPONSE_TIMEOUT,
 };
 pub use dialect::{Dialect, EngineCommand, HandoverStyle};
 pub use error::EngineError;

@@ -2,10 +2,14 @@
 //! when the way members are reached ([`Access`]) changes.
 //!
 //! Credentials change while members run (a rotated password Secret, auth turned on): a member
-//! keeps the password it was started with until someone changes it, so when the credentials
-//! change, each member is moved to the new ones over a connection that still works (see
-//! [`Clients::apply_credentials`], the Kubernetes apply step), and its pool entry is replaced
-//! by one authenticated with the new ones. [`Clients::get`] (observe, act) never moves.
+//! keeps the password it was started with until someone changes it, so each member is moved
+//! to the new ones over a connection that still works (see [`Clients::apply_credentials`], the
+//! Kubernetes apply step), and its pool entry is replaced by one authenticated with the new
+//! ones. The credentials members may still have are kept ([`Clients::remember`]; on
+//! Kubernetes also in an operator-owned Secret, so they survive a restart) until every member
+//! has moved: a member that was unreachable during the change is moved when it answers again,
+//! and until then [`Clients::get`] (observe, act), which never moves anything, reaches it with
+//! the credentials it still accepts.
 
 use crate::engine::{
     Client, ConnectOptions, Credentials, Dialect, EngineError, HostPort, TlsConfig,
@@ -50,12 +54,15 @@ impl ServerNames {
     }
 }
 
+/// The most earlier credentials kept (rotations that overlap before every member moved).
+pub const MAX_PREVIOUS: usize = 3;
+
 struct Settings {
     dialect: Dialect,
     access: Access,
-    /// The credentials before the last change, so a member that still has them can be moved
-    /// to the current ones.
-    previous: Option<Option<Credentials>>,
+    /// Credentials members may still have, newest first, never the current ones: what the
+    /// credentials were before each change, and what [`Clients::remember`] was given.
+    previous: Vec<Option<Credentials>>,
     /// Bumped on every change of `dialect` or `access`; a pooled connection made under an
     /// older generation is replaced on its next use.
     generation: u64,
@@ -95,7 +102,7 @@ impl Clients {
             settings: std::sync::Mutex::new(Settings {
                 dialect,
                 access,
-                previous: None,
+                previous: Vec::new(),
                 generation: 0,
             }),
             pool: Mutex::new(HashMap::new()),
@@ -127,12 +134,36 @@ impl Clients {
             return false;
         }
         if settings.access.credentials != access.credentials {
-            settings.previous = Some(settings.access.credentials.clone());
+            let before = settings.access.credentials.clone();
+            settings.previous.insert(0, before);
+            let current = access.credentials.clone();
+            settings.previous = merged(settings.previous.clone(), &current);
         }
         settings.dialect = dialect;
         settings.access = access;
         settings.generation += 1;
         true
+    }
+
+    /// Adds `previous` (credentials members may still have, newest first, e.g. read back from
+    /// where an earlier operator recorded them) to the ones tried when a member refuses the
+    /// current credentials. Changes no connection.
+    pub fn remember(&self, previous: Vec<Option<Credentials>>) {
+        let mut settings = self.settings();
+        let current = settings.access.credentials.clone();
+        let mut all = previous;
+        all.extend(settings.previous.iter().cloned());
+        settings.previous = merged(all, &current);
+    }
+
+    /// Forgets every earlier credential: every member has the current ones.
+    pub fn forget_previous(&self) {
+        self.settings().previous.clear();
+    }
+
+    /// The earlier credentials still tried, newest first.
+    pub fn previous(&self) -> Vec<Option<Credentials>> {
+        self.settings().previous.clone()
     }
 
     /// What was changed on members since the last call (one line per member moved to new
@@ -151,8 +182,9 @@ impl Clients {
 
     /// A connected, authenticated client for `member` at `addr`, connecting if there is none
     /// made with the current access. It never changes anything on the member (observe uses
-    /// it): a member still on other credentials is an [`EngineError::AuthRefused`] until
-    /// [`Clients::apply_credentials`] has moved it.
+    /// it): a member that refuses the current credentials is reached with the earlier ones it
+    /// still accepts (see [`Clients::remember`]) until [`Clients::apply_credentials`] has
+    /// moved it; one that accepts none of them is an [`EngineError::AuthRefused`].
     pub async fn get(&self, member: &str, addr: SocketAddr) -> Result<Client, EngineError> {
         self.reach(member, addr, false).await
     }
@@ -162,8 +194,9 @@ impl Clients {
     ///
     /// When the credentials changed since a pooled connection was made, that connection (still
     /// authenticated with the old ones) first moves the member to the new credentials. A member
-    /// that refuses the current credentials but accepts the previous ones, or none at all (auth
-    /// was just turned on), is moved the same way. Moving means, with a password:
+    /// that refuses the current credentials but accepts earlier ones (newest first), or none
+    /// at all (auth was just turned on), is moved the same way. `Ok` means the member accepts
+    /// the current credentials now. Moving means, with a password:
     /// `CONFIG SET masterauth` then `CONFIG SET requirepass`; with an ACL user: `ACL SETUSER
     /// user >new` (and `<old`, the password it replaces), then `CONFIG SET masteruser` and
     /// `masterauth`. Existing sessions stay authenticated; a restarted member gets the new
@@ -193,11 +226,14 @@ impl Clients {
         };
         let pooled = self.pool.lock().await.get(&addr).cloned();
         if let Some(p) = pooled {
-            if p.generation == generation && p.member == member {
+            // A connection made with earlier credentials serves observe and act (the session
+            // stays authenticated), but the apply step moves the member first.
+            let current = p.credentials == access.credentials;
+            if p.generation == generation && p.member == member && (current || !move_credentials) {
                 return Ok(p.client);
             }
             self.pool.lock().await.remove(&addr);
-            if move_credentials && p.member == member && p.credentials != access.credentials {
+            if move_credentials && p.member == member && !current {
                 // This session authenticated with the old credentials; the member may still
                 // require them.
                 self.move_member(member, &p.client, p.credentials.as_ref(), &access)
@@ -205,30 +241,36 @@ impl Clients {
             }
         }
         let current = options(member, &access, access.credentials.clone());
-        let client = match connect(addr, &current, dialect).await {
-            Ok(client) => client,
-            Err(e) if move_credentials && e.is_auth_refused() => {
-                let mut candidates = Vec::new();
-                if let Some(old) = previous.filter(|old| *old != access.credentials) {
-                    candidates.push(old);
-                }
+        let (client, used) = match connect(addr, &current, dialect).await {
+            Ok(client) => (client, access.credentials.clone()),
+            Err(e) if e.is_auth_refused() => {
+                // The member may still have earlier credentials, or none (auth was just
+                // turned on).
+                let mut candidates = previous;
                 if access.credentials.is_some() && !candidates.contains(&None) {
                     candidates.push(None);
                 }
-                let mut moved = None;
+                let mut reached = None;
                 for old in candidates {
                     let Ok(old_client) =
                         connect(addr, &options(member, &access, old.clone()), dialect).await
                     else {
                         continue;
                     };
-                    self.move_member(member, &old_client, old.as_ref(), &access)
-                        .await?;
-                    moved = Some(connect(addr, &current, dialect).await?);
+                    reached = Some(if move_credentials {
+                        self.move_member(member, &old_client, old.as_ref(), &access)
+                            .await?;
+                        (
+                            connect(addr, &current, dialect).await?,
+                            access.credentials.clone(),
+                        )
+                    } else {
+                        (old_client, old)
+                    });
                     break;
                 }
-                match moved {
-                    Some(client) => client,
+                match reached {
+                    Some(reached) => reached,
                     None => return Err(e),
                 }
             }
@@ -240,7 +282,7 @@ impl Clients {
                 client: client.clone(),
                 member: member.to_string(),
                 generation,
-                credentials: access.credentials.clone(),
+                credentials: used,
             },
         );
         Ok(client)
@@ -310,6 +352,21 @@ impl Clients {
     pub async fn forget(&self, addr: SocketAddr) {
         self.pool.lock().await.remove(&addr);
     }
+}
+
+/// `list` without duplicates and without `current`, newest first, at most [`MAX_PREVIOUS`].
+fn merged(
+    list: Vec<Option<Credentials>>,
+    current: &Option<Credentials>,
+) -> Vec<Option<Credentials>> {
+    let mut out: Vec<Option<Credentials>> = Vec::new();
+    for c in list {
+        if c != *current && !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out.truncate(MAX_PREVIOUS);
+    out
 }
 
 fn options(member: &str, access: &Access, credentials: Option<Credentials>) -> ConnectOptions {

@@ -4,6 +4,6 @@ mod clients;
 mod collect;
 mod model;
 
-pub use clients::{Access, Clients, ServerNames};
+pub use clients::{Access, Clients, MAX_PREVIOUS, ServerNames};
 pub use collect::{Tracker, collect};
 pub use model::{Observed, ObservedMember, Replication};

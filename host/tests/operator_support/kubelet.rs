@@ -153,6 +153,23 @@ impl Kubelet {
         m.server.kill().expect("kill");
     }
 
+    /// SIGSTOPs the server of `pod`: it keeps its connections but answers nothing, as a
+    /// member behind a network partition or a hung process.
+    pub async fn pause(&self, pod: &str) {
+        self.state.lock().await.members[pod]
+            .server
+            .pause()
+            .expect("SIGSTOP");
+    }
+
+    /// SIGCONTs a server paused by [`Kubelet::pause`].
+    pub async fn resume(&self, pod: &str) {
+        self.state.lock().await.members[pod]
+            .server
+            .resume()
+            .expect("SIGCONT");
+    }
+
     /// The address of `pod`'s server.
     pub async fn addr(&self, pod: &str) -> SocketAddr {
         self.state.lock().await.members[pod].server.addr()

@@ -65,6 +65,10 @@ macro_rules! engine_tests {
             .await;
         }
         #[tokio::test]
+        async fn kill_by_id_keeps_replication_and_ours() {
+            support::engine_cases::kill_by_id_keeps_replication_and_ours($binary, $dialect).await;
+        }
+        #[tokio::test]
         async fn password_rotation_moves_every_member() {
             support::engine_cases::password_rotation_moves_every_member($binary, $dialect).await;
         }
@@ -263,6 +267,59 @@ pub async fn kill_fences_clients_but_not_ours(binary: &str, dialect: Dialect) {
         let err = o.ping().await.expect_err("fenced connection");
         assert!(err.is_unreachable(), "{err}");
     }
+}
+
+/// The one-by-one kill Dragonfly uses (`CLIENT LIST` + `CLIENT KILL ID`), on a real primary
+/// with a replica attached: normal clients go, the replica's link and our connection stay.
+pub async fn kill_by_id_keeps_replication_and_ours(binary: &str, dialect: Dialect) {
+    let (_lab, p, _r, pc, rc) = pair(binary, dialect).await;
+    // The primary's connection from its replica (flag S), by id.
+    let replica_link = || async {
+        let list = exec(p.addr(), None, &["CLIENT", "LIST"]).await.unwrap();
+        let redis::Value::BulkString(text) = list else {
+            panic!("CLIENT LIST: {list:?}")
+        };
+        let text = String::from_utf8(text).unwrap();
+        let links: Vec<String> = text
+            .lines()
+            .filter(|l| l.split(' ').any(|f| f == "flags=S"))
+            .filter_map(|l| l.split(' ').next().map(str::to_string))
+            .collect();
+        assert_eq!(links.len(), 1, "{text}");
+        links[0].clone()
+    };
+    let link_before = replica_link().await;
+    let others = [
+        client(&p, None, dialect).await,
+        client(&p, None, dialect).await,
+    ];
+    for o in &others {
+        o.ping().await.unwrap();
+    }
+    let killed = pc.kill_clients_by_id().await.unwrap();
+    assert_eq!(killed, 2, "the two normal clients, nothing else");
+    pc.ping().await.expect("our own connection survives");
+    for o in &others {
+        let err = o.ping().await.expect_err("fenced connection");
+        assert!(err.is_unreachable(), "{err}");
+    }
+    // The replica's link was not closed: it is still in sync, and a write reaches it.
+    exec(p.addr(), None, &["SET", "after-kill", "1"])
+        .await
+        .unwrap();
+    let (_, r) = wait_in_sync(&pc, &rc).await;
+    assert!(r.link_up());
+    assert_eq!(
+        replica_link().await,
+        link_before,
+        "the same replication connection"
+    );
+    let p_report = pc.observe().await.unwrap();
+    assert_eq!(
+        p_report.replication.replicas.len(),
+        1,
+        "still one replica: {p_report:?}"
+    );
 }
 
 pub async fn auth_with_requirepass(binary: &str, dialect: Dialect) {
@@ -655,12 +712,16 @@ pub async fn password_rotation_moves_every_member(binary: &str, dialect: Dialect
     assert!(clients.configure(dialect, rotated));
     // p through its pooled session; r (never connected) refuses pw-2, accepts pw-1 and is
     // moved; q accepts no password and is given one.
-    // Observing changes nothing: r still has pw-1 and is refused until it is moved.
+    // Observing changes nothing, but still sees r: it is reached with pw-1, which it still
+    // has, and keeps it until it is moved.
     let observed = clients
         .get("r", r.addr())
         .await
-        .expect_err("get never moves a member");
-    assert!(observed.is_auth_refused(), "{observed}");
+        .expect("observation falls back to the previous password");
+    observed.observe().await.expect("r observed");
+    let new = Client::connect(r.addr(), Some("pw-2"), dialect).await;
+    let old = Client::connect(r.addr(), Some("pw-1"), dialect).await;
+    assert!(new.is_err() && old.is_ok(), "get never moves a member");
     let pc = clients
         .apply_credentials("p", p.addr())
         .await

@@ -57,6 +57,17 @@ pub enum SecretProblem {
         #[source]
         source: Box<kube::Error>,
     },
+    #[error(
+        "Secret {namespace}/{name} key {key:?} ({purpose}): a Dragonfly password must be one \
+         word (its replicas send `AUTH <password>` as an inline command, which splits at \
+         whitespace)"
+    )]
+    NotOneWord {
+        namespace: String,
+        name: String,
+        key: String,
+        purpose: &'static str,
+    },
     #[error("Secret {namespace}/{name} (TLS): {source}")]
     Tls {
         namespace: String,
@@ -95,6 +106,16 @@ pub async fn read(
     {
         let data = get(&secrets, namespace, &r.name, "password").await?;
         let password = text(&data, namespace, r, "password")?;
+        if kc.spec.engine.kind == Engine::Dragonfly
+            && (password.is_empty() || password.contains(char::is_whitespace))
+        {
+            return Err(SecretProblem::NotOneWord {
+                namespace: namespace.to_string(),
+                name: r.name.clone(),
+                key: r.key.clone(),
+                purpose: "password",
+            });
+        }
         let acl = auth.acl_secret.is_some();
         access.credentials = Some(match (&auth.username, acl) {
             (Some(user), true) => Credentials::user(user.clone(), password),

@@ -54,8 +54,25 @@ pub fn render(kc: &KvCluster) -> Result<RenderedConfig, BuildError> {
     );
     for (name, value) in &settings {
         match spec.engine.kind {
-            // Dragonfly reads gflags: `--name=value` lines of a flag file.
-            Engine::Dragonfly => text.push_str(&format!("--{name}={value}\n")),
+            // Dragonfly reads an absl flag file: each line is one `--name=value` argument,
+            // with no quoting or escapes, so a value is safe as long as it is one line
+            // (spaces, `=` and `--` inside it stay part of the value). `validate_spec`
+            // refuses control characters; this is the last line of defence.
+            Engine::Dragonfly => {
+                if let Some(bad) = [name, value]
+                    .into_iter()
+                    .find(|s| s.chars().any(char::is_control))
+                {
+                    return Err(BuildError::Invalid {
+                        name: kc.name_any(),
+                        message: format!(
+                            "spec.config.{name}: {bad:?} cannot be one line of a Dragonfly \
+                             flag file"
+                        ),
+                    });
+                }
+                text.push_str(&format!("--{name}={value}\n"));
+            }
             // kvpilot's own values are written as the parser expects them (`replicaof` takes
             // two arguments); a user's value is one argument, quoted when needed.
             Engine::Valkey | Engine::Redis if spec.config.contains_key(name) => {
@@ -98,6 +115,9 @@ fn member_settings(kc: &KvCluster) -> Result<BTreeMap<String, String>, BuildErro
     set("dir", DATA_DIR.to_string());
     match spec.engine.kind {
         Engine::Dragonfly => {
+            // Like Valkey members, a Dragonfly member starts as a replica of the primary
+            // Service; its flag takes `host:port` (checked against its `--replicaof` parser).
+            set("replicaof", format!("{}:{PORT}", primary_host(kc)?));
             if spec.tls.is_some() {
                 set("tls", "true".into());
                 set("tls_cert_file", format!("{TLS_DIR}/tls.crt"));
@@ -341,6 +361,42 @@ mod tests {
         let l = lines(&text);
         assert!(l.contains(&"--port=6379"), "{l:?}");
         assert!(l.contains(&"--maxmemory-policy=noeviction"));
-        assert!(!text.contains("replicaof"));
+        // `host:port`, one argument: Dragonfly's flag parser splits at the last `:`.
+        assert!(
+            l.contains(&"--replicaof=cache-primary.shop.svc:6379"),
+            "{l:?}"
+        );
+    }
+
+    #[test]
+    fn a_dragonfly_value_stays_one_flag() {
+        let mut spec = valkey("1.27");
+        spec.engine.kind = Engine::Dragonfly;
+        spec.config.insert(
+            "notify_keyspace_events".into(),
+            "a b --requirepass=x =y".into(),
+        );
+        let text = render(&cluster(spec.clone())).unwrap().text;
+        let flags: Vec<&str> = lines(&text)
+            .into_iter()
+            .filter(|l| l.contains("requirepass"))
+            .collect();
+        // The whole value is the value of one flag, on its own line.
+        assert_eq!(
+            flags,
+            ["--notify_keyspace_events=a b --requirepass=x =y"],
+            "{text}"
+        );
+        // A value that would start another line (another flag) is refused, by validation
+        // and by the renderer itself.
+        for value in ["noeviction\n--requirepass=owned", "x\r\n--admin_nopass"] {
+            let mut bad = spec.clone();
+            bad.config.insert("maxmemory_policy".into(), value.into());
+            let kc = cluster(bad);
+            let e = super::super::desired_objects(&kc).unwrap_err().to_string();
+            assert!(e.contains("spec.config.maxmemory_policy"), "{e}");
+            let e = render(&kc).unwrap_err().to_string();
+            assert!(e.contains("spec.config.maxmemory_policy"), "{e}");
+        }
     }
 }

@@ -6,6 +6,7 @@
 
 use super::access;
 use super::apply;
+use super::credentials;
 use super::metrics::{BEAT_INTERVAL, Health, Metrics, RolloutTracker};
 use super::platform::KubernetesPlatform;
 use super::policies::{self, ClusterPolicies, HookProblem, PluginProblem, RetryBackoff};
@@ -13,7 +14,6 @@ use super::{LABEL_CLUSTER, desired_objects, triggers};
 use crate::api::{KvCluster, KvClusterStatus, PolicyPlugin, StatusContext, validate_spec};
 use crate::decide::Settings;
 use crate::observe::{Access, Clients};
-use crate::platform::Platform;
 use crate::policy::{FailurePolicy, Hook, PolicyRuntime, WasmPolicies};
 use crate::reconcile::Reconciler;
 use crate::status::{ClusterStatus, Condition};
@@ -281,9 +281,16 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
     // the last reconcile takes effect now.
     match access::read(&ctx.client, kc, &namespace).await {
         Ok(member_access) => {
-            let clients = &state.reconciler.clients;
-            if clients.configure(access::dialect(kc), member_access) {
-                apply_credentials(&state.reconciler).await;
+            let warnings = credentials::sync(
+                &ctx.client,
+                kc,
+                &namespace,
+                &state.reconciler,
+                member_access,
+            )
+            .await;
+            for warning in warnings {
+                ctx.publish(kc, true, "CredentialsRecord", &warning).await;
             }
         }
         Err(problem) => {
@@ -376,24 +383,6 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
         outcome.plan.requeue_after.min(ERROR_REQUEUE)
     };
     Ok(Action::requeue(requeue))
-}
-
-/// Moves every running member to the credentials just read (part of apply: observe never
-/// changes a member). A member that cannot be moved now shows as down until it restarts with
-/// the new Secret or a later change moves it.
-async fn apply_credentials(reconciler: &Reconciler<KubernetesPlatform>) {
-    let members = match reconciler.platform.members().await {
-        Ok(members) => members,
-        Err(e) => {
-            tracing::warn!(cluster = %reconciler.name, error = %e, "cannot list members to move them to new credentials");
-            return;
-        }
-    };
-    for m in members.iter().filter(|m| m.running) {
-        if let Err(e) = reconciler.clients.apply_credentials(&m.name, m.addr).await {
-            tracing::warn!(cluster = %reconciler.name, member = %m.name, error = %e, "cannot move the member to the new credentials");
-        }
-    }
 }
 
 /// Says what an apply pass did besides applying: an Event for each recreated or deleted

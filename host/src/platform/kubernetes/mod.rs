@@ -17,6 +17,7 @@ pub mod access;
 pub mod apply;
 pub mod config;
 pub mod controller;
+pub mod credentials;
 pub mod gating;
 pub mod leader;
 pub mod metrics;

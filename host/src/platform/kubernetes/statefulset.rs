@@ -181,7 +181,12 @@ fn pod_spec(kc: &KvCluster, rendered: &config::RenderedConfig, grace: i64) -> Po
                 "--masterauth".to_string(),
                 password,
             ]),
-            Engine::Dragonfly => args.push(format!("--requirepass={password}")),
+            // One `--name=value` argument each: Kubernetes does not split args, so the
+            // password stays one value whatever it holds.
+            Engine::Dragonfly => args.extend([
+                format!("--requirepass={password}"),
+                format!("--masterauth={password}"),
+            ]),
         }
     }
 
@@ -474,6 +479,31 @@ mod tests {
             ("cache-auth", "password")
         );
         assert!(!objects.config_map.data.unwrap()[CONFIG_FILE].contains("requirepass"));
+    }
+
+    #[test]
+    fn dragonfly_members_get_the_password_for_clients_and_for_their_primary() {
+        let mut spec = valkey("1.27");
+        spec.engine.kind = kvpilot_sdk::Engine::Dragonfly;
+        spec.auth = Some(AuthSpec {
+            password_secret: Some(SecretKeyRef {
+                name: "cache-auth".into(),
+                key: "password".into(),
+            }),
+            acl_secret: None,
+            username: None,
+        });
+        let pod = build(&cluster(spec)).spec.unwrap().template.spec.unwrap();
+        let c = &pod.containers[0];
+        assert_eq!(c.command.as_deref(), Some(&["dragonfly".to_string()][..]));
+        assert_eq!(
+            c.args.clone().unwrap(),
+            [
+                "--flagfile=/etc/kvpilot/config/server.conf",
+                "--requirepass=$(KVPILOT_PASSWORD)",
+                "--masterauth=$(KVPILOT_PASSWORD)",
+            ]
+        );
     }
 
     #[test]

@@ -282,6 +282,7 @@ impl LocalPlatform {
         let built = self.spec.read().map_err(|_| poisoned())?.clone();
         let server_spec = ServerSpec {
             binary: built.binary.clone(),
+            dialect: dialect(built.spec.engine.kind),
             bind: *v4.ip(),
             port: v4.port(),
             dir: self.member_dir(name),
@@ -390,21 +391,37 @@ impl Platform for LocalPlatform {
 /// during a full sync when persistence is off, so a member that restarts comes back empty
 /// instead of loading a stale copy that could pass for data. With managed snapshots that
 /// file is the operator's last snapshot and is kept (see the Kubernetes member config).
+///
+/// Dragonfly (experimental) has neither setting; with managed snapshots it gets a snapshot
+/// file name (its local default is none) and no schedule until the operator sets one.
 fn member_config(spec: &KvClusterSpec) -> std::collections::BTreeMap<String, String> {
-    let del_sync_files = if spec.snapshots.is_some() {
-        "no"
-    } else {
-        "yes"
+    let pairs: &[(&str, &str)] = match (spec.engine.kind, spec.snapshots.is_some()) {
+        (kvpilot_sdk::Engine::Dragonfly, false) => &[],
+        (kvpilot_sdk::Engine::Dragonfly, true) => &[("dbfilename", "dump"), ("snapshot_cron", "")],
+        (_, false) => &[
+            ("repl-diskless-sync-delay", "0"),
+            ("rdb-del-sync-files", "yes"),
+        ],
+        (_, true) => &[
+            ("repl-diskless-sync-delay", "0"),
+            ("rdb-del-sync-files", "no"),
+        ],
     };
-    let mut config: std::collections::BTreeMap<String, String> = [
-        ("repl-diskless-sync-delay", "0"),
-        ("rdb-del-sync-files", del_sync_files),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let mut config: std::collections::BTreeMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     config.extend(spec.config.clone());
     config
+}
+
+/// The dialect members of `engine` speak (and take their arguments in).
+fn dialect(engine: kvpilot_sdk::Engine) -> crate::engine::Dialect {
+    match engine {
+        kvpilot_sdk::Engine::Valkey => crate::engine::Dialect::Valkey,
+        kvpilot_sdk::Engine::Redis => crate::engine::Dialect::Redis,
+        kvpilot_sdk::Engine::Dragonfly => crate::engine::Dialect::Dragonfly,
+    }
 }
 
 /// Resolves the server binary and computes the desired revision: a digest of everything a

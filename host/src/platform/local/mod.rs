@@ -2,9 +2,13 @@
 
 pub mod forwarder;
 mod group;
+pub mod lock;
 pub mod server;
 
 pub use group::{Layout, LocalPlatform, PARKED, STOP_GRACE};
 mod runner;
 
-pub use runner::{LocalCluster, LocalError, PID_FILE, STATUS_FILE, policy_settings, read_manifest};
+pub use runner::{
+    LocalCluster, LocalError, PID_FILE, SOURCE_FILE, STATUS_FILE, group_dir, policy_settings,
+    read_manifest, read_valid_manifest,
+};

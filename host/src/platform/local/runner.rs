@@ -3,7 +3,8 @@
 //! `kvpilot local status`. The demo and the end-to-end tests drive it in-process.
 
 use super::LocalPlatform;
-use crate::api::{KvClusterManifest, KvClusterSpec, PoliciesSpec};
+use super::lock::StateLock;
+use crate::api::{KvClusterManifest, KvClusterSpec, PoliciesSpec, validate_spec};
 use crate::decide::Settings;
 use crate::engine::Dialect;
 use crate::observe::Clients;
@@ -20,8 +21,12 @@ use std::time::{Duration, SystemTime};
 
 /// Status file written after every reconcile.
 pub const STATUS_FILE: &str = "status.json";
-/// Pid file of the running `kvpilot local up`.
-pub const PID_FILE: &str = "operator.pid";
+/// Pid file of the running `kvpilot local up`, which it holds locked while it runs
+/// ([`super::lock`]).
+pub const PID_FILE: &str = super::lock::LOCK_FILE;
+/// Which manifest file the group was last started from (`{"manifest": "/abs/path"}`), so
+/// that `local down` and `local status` find the group even when that file no longer parses.
+pub const SOURCE_FILE: &str = "source.json";
 
 /// The error of the local runner, naming the file or step.
 #[derive(Debug, thiserror::Error)]
@@ -32,12 +37,25 @@ pub enum LocalError {
     Platform(#[from] crate::platform::PlatformError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Lock(#[from] super::lock::LockError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Reads a `KvCluster` manifest and checks its spec ([`validate_spec`]): what `local up`
+/// runs. Errors name the file and the field.
+pub fn read_valid_manifest(path: &Path) -> Result<KvClusterManifest, LocalError> {
+    let manifest = read_manifest(path)?;
+    validate_spec(&manifest.spec).map_err(|e| LocalError::Spec {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(manifest)
 }
 
 /// Reads a `KvCluster` manifest (YAML or JSON) and names the file and field on error.
@@ -57,13 +75,86 @@ pub fn read_manifest(path: &Path) -> Result<KvClusterManifest, LocalError> {
             message: format!("kind: expected KvCluster, found {}", manifest.kind),
         });
     }
-    if manifest.metadata.name.is_empty() {
+    if !plain_name(&manifest.metadata.name) {
         return Err(LocalError::Spec {
             path: path.to_path_buf(),
-            message: "metadata.name: must not be empty".into(),
+            message: format!(
+                "metadata.name: {:?} is not a plain name (1 to 63 letters, digits, `-`, `_` or \
+                 `.`, not starting with `.`): it names the group's directory",
+                manifest.metadata.name.chars().take(80).collect::<String>()
+            ),
         });
     }
     Ok(manifest)
+}
+
+/// A group name that is safe as one directory name: no `/`, no `..`, no hidden file.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// The directory of the group that `file` describes, under `state_root`. When the file does
+/// not parse as a manifest any more (`local down` and `local status` must still work), its
+/// `metadata.name` is read leniently, and failing that the group started from this very file
+/// is looked up ([`SOURCE_FILE`]); the error names the file and what is wrong with it.
+pub fn group_dir(file: &Path, state_root: &Path) -> Result<PathBuf, LocalError> {
+    let error = match read_manifest(file) {
+        Ok(m) => return Ok(state_root.join(m.metadata.name)),
+        Err(e) => e,
+    };
+    let lenient = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|text| serde_norway::from_str::<serde_norway::Value>(&text).ok())
+        .and_then(|v| {
+            v.get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(|n| n.as_str())
+                .map(str::to_string)
+        })
+        .filter(|name| plain_name(name));
+    if let Some(name) = lenient {
+        return Ok(state_root.join(name));
+    }
+    if let Some(dir) = started_from(file, state_root) {
+        return Ok(dir);
+    }
+    Err(LocalError::Spec {
+        path: file.to_path_buf(),
+        message: format!(
+            "{}; and no group under {} was started from this file",
+            match error {
+                LocalError::Spec { message, .. } => message,
+                other => other.to_string(),
+            },
+            state_root.display()
+        ),
+    })
+}
+
+/// The group under `state_root` whose [`SOURCE_FILE`] names `file`.
+fn started_from(file: &Path, state_root: &Path) -> Option<PathBuf> {
+    let wanted = std::fs::canonicalize(file).ok()?;
+    std::fs::read_dir(state_root)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|dir| {
+            std::fs::read(dir.join(SOURCE_FILE))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Source>(&bytes).ok())
+                .is_some_and(|s| s.manifest == wanted)
+        })
+}
+
+/// What [`SOURCE_FILE`] holds.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Source {
+    manifest: PathBuf,
 }
 
 /// The policy settings of a spec, as the runtime takes them.
@@ -94,6 +185,8 @@ pub struct LocalCluster {
     bound_policies: PoliciesSpec,
     pub reconciler: Reconciler<LocalPlatform>,
     status_tx: tokio::sync::watch::Sender<ClusterStatus>,
+    /// Held while this value lives: a second run on the same group is refused.
+    _lock: StateLock,
 }
 
 impl LocalCluster {
@@ -109,7 +202,7 @@ impl LocalCluster {
         password: Option<String>,
         settings: Settings,
     ) -> Result<LocalCluster, LocalError> {
-        let manifest = read_manifest(spec_path)?;
+        let manifest = read_valid_manifest(spec_path)?;
         let name = manifest.metadata.name.clone();
         let spec = manifest.spec;
         // Members chdir into their own directory: every path they get must be absolute.
@@ -119,6 +212,14 @@ impl LocalCluster {
                 source,
             })?
             .join(&name);
+        // Before anything else touches the group: one reconciler per state directory.
+        let lock = StateLock::acquire(&dir)?;
+        if let Ok(manifest) = std::fs::canonicalize(spec_path)
+            && let Ok(json) = serde_json::to_vec(&Source { manifest })
+        {
+            let path = dir.join(SOURCE_FILE);
+            std::fs::write(&path, json).map_err(|source| LocalError::Io { path, source })?;
+        }
         let platform = LocalPlatform::open(&dir, &name, &spec, endpoint, password.clone()).await?;
         let dialect = match spec.engine.kind {
             kvpilot_sdk::Engine::Valkey => Dialect::Valkey,
@@ -147,6 +248,7 @@ impl LocalCluster {
             policies,
             reconciler,
             status_tx: tokio::sync::watch::Sender::new(ClusterStatus::default()),
+            _lock: lock,
         })
     }
 
@@ -163,15 +265,16 @@ impl LocalCluster {
         self.reconciler.platform.endpoint_addr()
     }
 
-    /// Rereads the spec file if it changed. A file that does not parse changes nothing: the
-    /// error becomes a Warning event and the previous spec stays in force.
+    /// Rereads the spec file if it changed. A file that does not parse, or whose spec is
+    /// invalid, changes nothing: the error (naming the file and the field) becomes a Warning
+    /// event and the previous spec stays in force, so a typo never stops failover.
     async fn reload(&mut self) {
         let now = mtime(&self.spec_path);
         if now == self.spec_mtime {
             return;
         }
         self.spec_mtime = now;
-        match read_manifest(&self.spec_path) {
+        match read_valid_manifest(&self.spec_path) {
             Ok(m) => {
                 if let Err(e) = self.reconciler.platform.update_spec(&m.spec) {
                     self.reconciler

@@ -83,8 +83,11 @@ pub struct ServerTls {
 /// Everything needed to start one member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSpec {
-    /// `valkey-server` or `redis-server` (path or name on `PATH`).
+    /// `valkey-server`, `redis-server` or `dragonfly` (path or name on `PATH`).
     pub binary: PathBuf,
+    /// Which engine the binary is: Valkey and Redis take `--name value` pairs, Dragonfly
+    /// (experimental) `--name=value` flags.
+    pub dialect: Dialect,
     /// Loopback address to listen on (127.0.0.x).
     pub bind: Ipv4Addr,
     /// TCP port.
@@ -120,6 +123,7 @@ impl ServerSpec {
     ) -> Self {
         Self {
             binary: binary.into(),
+            dialect: Dialect::Valkey,
             bind,
             port,
             dir: dir.into(),
@@ -143,6 +147,14 @@ impl ServerSpec {
     /// arguments, which any local user could read in `ps`.
     pub fn auth_conf(&self) -> Option<String> {
         let password = self.password.as_ref()?;
+        if self.dialect == Dialect::Dragonfly {
+            // An absl flag file: one `--name=value` argument per line, no escapes
+            // ([`ServerSpec::args`] refuses a password that is not one plain line).
+            return Some(match &self.username {
+                None => format!("--requirepass={password}\n--masterauth={password}\n"),
+                Some(user) => format!("--masteruser={user}\n--masterauth={password}\n"),
+            });
+        }
         let hex = |s: &str| s.bytes().map(|b| format!("\\x{b:02x}")).collect::<String>();
         let quoted = hex(password);
         Some(match &self.username {
@@ -197,15 +209,19 @@ impl ServerSpec {
     /// The full argument list (without the binary). With a password, the first argument is
     /// the path of [`AUTH_FILE`], which [`Server::start`] writes from [`Self::auth_conf`].
     pub fn args(&self) -> Result<Vec<String>, ServerError> {
+        // Dragonfly spells its flags with `_`: `replica_announce_ip` is reserved too.
         if let Some(key) = self
             .config
             .keys()
-            .find(|k| RESERVED_KEYS.contains(&k.to_ascii_lowercase().as_str()))
+            .find(|k| RESERVED_KEYS.contains(&k.to_ascii_lowercase().replace('_', "-").as_str()))
         {
             return Err(ServerError::ReservedKey {
                 dir: self.dir.clone(),
                 key: key.clone(),
             });
+        }
+        if self.dialect == Dialect::Dragonfly {
+            return self.dragonfly_args();
         }
         // Defaults a caller may override: no persistence unless asked for.
         let mut settings: BTreeMap<String, String> = [("save", ""), ("appendonly", "no")]
@@ -261,6 +277,76 @@ impl ServerSpec {
         }
         Ok(args)
     }
+
+    /// Dragonfly's arguments (experimental): every setting is one `--name=value` argument, so
+    /// a value holding spaces, `=` or `--` stays that flag's value and never becomes another
+    /// flag (a `--name value` pair would let a value starting with `--` be read as a flag).
+    /// `--replicaof` takes `host:port` (Dragonfly splits it at the last `:`). The password
+    /// goes into a mode-0600 flag file ([`AUTH_FILE`]) rather than onto the command line.
+    fn dragonfly_args(&self) -> Result<Vec<String>, ServerError> {
+        let unsupported = |problem: &str| ServerError::Unsupported {
+            dir: self.dir.clone(),
+            problem: problem.to_string(),
+        };
+        if self.tls.is_some() {
+            return Err(unsupported(
+                "TLS is not supported for local Dragonfly members (experimental engine)",
+            ));
+        }
+        // A flag file has no escapes, and a Dragonfly replica sends `AUTH <password>` as an
+        // inline command, which splits at whitespace.
+        let plain =
+            |s: &str| !s.is_empty() && !s.chars().any(|c| c.is_control() || c.is_whitespace());
+        if self.password.as_deref().is_some_and(|p| !plain(p))
+            || self.username.as_deref().is_some_and(|u| !plain(u))
+        {
+            return Err(unsupported(
+                "a Dragonfly password or user name must be one word without spaces or control \
+                 characters",
+            ));
+        }
+        let one_flag = |k: &str, v: &str| {
+            !k.is_empty()
+                && !k.starts_with('-')
+                && !k.contains('=')
+                && ![k, v].iter().any(|s| s.chars().any(char::is_control))
+        };
+        if let Some(key) = self
+            .config
+            .iter()
+            .find(|(k, v)| !one_flag(k, v))
+            .map(|(k, _)| k)
+        {
+            return Err(unsupported(&format!(
+                "config {key:?} cannot be passed as one Dragonfly flag"
+            )));
+        }
+        let mut args = Vec::new();
+        if self.password.is_some() {
+            args.push(format!("--flagfile={}", self.dir.join(AUTH_FILE).display()));
+        }
+        args.extend([
+            format!("--bind={}", self.bind),
+            format!("--port={}", self.port),
+            format!("--dir={}", self.dir.display()),
+            // Logs to stderr, which goes to STDIO_FILE (the tail in start errors).
+            "--logtostderr".to_owned(),
+            // Replicas connect from 127.0.0.1 whatever they bind; announce the real address.
+            format!("--replica_announce_ip={}", self.bind),
+            // No check for new releases over the network.
+            "--version_check=false".to_owned(),
+        ]);
+        // Defaults a caller may override: no snapshot unless asked for (an empty file name
+        // turns saving on shutdown off).
+        let mut settings: BTreeMap<String, String> =
+            BTreeMap::from([("dbfilename".to_owned(), String::new())]);
+        settings.extend(self.config.clone());
+        args.extend(settings.iter().map(|(k, v)| format!("--{k}={v}")));
+        if let Some(primary) = self.replicaof {
+            args.push(format!("--replicaof={}:{}", primary.ip(), primary.port()));
+        }
+        Ok(args)
+    }
 }
 
 /// What the state file records about a running member.
@@ -298,6 +384,14 @@ pub enum ServerError {
         dir: PathBuf,
         /// The offending key.
         key: String,
+    },
+    /// The spec asks for something this engine cannot do locally.
+    #[error("member in {dir}: {problem}")]
+    Unsupported {
+        /// Data directory.
+        dir: PathBuf,
+        /// What cannot be done.
+        problem: String,
     },
     /// The binary could not be executed.
     #[error(
@@ -456,12 +550,20 @@ impl Server {
             state,
             child: Some(child),
         };
-        if let Err(e) = server.wait_ready(&options).await {
-            // Never leave a half-started process behind.
+        // Recorded before the readiness wait, which can take seconds: a kvpilot killed
+        // meanwhile leaves the process (in its own session) with a state file, so `local
+        // down` and the next `local up` find it instead of an orphan nobody knows.
+        let ready = match server.write_state() {
+            Ok(()) => server.wait_ready(&options).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = ready {
+            // Never leave a half-started process behind, nor a state file naming it.
             let _ = server.kill();
+            let _ = server.wait_gone(KILL_WAIT).await;
+            let _ = fs::remove_file(spec.dir.join(STATE_FILE));
             return Err(e);
         }
-        server.write_state()?;
         Ok(server)
     }
 
@@ -902,6 +1004,71 @@ mod tests {
         assert_eq!(pairs.last(), Some(&("--replicaof", "127.0.0.8 7000")));
         spec.config.insert("port".into(), "1".into());
         assert!(matches!(spec.args(), Err(ServerError::ReservedKey { .. })));
+    }
+
+    #[test]
+    fn dragonfly_gets_one_flag_per_setting_and_replicaof_as_host_port() {
+        let mut spec = ServerSpec::new("dragonfly", Ipv4Addr::new(127, 0, 0, 9), 7001, "/tmp/m");
+        spec.dialect = Dialect::Dragonfly;
+        spec.password = Some("s3cret".into());
+        spec.replicaof = Some("127.0.0.8:7000".parse().unwrap());
+        spec.config.insert(
+            "notify_keyspace_events".into(),
+            "a b --requirepass=x".into(),
+        );
+        let args = spec.args().unwrap();
+        assert_eq!(
+            args,
+            [
+                "--flagfile=/tmp/m/auth.conf",
+                "--bind=127.0.0.9",
+                "--port=7001",
+                "--dir=/tmp/m",
+                "--logtostderr",
+                "--replica_announce_ip=127.0.0.9",
+                "--version_check=false",
+                "--dbfilename=",
+                "--notify_keyspace_events=a b --requirepass=x",
+                "--replicaof=127.0.0.8:7000",
+            ]
+        );
+        assert!(!args.iter().any(|a| a.contains("s3cret")), "{args:?}");
+        assert_eq!(
+            spec.auth_conf().unwrap(),
+            "--requirepass=s3cret\n--masterauth=s3cret\n"
+        );
+        // Valkey takes `replicaof` as two words, one argument.
+        spec.dialect = Dialect::Valkey;
+        spec.config.clear();
+        let args = spec.args().unwrap();
+        assert_eq!(args[args.len() - 2..], ["--replicaof", "127.0.0.8 7000"]);
+        spec.dialect = Dialect::Dragonfly;
+
+        // Nothing that could become a second flag or a second flag-file line.
+        for (key, value) in [
+            ("maxmemory", "1gb\n--admin_nopass"),
+            ("--admin_nopass", "true"),
+            ("a=b", "c"),
+        ] {
+            let mut bad = spec.clone();
+            bad.config.insert(key.into(), value.into());
+            assert!(
+                matches!(bad.args(), Err(ServerError::Unsupported { .. })),
+                "{key:?} {value:?}"
+            );
+        }
+        let mut bad = spec.clone();
+        bad.config
+            .insert("replica_announce_ip".into(), "10.0.0.1".into());
+        assert!(matches!(bad.args(), Err(ServerError::ReservedKey { .. })));
+        for password in ["two words", "line\n--admin_nopass", ""] {
+            let mut bad = spec.clone();
+            bad.password = Some(password.into());
+            assert!(
+                matches!(bad.args(), Err(ServerError::Unsupported { .. })),
+                "{password:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,0 +1,418 @@
+//! `kvpilot local up|status|down` as a user runs them: the real binary against real
+//! `valkey-server` members, killed at the moments that used to leave a group in a bad state.
+
+mod support;
+
+use kvpilot::platform::local::server::ServerGuard;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest wait for a group to become Ready, or a process to go.
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn kvpilot() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kvpilot"))
+}
+
+/// One test's files: a manifest, a state directory, and a guard that kills every member
+/// recorded under it when the test ends (also on panic).
+struct Bed {
+    dir: tempfile::TempDir,
+    manifest: PathBuf,
+    state: PathBuf,
+    name: String,
+    _guard: ServerGuard,
+}
+
+impl Bed {
+    fn new(name: &str, image: Option<&Path>) -> Bed {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state");
+        let guard = ServerGuard::new();
+        guard.track_dir(&state);
+        let manifest = dir.path().join("cluster.yaml");
+        let image = image
+            .map(|p| format!("    image: {}\n", p.display()))
+            .unwrap_or_default();
+        std::fs::write(
+            &manifest,
+            format!(
+                "apiVersion: kvpilot.dev/v1alpha1\nkind: KvCluster\nmetadata:\n  name: {name}\n\
+                 spec:\n  engine:\n    kind: valkey\n{image}  replicas: 1\n"
+            ),
+        )
+        .expect("write the manifest");
+        Bed {
+            dir,
+            manifest,
+            state,
+            name: name.to_string(),
+            _guard: guard,
+        }
+    }
+
+    fn args<'a>(&'a self, verb: &'a str) -> Vec<&'a str> {
+        vec![
+            "local",
+            verb,
+            "-f",
+            self.manifest.to_str().expect("UTF-8 path"),
+            "--state-dir",
+            self.state.to_str().expect("UTF-8 path"),
+        ]
+    }
+
+    /// `kvpilot local up` in the background.
+    fn up(&self) -> Up {
+        let child = kvpilot()
+            .args(self.args("up"))
+            .env("KVPILOT_TEST_MARKERS", self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kvpilot local up");
+        Up { child }
+    }
+
+    fn run(&self, verb: &str, extra: &[&str]) -> Output {
+        let mut args = self.args(verb);
+        args.extend_from_slice(extra);
+        kvpilot().args(args).output().expect("run kvpilot")
+    }
+
+    /// `local status --json`, parsed.
+    fn status(&self) -> Option<Value> {
+        let out = self.run("status", &["--json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).expect("status JSON"))
+    }
+
+    fn status_text(&self) -> String {
+        let out = self.run("status", &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Polls `local status --json` until the group is Ready (bounded).
+    fn wait_ready(&self) -> Value {
+        self.wait_ready_after(0)
+    }
+
+    /// [`Bed::wait_ready`], from a reconcile after `after_ms` (Unix ms).
+    fn wait_ready_after(&self, after_ms: u64) -> Value {
+        let started = Instant::now();
+        let mut last = None;
+        while started.elapsed() < LIMIT {
+            if let Some(status) = self.status() {
+                let fresh = status["updatedMs"].as_u64().is_some_and(|t| t > after_ms);
+                if fresh && ready(&status) == Some(true) {
+                    return status;
+                }
+                last = Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("{} not Ready within {LIMIT:?}: {last:#?}", self.name);
+    }
+
+    /// The pids the members' state files record.
+    fn member_pids(&self) -> Vec<u32> {
+        let members = self.state.join(&self.name).join("members");
+        std::fs::read_dir(&members)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| std::fs::read(e.path().join("member.json")).ok())
+                    .filter_map(|b| serde_json::from_slice::<Value>(&b).ok())
+                    .filter_map(|v| v["pid"].as_u64())
+                    .map(|p| p as u32)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A running `local up`, killed when dropped.
+struct Up {
+    child: Child,
+}
+
+impl Up {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn sigkill(&mut self) {
+        self.child.kill().expect("SIGKILL local up");
+        self.child.wait().expect("reap local up");
+    }
+
+    /// Waits (bounded) for it to exit; its exit status.
+    fn exited(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The status of the Ready condition in a status JSON.
+fn ready(status: &Value) -> Option<bool> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?["status"]
+        .as_bool()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie has no command line left: it no longer runs.
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
+}
+
+fn wait_dead(pids: &[u32]) -> Vec<u32> {
+    let started = Instant::now();
+    loop {
+        let left: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+        if left.is_empty() || started.elapsed() > Duration::from_secs(20) {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn one_local_up_per_group_and_status_and_down_after_a_crash() {
+    let bed = Bed::new("lockedgroup", None);
+    let mut first = bed.up();
+    let status = bed.wait_ready();
+    assert_eq!(
+        status["reconciler"],
+        serde_json::json!({"running": true, "pid": first.pid()})
+    );
+    assert!(!bed.status_text().contains("NOT RUNNING"));
+
+    // A second run on the same state directory is refused, naming the first one's pid.
+    let mut second = bed.up();
+    let exit = second
+        .exited(Duration::from_secs(20))
+        .expect("the second `local up` exits by itself");
+    assert!(!exit.success());
+    let mut message = String::new();
+    use std::io::Read;
+    second
+        .child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut message)
+        .expect("read stderr");
+    assert!(
+        message.contains(&format!("already running (pid {})", first.pid())),
+        "{message}"
+    );
+    assert_eq!(
+        ready(&bed.wait_ready()),
+        Some(true),
+        "the first run is untouched"
+    );
+
+    // Killed: the status file stays, but no longer reads as Ready.
+    first.sigkill();
+    let stale = bed.status().expect("status after the crash");
+    assert_eq!(stale["reconciler"], serde_json::json!({"running": false}));
+    assert_eq!(ready(&stale), Some(false), "{stale:#}");
+    let reasons: Vec<&str> = stale["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["reason"].as_str())
+        .collect();
+    assert!(
+        reasons.iter().all(|r| *r == "ReconcilerNotRunning"),
+        "{reasons:?}"
+    );
+    let text = bed.status_text();
+    assert!(text.contains("reconciler: NOT RUNNING"), "{text}");
+    let ready_line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("Ready "))
+        .expect("a Ready line");
+    assert!(
+        !ready_line.contains("true") && ready_line.contains("ReconcilerNotRunning"),
+        "{text}"
+    );
+
+    // The killed run's lock is not stale: a new run starts and adopts the members.
+    let members = bed.member_pids();
+    assert_eq!(members.len(), 2, "two members recorded");
+    let restarted_ms = now_ms();
+    let third = bed.up();
+    let status = bed.wait_ready_after(restarted_ms);
+    assert_eq!(status["reconciler"]["pid"], third.pid());
+    let mut adopted = bed.member_pids();
+    adopted.sort();
+    let mut before = members.clone();
+    before.sort();
+    assert_eq!(adopted, before, "the same member processes, adopted");
+
+    // `local down` works while the manifest does not parse at all (half-edited).
+    std::fs::write(
+        &bed.manifest,
+        "kind: KvCluster\nmetadata: {name: [unclosed\n",
+    )
+    .unwrap();
+    let down = bed.run("down", &[]);
+    assert!(down.status.success(), "down: {}", stderr(&down));
+    let mut third = third;
+    assert!(
+        third.exited(LIMIT).is_some(),
+        "`local up` stops when `local down` asks"
+    );
+    assert_eq!(
+        wait_dead(&members),
+        Vec::<u32>::new(),
+        "every member stopped"
+    );
+}
+
+#[test]
+fn down_and_status_find_the_group_when_the_spec_no_longer_parses_as_a_kvcluster() {
+    let bed = Bed::new("halfedited", None);
+    let up = bed.up();
+    bed.wait_ready();
+    let members = bed.member_pids();
+    // Valid YAML, invalid manifest: the name is still read.
+    std::fs::write(
+        &bed.manifest,
+        "apiVersion: kvpilot.dev/v1alpha1\nkind: KvCluster\nmetadata:\n  name: halfedited\n\
+         spec:\n  replicas: many\n",
+    )
+    .unwrap();
+    let status = bed.status().expect("status with an invalid manifest");
+    assert_eq!(status["reconciler"]["pid"], up.pid());
+    let down = bed.run("down", &[]);
+    assert!(down.status.success(), "down: {}", stderr(&down));
+    assert_eq!(wait_dead(&members), Vec::<u32>::new());
+    drop(up);
+}
+
+/// A server binary that takes its time to start: it records its pid in
+/// `$KVPILOT_TEST_MARKERS/started.<pid>`, sleeps, then becomes `valkey-server` (same pid).
+fn slow_server(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let valkey = support::binary("valkey-server");
+    let path = dir.join("slow-valkey");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\n\
+             if [ \"$1\" = --version ]; then exec {valkey} --version; fi\n\
+             echo $$ > \"$KVPILOT_TEST_MARKERS/started.$$\"\n\
+             sleep 3\n\
+             exec {valkey} \"$@\"\n",
+            valkey = valkey.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// The pids the slow servers recorded.
+fn started(dir: &Path) -> Vec<u32> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("started.")?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// Kills (SIGKILL) the given pids that still run this test's servers, when dropped.
+struct Reaper {
+    pids: Vec<u32>,
+    marker: PathBuf,
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pid in &self.pids {
+            // Only a process that is still one of ours: it runs in a member directory under
+            // our state dir (a server rewrites its command line, not its working directory).
+            let ours = std::fs::read_link(format!("/proc/{pid}/cwd"))
+                .is_ok_and(|cwd| cwd.starts_with(&self.marker));
+            if ours
+                && let Some(pid) = i32::try_from(*pid)
+                    .ok()
+                    .and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+}
+
+#[test]
+fn local_up_killed_while_members_start_leaves_nothing_behind_for_down() {
+    let scripts = tempfile::tempdir().unwrap();
+    let bed = Bed::new("slowstart", Some(&slow_server(scripts.path())));
+    let mut up = bed.up();
+    // Both members are between their start and their first PING answer.
+    let started_at = Instant::now();
+    let pids = loop {
+        let pids = started(bed.dir.path());
+        if pids.len() == 2 {
+            break pids;
+        }
+        assert!(
+            started_at.elapsed() < Duration::from_secs(20),
+            "the members did not start: {pids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _reaper = Reaper {
+        pids: pids.clone(),
+        marker: bed.state.clone(),
+    };
+    up.sigkill();
+    assert!(pids.iter().all(|p| alive(*p)), "the members outlive it");
+
+    let down = bed.run("down", &[]);
+    assert!(down.status.success(), "down: {}", stderr(&down));
+    let left = wait_dead(&pids);
+    assert!(
+        left.is_empty(),
+        "`local down` left {left:?} running: a member started by the killed run was not recorded"
+    );
+}
