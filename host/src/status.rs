@@ -4,7 +4,7 @@
 
 use crate::decide::{Blocker, Plan};
 use crate::observe::Observed;
-use crate::policy::{DecisionRecord, Hook};
+use crate::policy::{DecisionRecord, FailurePolicy, Hook, HookProblem};
 use serde::{Deserialize, Serialize};
 
 /// Decisions kept in status, newest last.
@@ -188,6 +188,40 @@ impl ClusterStatus {
                 c.message.clone_from(&message);
             }
         }
+    }
+
+    /// Says in `PolicyFailed` which hooks cannot be used (their plugin could not be bound
+    /// under `failurePolicy: Fail`) and why, also when no decision needed them this time; the
+    /// other hooks keep working, so Ready is left as the plan made it. Hooks under `Fallback`
+    /// are answered by their builtin: each decision says so in `fallbackFrom`.
+    pub fn unusable_hooks(&mut self, problems: &[HookProblem]) {
+        let failing: Vec<String> = problems
+            .iter()
+            .filter(|p| p.failure == FailurePolicy::Fail)
+            .map(HookProblem::to_string)
+            .collect();
+        if failing.is_empty() {
+            return;
+        }
+        let Some(c) = self
+            .conditions
+            .iter_mut()
+            .find(|c| c.kind == "PolicyFailed")
+        else {
+            return;
+        };
+        let mut parts: Vec<String> = Vec::new();
+        if c.status && !c.message.is_empty() {
+            parts.push(std::mem::take(&mut c.message));
+        }
+        for problem in failing {
+            if !parts.iter().any(|p| p.contains(&problem)) {
+                parts.push(problem);
+            }
+        }
+        c.status = true;
+        c.reason = "PolicyFailed".to_string();
+        c.message = parts.join("; ");
     }
 
     pub fn condition(&self, kind: &str) -> Option<&Condition> {

@@ -619,6 +619,76 @@ async fn an_unusable_plugin_under_fallback_is_answered_by_the_builtin() {
     assert_eq!(labelled_primary(&r.client, "fb").await, status.primary);
 }
 
+/// A rollout-order PolicyPlugin that cannot be used (its ConfigMap holds bytes that are not
+/// WebAssembly, with their true digest) under `failurePolicy: Fail` fails that hook alone: the
+/// cluster bootstraps and fails over through replica-selection, while the `PolicyFailed`
+/// condition names the hook and the reason, and a Warning event says it once. Issue 11, item 6.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_rollout_plugin_under_fail_stops_only_its_hook() {
+    let garbage = b"not a WebAssembly component";
+    let client = fake_client().await;
+    store_plugin(
+        &client,
+        "broken-order",
+        garbage,
+        &hex::encode(Sha256::digest(garbage)),
+    )
+    .await;
+    let r = run_cluster_on(
+        client,
+        "iso",
+        "engine: {kind: valkey}\nreplicas: 1\npolicies:\n  rolloutOrder: {plugin: broken-order}\n",
+    )
+    .await;
+    let status = wait_ready(&r, "iso", "bootstrap with a broken rollout-order plugin").await;
+    let failed = status.condition("PolicyFailed").expect("PolicyFailed");
+    assert_eq!(failed.status, "True", "{failed:?}");
+    assert!(
+        failed
+            .message
+            .starts_with("rollout-order: PolicyPlugin broken-order:")
+            && failed.message.contains("not a WebAssembly file"),
+        "{}",
+        failed.message
+    );
+    let warning = event(&r.client, "iso", "PolicyFailed")
+        .await
+        .expect("a PolicyFailed event");
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    assert!(
+        warning
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("the other hooks keep working")),
+        "{warning:?}"
+    );
+
+    // Failover through replica-selection, which the broken plugin does not touch.
+    let first = status.primary.clone().expect("a primary");
+    r.kubelet.kill(&first).await;
+    let after = eventually("failover", PHASE, || async {
+        let s = get_cluster(&r.client, "iso")
+            .await
+            .status
+            .unwrap_or_default();
+        match &s.primary {
+            Some(p)
+                if *p != first && labelled_primary(&r.client, "iso").await.as_ref() == Some(p) =>
+            {
+                Ok(s)
+            }
+            other => Err(format!("primary {other:?}")),
+        }
+    })
+    .await;
+    assert!(
+        after
+            .condition("PolicyFailed")
+            .is_some_and(|c| c.status == "True" && c.message.contains("broken-order")),
+        "{after:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_rollout_under_writes_and_failover_through_kubernetes() {
     let r = run_cluster("kv", "engine: {kind: valkey}\nreplicas: 2\n").await;

@@ -59,6 +59,25 @@ pub enum FailurePolicy {
     Fallback,
 }
 
+/// A hook whose plugin could not be bound: it did not load, lacks the hook, or refused its
+/// config. Under `Fail` every call of the hook fails until it is bound again (the other hooks
+/// are not affected); under `Fallback` the builtin answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookProblem {
+    pub hook: Hook,
+    /// The plugin the settings name for the hook (`builtin:NAME`, a path, a PolicyPlugin).
+    pub plugin: String,
+    pub failure: FailurePolicy,
+    /// Why it could not be bound.
+    pub message: String,
+}
+
+impl fmt::Display for HookProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.hook, self.message)
+    }
+}
+
 /// Who decided what, how fast: goes to events, `status.lastDecisions` and metrics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

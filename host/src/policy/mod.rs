@@ -18,6 +18,7 @@ mod hook;
 pub mod input;
 pub mod native;
 mod plugin;
+pub mod retry;
 mod runtime;
 pub mod sandbox;
 pub mod source;
@@ -25,11 +26,12 @@ mod stderr;
 mod text;
 pub mod validate;
 
-pub use bound::{HookSetting, PolicySettings, WasmPolicies};
+pub use bound::{HookSetting, PolicySettings, Preloaded, WasmPolicies};
 pub use engine::MAX_MEMORIES_PER_COMPONENT;
 pub use error::PolicyError;
-pub use hook::{Decided, DecisionRecord, FailurePolicy, Hook};
+pub use hook::{Decided, DecisionRecord, FailurePolicy, Hook, HookProblem};
 pub use plugin::{Limits, Plugin};
+pub use retry::{HookFailure, HookRetry, Retried, Retrying};
 pub use runtime::PolicyRuntime;
 
 use kvpilot_sdk::{
@@ -41,6 +43,12 @@ use std::future::Future;
 /// settings: it fills in each request's `config`, calls the plugin, validates the answer and
 /// applies the hook's failure policy. `Err` means the hook failed under `FailurePolicy::Fail`.
 pub trait Policies: Send + Sync {
+    /// The hooks whose plugin could not be bound, and why: status reports them even when no
+    /// decision needed them (docs/architecture.md, rule 11).
+    fn bind_problems(&self) -> Vec<HookProblem> {
+        Vec::new()
+    }
+
     fn select_replica(
         &self,
         request: SelectionRequest,

@@ -9,7 +9,8 @@ use crate::engine::Dialect;
 use crate::observe::Clients;
 use crate::platform::Platform;
 use crate::policy::{
-    Hook, HookSetting, Limits, PolicyError, PolicyRuntime, PolicySettings, WasmPolicies,
+    FailurePolicy, Hook, HookProblem, HookSetting, Limits, Policies, PolicyError, PolicyRuntime,
+    PolicySettings, WasmPolicies, retry,
 };
 use crate::reconcile::{Outcome, Reconciler, now_ms};
 use crate::status::ClusterStatus;
@@ -84,14 +85,28 @@ pub fn policy_settings(policies: &PoliciesSpec) -> PolicySettings {
     }
 }
 
+/// When the hooks that could not be bound are bound again: after `policy_retry`, doubling
+/// with each attempt that still finds a hook unusable, up to `retry::MAX_HOOK_BACKOFF`.
+#[derive(Debug, Default)]
+struct Rebind {
+    /// Binds in a row that left a hook unusable.
+    failures: u32,
+    at_ms: u64,
+    /// The problems last reported, so each is an event once, not once per attempt.
+    reported: Vec<HookProblem>,
+}
+
 /// One local group and its reconciler.
 pub struct LocalCluster {
     spec_path: PathBuf,
     spec_mtime: Option<SystemTime>,
     spec: KvClusterSpec,
     runtime: PolicyRuntime,
-    policies: Result<WasmPolicies, PolicyError>,
+    /// Each hook bound on its own: one that cannot be bound fails (or falls back) alone.
+    policies: WasmPolicies,
     bound_policies: PoliciesSpec,
+    /// Hooks that could not be bound are bound again on a backoff.
+    rebind: Rebind,
     pub reconciler: Reconciler<LocalPlatform>,
     status_tx: tokio::sync::watch::Sender<ClusterStatus>,
 }
@@ -138,16 +153,62 @@ impl LocalCluster {
             Clients::new(dialect, password),
             settings,
         );
-        Ok(LocalCluster {
+        let mut cluster = LocalCluster {
             spec_path: spec_path.to_path_buf(),
             spec_mtime: mtime(spec_path),
             bound_policies: spec.policies.clone(),
             spec,
             runtime,
             policies,
+            rebind: Rebind::default(),
             reconciler,
             status_tx: tokio::sync::watch::Sender::new(ClusterStatus::default()),
-        })
+        };
+        cluster.bound(now_ms());
+        Ok(cluster)
+    }
+
+    /// Binds every hook again (a changed spec, or the retry of hooks that could not be bound).
+    async fn bind(&mut self, now: u64) {
+        self.policies =
+            WasmPolicies::bind(&self.runtime, &policy_settings(&self.spec.policies)).await;
+        self.reconciler.policies_rebound();
+        self.bound(now);
+    }
+
+    /// After a bind: an event per new problem, and when to try the unusable hooks again.
+    fn bound(&mut self, now: u64) {
+        let problems = self.policies.bind_problems();
+        if problems.is_empty() {
+            self.rebind = Rebind::default();
+            return;
+        }
+        self.rebind.failures = self.rebind.failures.saturating_add(1);
+        let wait = retry::backoff(self.reconciler.settings.policy_retry, self.rebind.failures);
+        self.rebind.at_ms = now.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(0));
+        for p in &problems {
+            if self.rebind.reported.contains(p) {
+                continue;
+            }
+            let (reason, message) = match p.failure {
+                FailurePolicy::Fail => (
+                    "PolicyFailed",
+                    format!(
+                        "{p}; bound again in {} s, the other hooks keep working",
+                        wait.as_secs()
+                    ),
+                ),
+                FailurePolicy::Fallback => (
+                    "PolicyFallback",
+                    format!(
+                        "{p}; builtin:{} answers instead (failurePolicy Fallback)",
+                        p.hook.default_builtin()
+                    ),
+                ),
+            };
+            self.reconciler.status.event(now, true, reason, message);
+        }
+        self.rebind.reported = problems;
     }
 
     pub fn spec(&self) -> &KvClusterSpec {
@@ -189,33 +250,20 @@ impl LocalCluster {
         }
         if self.spec.policies != self.bound_policies {
             self.bound_policies = self.spec.policies.clone();
-            self.policies =
-                WasmPolicies::bind(&self.runtime, &policy_settings(&self.spec.policies)).await;
+            self.rebind = Rebind::default();
+            self.bind(now_ms()).await;
         }
     }
 
     /// One reconcile (after a reload check); writes the status file.
     pub async fn step(&mut self) -> Outcome {
         self.reload().await;
-        let outcome = match &self.policies {
-            Ok(policies) => self.reconciler.reconcile(&self.spec, policies).await,
-            Err(e) => {
-                // Plugins that cannot be bound act like a failing plugin under `Fail`:
-                // nothing changes, the condition says why, and binding is retried.
-                let message = e.to_string();
-                self.reconciler
-                    .status
-                    .event(now_ms(), true, "PolicyFailed", message.clone());
-                self.policies =
-                    WasmPolicies::bind(&self.runtime, &policy_settings(&self.spec.policies)).await;
-                let mut plan = crate::decide::Plan::new(self.reconciler.settings.policy_retry);
-                plan.wait = Some(crate::decide::Wait {
-                    blocker: crate::decide::Blocker::PolicyFailed,
-                    reason: message,
-                });
-                Outcome { plan, error: None }
-            }
-        };
+        let now = now_ms();
+        if !self.rebind.reported.is_empty() && now >= self.rebind.at_ms {
+            // The file may have been rebuilt, the plugin fixed: try the unusable hooks again.
+            self.bind(now).await;
+        }
+        let outcome = self.reconciler.reconcile(&self.spec, &self.policies).await;
         self.write_status();
         self.status_tx.send_replace(self.reconciler.status.clone());
         outcome
