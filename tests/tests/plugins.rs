@@ -364,3 +364,115 @@ async fn a_failing_rollout_plugin_backs_off_without_delaying_a_failover() {
     }
     group.shutdown().await;
 }
+
+/// Checks that nothing a hostile plugin wrote reaches `status`, its file or its printed form
+/// raw or unbounded (docs/architecture.md, rule 10).
+fn assert_clean_and_bounded(group: &Group, status: &kvpilot::status::ClusterStatus) {
+    use kvpilot::status::{CONDITION_MESSAGE_BYTES, EVENT_MESSAGE_BYTES};
+    // The marker `… [N more bytes]` adds a few bytes to a cut text.
+    const MARKER: usize = 32;
+    let unsafe_char = |c: char| c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c);
+    for c in &status.conditions {
+        assert!(!c.message.contains(unsafe_char), "{:?}", c.kind);
+        assert!(
+            c.message.len() <= CONDITION_MESSAGE_BYTES + MARKER,
+            "{}",
+            c.message.len()
+        );
+    }
+    for e in &status.events {
+        assert!(!e.message.contains(unsafe_char), "{e:?}");
+        assert!(
+            e.message.len() <= EVENT_MESSAGE_BYTES + MARKER,
+            "{}",
+            e.message.len()
+        );
+    }
+    for d in &status.last_decisions {
+        let d = &d.decision;
+        assert!(!d.answer.contains(unsafe_char), "{d:?}");
+        assert!(
+            d.answer.len() <= kvpilot::policy::DECISION_ANSWER_BYTES + MARKER,
+            "{}",
+            d.answer.len()
+        );
+    }
+    let file = group
+        .state_root()
+        .join(&group.spec().name)
+        .join(kvpilot::platform::local::STATUS_FILE);
+    let text = std::fs::read_to_string(&file).expect("status file");
+    assert!(
+        text.len() <= 256 * 1024,
+        "status.json is {} bytes",
+        text.len()
+    );
+    assert!(
+        !text.contains("\\u001b") && !text.contains("\\u0000") && !text.contains("\\u0007"),
+        "not even escaped"
+    );
+    let printed = kvpilot::cli::local::render(status);
+    assert!(
+        !printed.contains(|c: char| c != '\n' && unsafe_char(c)),
+        "`local status` prints no control character"
+    );
+}
+
+/// A rollout-order plugin answering a huge wait reason full of terminal escapes, a NUL and a
+/// bidirectional override, then a restart of a member by such a name (an invalid answer): the
+/// reason and the error reach the conditions, the events, the decisions, the status file and
+/// `kvpilot local status` cleaned and cut. Issue 11, item 8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_wait_reasons_and_names_reach_status_clean_and_bounded() {
+    let wasm = plugins::wasm(WAIT_ROLLOUT);
+    let hostile = format!(
+        "\u{1b}[2J\u{1b}]0;owned\u{7}\0\u{202e}evil{}\nforged log line",
+        "w".repeat(200 * 1024)
+    );
+    let spec = Spec::new("hostile", Engine::Valkey);
+    let mut group = Group::start(spec.clone()).await;
+    let choice = |config: serde_json::Value| PolicyChoice {
+        plugin: wasm.display().to_string(),
+        config: Some(config),
+        failure_policy: "Fail",
+    };
+
+    group.write_spec(
+        spec.with_hz(11)
+            .with_rollout_order(choice(serde_json::json!({ "reason": hostile }))),
+    );
+    let blocked = group
+        .run_until("RolloutBlocked", |r| r.condition("RolloutBlocked"))
+        .await;
+    let message = &blocked
+        .status
+        .condition("RolloutBlocked")
+        .expect("condition")
+        .message;
+    assert!(
+        message.contains("evil") && message.contains("more bytes]"),
+        "{}",
+        &message[..80]
+    );
+    assert_clean_and_bounded(&group, &blocked.status);
+
+    group.write_spec(
+        spec.with_hz(11)
+            .with_rollout_order(choice(serde_json::json!({ "restart": hostile }))),
+    );
+    let failed = group
+        .run_until("PolicyFailed", |r| r.condition("PolicyFailed"))
+        .await;
+    let message = &failed
+        .status
+        .condition("PolicyFailed")
+        .expect("condition")
+        .message;
+    assert!(
+        message.contains("invalid answer: restart:")
+            && message.contains("is not a member of the shard"),
+        "{message}"
+    );
+    assert_clean_and_bounded(&group, &failed.status);
+    group.shutdown().await;
+}

@@ -86,7 +86,10 @@ impl Bound {
         let setting = setting
             .cloned()
             .unwrap_or_else(|| HookSetting::default_for(hook));
-        let bound = Self::bind_plugin(runtime, hook, &setting, preloaded).await;
+        // The reason goes to status and events: cleaned and cut (rule 10).
+        let bound = Self::bind_plugin(runtime, hook, &setting, preloaded)
+            .await
+            .map_err(|message| super::text::clean(&message, super::text::MESSAGE_BYTES));
         let broken = |message: String| {
             Bound::Broken(PolicyError::Unbound {
                 plugin: setting.source.clone(),
@@ -210,14 +213,14 @@ fn decided<T: Serialize>(
     started: Instant,
     fallback_from: Option<String>,
 ) -> Decided<T> {
-    let record = DecisionRecord {
+    let record = DecisionRecord::new(
         hook,
-        plugin: plugin.name().to_string(),
-        sha256: plugin.sha256_hex(),
-        answer: serde_json::to_string(&answer).unwrap_or_default(),
-        latency: started.elapsed(),
-        fallback_from,
-    };
+        plugin.name(),
+        plugin.sha256_hex(),
+        &answer,
+        started.elapsed(),
+        fallback_from.as_deref(),
+    );
     Decided { answer, record }
 }
 

@@ -23,13 +23,13 @@ mod runtime;
 pub mod sandbox;
 pub mod source;
 mod stderr;
-mod text;
+pub mod text;
 pub mod validate;
 
 pub use bound::{HookSetting, PolicySettings, Preloaded, WasmPolicies};
 pub use engine::MAX_MEMORIES_PER_COMPONENT;
 pub use error::PolicyError;
-pub use hook::{Decided, DecisionRecord, FailurePolicy, Hook, HookProblem};
+pub use hook::{DECISION_ANSWER_BYTES, Decided, DecisionRecord, FailurePolicy, Hook, HookProblem};
 pub use plugin::{Limits, Plugin};
 pub use retry::{HookFailure, HookRetry, Retried, Retrying};
 pub use runtime::PolicyRuntime;

@@ -125,9 +125,10 @@ impl PolicyRuntime {
         bytes: Vec<u8>,
         sha256: [u8; 32],
     ) -> Result<Compiled, PolicyError> {
+        // wasmtime's messages may quote names from the component: cleaned (rule 10).
         let load_error = |message: String| PolicyError::Load {
             plugin: name.to_string(),
-            message,
+            message: super::text::clean(&message, super::text::MESSAGE_BYTES),
         };
         if let Some(problem) = not_a_component(&bytes) {
             return Err(load_error(problem.to_string()));

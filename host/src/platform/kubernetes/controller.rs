@@ -14,7 +14,9 @@ use crate::api::{KvCluster, KvClusterStatus, PolicyPlugin, StatusContext, valida
 use crate::decide::Settings;
 use crate::observe::{Access, Clients};
 use crate::platform::Platform;
-use crate::policy::{FailurePolicy, HookProblem, Policies, PolicyRuntime, WasmPolicies, retry};
+use crate::policy::{
+    FailurePolicy, HookProblem, Policies, PolicyRuntime, WasmPolicies, retry, text,
+};
 use crate::reconcile::Reconciler;
 use crate::status::{ClusterStatus, Condition};
 use futures::StreamExt;
@@ -214,7 +216,8 @@ impl Context {
                 EventType::Normal
             },
             reason: reason.chars().take(128).collect(),
-            note: Some(truncate(message, MAX_NOTE_BYTES)),
+            // It may quote a plugin or a user: cleaned and cut (rule 10).
+            note: Some(text::clean(message, MAX_NOTE_BYTES)),
             action: reason.chars().take(128).collect(),
             secondary: related,
         };
@@ -586,23 +589,12 @@ fn set_condition(status: &mut ClusterStatus, kind: &str, on: bool, reason: &str,
         kind: kind.to_string(),
         status: on,
         reason: reason.to_string(),
-        message: message.to_string(),
+        message: text::clean(message, crate::status::CONDITION_MESSAGE_BYTES),
     };
     match status.conditions.iter_mut().find(|c| c.kind == kind) {
         Some(c) => *c = condition,
         None => status.conditions.push(condition),
     }
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
 }
 
 /// Where the operator watches.

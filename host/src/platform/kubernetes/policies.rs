@@ -10,7 +10,7 @@ use crate::api::{KvClusterSpec, PluginSource, PoliciesSpec, PolicyPlugin, Policy
 use crate::platform::local::policy_settings;
 use crate::policy::{
     Decided, Hook, HookProblem, Limits, Plugin, Policies, PolicyError, PolicyRuntime,
-    PolicySettings, Preloaded, WasmPolicies,
+    PolicySettings, Preloaded, WasmPolicies, text,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -276,10 +276,11 @@ pub async fn load(
     pp: &PolicyPlugin,
 ) -> Result<Plugin, PluginProblem> {
     let name = pp.name_any();
+    // Messages quote URLs, ConfigMap keys and the plugin's own errors: cleaned (rule 10).
     let problem = |loaded: bool, message: String| PluginProblem {
         plugin: name.clone(),
         loaded,
-        message,
+        message: text::clean(&message, text::MESSAGE_BYTES),
     };
     let limits = pp
         .spec
