@@ -399,6 +399,16 @@ async fn a_storage_change_keeps_the_live_claims_and_says_so() {
 /// Stores `bytes` in ConfigMap `plugins/<name>` and a PolicyPlugin `name` pointing at it,
 /// declaring `declared` as its sha256.
 async fn store_plugin(client: &kube::Client, name: &str, bytes: &[u8], declared: &str) {
+    store_plugin_pinned(client, name, bytes, Some(declared)).await;
+}
+
+/// [`store_plugin`], with no sha256 in the PolicyPlugin when `declared` is `None`.
+async fn store_plugin_pinned(
+    client: &kube::Client,
+    name: &str,
+    bytes: &[u8],
+    declared: Option<&str>,
+) {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "plugins");
     let mut cm = ConfigMap {
         binary_data: Some(BTreeMap::from([(
@@ -410,8 +420,14 @@ async fn store_plugin(client: &kube::Client, name: &str, bytes: &[u8], declared:
     cm.metadata.name = Some(name.into());
     cm.metadata.namespace = Some("plugins".into());
     cms.create(&PostParams::default(), &cm).await.unwrap();
+    let mut source = serde_json::json!({
+        "configMap": {"namespace": "plugins", "name": name, "key": "plugin.wasm"}
+    });
+    if let Some(declared) = declared {
+        source["sha256"] = declared.into();
+    }
     let pp_spec: PolicyPluginSpec = serde_json::from_value(serde_json::json!({
-        "source": {"configMap": {"namespace": "plugins", "name": name, "key": "plugin.wasm"}, "sha256": declared},
+        "source": source,
         "limits": {"timeoutMs": 500}
     }))
     .unwrap();
@@ -489,6 +505,92 @@ async fn a_plugin_with_the_wrong_sha256_is_refused_and_the_cluster_reports_polic
     assert_eq!(loaded.status, "False");
     assert!(pp_status.message.unwrap().contains(&wrong));
     assert!(pp_status.sha256.is_none());
+}
+
+/// The events about PolicyPlugin `name`, with reason `reason`, oldest first.
+async fn plugin_events(
+    client: &kube::Client,
+    name: &str,
+    reason: &str,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
+    Api::<k8s_openapi::api::events::v1::Event>::all(client.clone())
+        .list(&kube::api::ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some("PolicyPlugin") && r.name.as_deref() == Some(name)
+                })
+        })
+        .collect()
+}
+
+/// A ConfigMap PolicyPlugin need not pin a sha256: the digest in use is in its status, and
+/// each change of it (the ConfigMap's bytes replaced in place) is an Event naming the digest
+/// before and after. Issue 11, item 12.
+#[tokio::test]
+async fn an_unpinned_configmap_plugin_shows_its_digest_and_each_change_is_an_event() {
+    let client = fake_client().await;
+    let first = builtin_wasm("stagger");
+    let first_digest = hex::encode(Sha256::digest(first));
+    store_plugin_pinned(&client, "unpinned", first, None).await;
+    let ctx = context(&client, 6379);
+    let pps: Api<PolicyPlugin> = Api::all(client.clone());
+    let reconcile_plugin = async || {
+        let pp = pps.get("unpinned").await.unwrap();
+        kvpilot::platform::kubernetes::controller::reconcile_plugin(Arc::new(pp), ctx.clone())
+            .await
+            .expect("reconciled");
+        pps.get("unpinned").await.unwrap().status.expect("status")
+    };
+
+    let status = reconcile_plugin().await;
+    assert_eq!(status.sha256.as_deref(), Some(first_digest.as_str()));
+    let loaded = plugin_events(&client, "unpinned", "Loaded").await;
+    assert_eq!(loaded.len(), 1);
+    assert!(
+        loaded[0]
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains(&first_digest)),
+        "{loaded:?}"
+    );
+    // Nothing changed: no new event.
+    reconcile_plugin().await;
+    assert_eq!(plugin_events(&client, "unpinned", "Loaded").await.len(), 1);
+    assert!(
+        plugin_events(&client, "unpinned", "DigestChanged")
+            .await
+            .is_empty()
+    );
+
+    // The ConfigMap's bytes are replaced in place.
+    let second = builtin_wasm("replicas-first");
+    let second_digest = hex::encode(Sha256::digest(second));
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "plugins");
+    let mut cm = cms.get("unpinned").await.unwrap();
+    cm.binary_data = Some(BTreeMap::from([(
+        "plugin.wasm".to_string(),
+        ByteString(second.to_vec()),
+    )]));
+    cms.replace("unpinned", &PostParams::default(), &cm)
+        .await
+        .unwrap();
+    let status = reconcile_plugin().await;
+    assert_eq!(status.sha256.as_deref(), Some(second_digest.as_str()));
+    assert_eq!(status.hooks, ["rollout-order"]);
+    let changed = plugin_events(&client, "unpinned", "DigestChanged").await;
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    let note = changed[0].note.clone().unwrap_or_default();
+    assert!(
+        note.contains(&format!(
+            "sha256 {second_digest} is in use (was {first_digest})"
+        )),
+        "{note}"
+    );
 }
 
 /// A cluster of real servers (stand-in kubelet), the operator driven in a background loop.

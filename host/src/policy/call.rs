@@ -198,6 +198,34 @@ pub(crate) async fn inspect(
                 )));
             }
         }
+        // The plugin interface's own functions, each checked by name, so that a wrong type
+        // is reported as that function's and not as `info()`'s.
+        let iface = format!("{}/plugin@{BINDINGS_VERSION}", super::contract::PACKAGE);
+        type PluginCheck = fn(Func, &Store<Sandbox>) -> wasmtime::Result<()>;
+        let functions: [(&str, PluginCheck); 2] = [
+            ("info", |f, s| {
+                f.typed::<(), (plugin_if::PluginInfo,)>(s).map(drop)
+            }),
+            ("validate-config", |f, s| {
+                f.typed::<(&str,), Results<()>>(s).map(drop)
+            }),
+        ];
+        let component = pre.component();
+        for (name, typecheck) in functions {
+            let func = component
+                .get_export_index(None, &iface)
+                .and_then(|i| component.get_export_index(Some(&i), name))
+                .and_then(|index| instance.get_func(&mut store, index));
+            let Some(func) = func else {
+                return Ok(Err(format!("`{iface}` has no function `{name}`")));
+            };
+            if let Err(e) = typecheck(func, &store) {
+                return Ok(Err(format!(
+                    "the {name} function does not have the type of {}@{BINDINGS_VERSION}: {e:#}",
+                    super::contract::PACKAGE
+                )));
+            }
+        }
         let guest = exports.plugin.load(&mut store, &instance)?;
         guest.call_info(&mut store).await.map(Ok)
     });

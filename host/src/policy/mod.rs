@@ -8,6 +8,7 @@ pub mod bench;
 mod bound;
 pub mod builtin;
 mod cache;
+pub use cache::CacheLimits;
 mod call;
 pub mod contract;
 mod convert;
@@ -32,7 +33,7 @@ pub use error::PolicyError;
 pub use hook::{DECISION_ANSWER_BYTES, Decided, DecisionRecord, FailurePolicy, Hook, HookProblem};
 pub use plugin::{Limits, Plugin};
 pub use retry::{HookFailure, HookRetry, Retried, Retrying};
-pub use runtime::PolicyRuntime;
+pub use runtime::{DEFAULT_MAX_PLUGIN_BYTES, LoadLimits, PolicyRuntime};
 
 use kvpilot_sdk::{
     MemberSchedule, RolloutRequest, ScheduleRequest, Selection, SelectionRequest, Step,

@@ -295,7 +295,14 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
     // on a backoff while a hook cannot be bound. Each hook is bound on its own: one that
     // cannot be bound fails (or falls back) alone, and the others keep working
     // (docs/architecture.md, rule 11).
-    let resolved = policies::resolve(&ctx.client, &ctx.runtime, &kc.spec, &ctx.plugin_retry).await;
+    let resolved = policies::resolve(
+        &ctx.client,
+        &ctx.recorder,
+        &ctx.runtime,
+        &kc.spec,
+        &ctx.plugin_retry,
+    )
+    .await;
     let now = Instant::now();
     let previous = state.bound.take().filter(|b| b.key == resolved.key);
     let bound = match previous {
@@ -472,7 +479,15 @@ pub async fn reconcile_plugin(
     pp: Arc<PolicyPlugin>,
     ctx: Arc<Context>,
 ) -> Result<Action, PluginProblem> {
-    match policies::load_and_record(&ctx.client, &ctx.runtime, &pp, &ctx.plugin_retry).await {
+    match policies::load_and_record(
+        &ctx.client,
+        &ctx.recorder,
+        &ctx.runtime,
+        &pp,
+        &ctx.plugin_retry,
+    )
+    .await
+    {
         Ok(_) => Ok(Action::await_change()),
         Err(problem) => {
             tracing::warn!(error = %problem, "PolicyPlugin refused");

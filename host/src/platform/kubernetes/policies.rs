@@ -16,7 +16,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
-use kube::{Client, ResourceExt};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
 use kvpilot_sdk::{
     MemberSchedule, RolloutRequest, ScheduleRequest, Selection, SelectionRequest, Step,
 };
@@ -170,6 +171,7 @@ pub fn referenced_plugins(policies: &PoliciesSpec) -> Vec<String> {
 /// `failurePolicy: Fail`, or binds its builtin under `Fallback`.
 pub async fn resolve(
     client: &Client,
+    recorder: &Recorder,
     runtime: &PolicyRuntime,
     spec: &KvClusterSpec,
     retry: &RetryBackoff,
@@ -180,7 +182,7 @@ pub async fn resolve(
     let api: Api<PolicyPlugin> = Api::all(client.clone());
     for name in referenced_plugins(&spec.policies) {
         let loaded = match api.get_opt(&name).await {
-            Ok(Some(pp)) => load_and_record(client, runtime, &pp, retry).await,
+            Ok(Some(pp)) => load_and_record(client, recorder, runtime, &pp, retry).await,
             Ok(None) => Err(PluginProblem {
                 plugin: name.clone(),
                 loaded: false,
@@ -232,8 +234,13 @@ pub async fn resolve(
 /// Loads `pp` and writes what was found into its status. While `pp` is backing off after a
 /// failure ([`RetryBackoff`]), the remembered problem is returned without trying (its status
 /// already says it).
+///
+/// The digest in use is always in `status.sha256` (a ConfigMap source need not pin one: its
+/// bytes may change in place), and each change of it is an Event on the PolicyPlugin, naming
+/// the digest before and after; every decision record names the digest that answered.
 pub async fn load_and_record(
     client: &Client,
+    recorder: &Recorder,
     runtime: &PolicyRuntime,
     pp: &PolicyPlugin,
     retry: &RetryBackoff,
@@ -252,6 +259,29 @@ pub async fn load_and_record(
         }
     }
     let status = plugin_status(pp, &result);
+    let before = pp.status.as_ref().and_then(|s| s.sha256.as_deref());
+    if let Ok(plugin) = &result
+        && before != Some(plugin.sha256_hex().as_str())
+    {
+        let now = plugin.sha256_hex();
+        let (reason, note) = match before {
+            Some(before) => (
+                "DigestChanged",
+                format!("sha256 {now} is in use (was {before})"),
+            ),
+            None => ("Loaded", format!("sha256 {now} is in use")),
+        };
+        let event = Event {
+            type_: EventType::Normal,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Load".into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &pp.object_ref(&())).await {
+            tracing::warn!(plugin = %pp.name_any(), error = %e, "cannot publish an event");
+        }
+    }
     if pp.status.as_ref().map(comparable) != Some(comparable(&status)) {
         let api: Api<PolicyPlugin> = Api::all(client.clone());
         let patch = serde_json::json!({ "status": status });
@@ -315,6 +345,10 @@ pub async fn load(
             .as_ref()
             .and_then(|d| d.get(&source.key))
             .ok_or_else(|| problem(false, format!("{where_}: no such key")))?;
+        // Size and preamble before anything else (the digest, the compile).
+        runtime
+            .check_bytes(&bytes.0)
+            .map_err(|message| problem(false, format!("{where_}: {message}")))?;
         let digest = hex::encode(Sha256::digest(&bytes.0));
         if let Some(declared) = sha256
             && *declared != digest
@@ -332,7 +366,7 @@ pub async fn load(
         let declared = sha256
             .as_deref()
             .ok_or_else(|| problem(false, format!("{url}: a url source needs sha256")))?;
-        let bytes = fetch::fetch_pinned(url, declared)
+        let bytes = fetch::fetch_pinned(url, declared, runtime.limits().max_plugin_bytes)
             .await
             .map_err(|e| problem(false, e.to_string()))?;
         runtime

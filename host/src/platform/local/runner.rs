@@ -21,6 +21,8 @@ use std::time::{Duration, SystemTime};
 
 /// Status file written after every reconcile.
 pub const STATUS_FILE: &str = "status.json";
+/// The largest manifest file read.
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 /// Pid file of the running `kvpilot local up`.
 pub const PID_FILE: &str = "operator.pid";
 
@@ -43,9 +45,23 @@ pub enum LocalError {
 
 /// Reads a `KvCluster` manifest (YAML or JSON) and names the file and field on error.
 pub fn read_manifest(path: &Path) -> Result<KvClusterManifest, LocalError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LocalError::Io {
-        path: path.to_path_buf(),
-        source,
+    // A manifest is a few KiB (Kubernetes stores an object of at most about 1.5 MiB): a larger
+    // file is refused before it is read.
+    use crate::policy::input::{InputError, read_bounded};
+    let text = read_bounded(path, MAX_MANIFEST_BYTES).map_err(|e| match e {
+        InputError::Read { source, .. } => LocalError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => LocalError::Spec {
+            path: path.to_path_buf(),
+            message: match other {
+                InputError::TooLarge { bytes, limit, .. } => {
+                    format!("is {bytes} bytes or more; the limit is {limit} bytes")
+                }
+                other => other.to_string(),
+            },
+        },
     })?;
     let manifest: KvClusterManifest =
         serde_norway::from_str(&text).map_err(|e| LocalError::Spec {
