@@ -1,19 +1,19 @@
 //! One reconcile: observe → decide → act → status. Stateless apart from connection reuse, the
-//! failure-detection counter, the backoffs after failed plugins and failed actions, and the
-//! snapshots lately started (for the retry delay after a failed one), all of which may be lost
-//! at any time.
+//! failure-detection counter, the backoffs after failed hooks (per hook, see
+//! `policy/retry.rs`) and failed actions, and the snapshots lately started (for the retry delay
+//! after a failed one), all of which may be lost at any time.
 
 use crate::act::act;
 use crate::api::KvClusterSpec;
 use crate::decide::{self, Blocker, Plan, SaveAttempts, Settings};
 use crate::observe::{self, Clients, Tracker};
 use crate::platform::Platform;
-use crate::policy::Policies;
+use crate::policy::{HookRetry, Policies, Retrying};
 use crate::status::ClusterStatus;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Longest requeue after repeated plugin failures.
-const MAX_POLICY_BACKOFF: Duration = Duration::from_secs(60);
+/// Longest requeue after an action failed repeatedly, before the caps below.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Longest requeue after a handover or restart failed repeatedly: each attempt may pause
 /// writes for up to the handover timeout, so retries must thin out.
 const MAX_ROLLOUT_ACTION_BACKOFF: Duration = Duration::from_secs(30);
@@ -30,7 +30,8 @@ pub struct Reconciler<P: Platform> {
     pub settings: Settings,
     pub status: ClusterStatus,
     tracker: Tracker,
-    policy_failures: u32,
+    /// Hooks that failed, each backing off on its own.
+    hook_retry: HookRetry,
     save_attempts: SaveAttempts,
     /// The last action that failed, until an action succeeds or decide stops asking for it.
     failed_action: Option<FailedAction>,
@@ -70,10 +71,16 @@ impl<P: Platform> Reconciler<P> {
             settings,
             status: ClusterStatus::default(),
             tracker: Tracker::default(),
-            policy_failures: 0,
+            hook_retry: HookRetry::default(),
             failed_action: None,
             save_attempts: SaveAttempts::default(),
         }
+    }
+
+    /// The policies were bound again (a spec change, or a retry of hooks that could not be
+    /// bound): every hook gets a fresh try.
+    pub fn policies_rebound(&mut self) {
+        self.hook_retry.forget();
     }
 
     /// Runs observe → decide → act once and records the result in `self.status`.
@@ -107,10 +114,40 @@ impl<P: Platform> Reconciler<P> {
             snapshots: snapshot_policy.as_ref(),
             save_attempts: &self.save_attempts,
         };
-        let mut plan = decide::decide(&input, policies).await;
+        // A hook that failed waits out its backoff alone; the loop and the other hooks go on.
+        let retrying = Retrying::new(
+            policies,
+            std::mem::take(&mut self.hook_retry),
+            self.settings.policy_retry,
+            now,
+        );
+        let mut plan = decide::decide(&input, &retrying).await;
+        let retried = retrying.finish();
+        self.hook_retry = retried.state;
+        if let Some(w) = plan
+            .wait
+            .as_mut()
+            .filter(|w| w.blocker == Blocker::PolicyFailed)
+        {
+            // The loop keeps watching the members at its usual pace: only the failed hook
+            // waits (its backoff), never the detection of a lost primary.
+            plan.requeue_after = plan.requeue_after.min(self.settings.steady_interval);
+            if let Some(hook) = retried.last_failed
+                && let Some((failures, left)) = self.hook_retry.state(hook, now)
+            {
+                w.reason = format!(
+                    "{} ({failures} in a row; {hook} is tried again in {} s)",
+                    w.reason,
+                    left.as_secs()
+                );
+            }
+        }
         // Only decisions that say something new become events (the snapshot schedule is
         // asked on every settled reconcile and mostly answers the same).
         let recorded = self.status.record(&observed, &plan, now);
+        // A hook whose plugin cannot be bound is reported whether or not a decision needed
+        // it this time (docs/architecture.md, rule 11).
+        self.status.unusable_hooks(&policies.bind_problems());
         for d in &recorded {
             let fallback = d
                 .fallback_from
@@ -130,20 +167,28 @@ impl<P: Platform> Reconciler<P> {
                 ),
             );
         }
-        match plan.wait.as_ref() {
-            Some(w) if w.blocker == Blocker::PolicyFailed => {
-                self.policy_failures = self.policy_failures.saturating_add(1);
-                plan.requeue_after = backoff(plan.requeue_after, self.policy_failures);
-                self.status
-                    .event(now, true, "PolicyFailed", w.reason.clone());
-            }
-            Some(w)
-                if w.blocker == Blocker::RolloutBlocked || w.blocker == Blocker::InvalidSpec =>
-            {
-                self.policy_failures = 0;
-                self.status.event(now, true, "Waiting", w.reason.clone());
-            }
-            _ => self.policy_failures = 0,
+        // An event per call that failed; a remembered failure (the hook backing off) is not
+        // news.
+        for f in &retried.failures {
+            self.status.event(
+                now,
+                true,
+                "PolicyFailed",
+                format!(
+                    "{} ({} in a row; {} is tried again in {} s)",
+                    f.error,
+                    f.failures,
+                    f.hook,
+                    f.retry_in.as_secs()
+                ),
+            );
+        }
+        if let Some(w) = plan
+            .wait
+            .as_ref()
+            .filter(|w| w.blocker == Blocker::RolloutBlocked || w.blocker == Blocker::InvalidSpec)
+        {
+            self.status.event(now, true, "Waiting", w.reason.clone());
         }
         // A failure only counts against the action that failed: once decide asks for
         // something else, the earlier failure no longer describes the cluster.
@@ -203,10 +248,10 @@ impl<P: Platform> Reconciler<P> {
     }
 }
 
-/// Doubles the delay for each consecutive failure, up to [`MAX_POLICY_BACKOFF`].
+/// Doubles the delay for each consecutive failure, up to [`MAX_BACKOFF`].
 fn backoff(base: Duration, failures: u32) -> Duration {
     let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
-    base.saturating_mul(factor).min(MAX_POLICY_BACKOFF)
+    base.saturating_mul(factor).min(MAX_BACKOFF)
 }
 
 pub fn now_ms() -> u64 {
@@ -219,15 +264,6 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn policy_backoff_doubles_and_is_bounded() {
-        let base = Duration::from_secs(2);
-        assert_eq!(backoff(base, 1), Duration::from_secs(2));
-        assert_eq!(backoff(base, 2), Duration::from_secs(4));
-        assert_eq!(backoff(base, 3), Duration::from_secs(8));
-        assert_eq!(backoff(base, 40), MAX_POLICY_BACKOFF);
-    }
 
     #[test]
     fn action_backoff_starts_at_the_probe_interval() {

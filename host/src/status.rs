@@ -4,13 +4,21 @@
 
 use crate::decide::{Blocker, Plan};
 use crate::observe::Observed;
-use crate::policy::{DecisionRecord, Hook};
+use crate::policy::{DecisionRecord, FailurePolicy, Hook, HookProblem, text};
 use serde::{Deserialize, Serialize};
 
 /// Decisions kept in status, newest last.
 pub const DECISION_HISTORY: usize = 20;
+/// The most bytes of text the kept decisions may hold together (answers, fallback reasons);
+/// the oldest go first. With the per-record bounds (`DecisionRecord::new`) this keeps a
+/// status far below what the API server accepts (docs/architecture.md, rule 10).
+pub const DECISION_BYTES: usize = 32 * 1024;
 /// Events kept in status, newest last.
 pub const EVENT_HISTORY: usize = 50;
+/// An event's message, as Kubernetes caps an Event note.
+pub const EVENT_MESSAGE_BYTES: usize = 1024;
+/// A condition's message (Kubernetes accepts 32 KiB).
+pub const CONDITION_MESSAGE_BYTES: usize = 8 * 1024;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -115,16 +123,27 @@ impl ClusterStatus {
         self.conditions = conditions(observed, plan);
         let mut recorded = Vec::new();
         for d in &plan.decisions {
-            if d.hook == Hook::SnapshotSchedule && self.repeats_last_schedule(d) {
+            let d = d.bounded();
+            if d.hook == Hook::SnapshotSchedule && self.repeats_last_schedule(&d) {
                 continue;
             }
             self.last_decisions.push(TimedDecision {
                 decision: d.clone(),
                 time_ms: now_ms,
             });
-            recorded.push(d.clone());
+            recorded.push(d);
         }
         trim(&mut self.last_decisions, DECISION_HISTORY);
+        while self.last_decisions.len() > 1
+            && self
+                .last_decisions
+                .iter()
+                .map(|t| decision_bytes(&t.decision))
+                .sum::<usize>()
+                > DECISION_BYTES
+        {
+            self.last_decisions.remove(0);
+        }
         recorded
     }
 
@@ -145,13 +164,14 @@ impl ClusterStatus {
             })
     }
 
-    /// Appends an event (a decision, an action, a failure).
+    /// Appends an event (a decision, an action, a failure); its message is cleaned and cut
+    /// (it may quote a plugin or a user).
     pub fn event(&mut self, now_ms: u64, warning: bool, reason: &str, message: String) {
         self.events.push(Event {
             time_ms: now_ms,
             kind: if warning { "Warning" } else { "Normal" }.to_string(),
             reason: reason.to_string(),
-            message,
+            message: text::clean(&message, EVENT_MESSAGE_BYTES),
         });
         trim(&mut self.events, EVENT_HISTORY);
     }
@@ -162,9 +182,12 @@ impl ClusterStatus {
     /// Any other failed step is retried: the cluster is still progressing.
     pub fn action_failed(&mut self, action: &crate::decide::Action, attempts: u32, error: &str) {
         use crate::decide::Action;
-        let message = format!(
-            "{} failed ({attempts} in a row): {error}",
-            action.describe()
+        let message = text::clean(
+            &format!(
+                "{} failed ({attempts} in a row): {error}",
+                action.describe()
+            ),
+            CONDITION_MESSAGE_BYTES,
         );
         let rollout_pending = self.members.iter().any(|m| {
             m.revision
@@ -190,8 +213,59 @@ impl ClusterStatus {
         }
     }
 
+    /// Says in `PolicyFailed` which hooks cannot be used (their plugin could not be bound
+    /// under `failurePolicy: Fail`) and why, also when no decision needed them this time; the
+    /// other hooks keep working, so Ready is left as the plan made it. Hooks under `Fallback`
+    /// are answered by their builtin: each decision says so in `fallbackFrom`.
+    pub fn unusable_hooks(&mut self, problems: &[HookProblem]) {
+        let failing: Vec<String> = problems
+            .iter()
+            .filter(|p| p.failure == FailurePolicy::Fail)
+            .map(HookProblem::to_string)
+            .collect();
+        if failing.is_empty() {
+            return;
+        }
+        let Some(c) = self
+            .conditions
+            .iter_mut()
+            .find(|c| c.kind == "PolicyFailed")
+        else {
+            return;
+        };
+        let mut parts: Vec<String> = Vec::new();
+        if c.status && !c.message.is_empty() {
+            parts.push(std::mem::take(&mut c.message));
+        }
+        for problem in failing {
+            if !parts.iter().any(|p| p.contains(&problem)) {
+                parts.push(problem);
+            }
+        }
+        c.status = true;
+        c.reason = "PolicyFailed".to_string();
+        c.message = text::clean(&parts.join("; "), CONDITION_MESSAGE_BYTES);
+    }
+
     pub fn condition(&self, kind: &str) -> Option<&Condition> {
         self.conditions.iter().find(|c| c.kind == kind)
+    }
+}
+
+/// The bytes of text a kept decision holds.
+fn decision_bytes(d: &DecisionRecord) -> usize {
+    d.plugin.len()
+        + d.sha256.len()
+        + d.answer.len()
+        + d.fallback_from.as_ref().map_or(0, String::len)
+}
+
+/// A schedule as status shows it: its canonical text (what a plugin wrote may carry any
+/// spacing), or, should it not parse, cleaned and cut.
+fn schedule_text(cron: &str) -> String {
+    match cron.parse::<kvpilot_sdk::cron::Cron>() {
+        Ok(c) => c.to_string(),
+        Err(_) => text::one_line(cron, text::NAME_BYTES),
     }
 }
 
@@ -236,7 +310,7 @@ fn member_status(
         snapshot_retrying: false,
     };
     if let Some(s) = plan.schedules.iter().find(|s| s.member == m.name) {
-        status.snapshot_schedule = s.cron.clone();
+        status.snapshot_schedule = s.cron.as_deref().map(schedule_text);
         status.next_snapshot_unix = s.next_unix;
         status.snapshot_due = s.due;
         status.snapshot_retrying = s.retrying;
@@ -279,10 +353,11 @@ fn conditions(observed: &Observed, plan: &Plan) -> Vec<Condition> {
         message,
     };
     let blocker = plan.wait.as_ref().map(|w| w.blocker);
+    // A wait reason may be a plugin's (a rollout-order `wait`): cleaned and cut.
     let wait_message = plan
         .wait
         .as_ref()
-        .map(|w| w.reason.clone())
+        .map(|w| text::clean(&w.reason, CONDITION_MESSAGE_BYTES))
         .unwrap_or_default();
     let unready: Vec<&str> = observed
         .members
@@ -516,6 +591,53 @@ mod tests {
             latency: Duration::from_micros(micros),
             fallback_from: None,
         }
+    }
+
+    /// Whatever a plan carries, what status keeps is clean and bounded: each decision's texts,
+    /// their sum over the history, each event, each condition (rule 10).
+    #[test]
+    fn what_status_keeps_is_clean_and_bounded_in_bytes() {
+        let hostile = format!("\u{1b}[31m\0{}\u{202e}", "z".repeat(1 << 20));
+        let obs = observed(vec![member(Some(0), Some(true), STARTED)]);
+        let mut status = ClusterStatus::default();
+        for i in 0..100 {
+            let mut plan = Plan::new(Duration::from_secs(1));
+            plan.decisions = vec![DecisionRecord {
+                fallback_from: Some(hostile.clone()),
+                plugin: hostile.clone(),
+                ..decision(Hook::RolloutOrder, &hostile, i)
+            }];
+            plan.wait = Some(crate::decide::Wait {
+                blocker: Blocker::RolloutBlocked,
+                reason: hostile.clone(),
+            });
+            status.record(&obs, &plan, i);
+            status.event(i, true, "Waiting", hostile.clone());
+        }
+        let bytes: usize = status
+            .last_decisions
+            .iter()
+            .map(|t| decision_bytes(&t.decision))
+            .sum();
+        assert!(bytes <= DECISION_BYTES, "{bytes}");
+        assert!(!status.last_decisions.is_empty());
+        assert_eq!(
+            status.last_decisions.last().unwrap().time_ms,
+            99,
+            "newest kept"
+        );
+        let json = serde_json::to_string(&status).unwrap();
+        assert!(json.len() < 200 * 1024, "{} bytes", json.len());
+        assert!(!json.contains("\\u001b") && !json.contains("\\u0000"));
+        assert!(!json.contains('\u{202e}'));
+        let blocked = status.condition("RolloutBlocked").unwrap();
+        assert!(blocked.message.len() <= CONDITION_MESSAGE_BYTES + 32);
+        assert!(
+            status
+                .events
+                .iter()
+                .all(|e| e.message.len() <= EVENT_MESSAGE_BYTES + 32)
+        );
     }
 
     #[test]

@@ -453,6 +453,16 @@ async fn a_storage_change_keeps_the_live_claims_and_says_so() {
 /// Stores `bytes` in ConfigMap `plugins/<name>` and a PolicyPlugin `name` pointing at it,
 /// declaring `declared` as its sha256.
 async fn store_plugin(client: &kube::Client, name: &str, bytes: &[u8], declared: &str) {
+    store_plugin_pinned(client, name, bytes, Some(declared)).await;
+}
+
+/// [`store_plugin`], with no sha256 in the PolicyPlugin when `declared` is `None`.
+async fn store_plugin_pinned(
+    client: &kube::Client,
+    name: &str,
+    bytes: &[u8],
+    declared: Option<&str>,
+) {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "plugins");
     let mut cm = ConfigMap {
         binary_data: Some(BTreeMap::from([(
@@ -464,8 +474,14 @@ async fn store_plugin(client: &kube::Client, name: &str, bytes: &[u8], declared:
     cm.metadata.name = Some(name.into());
     cm.metadata.namespace = Some("plugins".into());
     cms.create(&PostParams::default(), &cm).await.unwrap();
+    let mut source = serde_json::json!({
+        "configMap": {"namespace": "plugins", "name": name, "key": "plugin.wasm"}
+    });
+    if let Some(declared) = declared {
+        source["sha256"] = declared.into();
+    }
     let pp_spec: PolicyPluginSpec = serde_json::from_value(serde_json::json!({
-        "source": {"configMap": {"namespace": "plugins", "name": name, "key": "plugin.wasm"}, "sha256": declared},
+        "source": source,
         "limits": {"timeoutMs": 500}
     }))
     .unwrap();
@@ -543,6 +559,92 @@ async fn a_plugin_with_the_wrong_sha256_is_refused_and_the_cluster_reports_polic
     assert_eq!(loaded.status, "False");
     assert!(pp_status.message.unwrap().contains(&wrong));
     assert!(pp_status.sha256.is_none());
+}
+
+/// The events about PolicyPlugin `name`, with reason `reason`, oldest first.
+async fn plugin_events(
+    client: &kube::Client,
+    name: &str,
+    reason: &str,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
+    Api::<k8s_openapi::api::events::v1::Event>::all(client.clone())
+        .list(&kube::api::ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some("PolicyPlugin") && r.name.as_deref() == Some(name)
+                })
+        })
+        .collect()
+}
+
+/// A ConfigMap PolicyPlugin need not pin a sha256: the digest in use is in its status, and
+/// each change of it (the ConfigMap's bytes replaced in place) is an Event naming the digest
+/// before and after. Issue 11, item 12.
+#[tokio::test]
+async fn an_unpinned_configmap_plugin_shows_its_digest_and_each_change_is_an_event() {
+    let client = fake_client().await;
+    let first = builtin_wasm("stagger");
+    let first_digest = hex::encode(Sha256::digest(first));
+    store_plugin_pinned(&client, "unpinned", first, None).await;
+    let ctx = context(&client, 6379);
+    let pps: Api<PolicyPlugin> = Api::all(client.clone());
+    let reconcile_plugin = async || {
+        let pp = pps.get("unpinned").await.unwrap();
+        kvpilot::platform::kubernetes::controller::reconcile_plugin(Arc::new(pp), ctx.clone())
+            .await
+            .expect("reconciled");
+        pps.get("unpinned").await.unwrap().status.expect("status")
+    };
+
+    let status = reconcile_plugin().await;
+    assert_eq!(status.sha256.as_deref(), Some(first_digest.as_str()));
+    let loaded = plugin_events(&client, "unpinned", "Loaded").await;
+    assert_eq!(loaded.len(), 1);
+    assert!(
+        loaded[0]
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains(&first_digest)),
+        "{loaded:?}"
+    );
+    // Nothing changed: no new event.
+    reconcile_plugin().await;
+    assert_eq!(plugin_events(&client, "unpinned", "Loaded").await.len(), 1);
+    assert!(
+        plugin_events(&client, "unpinned", "DigestChanged")
+            .await
+            .is_empty()
+    );
+
+    // The ConfigMap's bytes are replaced in place.
+    let second = builtin_wasm("replicas-first");
+    let second_digest = hex::encode(Sha256::digest(second));
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "plugins");
+    let mut cm = cms.get("unpinned").await.unwrap();
+    cm.binary_data = Some(BTreeMap::from([(
+        "plugin.wasm".to_string(),
+        ByteString(second.to_vec()),
+    )]));
+    cms.replace("unpinned", &PostParams::default(), &cm)
+        .await
+        .unwrap();
+    let status = reconcile_plugin().await;
+    assert_eq!(status.sha256.as_deref(), Some(second_digest.as_str()));
+    assert_eq!(status.hooks, ["rollout-order"]);
+    let changed = plugin_events(&client, "unpinned", "DigestChanged").await;
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    let note = changed[0].note.clone().unwrap_or_default();
+    assert!(
+        note.contains(&format!(
+            "sha256 {second_digest} is in use (was {first_digest})"
+        )),
+        "{note}"
+    );
 }
 
 /// A cluster of real servers (stand-in kubelet), the operator driven in a background loop.
@@ -689,6 +791,76 @@ async fn an_unusable_plugin_under_fallback_is_answered_by_the_builtin() {
         "{note}"
     );
     assert_eq!(labelled_primary(&r.client, "fb").await, status.primary);
+}
+
+/// A rollout-order PolicyPlugin that cannot be used (its ConfigMap holds bytes that are not
+/// WebAssembly, with their true digest) under `failurePolicy: Fail` fails that hook alone: the
+/// cluster bootstraps and fails over through replica-selection, while the `PolicyFailed`
+/// condition names the hook and the reason, and a Warning event says it once. Issue 11, item 6.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_rollout_plugin_under_fail_stops_only_its_hook() {
+    let garbage = b"not a WebAssembly component";
+    let client = fake_client().await;
+    store_plugin(
+        &client,
+        "broken-order",
+        garbage,
+        &hex::encode(Sha256::digest(garbage)),
+    )
+    .await;
+    let r = run_cluster_on(
+        client,
+        "iso",
+        "engine: {kind: valkey}\nreplicas: 1\npolicies:\n  rolloutOrder: {plugin: broken-order}\n",
+    )
+    .await;
+    let status = wait_ready(&r, "iso", "bootstrap with a broken rollout-order plugin").await;
+    let failed = status.condition("PolicyFailed").expect("PolicyFailed");
+    assert_eq!(failed.status, "True", "{failed:?}");
+    assert!(
+        failed
+            .message
+            .starts_with("rollout-order: PolicyPlugin broken-order:")
+            && failed.message.contains("not a WebAssembly file"),
+        "{}",
+        failed.message
+    );
+    let warning = event(&r.client, "iso", "PolicyFailed")
+        .await
+        .expect("a PolicyFailed event");
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    assert!(
+        warning
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("the other hooks keep working")),
+        "{warning:?}"
+    );
+
+    // Failover through replica-selection, which the broken plugin does not touch.
+    let first = status.primary.clone().expect("a primary");
+    r.kubelet.kill(&first).await;
+    let after = eventually("failover", PHASE, || async {
+        let s = get_cluster(&r.client, "iso")
+            .await
+            .status
+            .unwrap_or_default();
+        match &s.primary {
+            Some(p)
+                if *p != first && labelled_primary(&r.client, "iso").await.as_ref() == Some(p) =>
+            {
+                Ok(s)
+            }
+            other => Err(format!("primary {other:?}")),
+        }
+    })
+    .await;
+    assert!(
+        after
+            .condition("PolicyFailed")
+            .is_some_and(|c| c.status == "True" && c.message.contains("broken-order")),
+        "{after:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

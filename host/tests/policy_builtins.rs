@@ -306,8 +306,20 @@ async fn builtins_agree_with_native_on_a_request_that_grows_their_memory() {
     );
 }
 
+fn rollout_request() -> RolloutRequest {
+    RolloutRequest {
+        cluster: cluster(),
+        members: vec![member("cache-0", 0, Role::Primary)],
+        max_in_flight: 1,
+        max_lag_bytes: 0,
+        config: String::new(),
+    }
+}
+
+/// A rejected config leaves its hook unbound: under `Fail` each of its calls fails with the
+/// binding's error, the problem is listed for status, and the other hooks answer.
 #[tokio::test]
-async fn a_rejected_config_fails_binding() {
+async fn a_rejected_config_fails_its_hook_alone() {
     let settings = PolicySettings {
         replica_selection: Some(HookSetting {
             config: r#"{"maxLagBytes":"lots"}"#.into(),
@@ -315,15 +327,47 @@ async fn a_rejected_config_fails_binding() {
         }),
         ..PolicySettings::default()
     };
-    let error = WasmPolicies::bind(&runtime(), &settings)
+    let policies = WasmPolicies::bind(&runtime(), &settings).await;
+    let problems = policies.bind_problems();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].hook, Hook::ReplicaSelection);
+    assert_eq!(problems[0].plugin, "builtin:most-caught-up");
+    assert_eq!(problems[0].failure, FailurePolicy::Fail);
+    assert!(
+        problems[0].message.contains("config rejected")
+            && problems[0].message.contains("maxLagBytes"),
+        "{problems:?}"
+    );
+    for _ in 0..2 {
+        let error = policies
+            .select_replica(selection(vec![member("cache-1", 1, Role::Replica)]))
+            .await
+            .expect_err("the hook is not bound");
+        let PolicyError::Unbound {
+            plugin,
+            hook,
+            message,
+        } = &error
+        else {
+            panic!("expected an unbound hook, got {error}");
+        };
+        assert_eq!(
+            (plugin.as_str(), *hook),
+            ("builtin:most-caught-up", Hook::ReplicaSelection)
+        );
+        assert!(message.contains("maxLagBytes"), "{message}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("replica-selection: plugin builtin:most-caught-up: config rejected"),
+            "{error}"
+        );
+    }
+    let step = policies
+        .rollout_step(rollout_request())
         .await
-        .err()
-        .expect("binding must fail");
-    let PolicyError::InvalidConfig { plugin, message } = &error else {
-        panic!("expected an invalid config, got {error}");
-    };
-    assert_eq!(plugin, "builtin:most-caught-up");
-    assert!(message.contains("maxLagBytes"), "{message}");
+        .expect("rollout-order answers");
+    assert_eq!(step.answer, Step::Done);
 }
 
 #[tokio::test]
@@ -335,14 +379,17 @@ async fn a_plugin_without_the_hook_is_refused_when_binding() {
         }),
         ..PolicySettings::default()
     };
-    let error = WasmPolicies::bind(&runtime(), &settings)
+    let policies = WasmPolicies::bind(&runtime(), &settings).await;
+    let error = policies
+        .rollout_step(rollout_request())
         .await
-        .err()
-        .expect("binding must fail");
+        .expect_err("the hook is not bound");
     assert!(
-        matches!(&error, PolicyError::MissingHook { plugin, hook: Hook::RolloutOrder } if plugin == "builtin:stagger"),
+        matches!(&error, PolicyError::Unbound { plugin, hook: Hook::RolloutOrder, message }
+            if plugin == "builtin:stagger" && message.contains("does not export the rollout-order hook")),
         "{error}"
     );
+    assert_eq!(policies.bind_problems().len(), 1);
 }
 
 fn selection(candidates: Vec<Member>) -> SelectionRequest {
@@ -364,9 +411,8 @@ async fn decisions_are_recorded_and_the_config_is_the_bound_one() {
         }),
         ..PolicySettings::default()
     };
-    let policies = WasmPolicies::bind(&runtime(), &settings)
-        .await
-        .expect("bind");
+    let policies = WasmPolicies::bind(&runtime(), &settings).await;
+    assert!(policies.bind_problems().is_empty());
     let mut in_a = member("cache-1", 1, Role::Replica);
     in_a.zone = Some("zone-a".into());
     let mut in_b = member("cache-2", 2, Role::Replica);
@@ -403,9 +449,7 @@ async fn fallback_uses_the_builtin_and_says_why_while_fail_returns_the_error() {
     };
     let candidates = vec![member("cache-1", 1, Role::Replica)];
 
-    let fail = WasmPolicies::bind(&runtime, &failing(FailurePolicy::Fail))
-        .await
-        .expect("bind");
+    let fail = WasmPolicies::bind(&runtime, &failing(FailurePolicy::Fail)).await;
     let error = fail
         .select_replica(selection(candidates.clone()))
         .await
@@ -415,9 +459,7 @@ async fn fallback_uses_the_builtin_and_says_why_while_fail_returns_the_error() {
         "{error}"
     );
 
-    let fallback = WasmPolicies::bind(&runtime, &failing(FailurePolicy::Fallback))
-        .await
-        .expect("bind");
+    let fallback = WasmPolicies::bind(&runtime, &failing(FailurePolicy::Fallback)).await;
     let decided = fallback
         .select_replica(selection(candidates))
         .await
@@ -471,15 +513,24 @@ async fn bind_failures_fall_back_to_the_builtin_only_under_fallback() {
             ..PolicySettings::default()
         };
 
-        let error = WasmPolicies::bind(&runtime, &with(FailurePolicy::Fail))
+        // Under Fail: the hook's calls fail with the binding's error, the others answer.
+        let policies = WasmPolicies::bind(&runtime, &with(FailurePolicy::Fail)).await;
+        let error = policies
+            .select_replica(selection(candidates.clone()))
             .await
-            .err()
-            .unwrap_or_else(|| panic!("Fail must refuse {}", setting.source));
+            .expect_err(&format!("Fail must refuse {}", setting.source));
         assert!(error.to_string().contains(says), "{error}");
-
-        let policies = WasmPolicies::bind(&runtime, &with(FailurePolicy::Fallback))
+        let step = policies
+            .rollout_step(rollout_request())
             .await
-            .unwrap_or_else(|e| panic!("Fallback binds the builtin for {}: {e}", setting.source));
+            .expect("rollout");
+        assert_eq!(step.answer, Step::Done);
+        let problems = policies.bind_problems();
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].message.contains(says), "{problems:?}");
+
+        let policies = WasmPolicies::bind(&runtime, &with(FailurePolicy::Fallback)).await;
+        assert_eq!(policies.bind_problems()[0].failure, FailurePolicy::Fallback);
         for _ in 0..2 {
             let decided = policies
                 .select_replica(selection(candidates.clone()))
@@ -492,13 +543,7 @@ async fn bind_failures_fall_back_to_the_builtin_only_under_fallback() {
         }
         // The other hooks are unaffected.
         let step = policies
-            .rollout_step(RolloutRequest {
-                cluster: cluster(),
-                members: vec![member("cache-0", 0, Role::Primary)],
-                max_in_flight: 1,
-                max_lag_bytes: 0,
-                config: String::new(),
-            })
+            .rollout_step(rollout_request())
             .await
             .expect("rollout");
         assert_eq!(step.answer, Step::Done);

@@ -476,3 +476,26 @@ async fn a_hook_with_another_signature_is_refused_at_load_naming_the_hook() {
         "{message}"
     );
 }
+
+/// A `validate-config` of another type is refused at load, and the error names
+/// `validate-config` (it used to say `info()`). Issue 11, item 10.
+#[tokio::test]
+async fn a_validate_config_with_another_signature_is_refused_naming_it() {
+    let error = load("mismatched-config")
+        .await
+        .expect_err("must be refused");
+    let PolicyError::Load { plugin, message } = &error else {
+        panic!("expected a load error, got {error}");
+    };
+    assert!(
+        plugin.ends_with("hostile_mismatched_config.wasm"),
+        "{plugin}"
+    );
+    assert!(
+        message.starts_with(
+            "the validate-config function does not have the type of kvpilot:policy@0.1.0"
+        ),
+        "{message}"
+    );
+    assert!(!message.contains("info()"), "{message}");
+}

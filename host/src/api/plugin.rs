@@ -68,12 +68,17 @@ pub struct PluginSource {
     pub config_map: Option<ConfigMapSource>,
     /// An `https://` (or `http://`: the sha256 pin still guards the bytes) URL to download
     /// the component from; requires `sha256`. One GET, 200 only, redirects not followed,
-    /// at most 32 MiB within 30 s.
+    /// at most the operator's plugin size limit (`--max-plugin-mib`, 16 MiB by default)
+    /// within 30 s; a body that does not start as WebAssembly is refused on its first bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^https?://"))]
     pub url: Option<String>,
-    /// Expected SHA-256 of the component (64 lowercase hex digits). Bytes with another digest
-    /// are refused, and every KvCluster using the plugin reports `PolicyFailed`.
+    /// Expected SHA-256 of the component (64 lowercase hex digits, quoted in YAML: an
+    /// unquoted `0000…` is a number). Bytes with another digest are refused, and every
+    /// KvCluster using the plugin reports `PolicyFailed` for its hooks. Required for a `url`;
+    /// optional for a `configMap`, whose bytes may then change in place: the digest in use is
+    /// always in `status.sha256`, each change of it is an Event on the PolicyPlugin, and each
+    /// decision in a KvCluster's `status.lastDecisions` names the digest that answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
     pub sha256: Option<String>,

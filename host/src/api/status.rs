@@ -1,6 +1,7 @@
 //! `KvCluster.status`, and its conversion from what one reconcile reports
 //! ([`crate::status::ClusterStatus`], shared with the local platform).
 
+use crate::policy::text;
 use crate::status::ClusterStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -19,6 +20,12 @@ pub const CONDITION_TYPES: [&str; 6] = [
 
 /// Kubernetes caps a condition message at 32768 bytes.
 const MAX_MESSAGE_BYTES: usize = 32 * 1024;
+/// The most bytes the whole `status` of one KvCluster may take, as JSON. The object (spec,
+/// metadata, status) must stay within what the API server and etcd accept (about 1.5 MiB);
+/// a status this size leaves the rest ample room (docs/architecture.md, rule 10).
+pub const MAX_STATUS_BYTES: usize = 256 * 1024;
+/// What a condition message is cut to when the status is over [`MAX_STATUS_BYTES`].
+const SHRUNK_MESSAGE_BYTES: usize = 1024;
 
 /// The observed state of a KvCluster.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, KubeSchema)]
@@ -135,7 +142,7 @@ impl KvClusterStatus {
     /// The CRD status for one reconcile's report.
     pub fn from_report(report: &ClusterStatus, ctx: &StatusContext<'_>) -> KvClusterStatus {
         let update_revision = Some(report.desired_revision.clone()).filter(|r| !r.is_empty());
-        KvClusterStatus {
+        let mut status = KvClusterStatus {
             conditions: report
                 .conditions
                 .iter()
@@ -171,17 +178,46 @@ impl KvClusterStatus {
             last_decisions: report
                 .last_decisions
                 .iter()
-                .map(|d| DecisionState {
-                    hook: d.decision.hook.as_str().to_string(),
-                    plugin: d.decision.plugin.clone(),
-                    sha256: d.decision.sha256.clone(),
-                    answer: d.decision.answer.clone(),
-                    latency_micros: u64::try_from(d.decision.latency.as_micros())
-                        .unwrap_or(u64::MAX),
-                    time: Time(millis_to_timestamp(d.time_ms)),
-                    fallback_from: d.decision.fallback_from.clone(),
+                .map(|d| {
+                    // Bounded when recorded; again here, whatever built the report.
+                    let decision = d.decision.bounded();
+                    DecisionState {
+                        hook: decision.hook.as_str().to_string(),
+                        plugin: decision.plugin,
+                        sha256: decision.sha256,
+                        answer: decision.answer,
+                        latency_micros: u64::try_from(decision.latency.as_micros())
+                            .unwrap_or(u64::MAX),
+                        time: Time(millis_to_timestamp(d.time_ms)),
+                        fallback_from: decision.fallback_from,
+                    }
                 })
                 .collect(),
+        };
+        status.shrink_to(MAX_STATUS_BYTES);
+        status
+    }
+
+    /// The size of the status as JSON, in bytes.
+    pub fn json_bytes(&self) -> usize {
+        serde_json::to_vec(self).map_or(usize::MAX, |v| v.len())
+    }
+
+    /// Keeps the status within `max` bytes of JSON: first the oldest decisions go, then
+    /// condition messages are cut short. (Members are bounded by the spec's limits.)
+    fn shrink_to(&mut self, max: usize) {
+        let mut total = self.json_bytes();
+        let mut drop = 0;
+        while total > max && drop < self.last_decisions.len() {
+            // The decision and the comma that separated it.
+            total -= serde_json::to_vec(&self.last_decisions[drop]).map_or(0, |v| v.len() + 1);
+            drop += 1;
+        }
+        self.last_decisions.drain(..drop);
+        if self.json_bytes() > max {
+            for c in &mut self.conditions {
+                c.message = text::clean(&c.message, SHRUNK_MESSAGE_BYTES);
+            }
         }
     }
 
@@ -209,7 +245,7 @@ fn condition(c: &crate::status::Condition, ctx: &StatusContext<'_>) -> Condition
         } else {
             c.reason.clone()
         },
-        message: truncate(&c.message, MAX_MESSAGE_BYTES),
+        message: text::clean(&c.message, MAX_MESSAGE_BYTES),
         last_transition_time,
         observed_generation: ctx.generation,
     }
@@ -248,17 +284,6 @@ fn millis_to_timestamp(ms: u64) -> Timestamp {
         .ok()
         .and_then(|ms| Timestamp::from_millisecond(ms).ok())
         .unwrap_or(Timestamp::UNIX_EPOCH)
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
 }
 
 #[cfg(test)]
@@ -444,11 +469,65 @@ mod tests {
         assert_eq!(second.current_revision.as_deref(), Some("new"));
     }
 
+    /// A hostile plugin's texts (huge, ANSI escapes, NULs) in every place a report can carry
+    /// them: the status written is clean, within the API's limits and within
+    /// [`MAX_STATUS_BYTES`], oldest decisions first to go.
     #[test]
-    fn long_messages_are_cut_on_a_char_boundary() {
-        let long = "é".repeat(MAX_MESSAGE_BYTES);
-        let cut = truncate(&long, MAX_MESSAGE_BYTES + 1);
-        assert!(cut.len() <= MAX_MESSAGE_BYTES + 1);
-        assert_eq!(cut.len() % 2, 0);
+    fn a_hostile_report_becomes_a_bounded_clean_status() {
+        let hostile = format!(
+            "\u{1b}[2J\u{1b}]0;owned\u{7}\0{}\u{9b}31m",
+            "x".repeat(3 << 20)
+        );
+        let mut report = report();
+        for c in &mut report.conditions {
+            c.message = hostile.clone();
+        }
+        // Not through `ClusterStatus::record` (which bounds them too): the conversion holds
+        // on its own.
+        let large = hostile[..64 * 1024].to_string();
+        report.last_decisions = (0..200u64)
+            .map(|i| TimedDecision {
+                decision: DecisionRecord {
+                    hook: Hook::RolloutOrder,
+                    plugin: large.clone(),
+                    sha256: large.clone(),
+                    answer: large.clone(),
+                    latency: Duration::from_micros(i),
+                    fallback_from: Some(large.clone()),
+                },
+                time_ms: 1_700_000_000_000 + i,
+            })
+            .collect();
+        let ctx = StatusContext {
+            generation: Some(1),
+            previous: None,
+            now: at(1_000),
+        };
+        let s = KvClusterStatus::from_report(&report, &ctx);
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.len() <= MAX_STATUS_BYTES, "{} bytes", json.len());
+        assert!(
+            !json.chars().any(|c| c.is_control() && c != '\n'),
+            "no raw control character"
+        );
+        assert!(
+            !json.contains("\\u001b") && !json.contains("\\u0000"),
+            "none escaped either"
+        );
+        for c in &s.conditions {
+            assert!(
+                c.message.len() <= MAX_MESSAGE_BYTES + 32,
+                "{}",
+                c.message.len()
+            );
+            assert!(c.message.contains("more bytes]"), "cut visibly");
+        }
+        assert!(!s.last_decisions.is_empty(), "some decisions are kept");
+        // The newest are the ones kept.
+        assert_eq!(
+            s.last_decisions.last().unwrap().latency_micros,
+            199,
+            "the newest decision stays"
+        );
     }
 }

@@ -37,6 +37,9 @@ pub enum Command {
 }
 
 /// Runs a parsed command line; errors are printed to stderr and give a non-zero exit.
+/// The longest error message the CLI prints.
+const CLI_ERROR_BYTES: usize = 64 * 1024;
+
 pub fn run(cli: Cli) -> ExitCode {
     init_logging(
         matches!(&cli.command, Command::Operator(a) if a.log_format == operator::LogFormat::Json),
@@ -63,7 +66,12 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("error: {message}");
+            // Errors may quote a plugin's answer or a user's file: no control character
+            // reaches the terminal (docs/architecture.md, rule 10).
+            eprintln!(
+                "error: {}",
+                crate::policy::text::clean(&message, CLI_ERROR_BYTES)
+            );
             ExitCode::FAILURE
         }
     }

@@ -6,7 +6,7 @@ use crate::platform::kubernetes::config::PORT;
 use crate::platform::kubernetes::controller::{self, Context, Scope};
 use crate::platform::kubernetes::leader::LeaderElector;
 use crate::platform::kubernetes::metrics::{self, Metrics};
-use crate::policy::PolicyRuntime;
+use crate::policy::{DEFAULT_MAX_PLUGIN_BYTES, LoadLimits, PolicyRuntime};
 use clap::{Args, ValueEnum};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -42,6 +42,10 @@ pub struct OperatorArgs {
     /// Lease has gone unrenewed for all of it, as it observes.
     #[arg(long, default_value_t = 15)]
     pub lease_duration_seconds: u64,
+    /// Largest policy plugin accepted, in MiB (ConfigMap keys and URL downloads): a larger one
+    /// is refused before it is read or compiled.
+    #[arg(long, default_value_t = DEFAULT_MAX_PLUGIN_BYTES >> 20)]
+    pub max_plugin_mib: usize,
 }
 
 /// The name of the Lease replicas compete for.
@@ -51,7 +55,11 @@ pub async fn run(args: OperatorArgs) -> Result<ExitCode, String> {
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
-    let runtime = PolicyRuntime::global().map_err(|e| e.to_string())?;
+    let runtime = PolicyRuntime::global_with(LoadLimits {
+        max_plugin_bytes: args.max_plugin_mib.saturating_mul(1 << 20),
+        ..LoadLimits::default()
+    })
+    .map_err(|e| e.to_string())?;
     let metrics = Arc::new(Metrics::new());
     let ctx = Arc::new(Context::new(
         client.clone(),

@@ -1,6 +1,6 @@
 //! `kvpilot policy list|check|run|bench`: inspect, run and benchmark policy plugins.
 
-use crate::policy::{Hook, PolicyRuntime, bench, input, source};
+use crate::policy::{Hook, PolicyRuntime, bench, input, source, text};
 use clap::Subcommand;
 use kvpilot_sdk::{RolloutRequest, ScheduleRequest, SelectionRequest};
 use serde::Serialize;
@@ -177,8 +177,12 @@ struct RunReport<T: Serialize> {
     latency_us: u128,
 }
 
+/// Pretty JSON for the terminal: a plugin's strings are printed whole, but with every
+/// control character escaped (docs/architecture.md, rule 10).
 fn to_json<T: Serialize>(value: &T) -> Result<String, String> {
-    serde_json::to_string_pretty(value).map_err(|e| format!("cannot print JSON: {e}"))
+    serde_json::to_string_pretty(value)
+        .map(|json| text::json_for_terminal(&json))
+        .map_err(|e| format!("cannot print JSON: {e}"))
 }
 
 async fn run_hook(

@@ -3,8 +3,8 @@
 
 use super::source::BUILTIN_PREFIX;
 use super::{
-    Decided, DecisionRecord, FailurePolicy, Hook, Limits, Plugin, Policies, PolicyError,
-    PolicyRuntime,
+    Decided, DecisionRecord, FailurePolicy, Hook, HookProblem, Limits, Plugin, Policies,
+    PolicyError, PolicyRuntime,
 };
 use kvpilot_sdk::{
     MemberSchedule, RolloutRequest, ScheduleRequest, Selection, SelectionRequest, Step,
@@ -57,6 +57,10 @@ enum Bound {
     /// its config) and the failure policy is `Fallback`: the builtin answers every call, and
     /// `failure` goes into each decision record as `fallback_from`.
     Unbound { failure: String, builtin: Plugin },
+    /// The configured plugin could not be bound and the failure policy is `Fail`: every call
+    /// of this hook fails with this error (a `PolicyError::Unbound`), and only this hook's
+    /// (docs/architecture.md, rule 11: one hook's broken plugin never stops another hook).
+    Broken(PolicyError),
 }
 
 /// Who answers a call first.
@@ -65,60 +69,119 @@ enum First<'a> {
     Plugin(&'a Plugin, &'a str),
     /// The builtin, because binding failed.
     Builtin(&'a Plugin, &'a str),
+    /// Nobody: binding failed under `Fail`.
+    Broken(&'a PolicyError),
 }
 
 impl Bound {
-    /// Binds `hook` as `setting` says. A bind-time failure is an error under `Fail`; under
-    /// `Fallback` the hook is bound to its builtin instead, remembering the failure.
+    /// Binds `hook` as `setting` says. A bind-time failure leaves the hook `Broken` under
+    /// `Fail`; under `Fallback` the hook is bound to its builtin instead, remembering the
+    /// failure. Either way the failure is returned as a [`HookProblem`] for status.
     async fn bind(
         runtime: &PolicyRuntime,
         hook: Hook,
         setting: Option<&HookSetting>,
-        preloaded: &BTreeMap<String, Plugin>,
-    ) -> Result<Bound, PolicyError> {
+        preloaded: &Preloaded,
+    ) -> (Bound, Option<HookProblem>) {
         let setting = setting
             .cloned()
             .unwrap_or_else(|| HookSetting::default_for(hook));
-        let bound = Self::bind_plugin(runtime, hook, &setting, preloaded).await;
+        // The reason goes to status and events: cleaned and cut (rule 10).
+        let bound = Self::bind_plugin(runtime, hook, &setting, preloaded)
+            .await
+            .map_err(|message| super::text::clean(&message, super::text::MESSAGE_BYTES));
+        let broken = |message: String| {
+            Bound::Broken(PolicyError::Unbound {
+                plugin: setting.source.clone(),
+                hook,
+                message,
+            })
+        };
+        let problem = |message: &str| HookProblem {
+            hook,
+            plugin: setting.source.clone(),
+            failure: setting.failure,
+            message: message.to_string(),
+        };
         match (bound, setting.failure) {
-            (Ok(plugin), FailurePolicy::Fail) => Ok(Bound::Plugin {
-                plugin,
-                config: setting.config,
-                fallback: None,
-            }),
-            (Ok(plugin), FailurePolicy::Fallback) => Ok(Bound::Plugin {
-                plugin,
-                config: setting.config,
-                fallback: Some(runtime.load_builtin(hook.default_builtin()).await?),
-            }),
-            (Err(error), FailurePolicy::Fail) => Err(error),
-            (Err(error), FailurePolicy::Fallback) => Ok(Bound::Unbound {
-                failure: error.to_string(),
-                builtin: runtime.load_builtin(hook.default_builtin()).await?,
-            }),
+            (Ok(plugin), FailurePolicy::Fail) => (
+                Bound::Plugin {
+                    plugin,
+                    config: setting.config,
+                    fallback: None,
+                },
+                None,
+            ),
+            (Ok(plugin), FailurePolicy::Fallback) => {
+                match runtime.load_builtin(hook.default_builtin()).await {
+                    Ok(builtin) => (
+                        Bound::Plugin {
+                            plugin,
+                            config: setting.config,
+                            fallback: Some(builtin),
+                        },
+                        None,
+                    ),
+                    // The embedded builtins always load; if one did not, the hook cannot
+                    // honour `Fallback` and fails like `Fail`.
+                    Err(e) => {
+                        let message = e.to_string();
+                        let problem = problem(&message);
+                        (broken(message), Some(problem))
+                    }
+                }
+            }
+            (Err(message), FailurePolicy::Fail) => {
+                let problem = problem(&message);
+                (broken(message), Some(problem))
+            }
+            (Err(message), FailurePolicy::Fallback) => {
+                match runtime.load_builtin(hook.default_builtin()).await {
+                    Ok(builtin) => (
+                        Bound::Unbound {
+                            failure: message.clone(),
+                            builtin,
+                        },
+                        Some(problem(&message)),
+                    ),
+                    Err(e) => {
+                        let message = format!("{message}; and the builtin: {e}");
+                        let problem = problem(&message);
+                        (broken(message), Some(problem))
+                    }
+                }
+            }
         }
     }
 
     /// Loads the configured plugin, checks that it exports `hook` and that it accepts its
-    /// config.
+    /// config; `Err` is why not, as a status message.
     async fn bind_plugin(
         runtime: &PolicyRuntime,
         hook: Hook,
         setting: &HookSetting,
-        preloaded: &BTreeMap<String, Plugin>,
-    ) -> Result<Plugin, PolicyError> {
+        preloaded: &Preloaded,
+    ) -> Result<Plugin, String> {
         let plugin = match preloaded.get(&setting.source) {
-            Some(plugin) => plugin.clone(),
-            None => runtime.load(&setting.source).await?,
+            Some(Ok(plugin)) => plugin.clone(),
+            Some(Err(message)) => return Err(message.clone()),
+            None => runtime
+                .load(&setting.source)
+                .await
+                .map_err(|e| e.to_string())?,
         }
         .with_limits(setting.limits);
         if !plugin.exports(hook) {
             return Err(PolicyError::MissingHook {
                 plugin: plugin.name().to_string(),
                 hook,
-            });
+            }
+            .to_string());
         }
-        plugin.validate_config(&setting.config).await?;
+        plugin
+            .validate_config(&setting.config)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(plugin)
     }
 
@@ -126,6 +189,7 @@ impl Bound {
         match self {
             Bound::Plugin { plugin, config, .. } => First::Plugin(plugin, config),
             Bound::Unbound { failure, builtin } => First::Builtin(builtin, failure),
+            Bound::Broken(error) => First::Broken(error),
         }
     }
 
@@ -137,7 +201,7 @@ impl Bound {
                 ..
             }
             | Bound::Unbound { builtin, .. } => Ok((builtin, error.to_string())),
-            Bound::Plugin { fallback: None, .. } => Err(error),
+            Bound::Plugin { fallback: None, .. } | Bound::Broken(_) => Err(error),
         }
     }
 }
@@ -149,71 +213,73 @@ fn decided<T: Serialize>(
     started: Instant,
     fallback_from: Option<String>,
 ) -> Decided<T> {
-    let record = DecisionRecord {
+    let record = DecisionRecord::new(
         hook,
-        plugin: plugin.name().to_string(),
-        sha256: plugin.sha256_hex(),
-        answer: serde_json::to_string(&answer).unwrap_or_default(),
-        latency: started.elapsed(),
-        fallback_from,
-    };
+        plugin.name(),
+        plugin.sha256_hex(),
+        &answer,
+        started.elapsed(),
+        fallback_from.as_deref(),
+    );
     Decided { answer, record }
 }
 
-/// The wasm-backed [`Policies`] of one cluster.
+/// Plugins loaded beforehand, by the name a `HookSetting::source` gives them (e.g. the
+/// `PolicyPlugin`s the operator loaded), or why each could not be loaded.
+pub type Preloaded = BTreeMap<String, Result<Plugin, String>>;
+
+/// The wasm-backed [`Policies`] of one cluster. Each hook is bound on its own: a hook whose
+/// plugin cannot be bound fails alone (or falls back), the others answer as usual.
 pub struct WasmPolicies {
     replica_selection: Bound,
     snapshot_schedule: Bound,
     rollout_order: Bound,
+    problems: Vec<HookProblem>,
 }
 
 impl WasmPolicies {
-    /// Loads every hook's plugin and checks its config (`validate-config`); a rejected config
-    /// is `PolicyError::InvalidConfig`, a plugin without the hook `MissingHook`. Under
-    /// `FailurePolicy::Fallback` such a failure binds the hook to its builtin instead, and
-    /// every decision of that hook names the failure in `fallback_from`.
-    pub async fn bind(
-        runtime: &PolicyRuntime,
-        settings: &PolicySettings,
-    ) -> Result<WasmPolicies, PolicyError> {
-        Self::bind_with(runtime, settings, &BTreeMap::new()).await
+    /// Loads every hook's plugin and checks its config (`validate-config`). A hook whose
+    /// plugin does not load, lacks the hook or rejects its config is not bound: under
+    /// `FailurePolicy::Fail` its calls fail with `PolicyError::Unbound`; under `Fallback` it is
+    /// bound to its builtin and every decision names the failure in `fallback_from`. Either
+    /// way [`Policies::bind_problems`] lists it.
+    pub async fn bind(runtime: &PolicyRuntime, settings: &PolicySettings) -> WasmPolicies {
+        Self::bind_with(runtime, settings, &Preloaded::new()).await
     }
 
     /// [`WasmPolicies::bind`], taking the plugins whose `HookSetting::source` is a key of
-    /// `preloaded` from there (e.g. `PolicyPlugin`s the operator loaded from a ConfigMap)
-    /// instead of loading the source.
+    /// `preloaded` from there instead of loading the source; an `Err` there is the reason the
+    /// plugin cannot be used.
     pub async fn bind_with(
         runtime: &PolicyRuntime,
         settings: &PolicySettings,
-        preloaded: &BTreeMap<String, Plugin>,
-    ) -> Result<WasmPolicies, PolicyError> {
-        Ok(WasmPolicies {
-            replica_selection: Bound::bind(
-                runtime,
-                Hook::ReplicaSelection,
-                settings.replica_selection.as_ref(),
-                preloaded,
-            )
-            .await?,
-            snapshot_schedule: Bound::bind(
-                runtime,
-                Hook::SnapshotSchedule,
-                settings.snapshot_schedule.as_ref(),
-                preloaded,
-            )
-            .await?,
-            rollout_order: Bound::bind(
-                runtime,
-                Hook::RolloutOrder,
-                settings.rollout_order.as_ref(),
-                preloaded,
-            )
-            .await?,
-        })
+        preloaded: &Preloaded,
+    ) -> WasmPolicies {
+        let mut problems = Vec::new();
+        let mut bind = async |hook: Hook, setting: Option<&HookSetting>| {
+            let (bound, problem) = Bound::bind(runtime, hook, setting, preloaded).await;
+            problems.extend(problem);
+            bound
+        };
+        let replica_selection =
+            bind(Hook::ReplicaSelection, settings.replica_selection.as_ref()).await;
+        let snapshot_schedule =
+            bind(Hook::SnapshotSchedule, settings.snapshot_schedule.as_ref()).await;
+        let rollout_order = bind(Hook::RolloutOrder, settings.rollout_order.as_ref()).await;
+        WasmPolicies {
+            replica_selection,
+            snapshot_schedule,
+            rollout_order,
+            problems,
+        }
     }
 }
 
 impl Policies for WasmPolicies {
+    fn bind_problems(&self) -> Vec<HookProblem> {
+        self.problems.clone()
+    }
+
     async fn select_replica(
         &self,
         mut request: SelectionRequest,
@@ -231,6 +297,7 @@ impl Policies for WasmPolicies {
                 }
             }
             First::Builtin(builtin, failure) => (builtin, failure.to_string()),
+            First::Broken(error) => return Err(error.clone()),
         };
         request.config = kvpilot_sdk::empty_config();
         let answer = builtin.select(&request).await?;
@@ -254,6 +321,7 @@ impl Policies for WasmPolicies {
                 }
             }
             First::Builtin(builtin, failure) => (builtin, failure.to_string()),
+            First::Broken(error) => return Err(error.clone()),
         };
         request.config = kvpilot_sdk::empty_config();
         let answer = builtin.schedule(&request).await?;
@@ -277,6 +345,7 @@ impl Policies for WasmPolicies {
                 }
             }
             First::Builtin(builtin, failure) => (builtin, failure.to_string()),
+            First::Broken(error) => return Err(error.clone()),
         };
         request.config = kvpilot_sdk::empty_config();
         let answer = builtin.next(&request).await?;

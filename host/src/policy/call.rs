@@ -9,6 +9,7 @@ use super::plugin::{Compiled, Exports, Limits, Plugin};
 use super::runtime::BINDINGS_VERSION;
 use super::sandbox::Sandbox;
 use super::{Hook, PolicyError, convert, text, validate};
+use kvpilot_sdk::cron::Cron;
 use kvpilot_sdk::{
     MemberSchedule, PluginInfo, RolloutRequest, ScheduleRequest, Selection, SelectionRequest, Step,
 };
@@ -109,10 +110,11 @@ fn classify<T>(
     } else {
         error.root_cause().to_string()
     };
-    Err(Failure::Trap(match store.data().stderr_text() {
+    let message = match store.data().stderr_text() {
         Some(stderr) => format!("{} ({what})", guest_message(&stderr)),
         None => what,
-    }))
+    };
+    Err(Failure::Trap(text::clean(&message, text::MESSAGE_BYTES)))
 }
 
 /// The useful part of a guest's stderr, on one line, bounded: from the last Rust panic on
@@ -196,6 +198,34 @@ pub(crate) async fn inspect(
                 )));
             }
         }
+        // The plugin interface's own functions, each checked by name, so that a wrong type
+        // is reported as that function's and not as `info()`'s.
+        let iface = format!("{}/plugin@{BINDINGS_VERSION}", super::contract::PACKAGE);
+        type PluginCheck = fn(Func, &Store<Sandbox>) -> wasmtime::Result<()>;
+        let functions: [(&str, PluginCheck); 2] = [
+            ("info", |f, s| {
+                f.typed::<(), (plugin_if::PluginInfo,)>(s).map(drop)
+            }),
+            ("validate-config", |f, s| {
+                f.typed::<(&str,), Results<()>>(s).map(drop)
+            }),
+        ];
+        let component = pre.component();
+        for (name, typecheck) in functions {
+            let func = component
+                .get_export_index(None, &iface)
+                .and_then(|i| component.get_export_index(Some(&i), name))
+                .and_then(|index| instance.get_func(&mut store, index));
+            let Some(func) = func else {
+                return Ok(Err(format!("`{iface}` has no function `{name}`")));
+            };
+            if let Err(e) = typecheck(func, &store) {
+                return Ok(Err(format!(
+                    "the {name} function does not have the type of {}@{BINDINGS_VERSION}: {e:#}",
+                    super::contract::PACKAGE
+                )));
+            }
+        }
         let guest = exports.plugin.load(&mut store, &instance)?;
         guest.call_info(&mut store).await.map(Ok)
     });
@@ -235,7 +265,7 @@ impl Plugin {
         PolicyError::Plugin {
             plugin: self.name.clone(),
             hook,
-            message: text::message(&message, text::MESSAGE_BYTES),
+            message: text::clean(&message, text::MESSAGE_BYTES),
         }
     }
 
@@ -243,8 +273,8 @@ impl Plugin {
         PolicyError::InvalidAnswer {
             plugin: self.name.clone(),
             hook,
-            field: invalid.field,
-            message: invalid.message,
+            field: text::clean(&invalid.field, text::NAME_BYTES),
+            message: text::clean(&invalid.message, text::MESSAGE_BYTES),
         }
     }
 
@@ -269,7 +299,7 @@ impl Plugin {
         let message = match verdict {
             Ok(Ok(())) => return Ok(()),
             // It becomes a `PolicyFailed` status message: cut to a message's length.
-            Ok(Err(message)) => text::message(&message, text::MESSAGE_BYTES),
+            Ok(Err(message)) => text::clean(&message, text::MESSAGE_BYTES),
             Err(failure) => format!("validate-config {failure}"),
         };
         Err(PolicyError::InvalidConfig {
@@ -318,7 +348,11 @@ impl Plugin {
         let answer = convert::selection(answer);
         self.too_large(hook, convert::selection_bytes(&answer))?;
         validate::selection(request, &answer).map_err(|i| self.invalid(hook, i))?;
-        Ok(answer)
+        Ok(match answer {
+            // A wait reason goes to status and events: cleaned and cut (rule 10).
+            Selection::Wait(reason) => Selection::Wait(text::clean(&reason, text::MESSAGE_BYTES)),
+            promote => promote,
+        })
     }
 
     /// snapshot-schedule: calls, bounds and validates the answer.
@@ -335,7 +369,17 @@ impl Plugin {
         let answer = convert::schedules(answer);
         self.too_large(hook, convert::schedules_bytes(&answer))?;
         validate::schedules(request, &answer).map_err(|i| self.invalid(hook, i))?;
-        Ok(answer)
+        // Each schedule in its canonical text: the same schedule, without whatever spacing
+        // the plugin put in it (it is shown in status).
+        Ok(answer
+            .into_iter()
+            .map(|mut entry| {
+                if let Some(cron) = entry.cron.as_ref().and_then(|c| c.parse::<Cron>().ok()) {
+                    entry.cron = Some(cron.to_string());
+                }
+                entry
+            })
+            .collect())
     }
 
     /// rollout-order: calls, bounds and validates the answer.
@@ -349,7 +393,10 @@ impl Plugin {
         let answer = convert::step(answer);
         self.too_large(hook, convert::step_bytes(&answer))?;
         validate::step(request, &answer).map_err(|i| self.invalid(hook, i))?;
-        Ok(answer)
+        Ok(match answer {
+            Step::Wait(reason) => Step::Wait(text::clean(&reason, text::MESSAGE_BYTES)),
+            step => step,
+        })
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::Hook;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PolicyError {
     #[error("plugin {plugin}: cannot load: {message}")]
     Load { plugin: String, message: String },
@@ -60,4 +60,33 @@ pub enum PolicyError {
         hook: Hook,
         message: String,
     },
+
+    /// The hook's plugin could not be bound (it did not load, lacks the hook, or refused its
+    /// config) and its failure policy is `Fail`: every call of the hook fails with this until
+    /// it is bound again. `message` is the binding's own error.
+    #[error("{hook}: {message}")]
+    Unbound {
+        plugin: String,
+        hook: Hook,
+        message: String,
+    },
+}
+
+impl PolicyError {
+    /// The plugin the error is about.
+    pub fn plugin(&self) -> &str {
+        match self {
+            PolicyError::Load { plugin, .. }
+            | PolicyError::ForbiddenImport { plugin, .. }
+            | PolicyError::MissingHook { plugin, .. }
+            | PolicyError::InvalidConfig { plugin, .. }
+            | PolicyError::Trap { plugin, .. }
+            | PolicyError::Timeout { plugin, .. }
+            | PolicyError::Memory { plugin, .. }
+            | PolicyError::AnswerTooLarge { plugin, .. }
+            | PolicyError::InvalidAnswer { plugin, .. }
+            | PolicyError::Plugin { plugin, .. }
+            | PolicyError::Unbound { plugin, .. } => plugin,
+        }
+    }
 }

@@ -59,7 +59,31 @@ pub enum FailurePolicy {
     Fallback,
 }
 
-/// Who decided what, how fast: goes to events, `status.lastDecisions` and metrics.
+/// A hook whose plugin could not be bound: it did not load, lacks the hook, or refused its
+/// config. Under `Fail` every call of the hook fails until it is bound again (the other hooks
+/// are not affected); under `Fallback` the builtin answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookProblem {
+    pub hook: Hook,
+    /// The plugin the settings name for the hook (`builtin:NAME`, a path, a PolicyPlugin).
+    pub plugin: String,
+    pub failure: FailurePolicy,
+    /// Why it could not be bound.
+    pub message: String,
+}
+
+impl fmt::Display for HookProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.hook, self.message)
+    }
+}
+
+/// The longest answer text a decision record keeps; longer answers are cut with a marker
+/// (the decision itself used the whole answer). Twenty of these fit in a status with room.
+pub const DECISION_ANSWER_BYTES: usize = 2 * 1024;
+
+/// Who decided what, how fast: goes to events, `status.lastDecisions` and metrics. Every text
+/// in it is cleaned and bounded ([`DecisionRecord::new`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DecisionRecord {
@@ -75,6 +99,48 @@ pub struct DecisionRecord {
     /// the failure message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_from: Option<String>,
+}
+
+impl DecisionRecord {
+    /// The record of `answer`, its texts cleaned and cut (docs/architecture.md, rule 10).
+    pub fn new<T: Serialize>(
+        hook: Hook,
+        plugin: &str,
+        sha256: String,
+        answer: &T,
+        latency: Duration,
+        fallback_from: Option<&str>,
+    ) -> DecisionRecord {
+        use super::text;
+        DecisionRecord {
+            hook,
+            plugin: text::one_line(plugin, text::NAME_BYTES),
+            sha256,
+            answer: text::clean(
+                &serde_json::to_string(answer).unwrap_or_default(),
+                DECISION_ANSWER_BYTES,
+            ),
+            latency,
+            fallback_from: fallback_from.map(|f| text::clean(f, text::MESSAGE_BYTES)),
+        }
+    }
+
+    /// The same record with every text cleaned and cut again: for records that were not made
+    /// by [`DecisionRecord::new`] (read back from a status file, built by a test).
+    pub fn bounded(&self) -> DecisionRecord {
+        use super::text;
+        DecisionRecord {
+            hook: self.hook,
+            plugin: text::one_line(&self.plugin, text::NAME_BYTES),
+            sha256: text::one_line(&self.sha256, 64),
+            answer: text::clean(&self.answer, DECISION_ANSWER_BYTES),
+            latency: self.latency,
+            fallback_from: self
+                .fallback_from
+                .as_deref()
+                .map(|f| text::clean(f, text::MESSAGE_BYTES)),
+        }
+    }
 }
 
 /// A validated answer and its record.

@@ -18,6 +18,13 @@ pub enum InputError {
         source: std::io::Error,
     },
 
+    #[error("{file}: is {bytes} bytes or more; the limit is {limit} bytes")]
+    TooLarge {
+        file: String,
+        bytes: u64,
+        limit: u64,
+    },
+
     #[error("{file}: not a {hook} request: {message}")]
     Malformed {
         file: String,
@@ -40,14 +47,48 @@ pub enum InputError {
     },
 }
 
-/// Reads and parses the request file at `path` for `hook`.
+/// The largest request file read: requests are a few KiB; one for a thousand members is
+/// well under a MiB.
+pub const MAX_INPUT_BYTES: u64 = 8 << 20;
+
+/// Reads and parses the request file at `path` for `hook`; a file over [`MAX_INPUT_BYTES`]
+/// is refused before it is read.
 pub fn read<T: DeserializeOwned + Serialize>(path: &Path, hook: Hook) -> Result<T, InputError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| InputError::Read {
+    let text = read_bounded(path, MAX_INPUT_BYTES)?;
+    parse(&text, &file, hook)
+}
+
+/// The text of the file at `path`, refused if it has more than `limit` bytes: its size is
+/// checked before it is read, and no more than `limit + 1` bytes are ever read (a file that
+/// grows, or `/dev/zero`, cannot make it read more). For every user file the CLI reads.
+pub fn read_bounded(path: &Path, limit: u64) -> Result<String, InputError> {
+    use std::io::Read;
+    let file = path.display().to_string();
+    let read_error = |source| InputError::Read {
         file: file.clone(),
         source,
-    })?;
-    parse(&text, &file, hook)
+    };
+    let handle = std::fs::File::open(path).map_err(read_error)?;
+    let size = handle.metadata().map_err(read_error)?.len();
+    let too_large = |bytes| InputError::TooLarge {
+        file: file.clone(),
+        bytes,
+        limit,
+    };
+    if size > limit {
+        return Err(too_large(size));
+    }
+    let mut text = String::new();
+    handle
+        .take(limit.saturating_add(1))
+        .read_to_string(&mut text)
+        .map_err(read_error)?;
+    let read = u64::try_from(text.len()).unwrap_or(u64::MAX);
+    if read > limit {
+        return Err(too_large(read));
+    }
+    Ok(text)
 }
 
 /// Parses `text` (the contents of `file`) as a `hook` request, refusing unknown fields.
@@ -140,6 +181,33 @@ fn first_unknown(given: &Value, known: &Value, path: String) -> Option<Unknown> 
 
 #[cfg(test)]
 mod tests {
+    /// A file over the limit is refused by its size, before it is read (here 1 GiB, sparse).
+    #[test]
+    fn a_request_file_over_the_limit_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.json");
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(1 << 30)
+            .unwrap();
+        let err = read::<kvpilot_sdk::SelectionRequest>(&path, Hook::ReplicaSelection).unwrap_err();
+        assert!(
+            matches!(err, InputError::TooLarge { bytes, limit, .. } if bytes == 1 << 30 && limit == MAX_INPUT_BYTES),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("the limit is 8388608 bytes"),
+            "{err}"
+        );
+        // At the limit: read (and then refused as JSON, which it is not).
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(MAX_INPUT_BYTES)
+            .unwrap();
+        let err = read::<kvpilot_sdk::SelectionRequest>(&path, Hook::ReplicaSelection).unwrap_err();
+        assert!(matches!(err, InputError::Malformed { .. }), "{err}");
+    }
+
     use super::*;
     use kvpilot_sdk::{RolloutRequest, SelectionRequest};
 

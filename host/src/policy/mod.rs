@@ -8,6 +8,7 @@ pub mod bench;
 mod bound;
 pub mod builtin;
 mod cache;
+pub use cache::CacheLimits;
 mod call;
 pub mod contract;
 mod convert;
@@ -18,19 +19,21 @@ mod hook;
 pub mod input;
 pub mod native;
 mod plugin;
+pub mod retry;
 mod runtime;
 pub mod sandbox;
 pub mod source;
 mod stderr;
-mod text;
+pub mod text;
 pub mod validate;
 
-pub use bound::{HookSetting, PolicySettings, WasmPolicies};
+pub use bound::{HookSetting, PolicySettings, Preloaded, WasmPolicies};
 pub use engine::MAX_MEMORIES_PER_COMPONENT;
 pub use error::PolicyError;
-pub use hook::{Decided, DecisionRecord, FailurePolicy, Hook};
+pub use hook::{DECISION_ANSWER_BYTES, Decided, DecisionRecord, FailurePolicy, Hook, HookProblem};
 pub use plugin::{Limits, Plugin};
-pub use runtime::PolicyRuntime;
+pub use retry::{HookFailure, HookRetry, Retried, Retrying};
+pub use runtime::{DEFAULT_MAX_PLUGIN_BYTES, LoadLimits, PolicyRuntime};
 
 use kvpilot_sdk::{
     MemberSchedule, RolloutRequest, ScheduleRequest, Selection, SelectionRequest, Step,
@@ -41,6 +44,12 @@ use std::future::Future;
 /// settings: it fills in each request's `config`, calls the plugin, validates the answer and
 /// applies the hook's failure policy. `Err` means the hook failed under `FailurePolicy::Fail`.
 pub trait Policies: Send + Sync {
+    /// The hooks whose plugin could not be bound, and why: status reports them even when no
+    /// decision needed them (docs/architecture.md, rule 11).
+    fn bind_problems(&self) -> Vec<HookProblem> {
+        Vec::new()
+    }
+
     fn select_replica(
         &self,
         request: SelectionRequest,

@@ -88,14 +88,14 @@ fn decide<T: Serialize>(
         field: i.field,
         message: i.message,
     })?;
-    let record = DecisionRecord {
+    let record = DecisionRecord::new(
         hook,
-        plugin,
-        sha256: String::new(),
-        answer: serde_json::to_string(&answer).unwrap_or_default(),
-        latency: started.elapsed(),
-        fallback_from: None,
-    };
+        &plugin,
+        String::new(),
+        &answer,
+        started.elapsed(),
+        None,
+    );
     Ok(Decided { answer, record })
 }
 

@@ -67,6 +67,8 @@ pub(crate) struct Exports {
 /// A compiled, checked component: shared by every `Plugin` loaded from the same bytes.
 pub(crate) struct Compiled {
     pub sha256: [u8; 32],
+    /// Bytes of compiled code (what the cache counts).
+    pub code_bytes: usize,
     pub pre: InstancePre<Sandbox>,
     pub exports: Exports,
     pub imports: Vec<String>,

@@ -14,6 +14,13 @@ pub struct Invalid {
     pub message: String,
 }
 
+/// A name (or any text) from a plugin's answer as an error quotes it: cleaned and cut
+/// (docs/architecture.md, rule 10), so that a hostile answer cannot flood a status message or
+/// put a terminal escape in it.
+fn quote(text: &str) -> String {
+    super::text::one_line(text, super::text::NAME_BYTES)
+}
+
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
     Invalid {
         field: field.into(),
@@ -31,7 +38,8 @@ pub fn selection(request: &SelectionRequest, answer: &Selection) -> Result<(), I
                 Err(invalid(
                     "promote",
                     format!(
-                        "`{name}` is not a candidate (candidates: {})",
+                        "`{}` is not a candidate (candidates: {})",
+                        quote(name),
                         names(request.candidates.iter().map(|c| c.name.as_str()))
                     ),
                 ))
@@ -54,13 +62,13 @@ pub fn schedules(request: &ScheduleRequest, answer: &[MemberSchedule]) -> Result
             None => {
                 return Err(invalid(
                     format!("[{i}].member"),
-                    format!("`{}` is not a member of the request", entry.member),
+                    format!("`{}` is not a member of the request", quote(&entry.member)),
                 ));
             }
             Some(count) if *count > 0 => {
                 return Err(invalid(
                     format!("[{i}].member"),
-                    format!("`{}` appears more than once", entry.member),
+                    format!("`{}` appears more than once", quote(&entry.member)),
                 ));
             }
             Some(count) => *count += 1,
@@ -70,7 +78,12 @@ pub fn schedules(request: &ScheduleRequest, answer: &[MemberSchedule]) -> Result
         {
             return Err(invalid(
                 format!("[{i}].cron"),
-                format!("`{cron}` for `{}` does not parse: {e}", entry.member),
+                format!(
+                    "`{}` for `{}` does not parse: {}",
+                    quote(cron),
+                    quote(&entry.member),
+                    quote(&e)
+                ),
             ));
         }
     }
@@ -97,11 +110,11 @@ pub fn step(request: &RolloutRequest, answer: &Step) -> Result<(), Invalid> {
         Step::Restart(name) => match find(name) {
             None => Err(invalid(
                 "restart",
-                format!("`{name}` is not a member of the shard"),
+                format!("`{}` is not a member of the shard", quote(name)),
             )),
             Some(m) if m.on_desired_revision => Err(invalid(
                 "restart",
-                format!("`{name}` is already on the desired revision"),
+                format!("`{}` is already on the desired revision", quote(name)),
             )),
             Some(_) => Ok(()),
         },
@@ -110,19 +123,19 @@ pub fn step(request: &RolloutRequest, answer: &Step) -> Result<(), Invalid> {
                 None => {
                     return Err(invalid(
                         "handover.from",
-                        format!("`{from}` is not a member of the shard"),
+                        format!("`{}` is not a member of the shard", quote(from)),
                     ));
                 }
                 Some(m) if m.role != Role::Primary => {
                     return Err(invalid(
                         "handover.from",
-                        format!("`{from}` is not the current primary"),
+                        format!("`{}` is not the current primary", quote(from)),
                     ));
                 }
                 Some(m) if m.on_desired_revision => {
                     return Err(invalid(
                         "handover.from",
-                        format!("`{from}` is already on the desired revision"),
+                        format!("`{}` is already on the desired revision", quote(from)),
                     ));
                 }
                 Some(_) => {}
@@ -130,14 +143,15 @@ pub fn step(request: &RolloutRequest, answer: &Step) -> Result<(), Invalid> {
             match find(to) {
                 None => Err(invalid(
                     "handover.to",
-                    format!("`{to}` is not a member of the shard"),
+                    format!("`{}` is not a member of the shard", quote(to)),
                 )),
-                Some(m) if m.role != Role::Replica => {
-                    Err(invalid("handover.to", format!("`{to}` is not a replica")))
-                }
+                Some(m) if m.role != Role::Replica => Err(invalid(
+                    "handover.to",
+                    format!("`{}` is not a replica", quote(to)),
+                )),
                 Some(m) if !m.on_desired_revision => Err(invalid(
                     "handover.to",
-                    format!("`{to}` is not on the desired revision"),
+                    format!("`{}` is not on the desired revision", quote(to)),
                 )),
                 Some(_) => Ok(()),
             }
@@ -204,6 +218,12 @@ mod tests {
             "{}",
             err.message
         );
+        // A hostile name is quoted cleaned and cut.
+        let hostile = format!("\u{1b}[2J\0{}", "n".repeat(100_000));
+        let err = selection(&request, &Selection::Promote(hostile)).unwrap_err();
+        assert!(err.message.len() < 600, "{}", err.message.len());
+        assert!(!err.message.contains(['\u{1b}', '\0']), "{}", err.message);
+        assert!(err.message.contains("more bytes]"), "{}", err.message);
     }
 
     fn schedule_request() -> ScheduleRequest {

@@ -2,14 +2,18 @@
 //!
 //! Each field is `*`, a number, a range `a-b`, a step `*/s`, `a-b/s` or `a/s` (from `a` to the
 //! field's maximum), or a comma list of those. Months accept `JAN`..`DEC`, days of the week
-//! `SUN`..`SAT` (case-insensitive); day-of-week is 0-7 with both 0 and 7 meaning Sunday.
+//! `SUN`..`SAT` (case-insensitive); day-of-week is 0-7 with both 0 and 7 meaning Sunday, and
+//! `SUN` ending a range that starts after Sunday is 7 (`FRI-SUN` is the weekend). A step is at
+//! least 1 and at most the field's maximum (`*/60` in the minute field is refused).
 //! `@hourly`, `@daily` (`@midnight`), `@weekly`, `@monthly` and `@yearly` (`@annually`) are
 //! accepted as shorthands.
 //!
 //! Day matching follows cron: when both day-of-month and day-of-week are restricted, a day
 //! matches if either matches. A field is "restricted" when its set is not the whole range, so
 //! `*`, `*/1` and `1-31` are the same thing — the parsed sets are the schedule, and
-//! [`Display`](fmt::Display) prints a canonical form of them.
+//! [`Display`](fmt::Display) prints a canonical form of them. (POSIX and croner exempt only a
+//! literal `*`; `tests/cron_reference.rs` compares this parser with croner and lists every
+//! difference.)
 
 use crate::prelude::*;
 use core::fmt;
@@ -184,6 +188,14 @@ impl Field {
                     if step == 0 {
                         return Err(format!("{}: step must be at least 1", self.name));
                     }
+                    // A step past the field's maximum can only ever name the start of its
+                    // span; refusing it also keeps `v + step` below from overflowing.
+                    if step > self.max {
+                        return Err(format!(
+                            "{}: step {step} is larger than the field's maximum {}",
+                            self.name, self.max
+                        ));
+                    }
                     (span, step)
                 }
                 None => (item, 1),
@@ -191,7 +203,15 @@ impl Field {
             let (lo, hi) = if span == "*" {
                 (self.min, self.max)
             } else if let Some((a, b)) = span.split_once('-') {
-                let (lo, hi) = (self.value(a)?, self.value(b)?);
+                let lo = self.value(a)?;
+                // `SUN` ending a range that starts after Sunday is the 7 of the 0-7
+                // day-of-week, so that `FRI-SUN` is the weekend (as croner reads it) rather
+                // than a range that runs backwards; `SUN-SUN` stays Sunday.
+                let hi = if self.max == 7 && lo > 0 && b.eq_ignore_ascii_case("SUN") {
+                    7
+                } else {
+                    self.value(b)?
+                };
                 if lo > hi {
                     return Err(format!("{}: range {span} runs backwards", self.name));
                 }
@@ -201,10 +221,15 @@ impl Field {
                 // `a/s` runs from `a` to the field's maximum, as in cronie.
                 (v, if item.contains('/') { self.max } else { v })
             };
+            // `hi` and `step` are at most 59, so the sum cannot overflow; checked anyway so
+            // that a later change to the bounds cannot turn it into a wrap or a panic.
             let mut v = lo;
             while v <= hi {
                 set = set.with(v);
-                v += step;
+                match v.checked_add(step) {
+                    Some(next) => v = next,
+                    None => break,
+                }
             }
         }
         if self.max == 7 && set.has(7) {
@@ -719,6 +744,29 @@ mod tests {
         assert_eq!(err("x * * * *"), "minute: `x` is not a number");
         assert_eq!(err("*/0 * * * *"), "minute: step must be at least 1");
         assert_eq!(err("*/x * * * *"), "minute: step `x` is not a number");
+        // A step that would overflow `u32` arithmetic is refused, never wrapped.
+        assert_eq!(
+            err("30-31/4294967267 * * * *"),
+            "minute: step 4294967267 is larger than the field's maximum 59"
+        );
+        assert_eq!(
+            err("0 0 * * 1/4294967295"),
+            "day-of-week: step 4294967295 is larger than the field's maximum 7"
+        );
+        assert_eq!(
+            err("0 0 1-31/32 * *"),
+            "day-of-month: step 32 is larger than the field's maximum 31"
+        );
+        assert!("0-59/59 * * * *".parse::<Cron>().is_ok());
+        // `SUN` ends a range as 7: the weekend, not a range that runs backwards.
+        assert_eq!(canon("0 0 * * FRI-SUN"), "0 0 * * 0,5,6");
+        assert_eq!(canon("0 0 * * sun-sun"), "0 0 * * 0");
+        assert_eq!(canon("0 0 * * 0-SUN"), "0 0 * * 0");
+        assert_eq!(canon("0 0 * * MON-SUN/2"), "0 0 * * 0,1,3,5");
+        assert_eq!(
+            err("*/99999999999 * * * *"),
+            "minute: step `99999999999` is not a number"
+        );
         assert_eq!(err("0 5-3 * * *"), "hour: range 5-3 runs backwards");
         assert_eq!(err("0,,1 * * * *"), "minute: empty item in `0,,1`");
         assert!(err("0 0 * *").starts_with("expected 5 fields"));

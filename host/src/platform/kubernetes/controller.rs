@@ -9,12 +9,14 @@ use super::apply;
 use super::credentials;
 use super::metrics::{BEAT_INTERVAL, Health, Metrics, RolloutTracker};
 use super::platform::KubernetesPlatform;
-use super::policies::{self, ClusterPolicies, HookProblem, PluginProblem, RetryBackoff};
+use super::policies::{self, ClusterPolicies, PluginProblem, RetryBackoff};
 use super::{LABEL_CLUSTER, desired_objects, triggers};
 use crate::api::{KvCluster, KvClusterStatus, PolicyPlugin, StatusContext, validate_spec};
 use crate::decide::Settings;
 use crate::observe::{Access, Clients};
-use crate::policy::{FailurePolicy, Hook, PolicyRuntime, WasmPolicies};
+use crate::policy::{
+    FailurePolicy, HookProblem, Policies, PolicyRuntime, WasmPolicies, retry, text,
+};
 use crate::reconcile::Reconciler;
 use crate::status::{ClusterStatus, Condition};
 use futures::StreamExt;
@@ -27,7 +29,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,9 +40,6 @@ const INVALID_SPEC_REQUEUE: Duration = Duration::from_secs(300);
 const ERROR_REQUEUE: Duration = Duration::from_secs(5);
 /// The condition saying that a `spec.storage` change could not be applied.
 pub const STORAGE_CONDITION: &str = "StorageChangeBlocked";
-/// Longest requeue while the cluster's policies cannot be bound (doubling from
-/// `Settings::policy_retry`).
-const MAX_POLICY_REQUEUE: Duration = Duration::from_secs(60);
 /// Kubernetes caps an Event note at 1 kB.
 const MAX_NOTE_BYTES: usize = 1024;
 /// A status that differs only in volatile fields (replication offsets, which move with every
@@ -68,8 +67,6 @@ struct ClusterState {
     reconciler: Reconciler<KubernetesPlatform>,
     /// The bound policies and what they were bound from.
     bound: Option<BoundPolicies>,
-    /// Consecutive reconciles whose policies could not be bound (for the requeue backoff).
-    policy_failures: u32,
     /// When this operator last wrote the cluster's status.
     last_status_write: Option<Instant>,
     rollouts: RolloutTracker,
@@ -80,14 +77,14 @@ struct ClusterState {
 /// A cluster's policies as bound for the key of [`policies::Resolved`].
 struct BoundPolicies {
     key: String,
-    policies: Result<WasmPolicies, BindFailure>,
-    fallbacks: BTreeMap<Hook, HookProblem>,
-}
-
-/// Why binding failed, and the plugin that failed.
-struct BindFailure {
-    plugin: String,
-    message: String,
+    policies: WasmPolicies,
+    /// The hooks that could not be bound, as last reported (an Event each, once).
+    problems: Vec<HookProblem>,
+    /// Binds in a row of this key that left a hook unusable.
+    failures: u32,
+    /// When to bind the unusable hooks again (a plugin may have been fixed in place, or its
+    /// `validate-config` timed out); `None` when every hook is bound.
+    retry_at: Option<Instant>,
 }
 
 /// A cluster by (namespace, name).
@@ -177,7 +174,6 @@ impl Context {
                 self.settings.clone(),
             ),
             bound: None,
-            policy_failures: 0,
             last_status_write: None,
             rollouts: RolloutTracker::default(),
             storage_drift: None,
@@ -220,7 +216,8 @@ impl Context {
                 EventType::Normal
             },
             reason: reason.chars().take(128).collect(),
-            note: Some(truncate(message, MAX_NOTE_BYTES)),
+            // It may quote a plugin or a user: cleaned and cut (rule 10).
+            note: Some(text::clean(message, MAX_NOTE_BYTES)),
             action: reason.chars().take(128).collect(),
             secondary: related,
         };
@@ -301,56 +298,68 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
         }
     }
 
-    // Policies: (re)bind when the spec's policies or a referenced PolicyPlugin changed.
-    match policies::resolve(&ctx.client, &ctx.runtime, &kc.spec, &ctx.plugin_retry).await {
-        Ok(resolved) => {
-            if state.bound.as_ref().map(|b| &b.key) != Some(&resolved.key) {
-                let policies = resolved.bind(&ctx.runtime).await.map_err(|e| BindFailure {
-                    plugin: policies::failing_plugin(&e).to_string(),
-                    message: e.to_string(),
-                });
-                // Said once per change: each decision repeats it in `fallback_from`.
-                for p in resolved.fallbacks.values() {
-                    let message = format!(
-                        "{}: {}; builtin:{} answers instead (failurePolicy Fallback)",
-                        p.hook,
-                        p.message,
-                        p.hook.default_builtin()
-                    );
-                    ctx.publish(kc, true, "PolicyFallback", &message).await;
-                }
-                state.bound = Some(BoundPolicies {
-                    key: resolved.key,
-                    policies,
-                    fallbacks: resolved.fallbacks,
-                });
+    // Policies: (re)bind when the spec's policies or a referenced PolicyPlugin changed, and
+    // on a backoff while a hook cannot be bound. Each hook is bound on its own: one that
+    // cannot be bound fails (or falls back) alone, and the others keep working
+    // (docs/architecture.md, rule 11).
+    let resolved = policies::resolve(
+        &ctx.client,
+        &ctx.recorder,
+        &ctx.runtime,
+        &kc.spec,
+        &ctx.plugin_retry,
+    )
+    .await;
+    let now = Instant::now();
+    let previous = state.bound.take().filter(|b| b.key == resolved.key);
+    let bound = match previous {
+        Some(b) if b.retry_at.is_none_or(|at| now < at) => b,
+        previous => {
+            let policies = resolved.bind(&ctx.runtime).await;
+            state.reconciler.policies_rebound();
+            let problems = policies.bind_problems();
+            let failures = match (&previous, problems.is_empty()) {
+                (_, true) => 0,
+                (Some(b), false) => b.failures.saturating_add(1),
+                (None, false) => 1,
+            };
+            let wait = retry::backoff(ctx.settings.policy_retry, failures);
+            let reported = previous.map(|b| b.problems).unwrap_or_default();
+            // Said once per change: status keeps saying it, and each fallback decision
+            // repeats it in `fallbackFrom`.
+            for p in problems.iter().filter(|p| !reported.contains(p)) {
+                let (reason, message) = match p.failure {
+                    FailurePolicy::Fail => {
+                        ctx.metrics.plugin_failure(p.hook.as_str(), &p.plugin);
+                        (
+                            "PolicyFailed",
+                            format!(
+                                "{p}; bound again in {} s, the other hooks keep working",
+                                wait.as_secs()
+                            ),
+                        )
+                    }
+                    FailurePolicy::Fallback => (
+                        "PolicyFallback",
+                        format!(
+                            "{p}; builtin:{} answers instead (failurePolicy Fallback)",
+                            p.hook.default_builtin()
+                        ),
+                    ),
+                };
+                ctx.publish(kc, true, reason, &message).await;
+            }
+            BoundPolicies {
+                key: resolved.key,
+                policies,
+                retry_at: (!problems.is_empty()).then(|| now + wait),
+                problems,
+                failures,
             }
         }
-        Err(e) => {
-            // A PolicyPlugin that cannot be used acts like a failing plugin under `Fail`.
-            state.bound = None;
-            for p in &e.0 {
-                ctx.metrics.plugin_failure(p.hook.as_str(), &p.plugin);
-            }
-            return policy_failed(ctx, kc, &namespace, state, &e.to_string()).await;
-        }
-    }
-    let Some(bound) = state.bound.as_ref() else {
-        return policy_failed(ctx, kc, &namespace, state, "policies not bound").await;
     };
-    let policies = match &bound.policies {
-        Ok(policies) => policies,
-        Err(failure) => {
-            let message = failure.message.clone();
-            for hook in failing_hooks(&kc.spec.policies, &failure.plugin) {
-                ctx.metrics.plugin_failure(hook.as_str(), &failure.plugin);
-            }
-            return policy_failed(ctx, kc, &namespace, state, &message).await;
-        }
-    };
-    state.policy_failures = 0;
-    let policies =
-        ClusterPolicies::new(policies, &ctx.metrics, &kc.spec.policies, &bound.fallbacks);
+    let bound = &*state.bound.insert(bound);
+    let policies = ClusterPolicies::new(&bound.policies, &ctx.metrics, &kc.spec.policies);
 
     // observe → decide → act, shared with the local platform.
     state
@@ -448,49 +457,6 @@ fn storage_condition(status: &mut ClusterStatus, drift: Option<&str>) {
     }
 }
 
-/// The hooks under `Fail` that name `plugin` (every `Fail` hook when none does, so a failure
-/// is never counted without a hook).
-fn failing_hooks(spec: &crate::api::PoliciesSpec, plugin: &str) -> Vec<Hook> {
-    let fail = |h: &Hook| spec.for_hook(*h).failure_policy == FailurePolicy::Fail;
-    let named: Vec<Hook> = Hook::ALL
-        .into_iter()
-        .filter(|h| fail(h) && spec.for_hook(*h).plugin == plugin)
-        .collect();
-    if named.is_empty() {
-        Hook::ALL.into_iter().filter(fail).collect()
-    } else {
-        named
-    }
-}
-
-/// The cluster's policies cannot be bound: nothing changes (no observe → decide → act),
-/// PolicyFailed says why, and the next attempt backs off.
-async fn policy_failed(
-    ctx: &Context,
-    kc: &KvCluster,
-    namespace: &str,
-    state: &mut ClusterState,
-    message: &str,
-) -> Result<Action, OperatorError> {
-    state.policy_failures = state.policy_failures.saturating_add(1);
-    let status = &mut state.reconciler.status;
-    set_condition(status, "PolicyFailed", true, "PolicyFailed", message);
-    set_condition(status, "Ready", false, "PolicyFailed", message);
-    ctx.publish(kc, true, "PolicyFailed", message).await;
-    patch_status(ctx, kc, namespace, state).await?;
-    Ok(Action::requeue(policy_requeue(
-        ctx.settings.policy_retry,
-        state.policy_failures,
-    )))
-}
-
-/// `base`, doubled for each consecutive failure after the first, at most
-/// [`MAX_POLICY_REQUEUE`].
-fn policy_requeue(base: Duration, failures: u32) -> Duration {
-    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
-    base.saturating_mul(factor).min(MAX_POLICY_REQUEUE)
-}
-
 /// Requeues after an error; the error is logged.
 pub fn error_policy(kc: Arc<KvCluster>, error: &OperatorError, _ctx: Arc<Context>) -> Action {
     tracing::warn!(cluster = %kc.name_any(), error = %error, "reconcile failed");
@@ -502,7 +468,15 @@ pub async fn reconcile_plugin(
     pp: Arc<PolicyPlugin>,
     ctx: Arc<Context>,
 ) -> Result<Action, PluginProblem> {
-    match policies::load_and_record(&ctx.client, &ctx.runtime, &pp, &ctx.plugin_retry).await {
+    match policies::load_and_record(
+        &ctx.client,
+        &ctx.recorder,
+        &ctx.runtime,
+        &pp,
+        &ctx.plugin_retry,
+    )
+    .await
+    {
         Ok(_) => Ok(Action::await_change()),
         Err(problem) => {
             tracing::warn!(error = %problem, "PolicyPlugin refused");
@@ -619,23 +593,12 @@ fn set_condition(status: &mut ClusterStatus, kind: &str, on: bool, reason: &str,
         kind: kind.to_string(),
         status: on,
         reason: reason.to_string(),
-        message: message.to_string(),
+        message: text::clean(message, crate::status::CONDITION_MESSAGE_BYTES),
     };
     match status.conditions.iter_mut().find(|c| c.kind == kind) {
         Some(c) => *c = condition,
         None => status.conditions.push(condition),
     }
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
 }
 
 /// Where the operator watches.
@@ -766,28 +729,6 @@ mod tests {
             }],
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn policy_requeues_double_up_to_a_minute() {
-        let base = Duration::from_secs(2);
-        assert_eq!(policy_requeue(base, 1), Duration::from_secs(2));
-        assert_eq!(policy_requeue(base, 3), Duration::from_secs(8));
-        assert_eq!(policy_requeue(base, 100), MAX_POLICY_REQUEUE);
-    }
-
-    #[test]
-    fn a_bind_failure_is_counted_on_the_hooks_naming_the_plugin() {
-        let spec: crate::api::PoliciesSpec = serde_norway::from_str(
-            "replicaSelection: {plugin: zone-aware}\nsnapshotSchedule: {plugin: zone-aware, failurePolicy: Fallback}\n",
-        )
-        .unwrap();
-        assert_eq!(failing_hooks(&spec, "zone-aware"), [Hook::ReplicaSelection]);
-        // Not named by any Fail hook: every Fail hook.
-        assert_eq!(
-            failing_hooks(&spec, "other"),
-            [Hook::ReplicaSelection, Hook::RolloutOrder]
-        );
     }
 
     #[test]

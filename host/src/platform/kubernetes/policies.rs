@@ -9,19 +9,20 @@ use super::metrics::Metrics;
 use crate::api::{KvClusterSpec, PluginSource, PoliciesSpec, PolicyPlugin, PolicyPluginStatus};
 use crate::platform::local::policy_settings;
 use crate::policy::{
-    Decided, FailurePolicy, Hook, HookSetting, Limits, Plugin, Policies, PolicyError,
-    PolicyRuntime, PolicySettings, WasmPolicies,
+    Decided, Hook, HookProblem, Limits, Plugin, Policies, PolicyError, PolicyRuntime,
+    PolicySettings, Preloaded, WasmPolicies, text,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
-use kube::{Client, ResourceExt};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
 use kvpilot_sdk::{
     MemberSchedule, RolloutRequest, ScheduleRequest, Selection, SelectionRequest, Step,
 };
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -38,62 +39,26 @@ pub struct PluginProblem {
     pub message: String,
 }
 
-/// A hook whose PolicyPlugin cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HookProblem {
-    pub hook: Hook,
-    /// The PolicyPlugin the spec names for the hook.
-    pub plugin: String,
-    /// Why it cannot be used.
-    pub message: String,
-}
-
-/// Hooks under `failurePolicy: Fail` whose PolicyPlugin cannot be used: the cluster's
-/// policies are not bound, and nothing changes until they can be.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", describe(.0))]
-pub struct ResolveError(pub Vec<HookProblem>);
-
-fn describe(problems: &[HookProblem]) -> String {
-    problems
-        .iter()
-        .map(|p| format!("{}: {}", p.hook, p.message))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-/// One cluster's plugins, loaded: what [`WasmPolicies::bind_with`] takes, and a key that
-/// changes when the spec's policies or a referenced PolicyPlugin (or its usability) change.
+/// One cluster's plugins, loaded: what [`WasmPolicies::bind_with`] takes (a PolicyPlugin that
+/// cannot be used is there as the reason why), and a key that changes when the spec's policies
+/// or a referenced PolicyPlugin (or its usability) change.
 pub struct Resolved {
     pub settings: PolicySettings,
-    pub preloaded: BTreeMap<String, Plugin>,
+    pub preloaded: Preloaded,
     pub key: String,
-    /// Hooks under `failurePolicy: Fallback` whose PolicyPlugin cannot be used: their builtin
-    /// answers, and each decision names the problem in `fallback_from`.
-    pub fallbacks: BTreeMap<Hook, HookProblem>,
 }
 
 impl Resolved {
-    /// Binds the hooks (checking each config with the plugin).
-    pub async fn bind(&self, runtime: &PolicyRuntime) -> Result<WasmPolicies, PolicyError> {
+    /// Binds the hooks (checking each config with the plugin), each on its own: a hook whose
+    /// PolicyPlugin cannot be used fails alone under `Fail`, or falls back under `Fallback`.
+    pub async fn bind(&self, runtime: &PolicyRuntime) -> WasmPolicies {
         WasmPolicies::bind_with(runtime, &self.settings, &self.preloaded).await
     }
 }
 
 /// The plugin a policy error is about.
 pub fn failing_plugin(e: &PolicyError) -> &str {
-    match e {
-        PolicyError::Load { plugin, .. }
-        | PolicyError::ForbiddenImport { plugin, .. }
-        | PolicyError::MissingHook { plugin, .. }
-        | PolicyError::InvalidConfig { plugin, .. }
-        | PolicyError::Trap { plugin, .. }
-        | PolicyError::Timeout { plugin, .. }
-        | PolicyError::Memory { plugin, .. }
-        | PolicyError::AnswerTooLarge { plugin, .. }
-        | PolicyError::InvalidAnswer { plugin, .. }
-        | PolicyError::Plugin { plugin, .. } => plugin,
-    }
+    e.plugin()
 }
 
 /// First wait after a PolicyPlugin failed to load.
@@ -201,23 +166,23 @@ pub fn referenced_plugins(policies: &PoliciesSpec) -> Vec<String> {
 }
 
 /// Loads every PolicyPlugin `spec` names (updating each one's status) and returns the hook
-/// settings. A hook whose PolicyPlugin cannot be used (missing, refused, failing to load) is
-/// bound to its builtin under `failurePolicy: Fallback` (listed in `fallbacks`); under `Fail`
-/// it is an error naming the hook and the plugin.
+/// settings. A PolicyPlugin that cannot be used (missing, refused, failing to load) is in
+/// `preloaded` as the reason why: binding then fails that hook alone under
+/// `failurePolicy: Fail`, or binds its builtin under `Fallback`.
 pub async fn resolve(
     client: &Client,
+    recorder: &Recorder,
     runtime: &PolicyRuntime,
     spec: &KvClusterSpec,
     retry: &RetryBackoff,
-) -> Result<Resolved, ResolveError> {
+) -> Resolved {
     let mut settings = policy_settings(&spec.policies);
-    let mut preloaded = BTreeMap::new();
+    let mut preloaded = Preloaded::new();
     let mut key = serde_json::to_string(&spec.policies).unwrap_or_default();
-    let mut unusable: BTreeMap<String, PluginProblem> = BTreeMap::new();
     let api: Api<PolicyPlugin> = Api::all(client.clone());
     for name in referenced_plugins(&spec.policies) {
         let loaded = match api.get_opt(&name).await {
-            Ok(Some(pp)) => load_and_record(client, runtime, &pp, retry).await,
+            Ok(Some(pp)) => load_and_record(client, recorder, runtime, &pp, retry).await,
             Ok(None) => Err(PluginProblem {
                 plugin: name.clone(),
                 loaded: false,
@@ -234,7 +199,7 @@ pub async fn resolve(
             Err(problem) => {
                 // Part of the key: the hooks are bound again once the plugin can be used.
                 key.push_str(&format!("|{name}=unusable:{}", problem.message));
-                unusable.insert(name, problem);
+                preloaded.insert(name, Err(problem.to_string()));
                 continue;
             }
         };
@@ -257,54 +222,25 @@ pub async fn resolve(
                 setting.limits = limits;
             }
         }
-        preloaded.insert(name, plugin);
+        preloaded.insert(name, Ok(plugin));
     }
-    let mut fallbacks = BTreeMap::new();
-    let mut failed = Vec::new();
-    for hook in Hook::ALL {
-        let r = spec.policies.for_hook(hook);
-        let Some(problem) = unusable.get(&r.plugin) else {
-            continue;
-        };
-        let problem = HookProblem {
-            hook,
-            plugin: r.plugin.clone(),
-            message: problem.to_string(),
-        };
-        match r.failure_policy {
-            FailurePolicy::Fail => failed.push(problem),
-            FailurePolicy::Fallback => {
-                // The builtin answers with no config: the config was written for the other
-                // plugin (as when a plugin fails to bind under Fallback).
-                *setting_mut(&mut settings, hook) = Some(HookSetting::default_for(hook));
-                fallbacks.insert(hook, problem);
-            }
-        }
-    }
-    if !failed.is_empty() {
-        return Err(ResolveError(failed));
-    }
-    Ok(Resolved {
+    Resolved {
         settings,
         preloaded,
         key,
-        fallbacks,
-    })
-}
-
-fn setting_mut(settings: &mut PolicySettings, hook: Hook) -> &mut Option<HookSetting> {
-    match hook {
-        Hook::ReplicaSelection => &mut settings.replica_selection,
-        Hook::SnapshotSchedule => &mut settings.snapshot_schedule,
-        Hook::RolloutOrder => &mut settings.rollout_order,
     }
 }
 
 /// Loads `pp` and writes what was found into its status. While `pp` is backing off after a
 /// failure ([`RetryBackoff`]), the remembered problem is returned without trying (its status
 /// already says it).
+///
+/// The digest in use is always in `status.sha256` (a ConfigMap source need not pin one: its
+/// bytes may change in place), and each change of it is an Event on the PolicyPlugin, naming
+/// the digest before and after; every decision record names the digest that answered.
 pub async fn load_and_record(
     client: &Client,
+    recorder: &Recorder,
     runtime: &PolicyRuntime,
     pp: &PolicyPlugin,
     retry: &RetryBackoff,
@@ -323,6 +259,29 @@ pub async fn load_and_record(
         }
     }
     let status = plugin_status(pp, &result);
+    let before = pp.status.as_ref().and_then(|s| s.sha256.as_deref());
+    if let Ok(plugin) = &result
+        && before != Some(plugin.sha256_hex().as_str())
+    {
+        let now = plugin.sha256_hex();
+        let (reason, note) = match before {
+            Some(before) => (
+                "DigestChanged",
+                format!("sha256 {now} is in use (was {before})"),
+            ),
+            None => ("Loaded", format!("sha256 {now} is in use")),
+        };
+        let event = Event {
+            type_: EventType::Normal,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Load".into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &pp.object_ref(&())).await {
+            tracing::warn!(plugin = %pp.name_any(), error = %e, "cannot publish an event");
+        }
+    }
     if pp.status.as_ref().map(comparable) != Some(comparable(&status)) {
         let api: Api<PolicyPlugin> = Api::all(client.clone());
         let patch = serde_json::json!({ "status": status });
@@ -347,10 +306,11 @@ pub async fn load(
     pp: &PolicyPlugin,
 ) -> Result<Plugin, PluginProblem> {
     let name = pp.name_any();
+    // Messages quote URLs, ConfigMap keys and the plugin's own errors: cleaned (rule 10).
     let problem = |loaded: bool, message: String| PluginProblem {
         plugin: name.clone(),
         loaded,
-        message,
+        message: text::clean(&message, text::MESSAGE_BYTES),
     };
     let limits = pp
         .spec
@@ -385,6 +345,10 @@ pub async fn load(
             .as_ref()
             .and_then(|d| d.get(&source.key))
             .ok_or_else(|| problem(false, format!("{where_}: no such key")))?;
+        // Size and preamble before anything else (the digest, the compile).
+        runtime
+            .check_bytes(&bytes.0)
+            .map_err(|message| problem(false, format!("{where_}: {message}")))?;
         let digest = hex::encode(Sha256::digest(&bytes.0));
         if let Some(declared) = sha256
             && *declared != digest
@@ -402,7 +366,7 @@ pub async fn load(
         let declared = sha256
             .as_deref()
             .ok_or_else(|| problem(false, format!("{url}: a url source needs sha256")))?;
-        let bytes = fetch::fetch_pinned(url, declared)
+        let bytes = fetch::fetch_pinned(url, declared, runtime.limits().max_plugin_bytes)
             .await
             .map_err(|e| problem(false, e.to_string()))?;
         runtime
@@ -475,30 +439,21 @@ fn comparable(s: &PolicyPluginStatus) -> String {
     serde_json::to_string(&s).unwrap_or_default()
 }
 
-/// One cluster's bound policies as `decide` calls them. A hook whose PolicyPlugin cannot be
-/// used (under `Fallback`, see [`Resolved::fallbacks`]) is answered by its builtin, and each of
-/// its decisions names the problem in `fallback_from`. Every call is measured: its latency by
+/// One cluster's bound policies as `decide` calls them. Every call is measured: its latency by
 /// hook and the plugin that answered (or, for a failed call, the plugin the spec names), and
 /// each failure (an error, or a fallback) by hook and the plugin the spec names.
 pub struct ClusterPolicies<'a, P> {
     inner: &'a P,
     metrics: &'a Metrics,
     spec: &'a PoliciesSpec,
-    fallbacks: &'a BTreeMap<Hook, HookProblem>,
 }
 
 impl<'a, P: Policies> ClusterPolicies<'a, P> {
-    pub fn new(
-        inner: &'a P,
-        metrics: &'a Metrics,
-        spec: &'a PoliciesSpec,
-        fallbacks: &'a BTreeMap<Hook, HookProblem>,
-    ) -> Self {
+    pub fn new(inner: &'a P, metrics: &'a Metrics, spec: &'a PoliciesSpec) -> Self {
         ClusterPolicies {
             inner,
             metrics,
             spec,
-            fallbacks,
         }
     }
 
@@ -510,13 +465,8 @@ impl<'a, P: Policies> ClusterPolicies<'a, P> {
     ) -> Result<Decided<T>, PolicyError> {
         let configured = self.spec.for_hook(hook).plugin;
         match result {
-            Ok(mut decided) => {
-                let record = &mut decided.record;
-                if record.fallback_from.is_none()
-                    && let Some(problem) = self.fallbacks.get(&hook)
-                {
-                    record.fallback_from = Some(problem.message.clone());
-                }
+            Ok(decided) => {
+                let record = &decided.record;
                 self.metrics.hook_call(hook, &record.plugin, record.latency);
                 if record.fallback_from.is_some() {
                     self.metrics.plugin_failure(hook.as_str(), &configured);
@@ -533,6 +483,10 @@ impl<'a, P: Policies> ClusterPolicies<'a, P> {
 }
 
 impl<P: Policies> Policies for ClusterPolicies<'_, P> {
+    fn bind_problems(&self) -> Vec<HookProblem> {
+        self.inner.bind_problems()
+    }
+
     async fn select_replica(
         &self,
         request: SelectionRequest,
@@ -659,9 +613,8 @@ mod tests {
 
         // A call that answers: its latency under the plugin that answered, no failure.
         let metrics = Metrics::new();
-        let none = BTreeMap::new();
         let native = NativePolicies::default();
-        let policies = ClusterPolicies::new(&native, &metrics, &spec, &none);
+        let policies = ClusterPolicies::new(&native, &metrics, &spec);
         let decided = policies.rollout_step(rollout_request()).await.unwrap();
         assert_eq!(decided.record.fallback_from, None);
         assert_eq!(
@@ -669,18 +622,34 @@ mod tests {
             (true, false)
         );
 
-        // The hook's PolicyPlugin could not be used: the builtin's answer says so, and the
-        // failure is counted on the plugin the spec names.
+        // The builtin answered for the configured plugin (a fallback): the failure is counted
+        // on the plugin the spec names.
+        struct FellBack(NativePolicies);
+        impl Policies for FellBack {
+            async fn select_replica(
+                &self,
+                request: SelectionRequest,
+            ) -> Result<Decided<Selection>, PolicyError> {
+                self.0.select_replica(request).await
+            }
+            async fn schedule_snapshots(
+                &self,
+                request: ScheduleRequest,
+            ) -> Result<Decided<Vec<MemberSchedule>>, PolicyError> {
+                self.0.schedule_snapshots(request).await
+            }
+            async fn rollout_step(
+                &self,
+                request: RolloutRequest,
+            ) -> Result<Decided<Step>, PolicyError> {
+                let mut decided = self.0.rollout_step(request).await?;
+                decided.record.fallback_from = Some("PolicyPlugin zone-aware: not found".into());
+                Ok(decided)
+            }
+        }
         let metrics = Metrics::new();
-        let fallbacks = BTreeMap::from([(
-            Hook::RolloutOrder,
-            HookProblem {
-                hook: Hook::RolloutOrder,
-                plugin: "zone-aware".into(),
-                message: "PolicyPlugin zone-aware: not found".into(),
-            },
-        )]);
-        let policies = ClusterPolicies::new(&native, &metrics, &spec, &fallbacks);
+        let fell_back = FellBack(NativePolicies::default());
+        let policies = ClusterPolicies::new(&fell_back, &metrics, &spec);
         let decided = policies.rollout_step(rollout_request()).await.unwrap();
         assert_eq!(
             decided.record.fallback_from.as_deref(),
@@ -697,7 +666,7 @@ mod tests {
             rollout_order_config: r#"{"order": "random"}"#.into(),
             ..NativePolicies::default()
         };
-        let policies = ClusterPolicies::new(&failing, &metrics, &spec, &none);
+        let policies = ClusterPolicies::new(&failing, &metrics, &spec);
         assert!(policies.rollout_step(rollout_request()).await.is_err());
         assert_eq!(
             counts(&metrics, "rollout-order", "zone-aware"),

@@ -10,7 +10,8 @@ use crate::engine::Dialect;
 use crate::observe::Clients;
 use crate::platform::Platform;
 use crate::policy::{
-    Hook, HookSetting, Limits, PolicyError, PolicyRuntime, PolicySettings, WasmPolicies,
+    FailurePolicy, Hook, HookProblem, HookSetting, Limits, Policies, PolicyError, PolicyRuntime,
+    PolicySettings, WasmPolicies, retry,
 };
 use crate::reconcile::{Outcome, Reconciler, now_ms};
 use crate::status::ClusterStatus;
@@ -21,6 +22,8 @@ use std::time::{Duration, SystemTime};
 
 /// Status file written after every reconcile.
 pub const STATUS_FILE: &str = "status.json";
+/// The largest manifest file read.
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 /// Pid file of the running `kvpilot local up`, which it holds locked while it runs
 /// ([`super::lock`]).
 pub const PID_FILE: &str = super::lock::LOCK_FILE;
@@ -60,9 +63,23 @@ pub fn read_valid_manifest(path: &Path) -> Result<KvClusterManifest, LocalError>
 
 /// Reads a `KvCluster` manifest (YAML or JSON) and names the file and field on error.
 pub fn read_manifest(path: &Path) -> Result<KvClusterManifest, LocalError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LocalError::Io {
-        path: path.to_path_buf(),
-        source,
+    // A manifest is a few KiB (Kubernetes stores an object of at most about 1.5 MiB): a larger
+    // file is refused before it is read.
+    use crate::policy::input::{InputError, read_bounded};
+    let text = read_bounded(path, MAX_MANIFEST_BYTES).map_err(|e| match e {
+        InputError::Read { source, .. } => LocalError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => LocalError::Spec {
+            path: path.to_path_buf(),
+            message: match other {
+                InputError::TooLarge { bytes, limit, .. } => {
+                    format!("is {bytes} bytes or more; the limit is {limit} bytes")
+                }
+                other => other.to_string(),
+            },
+        },
     })?;
     let manifest: KvClusterManifest =
         serde_norway::from_str(&text).map_err(|e| LocalError::Spec {
@@ -175,14 +192,28 @@ pub fn policy_settings(policies: &PoliciesSpec) -> PolicySettings {
     }
 }
 
+/// When the hooks that could not be bound are bound again: after `policy_retry`, doubling
+/// with each attempt that still finds a hook unusable, up to `retry::MAX_HOOK_BACKOFF`.
+#[derive(Debug, Default)]
+struct Rebind {
+    /// Binds in a row that left a hook unusable.
+    failures: u32,
+    at_ms: u64,
+    /// The problems last reported, so each is an event once, not once per attempt.
+    reported: Vec<HookProblem>,
+}
+
 /// One local group and its reconciler.
 pub struct LocalCluster {
     spec_path: PathBuf,
     spec_mtime: Option<SystemTime>,
     spec: KvClusterSpec,
     runtime: PolicyRuntime,
-    policies: Result<WasmPolicies, PolicyError>,
+    /// Each hook bound on its own: one that cannot be bound fails (or falls back) alone.
+    policies: WasmPolicies,
     bound_policies: PoliciesSpec,
+    /// Hooks that could not be bound are bound again on a backoff.
+    rebind: Rebind,
     pub reconciler: Reconciler<LocalPlatform>,
     status_tx: tokio::sync::watch::Sender<ClusterStatus>,
     /// Held while this value lives: a second run on the same group is refused.
@@ -239,17 +270,63 @@ impl LocalCluster {
             Clients::new(dialect, password),
             settings,
         );
-        Ok(LocalCluster {
+        let mut cluster = LocalCluster {
             spec_path: spec_path.to_path_buf(),
             spec_mtime: mtime(spec_path),
             bound_policies: spec.policies.clone(),
             spec,
             runtime,
             policies,
+            rebind: Rebind::default(),
             reconciler,
             status_tx: tokio::sync::watch::Sender::new(ClusterStatus::default()),
             _lock: lock,
-        })
+        };
+        cluster.bound(now_ms());
+        Ok(cluster)
+    }
+
+    /// Binds every hook again (a changed spec, or the retry of hooks that could not be bound).
+    async fn bind(&mut self, now: u64) {
+        self.policies =
+            WasmPolicies::bind(&self.runtime, &policy_settings(&self.spec.policies)).await;
+        self.reconciler.policies_rebound();
+        self.bound(now);
+    }
+
+    /// After a bind: an event per new problem, and when to try the unusable hooks again.
+    fn bound(&mut self, now: u64) {
+        let problems = self.policies.bind_problems();
+        if problems.is_empty() {
+            self.rebind = Rebind::default();
+            return;
+        }
+        self.rebind.failures = self.rebind.failures.saturating_add(1);
+        let wait = retry::backoff(self.reconciler.settings.policy_retry, self.rebind.failures);
+        self.rebind.at_ms = now.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(0));
+        for p in &problems {
+            if self.rebind.reported.contains(p) {
+                continue;
+            }
+            let (reason, message) = match p.failure {
+                FailurePolicy::Fail => (
+                    "PolicyFailed",
+                    format!(
+                        "{p}; bound again in {} s, the other hooks keep working",
+                        wait.as_secs()
+                    ),
+                ),
+                FailurePolicy::Fallback => (
+                    "PolicyFallback",
+                    format!(
+                        "{p}; builtin:{} answers instead (failurePolicy Fallback)",
+                        p.hook.default_builtin()
+                    ),
+                ),
+            };
+            self.reconciler.status.event(now, true, reason, message);
+        }
+        self.rebind.reported = problems;
     }
 
     pub fn spec(&self) -> &KvClusterSpec {
@@ -292,33 +369,20 @@ impl LocalCluster {
         }
         if self.spec.policies != self.bound_policies {
             self.bound_policies = self.spec.policies.clone();
-            self.policies =
-                WasmPolicies::bind(&self.runtime, &policy_settings(&self.spec.policies)).await;
+            self.rebind = Rebind::default();
+            self.bind(now_ms()).await;
         }
     }
 
     /// One reconcile (after a reload check); writes the status file.
     pub async fn step(&mut self) -> Outcome {
         self.reload().await;
-        let outcome = match &self.policies {
-            Ok(policies) => self.reconciler.reconcile(&self.spec, policies).await,
-            Err(e) => {
-                // Plugins that cannot be bound act like a failing plugin under `Fail`:
-                // nothing changes, the condition says why, and binding is retried.
-                let message = e.to_string();
-                self.reconciler
-                    .status
-                    .event(now_ms(), true, "PolicyFailed", message.clone());
-                self.policies =
-                    WasmPolicies::bind(&self.runtime, &policy_settings(&self.spec.policies)).await;
-                let mut plan = crate::decide::Plan::new(self.reconciler.settings.policy_retry);
-                plan.wait = Some(crate::decide::Wait {
-                    blocker: crate::decide::Blocker::PolicyFailed,
-                    reason: message,
-                });
-                Outcome { plan, error: None }
-            }
-        };
+        let now = now_ms();
+        if !self.rebind.reported.is_empty() && now >= self.rebind.at_ms {
+            // The file may have been rebuilt, the plugin fixed: try the unusable hooks again.
+            self.bind(now).await;
+        }
+        let outcome = self.reconciler.reconcile(&self.spec, &self.policies).await;
         self.write_status();
         self.status_tx.send_replace(self.reconciler.status.clone());
         outcome

@@ -1,6 +1,7 @@
 //! A rollout-order plugin that always answers `wait`, with the reason from its config
 //! (`{"reason": "..."}`): the end-to-end tests check that it blocks a rollout and that the
-//! reason reaches status.
+//! reason reaches status. With `{"restart": "..."}` it answers a restart of that member
+//! instead, whatever it is called (a name that is no member makes an invalid answer).
 
 wit_bindgen::generate!({
     world: "rollout-planner",
@@ -12,15 +13,18 @@ use exports::kvpilot::policy::rollout_order::{self, Request, Step};
 
 struct Component;
 
-/// The `reason` field of the config, or a message naming what is wrong.
-fn reason(config: &str) -> Result<String, String> {
+/// The answer the config asks for, or a message naming what is wrong.
+fn answer(config: &str) -> Result<Step, String> {
     let value: serde_json::Value =
         serde_json::from_str(config).map_err(|e| format!("config: {e}"))?;
+    if let Some(member) = value.get("restart").and_then(|r| r.as_str()) {
+        return Ok(Step::Restart(member.to_string()));
+    }
     value
         .get("reason")
         .and_then(|r| r.as_str())
-        .map(str::to_string)
-        .ok_or_else(|| "reason: a string is required".to_string())
+        .map(|r| Step::Wait(r.to_string()))
+        .ok_or_else(|| "reason (or restart): a string is required".to_string())
 }
 
 impl plugin::Guest for Component {
@@ -33,13 +37,13 @@ impl plugin::Guest for Component {
     }
 
     fn validate_config(config: String) -> Result<(), String> {
-        reason(&config).map(drop)
+        answer(&config).map(drop)
     }
 }
 
 impl rollout_order::Guest for Component {
     fn next(request: Request) -> Result<Step, String> {
-        Ok(Step::Wait(reason(&request.config)?))
+        answer(&request.config)
     }
 }
 

@@ -17,8 +17,8 @@ use std::time::Duration;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest time for the whole download (connect, TLS, headers and body).
 pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest component accepted.
-pub const MAX_BYTES: usize = 32 * 1024 * 1024;
+/// How every WebAssembly file starts.
+const MAGIC: &[u8] = b"\0asm";
 /// Downloads kept; the oldest goes first. A few plugins per cluster is the expected use.
 const CACHE_ENTRIES: usize = 16;
 
@@ -41,8 +41,10 @@ pub enum FetchError {
         status: StatusCode,
         location: String,
     },
-    #[error("{url}: the component is larger than the {} MiB limit", MAX_BYTES / (1024 * 1024))]
-    TooLarge { url: String },
+    #[error("{url}: the component is larger than the limit of {limit} bytes")]
+    TooLarge { url: String, limit: usize },
+    #[error("{url}: the answer is not a WebAssembly file (no `\\0asm` header); refused")]
+    NotWasm { url: String },
     #[error("{url}: sha256 mismatch: declared {declared}, found {found}; refused")]
     Mismatch {
         url: String,
@@ -79,12 +81,12 @@ fn remember(url: &str, sha256: &str, bytes: Arc<[u8]>) {
 }
 
 /// The component at `url` whose sha256 is `declared` (lowercase hex), from the cache or
-/// downloaded. Bytes with another digest are refused and not kept.
-pub async fn fetch_pinned(url: &str, declared: &str) -> Result<Arc<[u8]>, FetchError> {
+/// downloaded (at most `max` bytes). Bytes with another digest are refused and not kept.
+pub async fn fetch_pinned(url: &str, declared: &str, max: usize) -> Result<Arc<[u8]>, FetchError> {
     if let Some(bytes) = cached(url, declared) {
         return Ok(bytes);
     }
-    let bytes = download(url).await?;
+    let bytes = download(url, max).await?;
     let found = hex::encode(Sha256::digest(&bytes));
     if found != declared {
         return Err(FetchError::Mismatch {
@@ -98,16 +100,18 @@ pub async fn fetch_pinned(url: &str, declared: &str) -> Result<Arc<[u8]>, FetchE
     Ok(bytes)
 }
 
-/// One GET of `url` within [`TOTAL_TIMEOUT`], at most [`MAX_BYTES`], 200 only; `https://`
-/// trusts the system's roots.
-pub async fn download(url: &str) -> Result<Vec<u8>, FetchError> {
-    download_trusting(url, None).await
+/// One GET of `url` within [`TOTAL_TIMEOUT`], at most `max` bytes (a longer declared length
+/// is refused before the body is read), 200 only, and refused as soon as its first bytes are
+/// not a WebAssembly preamble; `https://` trusts the system's roots.
+pub async fn download(url: &str, max: usize) -> Result<Vec<u8>, FetchError> {
+    download_trusting(url, max, None).await
 }
 
 /// [`download`], with `tls` (its roots) instead of the system's roots when given: the tests
 /// use it to serve a certificate of their own.
 async fn download_trusting(
     url: &str,
+    max: usize,
     tls: Option<rustls::ClientConfig>,
 ) -> Result<Vec<u8>, FetchError> {
     let bad = |reason: String| FetchError::BadUrl {
@@ -119,7 +123,7 @@ async fn download_trusting(
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));
     let fetch = async {
         match uri.scheme_str() {
-            Some("http") => get(http, uri, url).await,
+            Some("http") => get(http, uri, url, max).await,
             Some("https") => {
                 http.enforce_http(false);
                 let builder = hyper_rustls::HttpsConnectorBuilder::new();
@@ -133,7 +137,7 @@ async fn download_trusting(
                         })?,
                 };
                 let https = builder.https_only().enable_http1().wrap_connector(http);
-                get(https, uri, url).await
+                get(https, uri, url, max).await
             }
             other => Err(bad(format!("scheme {other:?}"))),
         }
@@ -145,7 +149,7 @@ async fn download_trusting(
         })?
 }
 
-async fn get<C>(connector: C, uri: Uri, url: &str) -> Result<Vec<u8>, FetchError>
+async fn get<C>(connector: C, uri: Uri, url: &str, max: usize) -> Result<Vec<u8>, FetchError>
 where
     C: Connect + Clone + Send + Sync + 'static,
 {
@@ -178,26 +182,38 @@ where
     }
     let too_large = || FetchError::TooLarge {
         url: url.to_string(),
+        limit: max,
     };
     let declared_length = response
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|l| l.to_str().ok())
         .and_then(|l| l.parse::<u64>().ok());
-    if declared_length.is_some_and(|l| l > MAX_BYTES as u64) {
+    if declared_length.is_some_and(|l| l > u64::try_from(max).unwrap_or(u64::MAX)) {
         return Err(too_large());
     }
     let mut body = response.into_body();
     let mut bytes = Vec::new();
-    // Ends with the body, at MAX_BYTES, or at the caller's TOTAL_TIMEOUT.
+    // Ends with the body, past `max`, at a wrong preamble, or at the caller's TOTAL_TIMEOUT.
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| failed(format!("reading the body: {e}")))?;
         if let Ok(data) = frame.into_data() {
-            if bytes.len() + data.len() > MAX_BYTES {
+            if bytes.len() + data.len() > max {
                 return Err(too_large());
             }
             bytes.extend_from_slice(&data);
+            let seen = bytes.len().min(MAGIC.len());
+            if bytes[..seen] != MAGIC[..seen] {
+                return Err(FetchError::NotWasm {
+                    url: url.to_string(),
+                });
+            }
         }
+    }
+    if bytes.len() < MAGIC.len() {
+        return Err(FetchError::NotWasm {
+            url: url.to_string(),
+        });
     }
     Ok(bytes)
 }
@@ -222,6 +238,15 @@ mod tests {
 
     /// Answers one connection with `head` and then `body_len` bytes (in 64 KiB writes).
     async fn serve_once(head: String, body_len: usize) -> (String, tokio::task::JoinHandle<()>) {
+        serve_body(head, body_len, false).await
+    }
+
+    /// [`serve_once`]; with `garbage`, the body does not start with a WebAssembly preamble.
+    async fn serve_body(
+        head: String,
+        body_len: usize,
+        garbage: bool,
+    ) -> (String, tokio::task::JoinHandle<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/plugin.wasm", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
@@ -231,15 +256,22 @@ mod tests {
             let mut buf = [0u8; 4096];
             let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
             let _ = stream.write_all(head.as_bytes()).await;
-            let chunk = vec![0u8; 64 * 1024];
+            // A component's preamble, then zeros (or, with `garbage`, no preamble).
+            let mut chunk = vec![0u8; 64 * 1024];
+            if !garbage {
+                chunk[..8].copy_from_slice(b"\0asm\x0d\0\x01\0");
+            }
             for _ in 0..body_len.div_ceil(chunk.len()) {
                 if stream.write_all(&chunk).await.is_err() {
                     return;
                 }
+                chunk[..8].fill(0);
             }
         });
         (url, task)
     }
+
+    const MAX_BYTES: usize = 16 << 20;
 
     #[tokio::test]
     async fn a_declared_length_over_the_limit_is_refused() {
@@ -248,9 +280,9 @@ mod tests {
             MAX_BYTES + 1
         );
         let (url, task) = serve_once(head, 0).await;
-        let err = download(&url).await.unwrap_err();
+        let err = download(&url, MAX_BYTES).await.unwrap_err();
         assert!(matches!(err, FetchError::TooLarge { .. }), "{err}");
-        assert!(err.to_string().contains("32 MiB"), "{err}");
+        assert!(err.to_string().contains("limit of 16777216 bytes"), "{err}");
         task.abort();
     }
 
@@ -258,8 +290,25 @@ mod tests {
     async fn a_streamed_body_over_the_limit_is_refused() {
         let head = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_string();
         let (url, task) = serve_once(head, MAX_BYTES + 64 * 1024).await;
-        let err = download(&url).await.unwrap_err();
+        let err = download(&url, MAX_BYTES).await.unwrap_err();
         assert!(matches!(err, FetchError::TooLarge { .. }), "{err}");
+        task.abort();
+    }
+
+    /// A body that does not start as WebAssembly is refused on its first bytes, not after
+    /// downloading it all (here it would be 1 GiB).
+    #[tokio::test]
+    async fn a_body_without_the_preamble_is_refused_on_its_first_bytes() {
+        let head = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_string();
+        let (url, task) = serve_body(head, 1 << 30, true).await;
+        let err = download(&url, usize::MAX).await.unwrap_err();
+        assert!(matches!(err, FetchError::NotWasm { .. }), "{err}");
+        task.abort();
+        // Too short to be one.
+        let head = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n\0as".to_string();
+        let (url, task) = serve_once(head, 0).await;
+        let err = download(&url, MAX_BYTES).await.unwrap_err();
+        assert!(matches!(err, FetchError::NotWasm { .. }), "{err}");
         task.abort();
     }
 
@@ -322,7 +371,9 @@ mod tests {
     #[tokio::test]
     async fn https_downloads_from_a_trusted_server() {
         let (url, cert, task) = serve_tls_once(&["127.0.0.1"], b"\0asm component").await;
-        let bytes = download_trusting(&url, Some(trusting(cert))).await.unwrap();
+        let bytes = download_trusting(&url, MAX_BYTES, Some(trusting(cert)))
+            .await
+            .unwrap();
         assert_eq!(bytes, b"\0asm component");
         task.await.unwrap();
     }
@@ -330,7 +381,7 @@ mod tests {
     #[tokio::test]
     async fn https_refuses_a_certificate_the_system_does_not_trust() {
         let (url, _cert, task) = serve_tls_once(&["127.0.0.1"], b"never read").await;
-        let err = download(&url).await.unwrap_err();
+        let err = download(&url, MAX_BYTES).await.unwrap_err();
         assert!(matches!(err, FetchError::Request { .. }), "{err}");
         assert!(err.to_string().contains("UnknownIssuer"), "{err}");
         task.await.unwrap();
@@ -339,7 +390,7 @@ mod tests {
     #[tokio::test]
     async fn https_refuses_a_certificate_for_another_name() {
         let (url, cert, task) = serve_tls_once(&["plugins.example"], b"never read").await;
-        let err = download_trusting(&url, Some(trusting(cert)))
+        let err = download_trusting(&url, MAX_BYTES, Some(trusting(cert)))
             .await
             .unwrap_err();
         assert!(matches!(err, FetchError::Request { .. }), "{err}");
@@ -349,7 +400,9 @@ mod tests {
 
     #[tokio::test]
     async fn other_schemes_are_refused() {
-        let err = download("ftp://127.0.0.1/plugin.wasm").await.unwrap_err();
+        let err = download("ftp://127.0.0.1/plugin.wasm", MAX_BYTES)
+            .await
+            .unwrap_err();
         assert!(matches!(err, FetchError::BadUrl { .. }), "{err}");
     }
 }
