@@ -72,9 +72,15 @@ pub struct ShardRecord {
 }
 
 impl ShardRecord {
-    /// The shard's primary, if the member knows one.
+    /// The shard's serving primary, if the member knows one. After a failover the old,
+    /// failed primary may still be listed with role `master` in the same shard until it
+    /// comes back, so a primary that is not failed is preferred.
     pub fn primary(&self) -> Option<&ShardNode> {
-        self.nodes.iter().find(|n| n.role == ShardRole::Primary)
+        let primaries = || self.nodes.iter().filter(|n| n.role == ShardRole::Primary);
+        primaries()
+            .find(|n| n.health == ShardHealth::Online)
+            .or_else(|| primaries().find(|n| n.health != ShardHealth::Failed))
+            .or_else(|| primaries().next())
     }
 }
 
@@ -365,6 +371,34 @@ mod tests {
             assert_eq!(failed.len(), 1);
             assert_eq!(failed[0].slots, vec![SlotRange::new(10923, 16383).unwrap()]);
         }
+    }
+
+    #[test]
+    fn the_serving_primary_is_preferred_to_a_failed_one() {
+        let node = |id: &str, health| ShardNode {
+            id: id.into(),
+            ip: "127.0.0.1".into(),
+            endpoint: "127.0.0.1".into(),
+            hostname: None,
+            port: Some(1),
+            tls_port: None,
+            role: ShardRole::Primary,
+            replication_offset: 0,
+            health,
+        };
+        let shard = ShardRecord {
+            slots: vec![],
+            nodes: vec![
+                node("old", ShardHealth::Failed),
+                node("new", ShardHealth::Online),
+            ],
+        };
+        assert_eq!(shard.primary().unwrap().id, "new");
+        let shard = ShardRecord {
+            slots: vec![],
+            nodes: vec![node("old", ShardHealth::Failed)],
+        };
+        assert_eq!(shard.primary().unwrap().id, "old");
     }
 
     #[test]
