@@ -329,6 +329,32 @@ impl ClusterLab {
         Ok(())
     }
 
+    /// Waits until member `i` sees every other running member healthy over a connected bus
+    /// link, and every running member sees `i` healthy. A member that just restarted can be
+    /// refused a planned `CLUSTER FAILOVER` ("Master is down or failed"), or lose its
+    /// election for lack of votes, until the views have settled.
+    pub async fn wait_settled(&self, i: usize, limit: Duration) -> Result<(), String> {
+        let id = self.members[i].id.clone();
+        let running: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.server.is_some())
+            .map(|m| m.id.clone())
+            .collect();
+        self.wait_member(i, limit, "sees every member healthy", |n| {
+            running.iter().filter(|r| **r != id).all(|r| {
+                n.get(r).is_some_and(|node| {
+                    !node.is_failing() && node.link == crate::engine::LinkState::Connected
+                })
+            })
+        })
+        .await?;
+        self.wait_all(limit, "everyone sees the member healthy", |_, n| {
+            n.get(&id).is_some_and(|node| !node.is_failing())
+        })
+        .await
+    }
+
     /// Member `i`'s `CLUSTER NODES`.
     pub async fn nodes(&self, i: usize) -> Result<ClusterNodes, String> {
         self.client(i)

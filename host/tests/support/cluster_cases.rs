@@ -50,6 +50,13 @@ macro_rules! cluster_tests {
             .await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn primary_cut_off_from_the_majority_refuses_writes() {
+            support::cluster_cases::primary_cut_off_from_the_majority_refuses_writes(
+                $binary, $dialect,
+            )
+            .await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn slot_migrates_under_writes() {
             support::cluster_cases::slot_migrates_under_writes($binary, $dialect).await;
         }
@@ -669,4 +676,91 @@ async fn rebuild_shard(lab: &mut ClusterLab, p: usize, r: usize, old_id: &str) {
         .unwrap();
     wait_in_sync(lab, r, p).await;
     lab.wait_serving(LIMIT).await.unwrap();
+}
+
+/// A hung primary (SIGSTOP) is replaced by FAILOVER FORCE; then it resumes with a client's
+/// write already in its socket. Returns what it answered that write, and whether the write
+/// is in the cluster afterwards.
+pub async fn hung_primary_resumes(name: &str, dialect: Dialect) -> (String, bool) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let lab = lab(name, dialect, dir.path()).await;
+    let (p, r) = (1, lab.replica_index(1, 0));
+    let tag = &slot_tags()[6000];
+    let key = format!("hung:{{{tag}}}");
+    let mut conn = BufReader::new(tokio::net::TcpStream::connect(lab.addr(p)).await.unwrap());
+    conn.get_mut().write_all(b"PING\r\n").await.unwrap();
+    let mut line = String::new();
+    conn.read_line(&mut line).await.unwrap();
+    lab.server(p).unwrap().pause().unwrap();
+    let epoch = lab
+        .client(r)
+        .await
+        .unwrap()
+        .cluster_failover_and_wait(FailoverMode::Force, Duration::from_secs(5))
+        .await
+        .expect("FORCE while the primary hangs");
+    let heir = lab.members[r].id.clone();
+    for other in [0usize, 2] {
+        lab.wait_member(other, LIMIT, "sees the heir", |n| {
+            n.get(&heir)
+                .is_some_and(|h| h.config_epoch >= epoch && h.owns(6000))
+        })
+        .await
+        .unwrap();
+    }
+    // A write that reached the hung primary's socket before it resumes.
+    let frame = format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$1\r\nv\r\n", key.len());
+    conn.get_mut().write_all(frame.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    lab.server(p).unwrap().resume().unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_line(&mut answer))
+        .await
+        .expect("an answer after SIGCONT")
+        .unwrap();
+    lab.wait_member(p, LIMIT, "the old primary follows the heir", |n| {
+        n.myself()
+            .is_some_and(|me| me.primary_id.as_deref() == Some(heir.as_str()))
+    })
+    .await
+    .unwrap();
+    let mut client = ClusterClient::connect(lab.seeds()).await.unwrap();
+    let kept = client.get(key.as_bytes()).await.unwrap().is_some();
+    (answer.trim_end().to_owned(), kept)
+}
+
+/// A primary that can reach no majority of slot-owning primaries turns itself to
+/// `cluster_state:fail` after the node timeout and refuses writes (`-CLUSTERDOWN`), whatever
+/// `cluster-require-full-coverage` says: the engine's own fence for a primary cut off from
+/// the others (here: the two other primaries are killed).
+pub async fn primary_cut_off_from_the_majority_refuses_writes(name: &str, dialect: Dialect) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = lab(name, dialect, dir.path()).await;
+    let tag = &slot_tags()[6000];
+    let key = format!("alone:{{{tag}}}");
+    let write = |addr| {
+        let key = key.clone();
+        async move { super::exec(addr, None, &["SET", &key, "v"]).await }
+    };
+    assert!(write(lab.addr(1)).await.is_ok());
+    lab.kill(0).await.unwrap();
+    lab.kill(2).await.unwrap();
+    let refused = super::eventually(LIMIT, "the lone primary refuses writes", || async {
+        match write(lab.addr(1)).await {
+            Err(e) if e.code() == Some("CLUSTERDOWN") => Some(e),
+            _ => None,
+        }
+    })
+    .await;
+    assert_eq!(refused.code(), Some("CLUSTERDOWN"), "{refused}");
+    let info = lab.client(1).await.unwrap().cluster_info().await.unwrap();
+    assert_eq!(info.state, ClusterState::Fail);
+    // Once a majority is back it serves again.
+    lab.start_member(0).await.unwrap();
+    lab.start_member(2).await.unwrap();
+    super::eventually(LIMIT, "serving again", || async {
+        write(lab.addr(1)).await.ok().map(drop)
+    })
+    .await;
 }
