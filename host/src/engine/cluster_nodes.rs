@@ -445,6 +445,7 @@ mod tests {
         include_str!("testdata/cluster/valkey8_mixed_importing.nodes.txt");
     const VALKEY_PFAIL: &str = include_str!("testdata/cluster/valkey8_pfail.nodes.txt");
     const VALKEY_FAIL: &str = include_str!("testdata/cluster/valkey8_fail.nodes.txt");
+    const VALKEY_NOADDR: &str = include_str!("testdata/cluster/valkey8_noaddr.nodes.txt");
     const REDIS_OK: &str = include_str!("testdata/cluster/redis7_ok.nodes.txt");
     const REDIS_MIXED: &str = include_str!("testdata/cluster/redis7_mixed.nodes.txt");
     const REDIS_IMPORTING: &str = include_str!("testdata/cluster/redis7_mixed_importing.nodes.txt");
@@ -558,6 +559,23 @@ mod tests {
         let valkey = ClusterNodes::parse(VALKEY_FAIL).unwrap();
         let f = valkey.nodes.iter().find(|n| n.flags.fail).unwrap();
         assert_eq!(f.link, LinkState::Disconnected);
+    }
+
+    /// A replica came back empty, without `nodes.conf`, at its old address: the other members
+    /// meet a node with another id there and flag the old id `noaddr` (captured on Valkey 8
+    /// three seconds after the restart; the new node is not met yet).
+    #[test]
+    fn old_id_of_an_address_taken_by_a_new_node_is_noaddr() {
+        let nodes = ClusterNodes::parse(VALKEY_NOADDR).unwrap();
+        let old = nodes.nodes.iter().find(|n| n.flags.noaddr).unwrap();
+        assert_eq!((old.ip.as_str(), old.port, old.bus_port), ("", 0, 0));
+        assert!(old.flags.replica && old.flags.nofailover);
+        assert_eq!(old.link, LinkState::Disconnected);
+        assert_eq!(
+            old.primary_id.as_deref(),
+            Some("41922a8c32435406cdabdbb3ecdddcb50c9f2040")
+        );
+        assert_eq!(nodes.nodes.len(), 6);
     }
 
     #[test]
