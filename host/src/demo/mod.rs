@@ -3,6 +3,9 @@
 //! (b) the reactive baseline: the primary crashes and restarts with no handover, (c) the
 //! primary is SIGKILLed and stays down. Every acknowledged key is checked at the end.
 
+pub mod cluster_client;
+pub mod cluster_lab;
+pub mod cluster_writer;
 pub mod snapshots;
 pub mod verify;
 pub mod writer;

@@ -186,7 +186,8 @@ async fn write_loop(
     }
 }
 
-async fn note_failure(log: &Mutex<Log>, tried: Instant, timed_out: bool, e: String) {
+/// Records a try that was not acknowledged (also used by the cluster writer).
+pub(crate) async fn note_failure(log: &Mutex<Log>, tried: Instant, timed_out: bool, e: String) {
     let at = Instant::now();
     let mut log = log.lock().await;
     log.failures.push(Failure {
@@ -200,16 +201,32 @@ async fn note_failure(log: &Mutex<Log>, tried: Instant, timed_out: bool, e: Stri
 
 /// `SET key value` and wait for `+OK`.
 async fn set(stream: &mut BufReader<TcpStream>, key: &str, value: &str) -> Result<(), String> {
-    let frame = format!(
-        "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{value}\r\n",
-        key.len(),
-        value.len()
-    );
+    let frame = frame(&[b"SET", key.as_bytes(), value.as_bytes()]);
     stream
         .get_mut()
-        .write_all(frame.as_bytes())
+        .write_all(&frame)
         .await
         .map_err(|e| format!("write: {e}"))?;
+    match read_line(stream).await? {
+        line if line.starts_with("+OK") => Ok(()),
+        line => Err(line),
+    }
+}
+
+/// One command as a RESP array of bulk strings.
+pub(crate) fn frame(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Reads one reply line (`+OK`, `-MOVED ...`), without its line end; a closed connection is
+/// an error.
+pub(crate) async fn read_line(stream: &mut BufReader<TcpStream>) -> Result<String, String> {
     let mut line = String::new();
     let n = stream
         .read_line(&mut line)
@@ -218,11 +235,7 @@ async fn set(stream: &mut BufReader<TcpStream>, key: &str, value: &str) -> Resul
     if n == 0 {
         return Err("connection closed".into());
     }
-    if line.starts_with("+OK") {
-        Ok(())
-    } else {
-        Err(line.trim_end().to_string())
-    }
+    Ok(line.trim_end().to_string())
 }
 
 /// The longest time without an acknowledgement inside `[from, to]`, counting the edges.
@@ -239,6 +252,14 @@ pub fn max_gap(acks: &[Ack], from: Instant, to: Instant) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_are_resp_arrays_of_bulk_strings() {
+        assert_eq!(
+            frame(&[b"SET", b"k", b"\xffv"]),
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n\xffv\r\n"
+        );
+    }
 
     #[test]
     fn max_gap_counts_the_longest_silence_including_edges() {

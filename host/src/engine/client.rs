@@ -347,9 +347,25 @@ impl Client {
     }
 
     /// Sends one command and waits at most `limit` for the answer.
-    async fn run(&self, command: &EngineCommand, limit: Duration) -> Result<Value, EngineError> {
+    pub(super) async fn run(
+        &self,
+        command: &EngineCommand,
+        limit: Duration,
+    ) -> Result<Value, EngineError> {
+        self.run_cmd(command, command.to_cmd(), limit).await
+    }
+
+    /// Sends `cmd` (which may carry binary arguments, e.g. keys) and waits at most `limit`;
+    /// errors name it by `label`, which never carries the binary arguments.
+    pub(super) async fn run_cmd(
+        &self,
+        label: &EngineCommand,
+        cmd: redis::Cmd,
+        limit: Duration,
+    ) -> Result<Value, EngineError> {
+        let command = label;
         let mut conn = self.conn.clone();
-        let reply = timeout(limit, command.to_cmd().query_async::<Value>(&mut conn))
+        let reply = timeout(limit, cmd.query_async::<Value>(&mut conn))
             .await
             .map_err(|_| EngineError::Timeout {
                 addr: self.addr.to_string(),
@@ -363,7 +379,11 @@ impl Client {
         }
     }
 
-    fn command_error(&self, command: &EngineCommand, source: redis::RedisError) -> EngineError {
+    pub(super) fn command_error(
+        &self,
+        command: &EngineCommand,
+        source: redis::RedisError,
+    ) -> EngineError {
         EngineError::Command {
             addr: self.addr.to_string(),
             command: command.to_string(),
@@ -371,7 +391,7 @@ impl Client {
         }
     }
 
-    fn reply_error(&self, command: &EngineCommand, source: ParseError) -> EngineError {
+    pub(super) fn reply_error(&self, command: &EngineCommand, source: ParseError) -> EngineError {
         EngineError::Reply {
             addr: self.addr.to_string(),
             command: command.to_string(),

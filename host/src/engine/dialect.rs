@@ -75,6 +75,9 @@ impl fmt::Display for EngineCommand {
         };
         let is_config_set = name.as_deref() == Some("CONFIG") && second_is("SET");
         let is_acl_setuser = name.as_deref() == Some("ACL") && second_is("SETUSER");
+        let arg_before = |i: usize, back: usize, word: &str| {
+            i >= back && self.args[i - back].eq_ignore_ascii_case(word)
+        };
         for (i, arg) in self.args.iter().enumerate() {
             if i > 0 {
                 f.write_str(" ")?;
@@ -85,6 +88,8 @@ impl fmt::Display for EngineCommand {
                 _ if is_config_set => i >= 3 && i % 2 == 1 && is_secret_key(&self.args[i - 1]),
                 // ACL SETUSER user >password <password #hash !hash
                 _ if is_acl_setuser => i >= 3 && arg.starts_with(['>', '<', '#', '!']),
+                // MIGRATE ... AUTH <secret> | AUTH2 user <secret> ... KEYS
+                Some("MIGRATE") => arg_before(i, 1, "AUTH") || arg_before(i, 2, "AUTH2"),
                 _ => false,
             };
             f.write_str(if secret { "<redacted>" } else { arg })?;
@@ -315,6 +320,13 @@ mod tests {
         assert_eq!(
             EngineCommand::new(["ACL", "SETUSER", "kvpilot", ">new", "<old", "on"]).to_string(),
             "ACL SETUSER kvpilot <redacted> <redacted> on"
+        );
+        assert_eq!(
+            EngineCommand::new([
+                "MIGRATE", "h", "1", "", "0", "5", "AUTH2", "u", "pw", "KEYS"
+            ])
+            .to_string(),
+            "MIGRATE h 1  0 5 AUTH2 u <redacted> KEYS"
         );
     }
 

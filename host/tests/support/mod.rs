@@ -2,6 +2,7 @@
 //! loopback addresses under a guard, send raw commands, wait with bounds.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod cluster_cases;
 pub mod engine_cases;
 pub mod tls;
 

@@ -291,6 +291,7 @@ impl LocalPlatform {
             username: None,
             tls: None,
             replicaof: Some(replica_of.unwrap_or(PARKED)),
+            cluster: None,
             revision: built.revision.clone(),
         };
         let server = Server::start(&server_spec)

@@ -35,6 +35,10 @@ pub const LOG_FILE: &str = "server.log";
 pub const STDIO_FILE: &str = "server.stdio.log";
 /// The member's config file with its password (only when it has one).
 pub const AUTH_FILE: &str = "auth.conf";
+/// In cluster mode, the file where the server keeps its node id, epochs and view of the
+/// cluster (`cluster-config-file`), inside the data directory so it lives and dies with the
+/// data (a member that comes back with its data also comes back with its identity).
+pub const NODES_CONF: &str = "nodes.conf";
 /// How long [`Server::start`] waits for the new process to answer `PING`.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Poll interval while waiting for a process to come up or go away.
@@ -63,7 +67,63 @@ pub const RESERVED_KEYS: &[&str] = &[
     "tls-key-file",
     "tls-ca-cert-file",
     "tls-replication",
+    "cluster-enabled",
+    "cluster-config-file",
+    "cluster-port",
+    "cluster-node-timeout",
+    "cluster-replica-no-failover",
+    "cluster-slave-no-failover",
+    "cluster-announce-ip",
+    "cluster-announce-hostname",
+    "cluster-announce-bus-port",
+    "cluster-announce-port",
+    "cluster-allow-replica-migration",
+    "cluster-require-full-coverage",
+    "cluster-preferred-endpoint-type",
 ];
+
+/// Cluster mode for a member (`cluster-enabled yes`); unused by replication mode.
+///
+/// The settings, and why (docs/architecture.md, rules 2, 3 and 8):
+/// - `cluster-config-file` is [`NODES_CONF`] in the data directory.
+/// - `cluster-port` is [`ServerCluster::bus_port`], chosen free like the client port: on
+///   loopback `port + 10000` may belong to someone else.
+/// - `cluster-replica-no-failover yes`: a replica never promotes itself when its primary
+///   fails. The operator picks the new primary (the replica-selection hook, within the
+///   data-holding guard) and promotes it with `CLUSTER FAILOVER FORCE`, so the engine's own
+///   election cannot race the hook. A manual `CLUSTER FAILOVER` still works with it.
+/// - `cluster-allow-replica-migration no`: replicas stay in the shard the operator put them
+///   in (the engine would otherwise move a replica to a primary left without one, and a
+///   primary that lost its last slot would turn itself into a replica).
+/// - `cluster-require-full-coverage no`: one shard without a primary does not stop the other
+///   shards from serving (rule 8: shards fail independently). A member in a minority
+///   partition still refuses queries (`CLUSTERDOWN`): that check does not depend on this
+///   setting. Bootstrap therefore waits for `cluster_slots_assigned` and `cluster_slots_ok`
+///   to reach 16384, not only for `cluster_state:ok`.
+/// - `cluster-announce-ip` is the bind address; with [`ServerCluster::announce_hostname`]
+///   the member also announces that name and clients are sent to it
+///   (`cluster-preferred-endpoint-type hostname`), as on Kubernetes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerCluster {
+    /// `cluster-port`: the cluster bus port.
+    pub bus_port: u16,
+    /// `cluster-node-timeout`: how long a peer may not answer before it is suspected
+    /// (`fail?`); a majority of primaries then marks it `fail`.
+    pub node_timeout: Duration,
+    /// `cluster-announce-hostname`; `None` announces the IP only.
+    pub announce_hostname: Option<String>,
+}
+
+impl ServerCluster {
+    /// Cluster mode with this bus port and node timeout, announcing the bind IP.
+    pub fn new(bus_port: u16, node_timeout: Duration) -> Self {
+        Self {
+            bus_port,
+            node_timeout,
+            announce_hostname: None,
+        }
+    }
+}
 
 /// TLS for a member: it serves TLS only (`port 0`, `tls-port` = [`ServerSpec::port`]) and
 /// replicates over TLS, presenting its own certificate to its primary.
@@ -106,8 +166,11 @@ pub struct ServerSpec {
     pub username: Option<String>,
     /// Serve TLS only, from these files.
     pub tls: Option<ServerTls>,
-    /// Start as a replica of this primary.
+    /// Start as a replica of this primary (replication mode only: a cluster-mode member is
+    /// made a replica with `CLUSTER REPLICATE`).
     pub replicaof: Option<SocketAddr>,
+    /// Cluster mode; `None` is replication mode.
+    pub cluster: Option<ServerCluster>,
     /// The caller's revision string, recorded in the state file (the reconciler compares it with
     /// the desired revision to find stale members).
     pub revision: String,
@@ -132,6 +195,7 @@ impl ServerSpec {
             username: None,
             tls: None,
             replicaof: None,
+            cluster: None,
             revision: String::new(),
         }
     }
@@ -206,6 +270,30 @@ impl ServerSpec {
         })
     }
 
+    /// The cluster-mode settings (see [`ServerCluster`] for why each is set).
+    fn cluster_args(&self, cluster: &ServerCluster) -> Vec<(&'static str, String)> {
+        let mut args = vec![
+            ("cluster-enabled", "yes".to_owned()),
+            // Relative to `dir`: the server enters `dir` before it opens the file, so this
+            // holds for a relative data directory too.
+            ("cluster-config-file", NODES_CONF.to_owned()),
+            ("cluster-port", cluster.bus_port.to_string()),
+            (
+                "cluster-node-timeout",
+                cluster.node_timeout.as_millis().max(1).to_string(),
+            ),
+            ("cluster-replica-no-failover", "yes".to_owned()),
+            ("cluster-allow-replica-migration", "no".to_owned()),
+            ("cluster-require-full-coverage", "no".to_owned()),
+            ("cluster-announce-ip", self.bind.to_string()),
+        ];
+        if let Some(name) = &cluster.announce_hostname {
+            args.push(("cluster-announce-hostname", name.clone()));
+            args.push(("cluster-preferred-endpoint-type", "hostname".to_owned()));
+        }
+        args
+    }
+
     /// The full argument list (without the binary). With a password, the first argument is
     /// the path of [`AUTH_FILE`], which [`Server::start`] writes from [`Self::auth_conf`].
     pub fn args(&self) -> Result<Vec<String>, ServerError> {
@@ -250,6 +338,23 @@ impl ServerSpec {
             // the primary's replica list (and FAILOVER TO) use it.
             ("replica-announce-ip", self.bind.to_string()),
         ];
+        if let Some(cluster) = &self.cluster {
+            if self.replicaof.is_some() {
+                return Err(ServerError::ClusterConflict {
+                    dir: self.dir.clone(),
+                    problem: "a cluster-mode member cannot start with `replicaof` \
+                              (it is made a replica with CLUSTER REPLICATE)"
+                        .into(),
+                });
+            }
+            if cluster.bus_port == self.port {
+                return Err(ServerError::ClusterConflict {
+                    dir: self.dir.clone(),
+                    problem: format!("bus port {} is the client port", cluster.bus_port),
+                });
+            }
+            fixed.extend(self.cluster_args(cluster));
+        }
         if let Some(tls) = &self.tls {
             fixed.extend([
                 ("tls-port", self.port.to_string()),
@@ -412,6 +517,14 @@ pub enum ServerError {
         /// Which part of the TLS material, and why.
         #[source]
         source: TlsConfigError,
+    },
+    /// Cluster-mode settings that cannot work together.
+    #[error("member in {dir}: {problem}")]
+    ClusterConflict {
+        /// Data directory.
+        dir: PathBuf,
+        /// What conflicts.
+        problem: String,
     },
     /// A file in the data directory could not be read or written.
     #[error("{path}: {source}")]
@@ -1004,6 +1117,69 @@ mod tests {
         assert_eq!(pairs.last(), Some(&("--replicaof", "127.0.0.8 7000")));
         spec.config.insert("port".into(), "1".into());
         assert!(matches!(spec.args(), Err(ServerError::ReservedKey { .. })));
+    }
+
+    fn pairs(args: &[String]) -> Vec<(&str, &str)> {
+        args.chunks(2)
+            .map(|c| (c[0].as_str(), c[1].as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn cluster_members_get_the_cluster_settings() {
+        let mut spec =
+            ServerSpec::new("valkey-server", Ipv4Addr::new(127, 0, 0, 9), 7001, "/tmp/m");
+        let plain = spec.args().unwrap();
+        assert!(
+            !plain.iter().any(|a| a.starts_with("--cluster")),
+            "{plain:?}"
+        );
+        spec.cluster = Some(ServerCluster::new(40123, Duration::from_millis(1500)));
+        let args = spec.args().unwrap();
+        let got = pairs(&args);
+        for expected in [
+            ("--cluster-enabled", "yes"),
+            ("--cluster-config-file", "nodes.conf"),
+            ("--cluster-port", "40123"),
+            ("--cluster-node-timeout", "1500"),
+            ("--cluster-replica-no-failover", "yes"),
+            ("--cluster-allow-replica-migration", "no"),
+            ("--cluster-require-full-coverage", "no"),
+            ("--cluster-announce-ip", "127.0.0.9"),
+        ] {
+            assert!(got.contains(&expected), "{expected:?} not in {got:?}");
+        }
+        assert!(!args.iter().any(|a| a.contains("hostname")));
+        spec.cluster.as_mut().unwrap().announce_hostname = Some("kv-0-1.kv".into());
+        let args = spec.args().unwrap();
+        let got = pairs(&args);
+        assert!(got.contains(&("--cluster-announce-hostname", "kv-0-1.kv")));
+        assert!(got.contains(&("--cluster-preferred-endpoint-type", "hostname")));
+        // The field owns these; `config` cannot turn the operator's choices back.
+        for key in [
+            "cluster-replica-no-failover",
+            "cluster-port",
+            "cluster-enabled",
+        ] {
+            let mut bad = spec.clone();
+            bad.config.insert(key.into(), "no".into());
+            assert!(
+                matches!(bad.args(), Err(ServerError::ReservedKey { .. })),
+                "{key}"
+            );
+        }
+        let mut both = spec.clone();
+        both.replicaof = Some("127.0.0.8:7000".parse().unwrap());
+        assert!(matches!(
+            both.args(),
+            Err(ServerError::ClusterConflict { .. })
+        ));
+        let mut same = spec.clone();
+        same.cluster.as_mut().unwrap().bus_port = 7001;
+        assert!(matches!(
+            same.args(),
+            Err(ServerError::ClusterConflict { .. })
+        ));
     }
 
     #[test]
