@@ -70,7 +70,9 @@ pub trait Platform: Send + Sync {
     /// not given, or one that serves as the primary.
     fn retire(&self, members: &[String]) -> impl Future<Output = Result<(), PlatformError>> + Send;
 
-    /// Sends new client connections to `primary` (and closes connections to any other).
+    /// Sends new client connections to `primary`. Connections already established stay with
+    /// the member they reached, as behind a Kubernetes Service: moving the endpoint fences
+    /// nothing (safety rule 7: the demoted member is fenced on the member itself).
     fn point_endpoint(
         &self,
         primary: SocketAddr,
