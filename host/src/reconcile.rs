@@ -79,6 +79,11 @@ impl<P: Platform> Reconciler<P> {
     /// Runs observe → decide → act once and records the result in `self.status`.
     pub async fn reconcile<Q: Policies>(&mut self, spec: &KvClusterSpec, policies: &Q) -> Outcome {
         let now = now_ms();
+        // `spec.failureDetection` overrides the operator's timings field by field.
+        let settings = match &spec.failure_detection {
+            Some(fd) => fd.apply(&self.settings),
+            None => self.settings.clone(),
+        };
         let observed = match observe::collect(
             &self.platform,
             spec,
@@ -86,13 +91,14 @@ impl<P: Platform> Reconciler<P> {
             &self.namespace,
             &self.clients,
             &mut self.tracker,
+            settings.probe_timeout,
         )
         .await
         {
             Ok(o) => o,
             Err(e) => {
                 self.status.event(now, true, "ObserveFailed", e.to_string());
-                let plan = Plan::new(self.settings.probe_interval);
+                let plan = Plan::new(settings.probe_interval);
                 return Outcome {
                     plan,
                     error: Some(e.to_string()),
@@ -103,7 +109,7 @@ impl<P: Platform> Reconciler<P> {
         let input = decide::Input {
             spec,
             observed: &observed,
-            settings: &self.settings,
+            settings: &settings,
             snapshots: snapshot_policy.as_ref(),
             save_attempts: &self.save_attempts,
         };
@@ -177,7 +183,7 @@ impl<P: Platform> Reconciler<P> {
                     } else {
                         MAX_ACTION_BACKOFF
                     };
-                    plan.requeue_after = backoff(self.settings.probe_interval, attempts).min(cap);
+                    plan.requeue_after = backoff(settings.probe_interval, attempts).min(cap);
                     let message = format!(
                         "{} failed ({attempts} in a row, next attempt in {} ms): {e}",
                         action.describe(),

@@ -103,6 +103,10 @@ pub fn validate_spec(spec: &KvClusterSpec) -> Result<(), SpecError> {
         }
     }
     validate_auth(spec)?;
+    if let Some(fd) = &spec.failure_detection {
+        fd.validate()
+            .map_err(|(field, message)| err(field, message))?;
+    }
     for (key, _) in spec.config.iter() {
         if key.trim().is_empty() || key.contains(char::is_whitespace) {
             return Err(err(
@@ -406,6 +410,20 @@ mod tests {
         let e = validate_spec(&spec).unwrap_err();
         assert_eq!(e.field, "shards");
         assert!(e.to_string().contains("only 1"));
+    }
+
+    #[test]
+    fn failure_detection_outside_its_bounds_is_refused() {
+        let mut spec: KvClusterSpec = serde_norway::from_str(
+            "engine: {kind: valkey}\nfailureDetection: {probeTimeoutMs: 100, failureThreshold: 2}\n",
+        )
+        .unwrap();
+        assert_eq!(validate_spec(&spec), Ok(()));
+        if let Some(fd) = spec.failure_detection.as_mut() {
+            fd.failure_threshold = Some(1);
+        }
+        let e = validate_spec(&spec).unwrap_err();
+        assert_eq!(e.field, "failureDetection.failureThreshold", "{e}");
     }
 
     #[test]

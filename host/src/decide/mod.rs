@@ -26,6 +26,9 @@ use std::time::Duration;
 pub struct Settings {
     /// Consecutive observations without a primary before the primary counts as lost.
     pub failure_threshold: u32,
+    /// Longest one probe of a member (connect, authenticate, `INFO`) may take before the
+    /// member counts as not answering.
+    pub probe_timeout: Duration,
     /// Requeue delay while something is moving (starting, syncing, no primary).
     pub probe_interval: Duration,
     /// Requeue delay when everything is as desired.
@@ -41,6 +44,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             failure_threshold: 3,
+            probe_timeout: Duration::from_secs(1),
             probe_interval: Duration::from_millis(200),
             steady_interval: Duration::from_secs(2),
             policy_retry: Duration::from_secs(2),

@@ -7,6 +7,7 @@ use crate::platform::{Platform, PlatformError};
 use futures::future::join_all;
 use kvpilot_sdk::Role;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// What observe remembers between reconciles: only the failure-detection counter, which is
 /// about time and so cannot be read off the members. Losing it (restart) only delays a failover.
@@ -24,6 +25,7 @@ pub async fn collect<P: Platform>(
     namespace: &str,
     clients: &Clients,
     tracker: &mut Tracker,
+    probe_timeout: Duration,
 ) -> Result<Observed, PlatformError> {
     let members = platform.members().await?;
     let now_unix = crate::reconcile::now_ms() as i64 / 1000;
@@ -34,7 +36,15 @@ pub async fn collect<P: Platform>(
         if !m.running {
             return None;
         }
-        probe(clients, &m.name, m.addr, snapshots).await
+        // The whole probe (connect, AUTH, INFO) is bounded: a member that does not answer
+        // in time counts as not answering (spec.failureDetection.probeTimeoutMs).
+        tokio::time::timeout(
+            probe_timeout,
+            probe(clients, &m.name, m.addr, snapshots, probe_timeout),
+        )
+        .await
+        .ok()
+        .flatten()
     }))
     .await;
     let engine_version = reports
@@ -98,6 +108,7 @@ async fn probe(
     member: &str,
     addr: SocketAddr,
     snapshots: bool,
+    timeout: Duration,
 ) -> Option<(MemberReport, SnapshotSettings)> {
     let client = match clients.get(member, addr).await {
         Ok(c) => c,
@@ -112,7 +123,7 @@ async fn probe(
             return None;
         }
     };
-    let report = match client.observe().await {
+    let report = match client.observe_within(timeout).await {
         Ok(report) => report,
         Err(e) => {
             tracing::debug!(%addr, error = %e, "observe failed");
