@@ -64,6 +64,15 @@ pub async fn act<P: Platform>(
                 }
             }
         }
+        Action::StopHung { members } => {
+            platform.stop_hung(members).await?;
+            for name in members {
+                if let Ok(addr) = ctx.addr(name) {
+                    clients.forget(addr).await;
+                }
+            }
+        }
+        Action::Fence { members } => ctx.fence(members).await?,
         Action::Failover {
             promote,
             repoint,
@@ -71,14 +80,23 @@ pub async fn act<P: Platform>(
             ..
         } => {
             let new_primary = ctx.addr(promote)?;
+            // A primary being replaced that answers is demoted first (rule 7): from its
+            // REPLICAOF on it refuses writes, so nothing it acknowledges after this point can
+            // be lost. If that fails, nothing is promoted and the next reconcile looks again.
+            ctx.replicate_all_or_nothing(fence, promote).await?;
             ctx.client(promote)
                 .await?
                 .replicaof_no_one()
                 .await
                 .map_err(|e| engine_err(promote, e))?;
-            // Move clients first: every write after this point reaches the new primary.
+            // Move clients next: every new connection reaches the new primary.
             platform.point_endpoint(new_primary).await?;
-            let repointed = ctx.replicate(repoint, promote).await;
+            let others: Vec<String> = repoint
+                .iter()
+                .filter(|m| !fence.contains(m))
+                .cloned()
+                .collect();
+            let repointed = ctx.replicate(&others, promote).await;
             let fenced = ctx.fence(fence).await;
             repointed.and(fenced)?;
         }
@@ -134,6 +152,27 @@ pub async fn act<P: Platform>(
     Ok(())
 }
 
+/// The members whose clients `action` disconnected when it succeeded: status then no
+/// longer counts a fence as pending for them (rule 7).
+pub fn fenced(action: &Action, observed: &Observed) -> Vec<String> {
+    match action {
+        Action::Fence { members } => members.clone(),
+        Action::Handover { from, .. } => vec![from.clone()],
+        Action::Failover { fence, .. } | Action::PointEndpoint { fence, .. } => fence.clone(),
+        Action::Replicate { members, .. } => members
+            .iter()
+            .filter(|m| {
+                observed
+                    .members
+                    .iter()
+                    .any(|o| &o.name == *m && o.is(kvpilot_sdk::Role::Primary))
+            })
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 struct Ctx<'a> {
     observed: &'a Observed,
     clients: &'a Clients,
@@ -181,6 +220,23 @@ impl Ctx<'_> {
             }
         }
         first
+    }
+
+    /// `REPLICAOF primary` on each member, stopping at the first error.
+    async fn replicate_all_or_nothing(
+        &self,
+        members: &[String],
+        primary: &str,
+    ) -> Result<(), ActError> {
+        let target = engine::HostPort::from(self.addr(primary)?);
+        for m in members {
+            self.client(m)
+                .await?
+                .replicaof(&target)
+                .await
+                .map_err(|e| engine_err(m, e))?;
+        }
+        Ok(())
     }
 
     /// Safety rule 7: kill normal client connections on demoted members.

@@ -84,7 +84,7 @@ impl<P: Platform> Reconciler<P> {
             Some(fd) => fd.apply(&self.settings),
             None => self.settings.clone(),
         };
-        let observed = match observe::collect(
+        let mut observed = match observe::collect(
             &self.platform,
             spec,
             &self.name,
@@ -105,6 +105,9 @@ impl<P: Platform> Reconciler<P> {
                 };
             }
         };
+        // What status recorded of each member: all there is to know of one that is down,
+        // hung or loading (rules 2 and 7); status survives an operator restart.
+        self.status.remember(&mut observed);
         let snapshot_policy = spec.snapshots.as_ref().and_then(|s| s.policy());
         let input = decide::Input {
             spec,
@@ -173,6 +176,8 @@ impl<P: Platform> Reconciler<P> {
             match result {
                 Ok(()) => {
                     self.failed_action = None;
+                    self.status
+                        .fence_done(&crate::act::fenced(action, &observed));
                     self.status.event(now, false, "Action", action.describe());
                 }
                 Err(e) => {

@@ -3,7 +3,7 @@
 //! `KvCluster.status`.
 
 use crate::decide::{Blocker, Plan};
-use crate::observe::Observed;
+use crate::observe::{KnownRole, LastKnown, Observed};
 use crate::policy::{DecisionRecord, Hook};
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +60,34 @@ pub struct MemberStatus {
     /// Its last snapshot failed and is retried at `next_snapshot_unix`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub snapshot_retrying: bool,
+    /// What it last answered with its dataset loaded (role, replication history, keys) and
+    /// whether a fence of its clients is pending; kept while it is down or loading, and read
+    /// back after an operator restart (safety rules 2 and 7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_known: Option<LastKnown>,
+}
+
+impl MemberStatus {
+    /// A member known only by what status recorded (status read back after a restart).
+    pub fn remembered(name: &str, last_known: Option<LastKnown>) -> MemberStatus {
+        MemberStatus {
+            name: name.to_string(),
+            address: String::new(),
+            role: "down".to_string(),
+            revision: None,
+            ready: false,
+            offset: 0,
+            keys: 0,
+            link_up: false,
+            last_snapshot_unix: None,
+            last_snapshot_ok: None,
+            snapshot_schedule: None,
+            next_snapshot_unix: None,
+            snapshot_due: false,
+            snapshot_retrying: false,
+            last_known,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,6 +221,33 @@ impl ClusterStatus {
     pub fn condition(&self, kind: &str) -> Option<&Condition> {
         self.conditions.iter().find(|c| c.kind == kind)
     }
+
+    /// Hands decide what status recorded of each member (rules 2 and 7): it is all that is
+    /// known of a member that is down, hung or loading.
+    pub fn remember(&self, observed: &mut Observed) {
+        for m in &mut observed.members {
+            m.last_known = self
+                .members
+                .iter()
+                .find(|s| s.name == m.name)
+                .and_then(|s| s.last_known.clone());
+        }
+    }
+
+    /// `members` had their normal clients disconnected after their demotion: no fence is
+    /// pending for them any more, and they count as replicas.
+    pub fn fence_done(&mut self, members: &[String]) {
+        for m in self
+            .members
+            .iter_mut()
+            .filter(|m| members.contains(&m.name))
+        {
+            if let Some(known) = m.last_known.as_mut() {
+                known.fence_pending = false;
+                known.role = KnownRole::Replica;
+            }
+        }
+    }
 }
 
 fn trim<T>(v: &mut Vec<T>, keep: usize) {
@@ -221,7 +276,7 @@ fn member_status(
         revision: m.revision.clone(),
         ready: m.ready(),
         offset: r.map(|r| r.offset).unwrap_or(0),
-        keys: r.map(|r| r.keys).unwrap_or(0),
+        keys: r.and_then(|r| r.keys).unwrap_or(0),
         link_up: r.is_some_and(|r| r.link_up || r.role == kvpilot_sdk::Role::Primary),
         last_snapshot_unix: r.and_then(last_snapshot),
         last_snapshot_ok: r.and_then(|r| match r.last_bgsave_ok {
@@ -234,6 +289,7 @@ fn member_status(
         next_snapshot_unix: None,
         snapshot_due: false,
         snapshot_retrying: false,
+        last_known: last_known(m, plan, before),
     };
     if let Some(s) = plan.schedules.iter().find(|s| s.member == m.name) {
         status.snapshot_schedule = s.cron.clone();
@@ -258,6 +314,35 @@ fn member_status(
         status.snapshot_schedule = Some(cron);
     }
     status
+}
+
+/// What to keep of `m`: what it answered now if it answered with its dataset loaded, else
+/// what was kept before; with the fence `decide` found pending.
+fn last_known(
+    m: &crate::observe::ObservedMember,
+    plan: &Plan,
+    before: Option<&MemberStatus>,
+) -> Option<LastKnown> {
+    let pending = plan.fence_pending.contains(&m.name);
+    let now = m.report.as_ref().filter(|r| m.running && !r.loading);
+    let role = now.and_then(|r| match r.role {
+        kvpilot_sdk::Role::Primary => Some(KnownRole::Primary),
+        kvpilot_sdk::Role::Replica => Some(KnownRole::Replica),
+        kvpilot_sdk::Role::Unknown => None,
+    });
+    match (now, role) {
+        (Some(r), Some(role)) if r.history.is_some() && r.keys.is_some() => Some(LastKnown {
+            role,
+            history: r.history.clone().unwrap_or_default(),
+            keys: r.keys.unwrap_or(0),
+            started_unix: r.started_unix,
+            fence_pending: pending,
+        }),
+        _ => before.and_then(|b| b.last_known.clone()).map(|mut k| {
+            k.fence_pending = pending;
+            k
+        }),
+    }
 }
 
 /// The member's last snapshot, if this server process made one. `LASTSAVE` is the start time
@@ -381,6 +466,7 @@ mod tests {
                 clock_unix: Some(STARTED + 100),
                 ..Default::default()
             }),
+            last_known: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //!
 //! The only calls out are the policy hooks; there is no I/O and no clock here.
 
+mod history;
 mod members;
 mod plan;
 mod rollout;
@@ -69,6 +70,14 @@ pub struct Input<'a> {
 /// Decides the next step for one cluster.
 pub async fn decide<P: Policies>(input: &Input<'_>, policies: &P) -> Plan {
     let mut plan = steps(input, policies).await;
+    // Known whatever the plan is (also while it waits), so status never drops a pending fence.
+    plan.fence_pending = input
+        .observed
+        .members
+        .iter()
+        .filter(|m| topology::fence_pending(m))
+        .map(|m| m.name.clone())
+        .collect();
     // Snapshots are configured but this plan did not get to them (something else is moving,
     // or the hook failed): the schedules last decided still hold, and status keeps them.
     plan.snapshots_deferred = input.snapshots.is_some() && plan.schedules.is_empty();

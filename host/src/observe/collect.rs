@@ -1,6 +1,6 @@
 //! Builds [`Observed`] from the platform and one `observe()` round trip per running member.
 
-use super::{Clients, Observed, ObservedMember, Replication};
+use super::{Clients, History, Observed, ObservedMember, Replication};
 use crate::api::KvClusterSpec;
 use crate::engine::{self, Dialect, FailoverState, MemberReport};
 use crate::platform::{Platform, PlatformError};
@@ -70,6 +70,8 @@ pub async fn collect<P: Platform>(
             report: report
                 .as_ref()
                 .map(|(r, snapshot)| replication(r, snapshot)),
+            // Filled from status by the reconciler: observe reads only the members.
+            last_known: None,
         })
         .collect();
     if observed_members
@@ -174,7 +176,19 @@ fn replication(r: &MemberReport, snapshot: &SnapshotSettings) -> Replication {
             .is_some_and(|p| p.sync_in_progress),
         loading: r.persistence.loading || r.persistence.async_loading || r.keys.is_none(),
         offset: r.offset().unwrap_or(0),
-        keys: r.keys.unwrap_or(0),
+        // While a dataset loads the server reports a throwaway ID at offset 0: unknown.
+        history: match (&r.replication.replid, r.keys) {
+            (Some(id), Some(_)) if !r.persistence.loading => Some(History {
+                replid: id.clone(),
+                replid2: r.replication.replid2.clone(),
+                previous_until_offset: r.replication.second_repl_offset,
+                // The member's own position in the stream, which PSYNC compares (a replica
+                // never connected reports `slave_repl_offset:1` but `master_repl_offset:0`).
+                offset: r.replication.master_repl_offset.unwrap_or(0),
+            }),
+            _ => None,
+        },
+        keys: r.keys,
         online_replicas: r
             .replication
             .replicas

@@ -16,7 +16,7 @@ use crate::observe::{Access, Clients};
 use crate::platform::Platform;
 use crate::policy::{FailurePolicy, Hook, PolicyRuntime, WasmPolicies};
 use crate::reconcile::Reconciler;
-use crate::status::{ClusterStatus, Condition};
+use crate::status::{ClusterStatus, Condition, MemberStatus};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Service};
@@ -167,15 +167,24 @@ impl Context {
             kc.spec.replicas + 1,
             self.member_port,
         );
+        let mut reconciler = Reconciler::new(
+            &kc.name_any(),
+            namespace,
+            platform,
+            // Configured from the Secrets at the start of every reconcile.
+            Clients::with_access(access::dialect(kc), Access::default()),
+            self.settings.clone(),
+        );
+        // What the last operator recorded of each member (history, role, pending fences):
+        // all there is to know of a member that is down or loading now (rules 2 and 7).
+        reconciler.status.members = kc
+            .status
+            .iter()
+            .flat_map(|s| &s.members)
+            .map(|m| MemberStatus::remembered(&m.name, m.last_known.clone()))
+            .collect();
         let state = Arc::new(tokio::sync::Mutex::new(ClusterState {
-            reconciler: Reconciler::new(
-                &kc.name_any(),
-                namespace,
-                platform,
-                // Configured from the Secrets at the start of every reconcile.
-                Clients::with_access(access::dialect(kc), Access::default()),
-                self.settings.clone(),
-            ),
+            reconciler,
             bound: None,
             policy_failures: 0,
             last_status_write: None,
@@ -615,6 +624,10 @@ fn status_write_needed(
         let mut s = s.clone();
         for m in &mut s.members {
             m.offset = 0;
+            if let Some(known) = m.last_known.as_mut() {
+                known.history.offset = 0;
+                known.keys = 0;
+            }
         }
         s
     };
@@ -774,6 +787,7 @@ mod tests {
                 next_snapshot_time: None,
                 snapshot_due: false,
                 snapshot_retrying: false,
+                last_known: None,
             }],
             ..Default::default()
         }
