@@ -757,6 +757,101 @@ async fn bootstrap_rollout_under_writes_and_failover_through_kubernetes() {
     proxy.abort();
 }
 
+/// Rule 7 through Kubernetes: the primary's server is frozen (SIGSTOP) while clients hold
+/// persistent connections through the `-primary` Service (its kube-proxy stand-in keeps
+/// established connections when the endpoints change, as a real one does). The operator must
+/// force-delete the hung pod before it promotes a replica; the frozen server resumes as soon
+/// as that happens, inside the kubelet's 2 s window between SIGTERM and SIGKILL, and gets to
+/// answer the writes queued on its sockets. Every acknowledged write must be on the final
+/// primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_primary_that_resumes_loses_no_acknowledged_write_through_kubernetes() {
+    use kvpilot::platform::local::server::Server;
+    use operator_support::proxy::PrimaryProxy;
+    let r = run_cluster("hung", "engine: {kind: valkey}\nreplicas: 2\n").await;
+    let status = wait_ready(&r, "hung", "bootstrap").await;
+    let victim = status.primary.clone().expect("a primary");
+    let port = r.kubelet.addr(&victim).await.port();
+    let proxy = PrimaryProxy::start(&r.client, "hung", port).await;
+    let writers: Vec<Writer> = (0..3)
+        .map(|i| {
+            Writer::start_with(
+                proxy.addr(),
+                &format!("w{i}"),
+                Duration::from_secs(300),
+                Duration::from_secs(60),
+            )
+        })
+        .collect();
+    for w in &writers {
+        more_acks(w, 0, 50, "writes through the Service").await;
+    }
+    let frozen = Server::adopt(&r.kubelet.server_dir(&victim).await).expect("adopt");
+    frozen.pause().expect("SIGSTOP the primary's server");
+    let stopped = std::time::Instant::now();
+    eventually("the operator acts on the hung primary", PHASE, || async {
+        let deleted = r.kubelet.history().await.deleted.contains(&victim);
+        let primary = get_cluster(&r.client, "hung")
+            .await
+            .status
+            .and_then(|s| s.primary);
+        if deleted || primary.as_ref().is_some_and(|p| *p != victim) {
+            Ok(())
+        } else {
+            Err(format!("primary {primary:?}"))
+        }
+    })
+    .await;
+    // Inside the kill window (or, without the force delete, after the promotion).
+    let resumed = frozen.resume().is_ok();
+    let after = eventually("a replica promoted and labelled", PHASE, || async {
+        let s = get_cluster(&r.client, "hung")
+            .await
+            .status
+            .unwrap_or_default();
+        match &s.primary {
+            Some(p)
+                if *p != victim
+                    && labelled_primary(&r.client, "hung").await.as_ref() == Some(p) =>
+            {
+                Ok(p.clone())
+            }
+            other => Err(format!("primary {other:?}")),
+        }
+    })
+    .await;
+    eprintln!("SIGSTOP to a labelled new primary: {:?}", stopped.elapsed());
+    wait_ready(&r, "hung", "every member back").await;
+    let counts: Vec<usize> = {
+        let mut v = Vec::new();
+        for w in &writers {
+            v.push(w.acked().await);
+        }
+        v
+    };
+    for (w, n) in writers.iter().zip(counts) {
+        more_acks(w, n, 20, "writes continue on the new primary").await;
+    }
+    let addr = r.kubelet.addr(&after).await;
+    for w in writers {
+        let prefix = w.prefix().to_string();
+        let log = w.stop().await;
+        let seqs: Vec<u64> = log.acks.iter().map(|a| a.seq).collect();
+        let lost = verify::missing(addr, &prefix, &seqs).await.expect("read");
+        assert!(
+            lost.is_empty(),
+            "{prefix}: {} acknowledged writes are not on {after} (old primary resumed: \
+             {resumed}): {:?}",
+            lost.len(),
+            &lost[..lost.len().min(20)]
+        );
+    }
+    assert!(
+        r.kubelet.history().await.deleted.contains(&victim),
+        "the hung pod was deleted"
+    );
+}
+
 /// A tiny HTTP/1.1 server on 127.0.0.1 for url PolicyPlugins: `/plugin.wasm` answers 200
 /// with `body`, `/moved` a 302 to it, anything else 404. Counts the requests it answered;
 /// stops when dropped.
