@@ -4,6 +4,7 @@
 use crate::api::KvClusterSpec;
 use crate::decide::Action;
 use crate::engine::{self, EngineError, Role};
+use crate::leadership::{Leadership, NotLeader};
 use crate::observe::{Clients, Observed};
 use crate::platform::{Platform, PlatformError};
 use std::net::SocketAddr;
@@ -23,6 +24,8 @@ pub enum ActError {
     },
     #[error(transparent)]
     Platform(#[from] PlatformError),
+    #[error(transparent)]
+    NotLeader(#[from] NotLeader),
     #[error("decide named {0}, which the platform does not list")]
     UnknownMember(String),
     #[error("handover from {from} to {to} finished, but the roles are not confirmed: {detail}")]
@@ -33,30 +36,40 @@ pub enum ActError {
     },
 }
 
-/// Carries out `action` against the members in `observed`.
+/// Carries out `action` against the members in `observed`. `leadership` is asked right before
+/// each platform call and each command to a member (rule 9): a leader that lost its lease
+/// half-way stops there, and the next leader observes what was done.
 pub async fn act<P: Platform>(
     action: &Action,
     observed: &Observed,
     spec: &KvClusterSpec,
     platform: &P,
     clients: &Clients,
+    leadership: &dyn Leadership,
 ) -> Result<(), ActError> {
-    let ctx = Ctx { observed, clients };
+    let ctx = Ctx {
+        observed,
+        clients,
+        leadership,
+    };
     match action {
         Action::Start {
             members,
             replica_of,
         } => {
             let primary = replica_of.as_deref().map(|p| ctx.addr(p)).transpose()?;
+            leadership.check()?;
             platform.start(members, primary).await?;
         }
         Action::Restart { member, replica_of } => {
             let primary = replica_of.as_deref().map(|p| ctx.addr(p)).transpose()?;
             let addr = ctx.addr(member)?;
+            leadership.check()?;
             platform.restart(member, primary).await?;
             clients.forget(addr).await;
         }
         Action::Retire { members } => {
+            leadership.check()?;
             platform.retire(members).await?;
             for name in members {
                 if let Ok(addr) = ctx.addr(name) {
@@ -65,6 +78,7 @@ pub async fn act<P: Platform>(
             }
         }
         Action::StopHung { members } => {
+            leadership.check()?;
             platform.stop_hung(members).await?;
             for name in members {
                 if let Ok(addr) = ctx.addr(name) {
@@ -90,6 +104,7 @@ pub async fn act<P: Platform>(
                 .await
                 .map_err(|e| engine_err(promote, e))?;
             // Move clients next: every new connection reaches the new primary.
+            leadership.check()?;
             platform.point_endpoint(new_primary).await?;
             let others: Vec<String> = repoint
                 .iter()
@@ -110,6 +125,7 @@ pub async fn act<P: Platform>(
             ctx.fence(&demoted).await?;
         }
         Action::PointEndpoint { primary, fence } => {
+            leadership.check()?;
             platform.point_endpoint(ctx.addr(primary)?).await?;
             ctx.fence(fence).await?;
         }
@@ -144,6 +160,7 @@ pub async fn act<P: Platform>(
             ctx.confirm(from, to).await?;
             // The endpoint moves before the fence so that clients the fence disconnects
             // reconnect straight to the new primary.
+            leadership.check()?;
             platform.point_endpoint(ctx.addr(to)?).await?;
             ctx.fence(std::slice::from_ref(from)).await?;
             tracing::info!(%from, %to, handover_ms = handed.as_millis() as u64, total_ms = started.elapsed().as_millis() as u64, "handover done");
@@ -176,6 +193,7 @@ pub fn fenced(action: &Action, observed: &Observed) -> Vec<String> {
 struct Ctx<'a> {
     observed: &'a Observed,
     clients: &'a Clients,
+    leadership: &'a dyn Leadership,
 }
 
 impl Ctx<'_> {
@@ -195,7 +213,10 @@ impl Ctx<'_> {
             .any(|m| m.name == member && m.is(kvpilot_sdk::Role::Primary))
     }
 
+    /// A connection to `member`, to send it one command: leadership is checked first, so
+    /// every command of an action is (rule 9).
     async fn client(&self, member: &str) -> Result<engine::Client, ActError> {
+        self.leadership.check()?;
         let addr = self.addr(member)?;
         self.clients
             .get(member, addr)

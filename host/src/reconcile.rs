@@ -6,6 +6,7 @@
 use crate::act::act;
 use crate::api::KvClusterSpec;
 use crate::decide::{self, Blocker, Plan, SaveAttempts, Settings};
+use crate::leadership::{Alone, Leadership};
 use crate::observe::{self, Clients, Tracker};
 use crate::platform::Platform;
 use crate::policy::Policies;
@@ -34,6 +35,8 @@ pub struct Reconciler<P: Platform> {
     save_attempts: SaveAttempts,
     /// The last action that failed, until an action succeeds or decide stops asking for it.
     failed_action: Option<FailedAction>,
+    /// Asked right before every action (rule 9); [`Alone`] unless an election is in force.
+    pub leadership: std::sync::Arc<dyn Leadership>,
 }
 
 /// An action that failed, how often in a row, and why (shown in status until it clears).
@@ -73,6 +76,7 @@ impl<P: Platform> Reconciler<P> {
             policy_failures: 0,
             failed_action: None,
             save_attempts: SaveAttempts::default(),
+            leadership: std::sync::Arc::new(Alone),
         }
     }
 
@@ -169,9 +173,30 @@ impl<P: Platform> Reconciler<P> {
             plan.requeue_after = Duration::from_millis(f.retry_at_ms - now);
             plan.action = None;
         }
+        // Rule 9: the plan was made on an observation that may be old by now (this process
+        // may have been paused); a process that does not lead any more drops it.
+        if plan.action.is_some()
+            && let Err(e) = self.leadership.check()
+        {
+            tracing::warn!(cluster = %self.name, error = %e, "not acting");
+            self.status.event(now, true, "NotLeader", e.to_string());
+            plan.action = None;
+            return Outcome {
+                plan,
+                error: Some(e.to_string()),
+            };
+        }
         if let Some(action) = plan.action.as_ref() {
             tracing::info!(cluster = %self.name, action = %action.describe(), "acting");
-            let result = act(action, &observed, spec, &self.platform, &self.clients).await;
+            let result = act(
+                action,
+                &observed,
+                spec,
+                &self.platform,
+                &self.clients,
+                &*self.leadership,
+            )
+            .await;
             self.save_attempts.note(&observed, &plan);
             match result {
                 Ok(()) => {

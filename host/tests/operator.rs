@@ -113,6 +113,54 @@ async fn reconcile_creates_owned_objects_and_reports_status() {
     assert!(cms.items[0].data.as_ref().unwrap()["server.conf"].contains("hz 20"));
 }
 
+/// Rule 9: an operator that does not lead (its lease expired while it was paused, or another
+/// holds it) writes nothing: no object, no status, no event.
+#[tokio::test]
+async fn an_operator_that_does_not_lead_writes_nothing() {
+    struct Follower;
+    impl kvpilot::leadership::Leadership for Follower {
+        fn check(&self) -> Result<(), kvpilot::leadership::NotLeader> {
+            Err(kvpilot::leadership::NotLeader(
+                "another operator holds the lease".into(),
+            ))
+        }
+    }
+    let client = fake_client().await;
+    create_cluster(
+        &client,
+        "cache",
+        spec("engine: {kind: valkey}\nreplicas: 2\n"),
+    )
+    .await;
+    let ctx = context_with_leadership(&client, 6379, Arc::new(Follower));
+    reconcile_once(&client, &ctx, "cache").await;
+    let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), NS)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(statefulsets.items.is_empty(), "no StatefulSet");
+    let services = Api::<Service>::namespaced(client.clone(), NS)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(services.items.is_empty(), "no Service");
+    assert!(
+        get_cluster(&client, "cache").await.status.is_none(),
+        "no status"
+    );
+    assert!(events_about(&client, "cache").await.is_empty(), "no event");
+    // The leader does it all.
+    let leader = context(&client, 6379);
+    reconcile_once(&client, &leader, "cache").await;
+    assert!(
+        Api::<StatefulSet>::namespaced(client.clone(), NS)
+            .get_opt("cache-s0")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
 #[tokio::test]
 async fn an_invalid_spec_sets_a_condition_and_creates_nothing() {
     let client = fake_client().await;

@@ -276,6 +276,15 @@ pub fn context(client: &Client, port: u16) -> Arc<Context> {
     Arc::new(new_context(client, port))
 }
 
+/// [`context`], acting only while `leadership` allows (rule 9).
+pub fn context_with_leadership(
+    client: &Client,
+    port: u16,
+    leadership: Arc<dyn kvpilot::leadership::Leadership>,
+) -> Arc<Context> {
+    Arc::new(new_context(client, port).with_leadership(leadership))
+}
+
 /// [`context`], trying a failed PolicyPlugin again after `base` (doubling up to `max`).
 pub fn context_with_plugin_retry(
     client: &Client,

@@ -12,6 +12,7 @@ use super::policies::{self, ClusterPolicies, HookProblem, PluginProblem, RetryBa
 use super::{LABEL_CLUSTER, desired_objects, triggers};
 use crate::api::{KvCluster, KvClusterStatus, PolicyPlugin, StatusContext, validate_spec};
 use crate::decide::Settings;
+use crate::leadership::{Alone, Leadership};
 use crate::observe::{Access, Clients};
 use crate::platform::Platform;
 use crate::policy::{FailurePolicy, Hook, PolicyRuntime, WasmPolicies};
@@ -111,6 +112,9 @@ pub struct Context {
     pub health: Arc<Health>,
     /// Failed PolicyPlugin loads, shared by every cluster and the PolicyPlugin controller.
     pub plugin_retry: RetryBackoff,
+    /// Asked right before every write: applying objects, moving credentials, each step of a
+    /// plan, status and events (rule 9).
+    pub leadership: Arc<dyn Leadership>,
     clusters: tokio::sync::Mutex<HashMap<ClusterKey, Tracked>>,
 }
 
@@ -135,8 +139,15 @@ impl Context {
             member_port,
             health: Arc::new(Health::default()),
             plugin_retry: RetryBackoff::default(),
+            leadership: Arc::new(Alone),
             clusters: Default::default(),
         }
+    }
+
+    /// The same context, acting only while `leadership` allows.
+    pub fn with_leadership(mut self, leadership: Arc<dyn Leadership>) -> Context {
+        self.leadership = leadership;
+        self
     }
 
     /// The same context, waiting `base` (doubling up to `max`) before loading a failed
@@ -175,6 +186,7 @@ impl Context {
             Clients::with_access(access::dialect(kc), Access::default()),
             self.settings.clone(),
         );
+        reconciler.leadership = self.leadership.clone();
         // What the last operator recorded of each member (history, role, pending fences):
         // all there is to know of a member that is down or loading now (rules 2 and 7).
         reconciler.status.members = kc
@@ -222,6 +234,9 @@ impl Context {
         message: &str,
         related: Option<ObjectReference>,
     ) {
+        if self.leadership.check().is_err() {
+            return;
+        }
         let event = Event {
             type_: if warning {
                 EventType::Warning
@@ -267,6 +282,12 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
         ctx.clusters.lock().await.remove(&(namespace, name));
         return Ok(Action::await_change());
     }
+    // Rule 9: nothing below is done by an operator that does not lead (it may have been
+    // paused past its lease); each write further down asks again.
+    if let Err(e) = ctx.leadership.check() {
+        tracing::info!(cluster = %name, reason = %e, "not reconciling");
+        return Ok(Action::requeue(ERROR_REQUEUE));
+    }
     let state = ctx.state(kc, &namespace).await;
     let mut state = state.lock().await;
     let state = &mut *state;
@@ -283,6 +304,9 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
                 .map(|()| Action::requeue(INVALID_SPEC_REQUEUE));
         }
     };
+    if ctx.leadership.check().is_err() {
+        return Ok(Action::requeue(ERROR_REQUEUE));
+    }
     let applied = apply::apply_all(&ctx.client, &namespace, &name, &objects).await;
     report_applied(ctx, kc, state, &applied).await;
 
@@ -291,7 +315,9 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
     match access::read(&ctx.client, kc, &namespace).await {
         Ok(member_access) => {
             let clients = &state.reconciler.clients;
-            if clients.configure(access::dialect(kc), member_access) {
+            if clients.configure(access::dialect(kc), member_access)
+                && ctx.leadership.check().is_ok()
+            {
                 apply_credentials(&state.reconciler).await;
             }
         }
@@ -522,6 +548,10 @@ pub async fn reconcile_plugin(
     pp: Arc<PolicyPlugin>,
     ctx: Arc<Context>,
 ) -> Result<Action, PluginProblem> {
+    // Rule 9: the PolicyPlugin status is written by the leader only.
+    if ctx.leadership.check().is_err() {
+        return Ok(Action::requeue(ERROR_REQUEUE));
+    }
     match policies::load_and_record(&ctx.client, &ctx.runtime, &pp, &ctx.plugin_retry).await {
         Ok(_) => Ok(Action::await_change()),
         Err(problem) => {
@@ -573,7 +603,9 @@ async fn patch_status(
         },
     );
     let now = Instant::now();
-    if !status_write_needed(kc.status.as_ref(), &status, *last_write, now) {
+    if !status_write_needed(kc.status.as_ref(), &status, *last_write, now)
+        || ctx.leadership.check().is_err()
+    {
         return Ok(());
     }
     let mut value = serde_json::to_value(&status).unwrap_or_default();
