@@ -652,4 +652,61 @@ mod tests {
             "the failover decisions were kept"
         );
     }
+
+    #[test]
+    fn what_a_member_last_answered_is_kept_while_it_is_down_or_loading() {
+        use crate::observe::History;
+        let history = |offset| History {
+            replid: "r1".into(),
+            offset,
+            ..Default::default()
+        };
+        let mut m = member(Some(0), Some(true), STARTED);
+        if let Some(r) = m.report.as_mut() {
+            r.role = kvpilot_sdk::Role::Primary;
+            r.history = Some(history(500));
+            r.keys = Some(7);
+        }
+        let mut plan = Plan::new(Duration::from_secs(1));
+        let mut status = ClusterStatus::default();
+        status.record(&observed(vec![m.clone()]), &plan, 1);
+        let kept = status.members[0].last_known.clone().expect("recorded");
+        assert_eq!(kept.role, KnownRole::Primary);
+        assert_eq!(kept.history.offset, 500);
+        assert_eq!(kept.keys, 7);
+        assert!(!kept.fence_pending);
+        // Loading (keys and history unknown), then down: the record stays; decide's pending
+        // fence is recorded with it.
+        let mut loading = m.clone();
+        if let Some(r) = loading.report.as_mut() {
+            r.loading = true;
+            r.keys = None;
+            r.history = None;
+        }
+        plan.fence_pending = vec!["kv-0".into()];
+        status.record(&observed(vec![loading]), &plan, 2);
+        let kept = status.members[0].last_known.clone().expect("kept");
+        assert_eq!((kept.history.offset, kept.keys), (500, 7));
+        assert!(kept.fence_pending);
+        let mut down = m;
+        down.running = false;
+        down.report = None;
+        status.record(&observed(vec![down.clone()]), &plan, 3);
+        assert_eq!(
+            status.members[0].last_known.as_ref().map(|k| k.keys),
+            Some(7)
+        );
+        // Read back by the next decide, and cleared by a successful fence.
+        let mut obs = observed(vec![down]);
+        status.remember(&mut obs);
+        assert_eq!(obs.members[0].last_known, status.members[0].last_known);
+        status.fence_done(&["kv-0".to_string()]);
+        let done = status.members[0].last_known.clone().expect("kept");
+        assert!(!done.fence_pending);
+        assert_eq!(done.role, KnownRole::Replica);
+        // It survives a round trip through the status file.
+        let text = serde_json::to_string(&status).expect("json");
+        let back: ClusterStatus = serde_json::from_str(&text).expect("parse");
+        assert_eq!(back.members[0].last_known, status.members[0].last_known);
+    }
 }

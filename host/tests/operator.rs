@@ -819,6 +819,17 @@ async fn a_hung_primary_that_resumes_loses_no_acknowledged_write_through_kuberne
     let r = run_cluster("hung", "engine: {kind: valkey}\nreplicas: 2\n").await;
     let status = wait_ready(&r, "hung", "bootstrap").await;
     let victim = status.primary.clone().expect("a primary");
+    // What the operator knows of each member is in the KvCluster status, for the next one.
+    for m in &status.members {
+        let known = m.last_known.as_ref().expect("recorded in status");
+        assert!(!known.history.replid.is_empty(), "{m:?}");
+        let want = if m.name == victim {
+            kvpilot::observe::KnownRole::Primary
+        } else {
+            kvpilot::observe::KnownRole::Replica
+        };
+        assert_eq!(known.role, want, "{m:?}");
+    }
     let port = r.kubelet.addr(&victim).await.port();
     let proxy = PrimaryProxy::start(&r.client, "hung", port).await;
     let writers: Vec<Writer> = (0..3)

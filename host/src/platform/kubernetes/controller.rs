@@ -885,6 +885,35 @@ mod tests {
             just_written,
             t0 + VOLATILE_STATUS_REFRESH
         ));
+        // The recorded offset and key count are volatile too; the recorded role is not.
+        let with_known = |offset: u64, role| {
+            let mut s = status(1, true);
+            s.members[0].last_known = Some(crate::observe::LastKnown {
+                role,
+                history: crate::observe::History {
+                    replid: "r1".into(),
+                    offset,
+                    ..Default::default()
+                },
+                keys: offset,
+                started_unix: None,
+                fence_pending: false,
+            });
+            s
+        };
+        let primary = crate::observe::KnownRole::Primary;
+        assert!(!status_write_needed(
+            Some(&with_known(10, primary)),
+            &with_known(99, primary),
+            just_written,
+            t0 + Duration::from_secs(1)
+        ));
+        assert!(status_write_needed(
+            Some(&with_known(10, primary)),
+            &with_known(10, crate::observe::KnownRole::Replica),
+            just_written,
+            t0 + Duration::from_secs(1)
+        ));
         // This operator never wrote it (restart): written.
         assert!(status_write_needed(
             Some(&status(1, true)),
