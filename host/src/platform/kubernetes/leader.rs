@@ -208,13 +208,20 @@ pub async fn acquire_exclusive(
     match tokio::time::timeout(wait, lease.wait_for(|l| l.leading)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(_)) => Err("leader election stopped".into()),
-        Err(_) => {
-            let holder = holder.await.map(|h| format!(" ({h})")).unwrap_or_default();
-            Err(format!(
-                "another kvpilot operator{holder} holds the Lease and kept renewing it for {} s:                  refusing to start a second one, which would act on the same clusters. Stop the                  other operator, or run every replica with --leader-election",
+        Err(_) => Err(match holder.await {
+            Some(holder) => format!(
+                "another kvpilot operator ({holder}) holds the Lease and kept renewing it for {} \
+                 s: refusing to start a second one, which would act on the same clusters. Stop \
+                 the other operator, or run every replica with --leader-election",
                 wait.as_secs()
-            ))
-        }
+            ),
+            None => format!(
+                "could not take the Lease within {} s and cannot read who holds it: see the \
+                 `lease renewal failed` warnings (the operator needs get, create and update on \
+                 leases.coordination.k8s.io in the Lease's namespace)",
+                wait.as_secs()
+            ),
+        }),
     }
 }
 
