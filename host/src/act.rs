@@ -5,6 +5,7 @@ use crate::api::KvClusterSpec;
 use crate::decide::Action;
 use crate::engine::handover::{HandoverStep, Side};
 use crate::engine::{self, EngineError, Role};
+use crate::leadership::{Leadership, NotLeader};
 use crate::observe::{Clients, Observed};
 use crate::platform::{Platform, PlatformError};
 use std::net::SocketAddr;
@@ -24,6 +25,8 @@ pub enum ActError {
     },
     #[error(transparent)]
     Platform(#[from] PlatformError),
+    #[error(transparent)]
+    NotLeader(#[from] NotLeader),
     #[error("decide named {0}, which the platform does not list")]
     UnknownMember(String),
     #[error("handover from {from} to {to} finished, but the roles are not confirmed: {detail}")]
@@ -34,30 +37,40 @@ pub enum ActError {
     },
 }
 
-/// Carries out `action` against the members in `observed`.
+/// Carries out `action` against the members in `observed`. `leadership` is asked right before
+/// each platform call and each command to a member (rule 9): a leader that lost its lease
+/// half-way stops there, and the next leader observes what was done.
 pub async fn act<P: Platform>(
     action: &Action,
     observed: &Observed,
     spec: &KvClusterSpec,
     platform: &P,
     clients: &Clients,
+    leadership: &dyn Leadership,
 ) -> Result<(), ActError> {
-    let ctx = Ctx { observed, clients };
+    let ctx = Ctx {
+        observed,
+        clients,
+        leadership,
+    };
     match action {
         Action::Start {
             members,
             replica_of,
         } => {
             let primary = replica_of.as_deref().map(|p| ctx.addr(p)).transpose()?;
+            leadership.check()?;
             platform.start(members, primary).await?;
         }
         Action::Restart { member, replica_of } => {
             let primary = replica_of.as_deref().map(|p| ctx.addr(p)).transpose()?;
             let addr = ctx.addr(member)?;
+            leadership.check()?;
             platform.restart(member, primary).await?;
             clients.forget(addr).await;
         }
         Action::Retire { members } => {
+            leadership.check()?;
             platform.retire(members).await?;
             for name in members {
                 if let Ok(addr) = ctx.addr(name) {
@@ -65,6 +78,16 @@ pub async fn act<P: Platform>(
                 }
             }
         }
+        Action::StopHung { members } => {
+            leadership.check()?;
+            platform.stop_hung(members).await?;
+            for name in members {
+                if let Ok(addr) = ctx.addr(name) {
+                    clients.forget(addr).await;
+                }
+            }
+        }
+        Action::Fence { members } => ctx.fence(members).await?,
         Action::Failover {
             promote,
             repoint,
@@ -72,14 +95,24 @@ pub async fn act<P: Platform>(
             ..
         } => {
             let new_primary = ctx.addr(promote)?;
+            // A primary being replaced that answers is demoted first (rule 7): from its
+            // REPLICAOF on it refuses writes, so nothing it acknowledges after this point can
+            // be lost. If that fails, nothing is promoted and the next reconcile looks again.
+            ctx.replicate_all_or_nothing(fence, promote).await?;
             ctx.client(promote)
                 .await?
                 .replicaof_no_one()
                 .await
                 .map_err(|e| engine_err(promote, e))?;
-            // Move clients first: every write after this point reaches the new primary.
+            // Move clients next: every new connection reaches the new primary.
+            leadership.check()?;
             platform.point_endpoint(new_primary).await?;
-            let repointed = ctx.replicate(repoint, promote).await;
+            let others: Vec<String> = repoint
+                .iter()
+                .filter(|m| !fence.contains(m))
+                .cloned()
+                .collect();
+            let repointed = ctx.replicate(&others, promote).await;
             let fenced = ctx.fence(fence).await;
             repointed.and(fenced)?;
         }
@@ -93,6 +126,7 @@ pub async fn act<P: Platform>(
             ctx.fence(&demoted).await?;
         }
         Action::PointEndpoint { primary, fence } => {
+            leadership.check()?;
             platform.point_endpoint(ctx.addr(primary)?).await?;
             ctx.fence(fence).await?;
         }
@@ -121,6 +155,8 @@ pub async fn act<P: Platform>(
             for step in
                 engine::handover::steps(clients.dialect(), &target.host, target.port, timeout)
             {
+                // Rule 9: leadership is checked right before every step that changes a member.
+                leadership.check()?;
                 match step {
                     HandoverStep::WaitAckWindow => {
                         let old = ctx.client(from).await?;
@@ -178,9 +214,31 @@ pub async fn act<P: Platform>(
     Ok(())
 }
 
+/// The members whose clients `action` disconnected when it succeeded: status then no
+/// longer counts a fence as pending for them (rule 7).
+pub fn fenced(action: &Action, observed: &Observed) -> Vec<String> {
+    match action {
+        Action::Fence { members } => members.clone(),
+        Action::Handover { from, .. } => vec![from.clone()],
+        Action::Failover { fence, .. } | Action::PointEndpoint { fence, .. } => fence.clone(),
+        Action::Replicate { members, .. } => members
+            .iter()
+            .filter(|m| {
+                observed
+                    .members
+                    .iter()
+                    .any(|o| &o.name == *m && o.is(kvpilot_sdk::Role::Primary))
+            })
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 struct Ctx<'a> {
     observed: &'a Observed,
     clients: &'a Clients,
+    leadership: &'a dyn Leadership,
 }
 
 impl Ctx<'_> {
@@ -200,7 +258,10 @@ impl Ctx<'_> {
             .any(|m| m.name == member && m.is(kvpilot_sdk::Role::Primary))
     }
 
+    /// A connection to `member`, to send it one command: leadership is checked first, so
+    /// every command of an action is (rule 9).
     async fn client(&self, member: &str) -> Result<engine::Client, ActError> {
+        self.leadership.check()?;
         let addr = self.addr(member)?;
         self.clients
             .get(member, addr)
@@ -225,6 +286,23 @@ impl Ctx<'_> {
             }
         }
         first
+    }
+
+    /// `REPLICAOF primary` on each member, stopping at the first error.
+    async fn replicate_all_or_nothing(
+        &self,
+        members: &[String],
+        primary: &str,
+    ) -> Result<(), ActError> {
+        let target = engine::HostPort::from(self.addr(primary)?);
+        for m in members {
+            self.client(m)
+                .await?
+                .replicaof(&target)
+                .await
+                .map_err(|e| engine_err(m, e))?;
+        }
+        Ok(())
     }
 
     /// Safety rule 7: kill normal client connections on demoted members.

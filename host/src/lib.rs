@@ -9,6 +9,7 @@ pub mod cli;
 pub mod decide;
 pub mod demo;
 pub mod engine;
+pub mod leadership;
 pub mod observe;
 pub mod platform;
 pub mod policy;

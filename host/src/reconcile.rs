@@ -6,6 +6,7 @@
 use crate::act::act;
 use crate::api::KvClusterSpec;
 use crate::decide::{self, Blocker, Plan, SaveAttempts, Settings};
+use crate::leadership::{Alone, Leadership};
 use crate::observe::{self, Clients, Tracker};
 use crate::platform::Platform;
 use crate::policy::{HookRetry, Policies, Retrying};
@@ -35,6 +36,8 @@ pub struct Reconciler<P: Platform> {
     save_attempts: SaveAttempts,
     /// The last action that failed, until an action succeeds or decide stops asking for it.
     failed_action: Option<FailedAction>,
+    /// Asked right before every action (rule 9); [`Alone`] unless an election is in force.
+    pub leadership: std::sync::Arc<dyn Leadership>,
 }
 
 /// An action that failed, how often in a row, and why (shown in status until it clears).
@@ -74,6 +77,7 @@ impl<P: Platform> Reconciler<P> {
             hook_retry: HookRetry::default(),
             failed_action: None,
             save_attempts: SaveAttempts::default(),
+            leadership: std::sync::Arc::new(Alone),
         }
     }
 
@@ -86,31 +90,40 @@ impl<P: Platform> Reconciler<P> {
     /// Runs observe → decide → act once and records the result in `self.status`.
     pub async fn reconcile<Q: Policies>(&mut self, spec: &KvClusterSpec, policies: &Q) -> Outcome {
         let now = now_ms();
-        let observed = match observe::collect(
+        // `spec.failureDetection` overrides the operator's timings field by field.
+        let settings = match &spec.failure_detection {
+            Some(fd) => fd.apply(&self.settings),
+            None => self.settings.clone(),
+        };
+        let mut observed = match observe::collect(
             &self.platform,
             spec,
             &self.name,
             &self.namespace,
             &self.clients,
             &mut self.tracker,
+            settings.probe_timeout,
         )
         .await
         {
             Ok(o) => o,
             Err(e) => {
                 self.status.event(now, true, "ObserveFailed", e.to_string());
-                let plan = Plan::new(self.settings.probe_interval);
+                let plan = Plan::new(settings.probe_interval);
                 return Outcome {
                     plan,
                     error: Some(e.to_string()),
                 };
             }
         };
+        // What status recorded of each member: all there is to know of one that is down,
+        // hung or loading (rules 2 and 7); status survives an operator restart.
+        self.status.remember(&mut observed);
         let snapshot_policy = spec.snapshots.as_ref().and_then(|s| s.policy());
         let input = decide::Input {
             spec,
             observed: &observed,
-            settings: &self.settings,
+            settings: &settings,
             snapshots: snapshot_policy.as_ref(),
             save_attempts: &self.save_attempts,
         };
@@ -205,13 +218,36 @@ impl<P: Platform> Reconciler<P> {
             plan.requeue_after = Duration::from_millis(f.retry_at_ms - now);
             plan.action = None;
         }
+        // Rule 9: the plan was made on an observation that may be old by now (this process
+        // may have been paused); a process that does not lead any more drops it.
+        if plan.action.is_some()
+            && let Err(e) = self.leadership.check()
+        {
+            tracing::warn!(cluster = %self.name, error = %e, "not acting");
+            self.status.event(now, true, "NotLeader", e.to_string());
+            plan.action = None;
+            return Outcome {
+                plan,
+                error: Some(e.to_string()),
+            };
+        }
         if let Some(action) = plan.action.as_ref() {
             tracing::info!(cluster = %self.name, action = %action.describe(), "acting");
-            let result = act(action, &observed, spec, &self.platform, &self.clients).await;
+            let result = act(
+                action,
+                &observed,
+                spec,
+                &self.platform,
+                &self.clients,
+                &*self.leadership,
+            )
+            .await;
             self.save_attempts.note(&observed, &plan);
             match result {
                 Ok(()) => {
                     self.failed_action = None;
+                    self.status
+                        .fence_done(&crate::act::fenced(action, &observed));
                     self.status.event(now, false, "Action", action.describe());
                 }
                 Err(e) => {
@@ -222,7 +258,7 @@ impl<P: Platform> Reconciler<P> {
                     } else {
                         MAX_ACTION_BACKOFF
                     };
-                    plan.requeue_after = backoff(self.settings.probe_interval, attempts).min(cap);
+                    plan.requeue_after = backoff(settings.probe_interval, attempts).min(cap);
                     let message = format!(
                         "{} failed ({attempts} in a row, next attempt in {} ms): {e}",
                         action.describe(),

@@ -3,7 +3,7 @@
 //! `KvCluster.status`.
 
 use crate::decide::{Blocker, Plan};
-use crate::observe::Observed;
+use crate::observe::{KnownRole, LastKnown, Observed};
 use crate::policy::{DecisionRecord, FailurePolicy, Hook, HookProblem, text};
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +68,34 @@ pub struct MemberStatus {
     /// Its last snapshot failed and is retried at `next_snapshot_unix`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub snapshot_retrying: bool,
+    /// What it last answered with its dataset loaded (role, replication history, keys) and
+    /// whether a fence of its clients is pending; kept while it is down or loading, and read
+    /// back after an operator restart (safety rules 2 and 7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_known: Option<LastKnown>,
+}
+
+impl MemberStatus {
+    /// A member known only by what status recorded (status read back after a restart).
+    pub fn remembered(name: &str, last_known: Option<LastKnown>) -> MemberStatus {
+        MemberStatus {
+            name: name.to_string(),
+            address: String::new(),
+            role: "down".to_string(),
+            revision: None,
+            ready: false,
+            offset: 0,
+            keys: 0,
+            link_up: false,
+            last_snapshot_unix: None,
+            last_snapshot_ok: None,
+            snapshot_schedule: None,
+            next_snapshot_unix: None,
+            snapshot_due: false,
+            snapshot_retrying: false,
+            last_known,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,6 +278,33 @@ impl ClusterStatus {
     pub fn condition(&self, kind: &str) -> Option<&Condition> {
         self.conditions.iter().find(|c| c.kind == kind)
     }
+
+    /// Hands decide what status recorded of each member (rules 2 and 7): it is all that is
+    /// known of a member that is down, hung or loading.
+    pub fn remember(&self, observed: &mut Observed) {
+        for m in &mut observed.members {
+            m.last_known = self
+                .members
+                .iter()
+                .find(|s| s.name == m.name)
+                .and_then(|s| s.last_known.clone());
+        }
+    }
+
+    /// `members` had their normal clients disconnected after their demotion: no fence is
+    /// pending for them any more, and they count as replicas.
+    pub fn fence_done(&mut self, members: &[String]) {
+        for m in self
+            .members
+            .iter_mut()
+            .filter(|m| members.contains(&m.name))
+        {
+            if let Some(known) = m.last_known.as_mut() {
+                known.fence_pending = false;
+                known.role = KnownRole::Replica;
+            }
+        }
+    }
 }
 
 /// The bytes of text a kept decision holds.
@@ -295,7 +350,7 @@ fn member_status(
         revision: m.revision.clone(),
         ready: m.ready(),
         offset: r.map(|r| r.offset).unwrap_or(0),
-        keys: r.map(|r| r.keys).unwrap_or(0),
+        keys: r.and_then(|r| r.keys).unwrap_or(0),
         link_up: r.is_some_and(|r| r.link_up || r.role == kvpilot_sdk::Role::Primary),
         last_snapshot_unix: r.and_then(last_snapshot),
         last_snapshot_ok: r.and_then(|r| match r.last_bgsave_ok {
@@ -308,6 +363,7 @@ fn member_status(
         next_snapshot_unix: None,
         snapshot_due: false,
         snapshot_retrying: false,
+        last_known: last_known(m, plan, before),
     };
     if let Some(s) = plan.schedules.iter().find(|s| s.member == m.name) {
         status.snapshot_schedule = s.cron.as_deref().map(schedule_text);
@@ -332,6 +388,35 @@ fn member_status(
         status.snapshot_schedule = Some(cron);
     }
     status
+}
+
+/// What to keep of `m`: what it answered now if it answered with its dataset loaded, else
+/// what was kept before; with the fence `decide` found pending.
+fn last_known(
+    m: &crate::observe::ObservedMember,
+    plan: &Plan,
+    before: Option<&MemberStatus>,
+) -> Option<LastKnown> {
+    let pending = plan.fence_pending.contains(&m.name);
+    let now = m.report.as_ref().filter(|r| m.running && !r.loading);
+    let role = now.and_then(|r| match r.role {
+        kvpilot_sdk::Role::Primary => Some(KnownRole::Primary),
+        kvpilot_sdk::Role::Replica => Some(KnownRole::Replica),
+        kvpilot_sdk::Role::Unknown => None,
+    });
+    match (now, role) {
+        (Some(r), Some(role)) if r.history.is_some() && r.keys.is_some() => Some(LastKnown {
+            role,
+            history: r.history.clone().unwrap_or_default(),
+            keys: r.keys.unwrap_or(0),
+            started_unix: r.started_unix,
+            fence_pending: pending,
+        }),
+        _ => before.and_then(|b| b.last_known.clone()).map(|mut k| {
+            k.fence_pending = pending;
+            k
+        }),
+    }
 }
 
 /// The member's last snapshot, if this server process made one. `LASTSAVE` is the start time
@@ -456,6 +541,7 @@ mod tests {
                 clock_unix: Some(STARTED + 100),
                 ..Default::default()
             }),
+            last_known: None,
         }
     }
 
@@ -687,5 +773,62 @@ mod tests {
             6,
             "the failover decisions were kept"
         );
+    }
+
+    #[test]
+    fn what_a_member_last_answered_is_kept_while_it_is_down_or_loading() {
+        use crate::observe::History;
+        let history = |offset| History {
+            replid: "r1".into(),
+            offset,
+            ..Default::default()
+        };
+        let mut m = member(Some(0), Some(true), STARTED);
+        if let Some(r) = m.report.as_mut() {
+            r.role = kvpilot_sdk::Role::Primary;
+            r.history = Some(history(500));
+            r.keys = Some(7);
+        }
+        let mut plan = Plan::new(Duration::from_secs(1));
+        let mut status = ClusterStatus::default();
+        status.record(&observed(vec![m.clone()]), &plan, 1);
+        let kept = status.members[0].last_known.clone().expect("recorded");
+        assert_eq!(kept.role, KnownRole::Primary);
+        assert_eq!(kept.history.offset, 500);
+        assert_eq!(kept.keys, 7);
+        assert!(!kept.fence_pending);
+        // Loading (keys and history unknown), then down: the record stays; decide's pending
+        // fence is recorded with it.
+        let mut loading = m.clone();
+        if let Some(r) = loading.report.as_mut() {
+            r.loading = true;
+            r.keys = None;
+            r.history = None;
+        }
+        plan.fence_pending = vec!["kv-0".into()];
+        status.record(&observed(vec![loading]), &plan, 2);
+        let kept = status.members[0].last_known.clone().expect("kept");
+        assert_eq!((kept.history.offset, kept.keys), (500, 7));
+        assert!(kept.fence_pending);
+        let mut down = m;
+        down.running = false;
+        down.report = None;
+        status.record(&observed(vec![down.clone()]), &plan, 3);
+        assert_eq!(
+            status.members[0].last_known.as_ref().map(|k| k.keys),
+            Some(7)
+        );
+        // Read back by the next decide, and cleared by a successful fence.
+        let mut obs = observed(vec![down]);
+        status.remember(&mut obs);
+        assert_eq!(obs.members[0].last_known, status.members[0].last_known);
+        status.fence_done(&["kv-0".to_string()]);
+        let done = status.members[0].last_known.clone().expect("kept");
+        assert!(!done.fence_pending);
+        assert_eq!(done.role, KnownRole::Replica);
+        // It survives a round trip through the status file.
+        let text = serde_json::to_string(&status).expect("json");
+        let back: ClusterStatus = serde_json::from_str(&text).expect("parse");
+        assert_eq!(back.members[0].last_known, status.members[0].last_known);
     }
 }

@@ -122,6 +122,27 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
     )
 }
 
+/// The port of the member behind an established raw connection (`CONFIG GET port`).
+async fn port_behind_on(stream: &mut TcpStream) -> String {
+    stream
+        .write_all(b"*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$4\r\nport\r\n")
+        .await
+        .expect("send CONFIG GET port");
+    // `*2 $4 port $N <port>`: five lines.
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 128];
+    while reply.iter().filter(|b| **b == b'\n').count() < 5 {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("a reply within 5 s")
+            .expect("read");
+        assert!(n > 0, "the connection closed");
+        reply.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8(reply).expect("text");
+    text.lines().nth(4).expect("the port").trim().to_owned()
+}
+
 async fn port_behind(endpoint: SocketAddr) -> String {
     let info = exec(endpoint, None, &["INFO", "server"]).await.unwrap();
     let redis::Value::BulkString(bytes) = info else {
@@ -160,12 +181,16 @@ async fn forwarder_follows_the_primary() {
     forwarder.set_target(Some(a.addr()));
     assert_eq!(ping(&mut old).await.as_deref(), Some("+PONG"));
 
+    // Like a Kubernetes Service: a new target gets the new connections, and an established
+    // one stays with the member it reached (fencing that member is the operator's job).
     forwarder.set_target(Some(b.addr()));
-    assert!(
-        closed_within(&mut old, Duration::from_secs(5)).await,
-        "a connection to the old primary must be closed"
-    );
     assert_eq!(port_behind(endpoint).await, b.addr().port().to_string());
+    assert_eq!(ping(&mut old).await.as_deref(), Some("+PONG"));
+    assert_eq!(
+        port_behind_on(&mut old).await,
+        a.addr().port().to_string(),
+        "the established connection still reaches the old target"
+    );
 
     forwarder.shutdown().await;
     assert!(
@@ -193,9 +218,9 @@ async fn forwarder_without_target_waits_then_closes() {
     forwarder.set_target(Some(a.addr()));
     assert_eq!(ping(&mut early).await.as_deref(), Some("+PONG"));
 
-    // Losing the target closes connections.
+    // Losing the target keeps established connections, and new ones wait for a target.
     forwarder.set_target(None);
-    assert!(closed_within(&mut early, Duration::from_secs(5)).await);
+    assert_eq!(ping(&mut early).await.as_deref(), Some("+PONG"));
 
     // A dropped forwarder closes what it forwarded.
     forwarder.set_target(Some(a.addr()));

@@ -113,6 +113,54 @@ async fn reconcile_creates_owned_objects_and_reports_status() {
     assert!(cms.items[0].data.as_ref().unwrap()["server.conf"].contains("hz 20"));
 }
 
+/// Rule 9: an operator that does not lead (its lease expired while it was paused, or another
+/// holds it) writes nothing: no object, no status, no event.
+#[tokio::test]
+async fn an_operator_that_does_not_lead_writes_nothing() {
+    struct Follower;
+    impl kvpilot::leadership::Leadership for Follower {
+        fn check(&self) -> Result<(), kvpilot::leadership::NotLeader> {
+            Err(kvpilot::leadership::NotLeader(
+                "another operator holds the lease".into(),
+            ))
+        }
+    }
+    let client = fake_client().await;
+    create_cluster(
+        &client,
+        "cache",
+        spec("engine: {kind: valkey}\nreplicas: 2\n"),
+    )
+    .await;
+    let ctx = context_with_leadership(&client, 6379, Arc::new(Follower));
+    reconcile_once(&client, &ctx, "cache").await;
+    let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), NS)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(statefulsets.items.is_empty(), "no StatefulSet");
+    let services = Api::<Service>::namespaced(client.clone(), NS)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(services.items.is_empty(), "no Service");
+    assert!(
+        get_cluster(&client, "cache").await.status.is_none(),
+        "no status"
+    );
+    assert!(events_about(&client, "cache").await.is_empty(), "no event");
+    // The leader does it all.
+    let leader = context(&client, 6379);
+    reconcile_once(&client, &leader, "cache").await;
+    assert!(
+        Api::<StatefulSet>::namespaced(client.clone(), NS)
+            .get_opt("cache-s0")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
 #[tokio::test]
 async fn an_invalid_spec_sets_a_condition_and_creates_nothing() {
     let client = fake_client().await;
@@ -999,6 +1047,112 @@ async fn bootstrap_rollout_under_writes_and_failover_through_kubernetes() {
     // The crashed pod comes back (in place, empty) and rejoins as a replica.
     wait_ready(&r, "kv", "the old primary rejoins").await;
     proxy.abort();
+}
+
+/// Rule 7 through Kubernetes: the primary's server is frozen (SIGSTOP) while clients hold
+/// persistent connections through the `-primary` Service (its kube-proxy stand-in keeps
+/// established connections when the endpoints change, as a real one does). The operator must
+/// force-delete the hung pod before it promotes a replica; the frozen server resumes as soon
+/// as that happens, inside the kubelet's 2 s window between SIGTERM and SIGKILL, and gets to
+/// answer the writes queued on its sockets. Every acknowledged write must be on the final
+/// primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_primary_that_resumes_loses_no_acknowledged_write_through_kubernetes() {
+    use kvpilot::platform::local::server::Server;
+    use operator_support::proxy::PrimaryProxy;
+    let r = run_cluster("hung", "engine: {kind: valkey}\nreplicas: 2\n").await;
+    let status = wait_ready(&r, "hung", "bootstrap").await;
+    let victim = status.primary.clone().expect("a primary");
+    // What the operator knows of each member is in the KvCluster status, for the next one.
+    for m in &status.members {
+        let known = m.last_known.as_ref().expect("recorded in status");
+        assert!(!known.history.replid.is_empty(), "{m:?}");
+        let want = if m.name == victim {
+            kvpilot::observe::KnownRole::Primary
+        } else {
+            kvpilot::observe::KnownRole::Replica
+        };
+        assert_eq!(known.role, want, "{m:?}");
+    }
+    let port = r.kubelet.addr(&victim).await.port();
+    let proxy = PrimaryProxy::start(&r.client, "hung", port).await;
+    let writers: Vec<Writer> = (0..3)
+        .map(|i| {
+            Writer::start_with(
+                proxy.addr(),
+                &format!("w{i}"),
+                Duration::from_secs(300),
+                Duration::from_secs(60),
+            )
+        })
+        .collect();
+    for w in &writers {
+        more_acks(w, 0, 50, "writes through the Service").await;
+    }
+    let frozen = Server::adopt(&r.kubelet.server_dir(&victim).await).expect("adopt");
+    frozen.pause().expect("SIGSTOP the primary's server");
+    let stopped = std::time::Instant::now();
+    eventually("the operator acts on the hung primary", PHASE, || async {
+        let deleted = r.kubelet.history().await.deleted.contains(&victim);
+        let primary = get_cluster(&r.client, "hung")
+            .await
+            .status
+            .and_then(|s| s.primary);
+        if deleted || primary.as_ref().is_some_and(|p| *p != victim) {
+            Ok(())
+        } else {
+            Err(format!("primary {primary:?}"))
+        }
+    })
+    .await;
+    // Inside the kill window (or, without the force delete, after the promotion).
+    let resumed = frozen.resume().is_ok();
+    let after = eventually("a replica promoted and labelled", PHASE, || async {
+        let s = get_cluster(&r.client, "hung")
+            .await
+            .status
+            .unwrap_or_default();
+        match &s.primary {
+            Some(p)
+                if *p != victim
+                    && labelled_primary(&r.client, "hung").await.as_ref() == Some(p) =>
+            {
+                Ok(p.clone())
+            }
+            other => Err(format!("primary {other:?}")),
+        }
+    })
+    .await;
+    eprintln!("SIGSTOP to a labelled new primary: {:?}", stopped.elapsed());
+    wait_ready(&r, "hung", "every member back").await;
+    let counts: Vec<usize> = {
+        let mut v = Vec::new();
+        for w in &writers {
+            v.push(w.acked().await);
+        }
+        v
+    };
+    for (w, n) in writers.iter().zip(counts) {
+        more_acks(w, n, 20, "writes continue on the new primary").await;
+    }
+    let addr = r.kubelet.addr(&after).await;
+    for w in writers {
+        let prefix = w.prefix().to_string();
+        let log = w.stop().await;
+        let seqs: Vec<u64> = log.acks.iter().map(|a| a.seq).collect();
+        let lost = verify::missing(addr, &prefix, &seqs).await.expect("read");
+        assert!(
+            lost.is_empty(),
+            "{prefix}: {} acknowledged writes are not on {after} (old primary resumed: \
+             {resumed}): {:?}",
+            lost.len(),
+            &lost[..lost.len().min(20)]
+        );
+    }
+    assert!(
+        r.kubelet.history().await.deleted.contains(&victim),
+        "the hung pod was deleted"
+    );
 }
 
 /// A tiny HTTP/1.1 server on 127.0.0.1 for url PolicyPlugins: `/plugin.wasm` answers 200

@@ -143,6 +143,13 @@ impl Group {
             .expect("the group's reconciler was aborted and not reopened")
     }
 
+    /// The reconciler, to change how it runs (its leadership, in tests of rule 9).
+    pub fn cluster_mut(&mut self) -> &mut LocalCluster {
+        self.cluster
+            .as_mut()
+            .expect("the group's reconciler was aborted and not reopened")
+    }
+
     pub fn spec(&self) -> &Spec {
         &self.spec
     }

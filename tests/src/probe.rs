@@ -183,3 +183,30 @@ pub async fn all_hold(members: &[SocketAddr], keys: u64, limit: Duration) {
     )
     .await;
 }
+
+/// `SAVE` on `addr`: a snapshot (with the member's replication ID and offset) on disk now.
+pub async fn save(addr: SocketAddr) -> Result<(), String> {
+    let mut conn = connect(addr).await?;
+    redis::cmd("SAVE")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| format!("{addr}: SAVE: {e}"))
+}
+
+/// Any command on `addr`, answered with a status or an integer (`REPLICAOF NO ONE`,
+/// `FLUSHALL`…).
+pub async fn exec(addr: SocketAddr, args: &[&str]) -> Result<redis::Value, String> {
+    let mut conn = connect(addr).await?;
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query_async(&mut conn)
+        .await
+        .map_err(|e| format!("{addr}: {}: {e}", args.join(" ")))
+}
+
+/// The sequence numbers in `acked` whose key `PREFIX:SEQ` is missing on `addr`.
+pub async fn missing(addr: SocketAddr, prefix: &str, acked: &[u64]) -> Result<Vec<u64>, String> {
+    kvpilot::demo::verify::missing(addr, prefix, acked).await
+}

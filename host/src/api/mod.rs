@@ -3,6 +3,7 @@
 //! writes. `KvClusterSpec` is also the local platform's spec file.
 
 pub mod crd;
+mod failure_detection;
 mod plugin;
 mod schema;
 mod snapshots;
@@ -11,6 +12,7 @@ mod status;
 mod validate;
 mod workload;
 
+pub use failure_detection::FailureDetectionSpec;
 pub use plugin::*;
 pub use snapshots::*;
 pub use spec::*;

@@ -107,6 +107,10 @@ pub struct KvClusterSpec {
     /// How planned rollouts hand over the primary.
     #[serde(default)]
     pub rollout: RolloutSpec,
+    /// How fast a lost primary is detected: probe interval, probe timeout and the number of
+    /// failed probes before a failover. Unset: 200 ms, 1000 ms, 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_detection: Option<super::FailureDetectionSpec>,
     /// Which plugin answers each hook; unset hooks use their builtin default with `Fail`.
     #[serde(default)]
     pub policies: PoliciesSpec,

@@ -96,6 +96,12 @@ pub struct MemberState {
     /// each failure in a row, up to 10 minutes).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub snapshot_retrying: bool,
+    /// What the member last answered with its dataset loaded: role, replication history and
+    /// key count. While it is down, hung or loading, the operator promotes no member that
+    /// lacks what it held; `fencePending` is set while a demoted primary's clients are not
+    /// confirmed disconnected. Read back when the operator restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_known: Option<crate::observe::LastKnown>,
 }
 
 /// The result of a member's last snapshot.
@@ -171,6 +177,7 @@ impl KvClusterStatus {
                     next_snapshot_time: m.next_snapshot_unix.map(seconds_to_time),
                     snapshot_due: m.snapshot_due,
                     snapshot_retrying: m.snapshot_retrying,
+                    last_known: m.last_known.clone(),
                 })
                 .collect(),
             current_revision: current_revision(report),

@@ -135,6 +135,10 @@ pub fn validate_spec(spec: &KvClusterSpec) -> Result<(), SpecError> {
         }
     }
     validate_auth(spec)?;
+    if let Some(fd) = &spec.failure_detection {
+        fd.validate()
+            .map_err(|(field, message)| err(field, message))?;
+    }
     for (key, value) in spec.config.iter() {
         validate_config_entry(key, value)?;
     }
@@ -729,6 +733,20 @@ mod tests {
         assert!(e.field.len() < 200, "{}", e.field);
         // Module settings (`name.setting`) are plain names.
         assert_eq!(with("search.timeout", "10"), Ok(()));
+    }
+
+    #[test]
+    fn failure_detection_outside_its_bounds_is_refused() {
+        let mut spec: KvClusterSpec = serde_norway::from_str(
+            "engine: {kind: valkey}\nfailureDetection: {probeTimeoutMs: 100, failureThreshold: 2}\n",
+        )
+        .unwrap();
+        assert_eq!(validate_spec(&spec), Ok(()));
+        if let Some(fd) = spec.failure_detection.as_mut() {
+            fd.failure_threshold = Some(1);
+        }
+        let e = validate_spec(&spec).unwrap_err();
+        assert_eq!(e.field, "failureDetection.failureThreshold", "{e}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `kvpilot demo [--engine valkey|redis] [--json]`.
+//! `kvpilot demo [--engine valkey|redis] [--json] [--probe-interval-ms N] [--probe-timeout-ms N]
+//! [--failure-threshold N]`.
 
 use crate::demo;
 use clap::{Args, Subcommand, ValueEnum};
@@ -18,6 +19,15 @@ pub struct DemoArgs {
     /// Print the report as JSON.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The group's `spec.failureDetection.probeIntervalMs` (50 to 10000; demo default 100).
+    #[arg(long)]
+    pub probe_interval_ms: Option<u32>,
+    /// `spec.failureDetection.probeTimeoutMs` (100 to 10000; default 1000).
+    #[arg(long)]
+    pub probe_timeout_ms: Option<u32>,
+    /// `spec.failureDetection.failureThreshold` (2 to 20; default 3).
+    #[arg(long)]
+    pub failure_threshold: Option<u32>,
     #[command(subcommand)]
     pub scenario: Option<Scenario>,
 }
@@ -59,7 +69,12 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, String> {
     };
     let (value, table) = match args.scenario {
         None => {
-            let result = demo::run(engine, &work, progress).await;
+            let detection = crate::api::FailureDetectionSpec {
+                probe_interval_ms: args.probe_interval_ms,
+                probe_timeout_ms: args.probe_timeout_ms,
+                failure_threshold: args.failure_threshold,
+            };
+            let result = demo::run(engine, &work, &detection, progress).await;
             let _ = std::fs::remove_dir_all(&work);
             let report = result.map_err(|e| e.to_string())?;
             (serde_json::to_string_pretty(&report), report.table())

@@ -286,6 +286,20 @@ pub fn render(s: &ClusterStatus, reconciler: Reconciler) -> String {
             m.keys
         );
     }
+    // Rule 7: a demoted primary whose clients are not confirmed disconnected yet.
+    let pending: Vec<&str> = s
+        .members
+        .iter()
+        .filter(|m| m.last_known.as_ref().is_some_and(|k| k.fence_pending))
+        .map(|m| m.name.as_str())
+        .collect();
+    if !pending.is_empty() {
+        let _ = writeln!(
+            out,
+            "fence pending (retried every reconcile): {}",
+            pending.join(", ")
+        );
+    }
     if s.members.iter().any(|m| m.snapshot_schedule.is_some()) {
         let _ = writeln!(out, "snapshots:");
         let _ = writeln!(
@@ -349,4 +363,36 @@ fn utc(unix: i64) -> String {
         secs % 3600 / 60,
         secs % 60
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::{History, KnownRole, LastKnown};
+    use crate::status::MemberStatus;
+
+    #[test]
+    fn a_pending_fence_is_shown_until_it_succeeds() {
+        let known = |fence_pending| LastKnown {
+            role: KnownRole::Replica,
+            history: History::default(),
+            keys: 3,
+            started_unix: None,
+            fence_pending,
+        };
+        let mut s = ClusterStatus {
+            members: vec![
+                MemberStatus::remembered("kv-0", Some(known(true))),
+                MemberStatus::remembered("kv-1", Some(known(false))),
+            ],
+            ..Default::default()
+        };
+        let text = render(&s, Reconciler::Running { pid: None });
+        assert!(
+            text.contains("fence pending (retried every reconcile): kv-0\n"),
+            "{text}"
+        );
+        s.fence_done(&["kv-0".to_string()]);
+        assert!(!render(&s, Reconciler::Running { pid: None }).contains("fence pending"));
+    }
 }

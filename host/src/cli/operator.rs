@@ -4,7 +4,7 @@
 use crate::decide::Settings;
 use crate::platform::kubernetes::config::PORT;
 use crate::platform::kubernetes::controller::{self, Context, Scope};
-use crate::platform::kubernetes::leader::LeaderElector;
+use crate::platform::kubernetes::leader::{self, LeaderElector, LeaseGate, LeaseState};
 use crate::platform::kubernetes::metrics::{self, Metrics};
 use crate::policy::{DEFAULT_MAX_PLUGIN_BYTES, LoadLimits, PolicyRuntime};
 use clap::{Args, ValueEnum};
@@ -31,7 +31,9 @@ pub struct OperatorArgs {
     /// Only watch KvClusters (and their objects) in this namespace; all namespaces by default.
     #[arg(long)]
     pub namespace: Option<String>,
-    /// Reconcile only while holding the `kvpilot` Lease (for more than one replica).
+    /// Stand by for the `kvpilot-operator` Lease and reconcile only while holding it (for
+    /// more than one replica). Without it the operator still takes the Lease, and refuses to
+    /// start when another operator keeps renewing it.
     #[arg(long)]
     pub leader_election: bool,
     /// Namespace of the Lease; defaults to `$POD_NAMESPACE`, else `default`.
@@ -61,24 +63,8 @@ pub async fn run(args: OperatorArgs) -> Result<ExitCode, String> {
     })
     .map_err(|e| e.to_string())?;
     let metrics = Arc::new(Metrics::new());
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        runtime,
-        metrics.clone(),
-        Settings::default(),
-        PORT as u16,
-    ));
-    let (addr, _server) = metrics::spawn(args.metrics_addr, metrics, ctx.health.clone())
-        .await
-        .map_err(|e| format!("cannot serve metrics on {}: {e}", args.metrics_addr))?;
-    tracing::info!(%addr, "serving /metrics and /healthz");
-    let scope = Scope {
-        namespace: args.namespace.clone(),
-    };
-    if !args.leader_election {
-        controller::run(ctx, scope).await;
-        return Ok(ExitCode::SUCCESS);
-    }
+    // Every operator takes the Lease, with or without --leader-election: its gate is asked
+    // right before every action (rule 9), and a second operator cannot act beside it.
     let namespace = args
         .lease_namespace
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
@@ -87,15 +73,33 @@ pub async fn run(args: OperatorArgs) -> Result<ExitCode, String> {
         .ok()
         .unwrap_or_else(|| format!("kvpilot-{}", std::process::id()));
     let elector = LeaderElector::new(
-        client,
+        client.clone(),
         &namespace,
         LEASE_NAME,
         &identity,
         Duration::from_secs(args.lease_duration_seconds.max(3)),
     );
-    let (tx, mut leading) = tokio::sync::watch::channel(false);
+    let timing = elector.timing();
+    let (tx, mut lease) = tokio::sync::watch::channel(LeaseState::default());
     tokio::spawn(elector.run(tx));
-    tracing::info!(%identity, lease = %format!("{namespace}/{LEASE_NAME}"), "waiting for the lease");
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            runtime,
+            metrics.clone(),
+            Settings::default(),
+            PORT as u16,
+        )
+        .with_leadership(Arc::new(LeaseGate::new(lease.clone()))),
+    );
+    let (addr, _server) = metrics::spawn(args.metrics_addr, metrics, ctx.health.clone())
+        .await
+        .map_err(|e| format!("cannot serve metrics on {}: {e}", args.metrics_addr))?;
+    tracing::info!(%addr, "serving /metrics and /healthz");
+    let scope = Scope {
+        namespace: args.namespace.clone(),
+    };
+    tracing::info!(%identity, lease = %format!("{namespace}/{LEASE_NAME}"), election = args.leader_election, "waiting for the lease");
     // A standby is healthy while it waits: it beats until it leads.
     let health = ctx.health.clone();
     let standby = async move {
@@ -105,18 +109,27 @@ pub async fn run(args: OperatorArgs) -> Result<ExitCode, String> {
             health.beat();
         }
     };
-    tokio::select! {
-        acquired = leading.wait_for(|l| *l) => {
-            acquired.map_err(|_| "leader election stopped".to_string())?;
+    if args.leader_election {
+        tokio::select! {
+            acquired = lease.wait_for(|l| l.leading) => {
+                acquired.map_err(|_| "leader election stopped".to_string())?;
+            }
+            _ = standby => {}
         }
-        _ = standby => {}
+    } else {
+        let holder = leader::lease_holder(client, &namespace, LEASE_NAME);
+        tokio::select! {
+            acquired = leader::acquire_exclusive(&mut lease, timing, holder) => acquired?,
+            _ = standby => {}
+        }
     }
     tracing::info!(%identity, "leading");
     // Losing the lease ends the process: another replica takes over, and this one restarts
-    // as a candidate (the usual controller pattern; nothing here must finish first).
+    // as a candidate (the usual controller pattern). Actions stop before that, at the first
+    // check after the renew deadline.
     tokio::select! {
         () = controller::run(ctx, scope) => Ok(ExitCode::SUCCESS),
-        lost = leading.wait_for(|l| !*l) => {
+        lost = lease.wait_for(|l| !l.leading) => {
             let _ = lost;
             Err("lost the leader lease; exiting".into())
         }

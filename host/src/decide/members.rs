@@ -57,7 +57,9 @@ pub(super) fn member(
         syncing: report.is_some_and(|r| r.syncing || r.loading),
         offset,
         lag_bytes,
-        keys: report.map(|r| r.keys).unwrap_or(0),
+        // The contract has no "unknown": a loading member reports 0 keys and `syncing`, and
+        // the host's data-holding guard (rule 2) judges by history, never by this count.
+        keys: report.and_then(|r| r.keys).unwrap_or(0),
         zone: m.zone.clone(),
         node: m.node.clone(),
     }

@@ -3,6 +3,7 @@
 //!
 //! The only calls out are the policy hooks; there is no I/O and no clock here.
 
+mod history;
 mod members;
 mod plan;
 mod rollout;
@@ -26,6 +27,9 @@ use std::time::Duration;
 pub struct Settings {
     /// Consecutive observations without a primary before the primary counts as lost.
     pub failure_threshold: u32,
+    /// Longest one probe of a member (connect, authenticate, `INFO`) may take before the
+    /// member counts as not answering.
+    pub probe_timeout: Duration,
     /// Requeue delay while something is moving (starting, syncing, no primary).
     pub probe_interval: Duration,
     /// Requeue delay when everything is as desired.
@@ -41,6 +45,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             failure_threshold: 3,
+            probe_timeout: Duration::from_secs(1),
             probe_interval: Duration::from_millis(200),
             steady_interval: Duration::from_secs(2),
             policy_retry: Duration::from_secs(2),
@@ -65,6 +70,14 @@ pub struct Input<'a> {
 /// Decides the next step for one cluster.
 pub async fn decide<P: Policies>(input: &Input<'_>, policies: &P) -> Plan {
     let mut plan = steps(input, policies).await;
+    // Known whatever the plan is (also while it waits), so status never drops a pending fence.
+    plan.fence_pending = input
+        .observed
+        .members
+        .iter()
+        .filter(|m| topology::fence_pending(m))
+        .map(|m| m.name.clone())
+        .collect();
     // Snapshots are configured but this plan did not get to them (something else is moving,
     // or the hook failed): the schedules last decided still hold, and status keeps them.
     plan.snapshots_deferred = input.snapshots.is_some() && plan.schedules.is_empty();

@@ -23,6 +23,15 @@ pub enum Action {
         repoint: Vec<String>,
         fence: Vec<String>,
     },
+    /// Stop `members` through the platform at once, without a grace period (SIGKILL locally,
+    /// a pod deleted with `gracePeriodSeconds: 0` on Kubernetes): they may still be acting as
+    /// the primary but do not answer (hung, partitioned from the operator), and another
+    /// member is about to be promoted. A hung process that is killed never acknowledges the
+    /// writes queued on its connections (safety rule 7).
+    StopHung { members: Vec<String> },
+    /// Disconnect the normal clients of `members` (`CLIENT KILL TYPE normal`): demoted
+    /// primaries whose clients were not confirmed disconnected (safety rule 7).
+    Fence { members: Vec<String> },
     /// Make `members` replicate `primary` (`REPLICAOF`).
     Replicate {
         members: Vec<String>,
@@ -75,6 +84,16 @@ impl Action {
             } => format!("promote {promote} ({reason:?})"),
             Action::Replicate { members, primary } => {
                 format!("make {} replicate {primary}", members.join(", "))
+            }
+            Action::StopHung { members } => format!(
+                "stop {} at once: it does not answer and may still act as the primary",
+                members.join(", ")
+            ),
+            Action::Fence { members } => {
+                format!(
+                    "fence {}: disconnect the clients it had as primary",
+                    members.join(", ")
+                )
             }
             Action::PointEndpoint { primary, .. } => {
                 format!("point the primary endpoint at {primary}")
@@ -132,6 +151,9 @@ pub struct Plan {
     /// Snapshots are configured but were not decided on (something else is moving, or the
     /// hook failed): the schedules last decided still hold.
     pub snapshots_deferred: bool,
+    /// Demoted primaries whose clients are not confirmed disconnected yet (rule 7): status
+    /// keeps this until a fence of theirs succeeds.
+    pub fence_pending: Vec<String>,
 }
 
 impl Plan {
@@ -145,6 +167,7 @@ impl Plan {
             rolling: false,
             schedules: Vec::new(),
             snapshots_deferred: false,
+            fence_pending: Vec::new(),
         }
     }
 

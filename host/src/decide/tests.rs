@@ -2,7 +2,7 @@
 //! code the builtin plugins run) or scripted answers that try to break the host's rules.
 
 use super::*;
-use crate::observe::{ObservedMember, Replication};
+use crate::observe::{History, KnownRole, LastKnown, ObservedMember, Replication};
 use crate::policy::{Decided, DecisionRecord, Hook, PolicyError};
 use kvpilot_sdk::defaults::{most_caught_up, replicas_first, stagger};
 use kvpilot_sdk::{
@@ -87,6 +87,18 @@ fn addr(ordinal: u32) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 10 + ordinal as u8], 6379))
 }
 
+/// The replication stream of the healthy test group: every member is on it.
+const STREAM: &str = "5ee1f00d5ee1f00d5ee1f00d5ee1f00d5ee1f00d";
+
+fn on_stream(offset: u64) -> Option<History> {
+    Some(History {
+        replid: STREAM.into(),
+        replid2: None,
+        previous_until_offset: None,
+        offset,
+    })
+}
+
 fn primary(ordinal: u32, keys: u64, offset: u64) -> ObservedMember {
     ObservedMember {
         name: format!("kv-{ordinal}"),
@@ -102,10 +114,12 @@ fn primary(ordinal: u32, keys: u64, offset: u64) -> ObservedMember {
             role: Role::Primary,
             link_up: true,
             offset,
-            keys,
+            history: on_stream(offset),
+            keys: Some(keys),
             online_replicas: (0..5).map(addr).collect(),
             ..Default::default()
         }),
+        last_known: None,
     }
 }
 
@@ -116,7 +130,8 @@ fn replica(ordinal: u32, of: u32, keys: u64, offset: u64) -> ObservedMember {
         following: Some(addr(of)),
         link_up: true,
         offset,
-        keys,
+        history: on_stream(offset),
+        keys: Some(keys),
         ..Default::default()
     });
     m
@@ -126,6 +141,23 @@ fn dead(mut m: ObservedMember) -> ObservedMember {
     m.running = false;
     m.report = None;
     m.revision = None;
+    m
+}
+
+/// `m` as status recorded it from what it answers now (what is kept while it is down).
+fn known(mut m: ObservedMember) -> ObservedMember {
+    let r = m.report.as_ref().expect("a member that answered");
+    m.last_known = Some(LastKnown {
+        role: if r.role == Role::Primary {
+            KnownRole::Primary
+        } else {
+            KnownRole::Replica
+        },
+        history: r.history.clone().expect("a history"),
+        keys: r.keys.expect("keys"),
+        started_unix: r.started_unix,
+        fence_pending: false,
+    });
     m
 }
 
@@ -410,7 +442,7 @@ async fn split_brain_keeps_the_data_holder_and_demotes_the_empty_one() {
 #[tokio::test]
 async fn a_dead_replica_is_brought_back_as_a_replica_of_the_primary() {
     let mut members = healthy();
-    members[2] = dead(members[2].clone());
+    members[2] = dead(known(members[2].clone()));
     let plan = run(&observed(members, Some(0)), &TestPolicies::default()).await;
     assert_eq!(
         plan.action,
@@ -419,6 +451,27 @@ async fn a_dead_replica_is_brought_back_as_a_replica_of_the_primary() {
             replica_of: Some("kv-0".into())
         })
     );
+}
+
+#[tokio::test]
+async fn a_dead_member_that_may_hold_more_than_the_primary_starts_parked() {
+    // Nothing recorded of kv-2, or a record the primary does not hold: started as a replica
+    // it would load its dataset and sync from the primary at once (with a diskless sync
+    // delay of 0, before the operator ever looked). Parked, it is looked at first.
+    for kv2 in [
+        dead(replica(2, 0, 100, 5000)),
+        dead(known(replica(2, 0, 100, 9000))),
+    ] {
+        let members = vec![primary(0, 100, 5000), replica(1, 0, 100, 5000), kv2];
+        let plan = run(&observed(members, Some(0)), &TestPolicies::default()).await;
+        assert_eq!(
+            plan.action,
+            Some(Action::Start {
+                members: vec!["kv-2".into()],
+                replica_of: None
+            })
+        );
+    }
 }
 
 #[tokio::test]
@@ -488,6 +541,398 @@ async fn replicas_following_a_former_primary_are_repointed() {
             primary: "kv-1".into()
         })
     );
+}
+
+// --- Safety rule 2: the data-holding guard compares replication history. ---
+
+/// A member started parked (following nothing that answers), with what it loaded.
+fn parked(ordinal: u32, keys: u64, history: Option<History>) -> ObservedMember {
+    let mut m = replica(ordinal, 0, keys, 0);
+    if let Some(r) = m.report.as_mut() {
+        r.following = Some(SocketAddr::from(([127, 0, 0, 1], 1)));
+        r.link_up = false;
+        r.offset = history.as_ref().map_or(0, |h| h.offset);
+        r.history = history;
+    }
+    m
+}
+
+/// An empty member: no key, a stream of its own at offset 0.
+fn empty(ordinal: u32) -> ObservedMember {
+    parked(
+        ordinal,
+        0,
+        Some(History {
+            replid: format!("{:040}", ordinal + 1),
+            replid2: None,
+            previous_until_offset: None,
+            offset: 0,
+        }),
+    )
+}
+
+/// `m` answering while it loads its dataset: keys and history unknown.
+fn loading(mut m: ObservedMember) -> ObservedMember {
+    if let Some(r) = m.report.as_mut() {
+        r.loading = true;
+        r.keys = None;
+        r.history = None;
+        r.offset = 0;
+    }
+    m
+}
+
+/// `m` running but not answering (hung, or not up yet).
+fn silent(mut m: ObservedMember) -> ObservedMember {
+    m.report = None;
+    m
+}
+
+fn after_threshold(members: Vec<ObservedMember>) -> Observed {
+    let mut obs = observed(members, None);
+    obs.primary_missing_probes = Settings::default().failure_threshold;
+    obs
+}
+
+#[tokio::test]
+async fn an_empty_member_is_not_promoted_while_a_holder_is_loading() {
+    // A full restart: kv-0 came back empty and answered first; kv-1 loads its dataset, with
+    // or without a record in status. Before, its key count read 0 and kv-0 was promoted.
+    for kv1 in [
+        loading(parked(1, 100, on_stream(5000))),
+        loading(known(parked(1, 100, on_stream(5000)))),
+    ] {
+        let obs = after_threshold(vec![empty(0), kv1, empty(2)]);
+        let plan = run(&obs, &TestPolicies::default()).await;
+        assert_eq!(plan.action, None, "{plan:?}");
+        let wait = plan.wait.expect("a reason in status");
+        assert_eq!(wait.blocker, Blocker::NoPrimary);
+        assert!(wait.reason.contains("kv-1 is loading"), "{}", wait.reason);
+        assert!(plan.requeue_after <= Settings::default().probe_interval);
+    }
+    // Once it has loaded, it is the one promoted.
+    let obs = after_threshold(vec![empty(0), parked(1, 100, on_stream(5000)), empty(2)]);
+    let plan = run(&obs, &TestPolicies::default()).await;
+    assert!(
+        matches!(plan.action, Some(Action::Failover { ref promote, .. }) if promote == "kv-1"),
+        "{plan:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_member_is_not_promoted_while_a_member_that_may_hold_data_has_not_answered() {
+    // kv-1 runs but has not answered yet; kv-2 is not even running: each may hold the data.
+    let kv1 = silent(known(parked(1, 100, on_stream(5000))));
+    let kv2 = dead(known(parked(2, 100, on_stream(5000))));
+    let obs = after_threshold(vec![empty(0), kv1.clone(), kv2]);
+    let plan = run(&obs, &TestPolicies::default()).await;
+    assert_eq!(
+        plan.action,
+        Some(Action::Start {
+            members: vec!["kv-2".into()],
+            replica_of: None
+        }),
+        "a member that may hold the data is started, not outrun"
+    );
+    // Running, still silent: wait. Nothing known of it at all: wait too.
+    for kv2 in [
+        silent(known(parked(2, 100, on_stream(5000)))),
+        silent(parked(2, 100, on_stream(5000))),
+    ] {
+        let mut kv1 = kv1.clone();
+        kv1.last_known = None;
+        let plan = run(
+            &after_threshold(vec![empty(0), kv1, kv2]),
+            &TestPolicies::default(),
+        )
+        .await;
+        assert_eq!(plan.action, None, "{plan:?}");
+        let reason = plan.wait.expect("a reason").reason;
+        assert!(
+            reason.contains("kv-1") && reason.contains("kv-2"),
+            "{reason}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_holder_is_promoted_past_a_member_nothing_is_known_of() {
+    // A member never recorded may hold anything, but a member holding data may take over
+    // from it (otherwise one pod that never starts would block every failover).
+    let obs = after_threshold(vec![
+        parked(0, 100, on_stream(5000)),
+        silent(parked(1, 0, None)),
+        empty(2),
+    ]);
+    let plan = run(&obs, &TestPolicies::default()).await;
+    assert!(
+        matches!(plan.action, Some(Action::Failover { ref promote, .. }) if promote == "kv-0"),
+        "{plan:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_replica_far_behind_the_lost_primary_is_not_promoted() {
+    // The primary is gone; status recorded it at 5 MiB. A replica 4 MiB behind (more than
+    // maxLagBytes, 1 MiB) would lose that much: the dead primary is started again instead.
+    let mib = 1024 * 1024;
+    let kv0 = dead(known(primary(0, 100, 5 * mib)));
+    let behind = replica(1, 0, 90, mib);
+    let plan = run(
+        &observed(vec![kv0.clone(), behind, empty(2)], Some(0)),
+        &TestPolicies::default(),
+    )
+    .await;
+    assert_eq!(
+        plan.action,
+        Some(Action::Start {
+            members: vec!["kv-0".into()],
+            replica_of: None
+        }),
+        "{plan:?}"
+    );
+    // Within the lag it is the normal failover.
+    let close = replica(1, 0, 100, 5 * mib - 1000);
+    let plan = run(
+        &observed(vec![kv0, close, empty(2)], Some(0)),
+        &TestPolicies::default(),
+    )
+    .await;
+    assert!(
+        matches!(plan.action, Some(Action::Failover { ref promote, .. }) if promote == "kv-1"),
+        "{plan:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_flushed_primary_keeps_its_place_against_a_replica_restarted_from_an_old_dump() {
+    // kv-0 ran FLUSHALL (replicated: its offset moved on, no keys left); kv-1 restarted from
+    // a dump taken before, parked with 100 keys on an earlier point of the same stream.
+    let members = vec![
+        primary(0, 0, 9000),
+        parked(1, 100, on_stream(2000)),
+        replica(2, 0, 0, 9000),
+    ];
+    let plan = run(&observed(members, Some(0)), &TestPolicies::default()).await;
+    assert_eq!(
+        plan.action,
+        Some(Action::Replicate {
+            members: vec!["kv-1".into()],
+            primary: "kv-0".into()
+        }),
+        "the old dump resyncs from the flushed primary: {plan:?}"
+    );
+    assert_eq!(plan.primary.as_deref(), Some("kv-0"));
+}
+
+#[tokio::test]
+async fn a_primary_restarted_from_an_older_dump_is_overruled_by_the_newer_history() {
+    // kv-0 came back as a primary from an old snapshot: a new ID whose previous stream ends
+    // at 2000, no write since. The replicas hold the stream up to 5000.
+    let mut kv0 = primary(0, 40, 2000);
+    if let Some(r) = kv0.report.as_mut() {
+        r.history = Some(History {
+            replid: "0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0".into(),
+            replid2: Some(STREAM.into()),
+            previous_until_offset: Some(2001),
+            offset: 2000,
+        });
+    }
+    let mut members = vec![kv0, replica(1, 0, 100, 5000), replica(2, 0, 100, 5000)];
+    for m in members.iter_mut().skip(1) {
+        if let Some(r) = m.report.as_mut() {
+            r.link_up = false;
+        }
+    }
+    let plan = run(&observed(members, Some(0)), &TestPolicies::default()).await;
+    assert!(
+        matches!(plan.action, Some(Action::Failover { reason: SelectionReason::PrimaryEmpty, ref fence, .. }) if fence == &vec!["kv-0".to_string()]),
+        "{plan:?}"
+    );
+}
+
+#[tokio::test]
+async fn split_brain_is_won_by_the_newer_history_not_by_followers_or_the_endpoint() {
+    // kv-1 was promoted out of kv-0's stream (at 5000) and took writes; kv-0 kept going on
+    // the old stream (it resumed from a stall) and still has a follower and the endpoint.
+    let mut kv1 = primary(1, 120, 5300);
+    if let Some(r) = kv1.report.as_mut() {
+        r.history = Some(History {
+            replid: "7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e".into(),
+            replid2: Some(STREAM.into()),
+            previous_until_offset: Some(5001),
+            offset: 5300,
+        });
+    }
+    let members = vec![primary(0, 130, 6000), kv1, replica(2, 0, 130, 6000)];
+    let plan = run(&observed(members, Some(0)), &TestPolicies::default()).await;
+    assert_eq!(
+        plan.action,
+        Some(Action::Replicate {
+            members: vec!["kv-0".into()],
+            primary: "kv-1".into()
+        })
+    );
+    // Equal histories: followers and the endpoint break the tie, as before.
+    let members = vec![
+        primary(0, 100, 5000),
+        primary(1, 100, 5000),
+        replica(2, 1, 100, 5000),
+    ];
+    let plan = run(&observed(members, Some(1)), &TestPolicies::default()).await;
+    assert_eq!(
+        plan.action,
+        Some(Action::Replicate {
+            members: vec!["kv-0".into()],
+            primary: "kv-1".into()
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_primary_loading_in_a_split_brain_is_waited_for() {
+    let members = vec![
+        primary(0, 100, 5000),
+        loading(primary(1, 100, 5000)),
+        replica(2, 0, 100, 5000),
+    ];
+    let plan = run(&observed(members, Some(0)), &TestPolicies::default()).await;
+    assert_eq!(plan.action, None);
+    assert_eq!(plan.wait.expect("wait").blocker, Blocker::InProgress);
+}
+
+// --- Safety rule 7: fencing does not depend on the endpoint. ---
+
+#[tokio::test]
+async fn a_hung_primary_is_stopped_through_the_platform_before_a_replica_is_promoted() {
+    // kv-0 runs but does not answer; its replicas still follow it.
+    let kv0 = silent(known(primary(0, 100, 5000)));
+    let mut members = vec![kv0, replica(1, 0, 100, 5000), replica(2, 0, 100, 4990)];
+    let mut obs = observed(members.clone(), Some(0));
+    obs.primary_missing_probes = 1;
+    let plan = run(&obs, &TestPolicies::default()).await;
+    assert_eq!(plan.action, None, "not before the failure threshold");
+    obs.primary_missing_probes = 3;
+    let plan = run(&obs, &TestPolicies::default()).await;
+    assert_eq!(
+        plan.action,
+        Some(Action::StopHung {
+            members: vec!["kv-0".into()]
+        })
+    );
+    // Stopped: the replica is promoted at once.
+    members[0] = dead(members[0].clone());
+    let mut obs = observed(members, Some(0));
+    obs.primary_missing_probes = 4;
+    let plan = run(&obs, &TestPolicies::default()).await;
+    assert!(
+        matches!(plan.action, Some(Action::Failover { ref promote, .. }) if promote == "kv-1"),
+        "{plan:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_member_the_endpoint_or_status_names_as_primary_is_stopped_too() {
+    // Nobody follows kv-0 (the replicas lost their link and were repointed nowhere), but
+    // the endpoint still sends clients to it.
+    let parked_replicas = || {
+        vec![
+            parked(1, 100, on_stream(5000)),
+            parked(2, 100, on_stream(5000)),
+        ]
+    };
+    let mut members = vec![silent(primary(0, 100, 5000))];
+    members.extend(parked_replicas());
+    let plan = run(
+        &{
+            let mut o = observed(members, Some(0));
+            o.primary_missing_probes = 3;
+            o
+        },
+        &TestPolicies::default(),
+    )
+    .await;
+    assert_eq!(
+        plan.action,
+        Some(Action::StopHung {
+            members: vec!["kv-0".into()]
+        })
+    );
+    // A silent replica nobody routes to is left alone.
+    let mut members = vec![silent(known(replica(0, 9, 100, 5000)))];
+    members.extend(parked_replicas());
+    let plan = run(&after_threshold(members), &TestPolicies::default()).await;
+    assert!(
+        matches!(plan.action, Some(Action::Failover { .. })),
+        "{plan:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_demoted_primary_is_fenced_until_that_succeeds() {
+    // kv-0 was the primary when last recorded and is now kv-1's replica (a handover whose
+    // fence failed, or an operator that restarted in between).
+    let kv0 = known(primary(0, 100, 5000));
+    let mut kv0 = kv0;
+    kv0.report = replica(0, 1, 100, 5000).report;
+    let members = vec![kv0.clone(), primary(1, 100, 5000), replica(2, 1, 100, 5000)];
+    let plan = run(
+        &observed(members.clone(), Some(1)),
+        &TestPolicies::default(),
+    )
+    .await;
+    assert_eq!(plan.fence_pending, vec!["kv-0".to_string()]);
+    assert_eq!(
+        plan.action,
+        Some(Action::Fence {
+            members: vec!["kv-0".into()]
+        })
+    );
+    // Still pending in a later status (the record already says replica): fenced again.
+    let mut again = members.clone();
+    if let Some(k) = again[0].last_known.as_mut() {
+        k.role = KnownRole::Replica;
+        k.fence_pending = true;
+    }
+    let plan = run(&observed(again.clone(), Some(1)), &TestPolicies::default()).await;
+    assert!(
+        matches!(plan.action, Some(Action::Fence { .. })),
+        "{plan:?}"
+    );
+    // Pending is kept while the plan waits for something else (here an invalid spec).
+    let mut bad = spec();
+    bad.shards = 2;
+    let settings = Settings::default();
+    let obs = observed(again.clone(), Some(1));
+    let plan = decide(
+        &Input {
+            spec: &bad,
+            observed: &obs,
+            settings: &settings,
+            snapshots: None,
+            save_attempts: &SaveAttempts::default(),
+        },
+        &TestPolicies::default(),
+    )
+    .await;
+    assert_eq!(plan.fence_pending, vec!["kv-0".to_string()]);
+    // Confirmed (the record says replica, nothing pending): nothing to do.
+    if let Some(k) = again[0].last_known.as_mut() {
+        k.fence_pending = false;
+    }
+    let plan = run(&observed(again, Some(1)), &TestPolicies::default()).await;
+    assert_eq!(plan.action, None);
+    assert!(plan.fence_pending.is_empty());
+    // A restarted process has none of the old clients.
+    let mut restarted = members;
+    if let Some(k) = restarted[0].last_known.as_mut() {
+        k.started_unix = Some(1_700_000_000);
+    }
+    if let Some(r) = restarted[0].report.as_mut() {
+        r.started_unix = Some(1_700_000_600);
+    }
+    let plan = run(&observed(restarted, Some(1)), &TestPolicies::default()).await;
+    assert_eq!(plan.action, None, "{plan:?}");
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
 //! `kvpilot demo`: a three-member group on loopback, a writer through the primary endpoint,
-//! and three disruptions in one run — (a) a proactive rolling restart after a config change,
+//! and four disruptions in one run — (a) a proactive rolling restart after a config change,
 //! (b) the reactive baseline: the primary crashes and restarts with no handover, (c) the
-//! primary is SIGKILLed and stays down. Every acknowledged key is checked at the end.
+//! primary is SIGKILLed and stays down, (d) the primary hangs (SIGSTOP) past the failover while
+//! clients hold persistent connections to it, then resumes. Every acknowledged key is checked
+//! at the end.
 
 pub mod cluster_client;
 pub mod cluster_lab;
@@ -10,8 +12,10 @@ pub mod snapshots;
 pub mod verify;
 pub mod writer;
 
+use crate::api::FailureDetectionSpec;
 use crate::decide::Settings;
 use crate::platform::local::LocalCluster;
+use crate::platform::local::server::Server;
 use crate::platform::local::server::ServerGuard;
 use crate::status::ClusterStatus;
 use serde::Serialize;
@@ -56,13 +60,35 @@ pub struct FailoverReport {
     pub lost_acked_writes: usize,
 }
 
+/// Phase (d): the primary hangs past the failover, then resumes.
+#[derive(Debug, Clone, Serialize)]
+pub struct HungReport {
+    /// From SIGSTOP until a survivor answers as primary.
+    pub detect_and_promote_ms: u64,
+    /// Writes acknowledged during the phase on the persistent connections (whose writes
+    /// queue on the hung primary's sockets) and by the demo's writer.
+    pub acked_writes: usize,
+    pub lost_acked_writes: usize,
+    /// The failure detection in force (`spec.failureDetection` or the demo's defaults).
+    pub probe_interval_ms: u64,
+    pub probe_timeout_ms: u64,
+    pub failure_threshold: u32,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub engine: String,
     pub proactive: PhaseReport,
     pub reactive: PhaseReport,
     pub failover: FailoverReport,
+    pub hung: HungReport,
 }
+
+/// Clients on persistent connections in phase (d).
+const PATIENT_WRITERS: usize = 2;
+/// How long they wait on their connection for an acknowledgement: longer than the primary
+/// stays stopped, so their writes stay queued on its sockets until it resumes or dies.
+const PATIENCE: Duration = Duration::from_secs(60);
 
 /// The server binary for `engine`, or what to install.
 pub fn find_engine(engine: kvpilot_sdk::Engine) -> Result<PathBuf, String> {
@@ -89,14 +115,39 @@ fn which(binary: &str) -> Option<PathBuf> {
 }
 
 /// The manifest the demo runs; `hz` is what the proactive phase changes.
-fn manifest(engine: kvpilot_sdk::Engine, hz: u32) -> String {
+fn manifest(engine: kvpilot_sdk::Engine, hz: u32, detection: &FailureDetectionSpec) -> String {
     let kind = match engine {
         kvpilot_sdk::Engine::Redis => "redis",
         _ => "valkey",
     };
+    let mut fields = Vec::new();
+    if let Some(v) = detection.probe_interval_ms {
+        fields.push(format!("probeIntervalMs: {v}"));
+    }
+    if let Some(v) = detection.probe_timeout_ms {
+        fields.push(format!("probeTimeoutMs: {v}"));
+    }
+    if let Some(v) = detection.failure_threshold {
+        fields.push(format!("failureThreshold: {v}"));
+    }
+    let detection = if fields.is_empty() {
+        String::new()
+    } else {
+        format!("  failureDetection: {{{}}}\n", fields.join(", "))
+    };
     format!(
-        "apiVersion: kvpilot.dev/v1alpha1\nkind: KvCluster\nmetadata:\n  name: demo\nspec:\n  engine:\n    kind: {kind}\n  replicas: 2\n  config:\n    hz: \"{hz}\"\n  rollout:\n    handoverTimeoutSeconds: 5\n"
+        "apiVersion: kvpilot.dev/v1alpha1\nkind: KvCluster\nmetadata:\n  name: demo\nspec:\n  engine:\n    kind: {kind}\n  replicas: 2\n  config:\n    hz: \"{hz}\"\n  rollout:\n    handoverTimeoutSeconds: 5\n{detection}"
     )
+}
+
+/// The demo's own timings: probes every 100 ms while something moves, every 500 ms when
+/// settled (`spec.failureDetection` overrides the first, and the probe timeout and threshold).
+fn demo_settings() -> Settings {
+    Settings {
+        probe_interval: Duration::from_millis(100),
+        steady_interval: Duration::from_millis(500),
+        ..Settings::default()
+    }
 }
 
 /// Runs a scenario until it ends or Ctrl-C/SIGTERM, which becomes the scenario's error so that
@@ -137,11 +188,7 @@ impl Harness {
             .map_err(|e| fail("setup", format!("{}: {e}", work.display())))?;
         let spec_path = work.join(file);
         std::fs::write(&spec_path, manifest).map_err(|e| fail("setup", e))?;
-        let settings = Settings {
-            probe_interval: Duration::from_millis(100),
-            steady_interval: Duration::from_millis(500),
-            ..Settings::default()
-        };
+        let settings = demo_settings();
         let guard = ServerGuard::new();
         guard.track_dir(work.join("state"));
         let cluster = LocalCluster::open(&spec_path, &work.join("state"), None, None, settings)
@@ -179,15 +226,22 @@ impl Harness {
 }
 
 /// Runs the demo in `work`.
+/// Runs the demo in `work`, with `detection` as the manifest's `spec.failureDetection`.
 pub async fn run(
     engine: kvpilot_sdk::Engine,
     work: &Path,
+    detection: &FailureDetectionSpec,
     progress: impl Fn(&str),
 ) -> Result<Report, DemoError> {
-    let mut h = Harness::start(engine, work, "demo.yaml", manifest(engine, 10)).await?;
+    detection
+        .validate()
+        .map_err(|(field, message)| fail("setup", format!("spec.{field}: {message}")))?;
+    let manifest_text = manifest(engine, 10, detection);
+    let mut h = Harness::start(engine, work, "demo.yaml", manifest_text).await?;
     let spec_path = h.spec_path.clone();
     let result = interruptible(scenario(
         engine,
+        detection,
         &spec_path,
         h.endpoint,
         &h.cluster,
@@ -218,6 +272,7 @@ async fn reconcile_loop(cluster: Arc<Mutex<LocalCluster>>, mut stop: watch::Rece
 
 async fn scenario(
     engine: kvpilot_sdk::Engine,
+    detection: &FailureDetectionSpec,
     spec_path: &Path,
     endpoint: SocketAddr,
     cluster: &Arc<Mutex<LocalCluster>>,
@@ -238,7 +293,7 @@ async fn scenario(
     // (a) proactive: a config change rolls the group, handing the primary over gracefully.
     progress("(a) proactive rolling restart after a config change");
     let a_start = Instant::now();
-    std::fs::write(spec_path, manifest(engine, 11)).map_err(|e| fail("proactive", e))?;
+    std::fs::write(spec_path, manifest(engine, 11, detection)).map_err(|e| fail("proactive", e))?;
     let rolled = settled(status, Some(&boot.desired_revision), "proactive").await?;
     let a_done = Instant::now();
     tokio::time::sleep(STEADY).await;
@@ -283,9 +338,60 @@ async fn scenario(
         .kill(&victim)
         .map_err(|e| fail("failover", e))?;
     let promoted_after = wait_for_promotion(&survivors, c_start).await?;
-    settled_with_new_primary(status, &victim, "failover").await?;
+    let failed_over = settled_with_new_primary(status, &victim, "failover").await?;
     tokio::time::sleep(STEADY).await;
     let c_end = Instant::now();
+
+    // (d) hung: the primary stops (SIGSTOP) while clients hold persistent connections to it
+    // through the endpoint, which keeps them as a Kubernetes Service would; it resumes once
+    // a replica was promoted. Their queued writes must not be acknowledged and then lost.
+    progress("(d) the primary hangs (SIGSTOP) past the failover, then resumes");
+    let hung = failed_over
+        .primary
+        .clone()
+        .ok_or_else(|| fail("hung", "no primary"))?;
+    let survivors: Vec<SocketAddr> = failed_over
+        .members
+        .iter()
+        .filter(|m| m.name != hung)
+        .filter_map(|m| m.address.parse().ok())
+        .collect();
+    let patient: Vec<Writer> = (0..PATIENT_WRITERS)
+        .map(|i| Writer::start_with(endpoint, &format!("hung{i}"), PHASE_LIMIT * 2, PATIENCE))
+        .collect();
+    let waited = Instant::now();
+    for w in &patient {
+        while w.acked().await == 0 {
+            if waited.elapsed() > PHASE_LIMIT {
+                return Err(fail(
+                    "hung",
+                    "a persistent connection got no acknowledgement",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let member_dir = cluster
+        .lock()
+        .await
+        .platform()
+        .dir()
+        .join("members")
+        .join(&hung);
+    let frozen = Server::adopt(&member_dir).map_err(|e| fail("hung", e))?;
+    let d_start = Instant::now();
+    frozen.pause().map_err(|e| fail("hung", e))?;
+    let hung_promoted_after = wait_for_promotion(&survivors, d_start).await?;
+    // Gone if the operator stopped it before the promotion; else it answers what is queued.
+    let _ = frozen.resume();
+    settled_with_new_primary(status, &hung, "hung").await?;
+    tokio::time::sleep(STEADY).await;
+    let d_end = Instant::now();
+    let mut patient_logs = Vec::new();
+    for w in patient {
+        let prefix = w.prefix().to_string();
+        patient_logs.push((prefix, w.stop().await));
+    }
 
     let log = writer.stop().await;
     let final_status = status.borrow().clone();
@@ -319,6 +425,17 @@ async fn scenario(
         rollout_seconds: (done - from).as_secs_f64(),
     };
     let first_ack = log.acks.first().map(|a| a.at).unwrap_or(a_start);
+    let mut hung_acked = acked_between(d_start, d_end);
+    let mut hung_lost = lost_between(d_start, d_end);
+    for (prefix, plog) in &patient_logs {
+        let seqs: Vec<u64> = plog.acks.iter().map(|a| a.seq).collect();
+        hung_acked += seqs.len();
+        hung_lost += verify::missing(final_primary, prefix, &seqs)
+            .await
+            .map_err(|e| fail("verify", e))?
+            .len();
+    }
+    let settings = detection.apply(&demo_settings());
     Ok(Report {
         engine: engine_name(engine).to_string(),
         // Writes before the change count with the proactive phase: all of them must survive.
@@ -331,6 +448,14 @@ async fn scenario(
         failover: FailoverReport {
             detect_and_promote_ms: ms(promoted_after),
             lost_acked_writes: lost_between(c_start, c_end),
+        },
+        hung: HungReport {
+            detect_and_promote_ms: ms(hung_promoted_after),
+            acked_writes: hung_acked,
+            lost_acked_writes: hung_lost,
+            probe_interval_ms: ms(settings.probe_interval),
+            probe_timeout_ms: ms(settings.probe_timeout),
+            failure_threshold: settings.failure_threshold,
         },
     })
 }
@@ -455,7 +580,9 @@ impl Report {
              {:<28} {:>12} {:>10} {:>14} {:>10}\n\
              {:<28} {:>12} {:>10} {:>14} {:>10.2}\n\
              {:<28} {:>12} {:>10} {:>14} {:>10.2}\n\
-             {:<28} {:>12} {:>10} {:>14} {:>10}\n",
+             {:<28} {:>12} {:>10} {:>14} {:>10}\n\
+             {:<28} {:>12} {:>10} {:>14} {:>10}\n\
+             failure detection: probe every {} ms, timeout {} ms, threshold {}\n",
             self.engine,
             "phase",
             "acked",
@@ -477,6 +604,70 @@ impl Report {
             self.failover.lost_acked_writes,
             format!("promote {}", self.failover.detect_and_promote_ms),
             "-",
+            "(d) failover after SIGSTOP",
+            self.hung.acked_writes,
+            self.hung.lost_acked_writes,
+            format!("promote {}", self.hung.detect_and_promote_ms),
+            "-",
+            self.hung.probe_interval_ms,
+            self.hung.probe_timeout_ms,
+            self.hung.failure_threshold,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{KvClusterManifest, validate_spec};
+
+    #[test]
+    fn the_manifest_carries_the_failure_detection_asked_for() {
+        let fast = FailureDetectionSpec {
+            probe_interval_ms: Some(50),
+            probe_timeout_ms: Some(100),
+            failure_threshold: Some(2),
+        };
+        for detection in [FailureDetectionSpec::default(), fast] {
+            let text = manifest(kvpilot_sdk::Engine::Valkey, 10, &detection);
+            let m: KvClusterManifest = serde_norway::from_str(&text).expect(&text);
+            assert_eq!(validate_spec(&m.spec), Ok(()));
+            let want = (detection != FailureDetectionSpec::default()).then_some(detection);
+            assert_eq!(m.spec.failure_detection, want, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_phase_and_the_detection_settings() {
+        let phase = PhaseReport {
+            acked_writes: 1,
+            lost_acked_writes: 0,
+            max_write_gap_ms: 2,
+            rollout_seconds: 0.5,
+        };
+        let report = Report {
+            engine: "valkey".into(),
+            proactive: phase.clone(),
+            reactive: phase,
+            failover: FailoverReport {
+                detect_and_promote_ms: 7,
+                lost_acked_writes: 0,
+            },
+            hung: HungReport {
+                detect_and_promote_ms: 3812,
+                acked_writes: 99,
+                lost_acked_writes: 0,
+                probe_interval_ms: 100,
+                probe_timeout_ms: 1000,
+                failure_threshold: 3,
+            },
+        };
+        let table = report.table();
+        assert!(table.contains("(d) failover after SIGSTOP"), "{table}");
+        assert!(table.contains("promote 3812"), "{table}");
+        assert!(table.contains("timeout 1000 ms, threshold 3"), "{table}");
+        let json = serde_json::to_value(&report).expect("json");
+        assert_eq!(json["hung"]["detect_and_promote_ms"], 3812);
+        assert_eq!(json["failover"]["detect_and_promote_ms"], 7);
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! It speaks raw RESP over one TCP connection so that nothing (pooling, retries inside a
 //! client library) hides what the server acknowledged and when. A write that is not
-//! acknowledged (an error, a reset, no answer within [`ACK_TIMEOUT`]) is retried with the same
+//! acknowledged (an error, a reset, no answer within [`ACK_TIMEOUT`] or the limit the writer was
+//! started with) is retried with the same
 //! key on a fresh connection; the write's latency runs from its first try, so a stall that
 //! outlasts the timeout still counts in full.
 
@@ -70,6 +71,19 @@ impl Writer {
     /// Starts writing `PREFIX:SEQ = SEQ` to `endpoint`, one write at a time, as fast as the
     /// server acknowledges, for at most `limit` (a bound in case nobody stops it).
     pub fn start(endpoint: SocketAddr, prefix: &str, limit: Duration) -> Writer {
+        Writer::start_with(endpoint, prefix, limit, ACK_TIMEOUT)
+    }
+
+    /// [`Writer::start`], waiting up to `ack_timeout` for each acknowledgement on the same
+    /// connection before giving up on it. A long one keeps a write queued on a stalled
+    /// primary's connection until it resumes, as a patient client would: the case fencing
+    /// must cover (safety rule 7).
+    pub fn start_with(
+        endpoint: SocketAddr,
+        prefix: &str,
+        limit: Duration,
+        ack_timeout: Duration,
+    ) -> Writer {
         let log = Arc::new(Mutex::new(Log::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(write_loop(
@@ -78,6 +92,7 @@ impl Writer {
             log.clone(),
             stop.clone(),
             limit,
+            ack_timeout,
         ));
         Writer {
             prefix: prefix.to_string(),
@@ -123,6 +138,7 @@ async fn write_loop(
     log: Arc<Mutex<Log>>,
     stop: Arc<AtomicBool>,
     limit: Duration,
+    ack_timeout: Duration,
 ) {
     let started = Instant::now();
     let mut seq: u64 = 0;
@@ -156,7 +172,7 @@ async fn write_loop(
         let value = seq.to_string();
         let sent = Instant::now();
         let first = *first_try.get_or_insert(sent);
-        match timeout(ACK_TIMEOUT, set(stream, &key, &value)).await {
+        match timeout(ack_timeout, set(stream, &key, &value)).await {
             Ok(Ok(())) => {
                 let at = Instant::now();
                 log.lock().await.acks.push(Ack {

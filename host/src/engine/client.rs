@@ -406,8 +406,14 @@ impl Client {
     }
 
     /// One round trip (a pipeline) of `INFO replication`, `INFO persistence`, `INFO server` and
-    /// `INFO keyspace`. Never changes anything on the member.
+    /// `INFO keyspace`, within [`RESPONSE_TIMEOUT`]. Never changes anything on the member.
     pub async fn observe(&self) -> Result<MemberReport, EngineError> {
+        self.observe_within(RESPONSE_TIMEOUT).await
+    }
+
+    /// [`Client::observe`] within `limit` (the probe timeout of failure detection). `INFO` has
+    /// no server-side timeout, so any limit keeps client timeouts above server-side ones.
+    pub async fn observe_within(&self, limit: Duration) -> Result<MemberReport, EngineError> {
         let commands = [
             EngineCommand::new(["INFO", "replication"]),
             EngineCommand::new(["INFO", "persistence"]),
@@ -422,12 +428,12 @@ impl Client {
             pipe.add_command(c.to_cmd());
         }
         let mut conn = self.conn.clone();
-        let replies: Vec<Value> = timeout(RESPONSE_TIMEOUT, pipe.query_async(&mut conn))
+        let replies: Vec<Value> = timeout(limit, pipe.query_async(&mut conn))
             .await
             .map_err(|_| EngineError::Timeout {
                 addr: self.addr.to_string(),
                 command: label.to_string(),
-                after: RESPONSE_TIMEOUT,
+                after: limit,
             })?
             .map_err(|e| self.command_error(&label, e))?;
         let [repl, persist, server, keyspace] = <[Value; 4]>::try_from(replies).map_err(|r| {

@@ -161,6 +161,12 @@ pub struct ReplicationInfo {
     pub failover_state: Option<FailoverState>,
     /// `master_replid`: the replication history this member belongs to.
     pub replid: Option<String>,
+    /// `master_replid2`: the history before the last change of ID (a promotion, or a primary
+    /// that loaded an RDB); `None` when the server reports none (all zeros).
+    pub replid2: Option<String>,
+    /// `second_repl_offset`: `replid2` is valid for offsets below this one; `None` when the
+    /// server reports -1.
+    pub second_repl_offset: Option<u64>,
 }
 
 impl ReplicationInfo {
@@ -203,6 +209,11 @@ impl ReplicationInfo {
                 .get("master_failover_state")
                 .map(|v| FailoverState::parse(v)),
             replid: f.get("master_replid").map(|v| (*v).to_owned()),
+            replid2: f
+                .get("master_replid2")
+                .filter(|v| !v.is_empty() && v.bytes().any(|b| b != b'0'))
+                .map(|v| (*v).to_owned()),
+            second_repl_offset: non_negative(&f, "second_repl_offset")?,
         })
     }
 }
@@ -557,6 +568,23 @@ mod tests {
             r.replid.as_deref(),
             Some("895e339479feda19a956b392a6f79fdb7b2fb5f2")
         );
+    }
+
+    #[test]
+    fn the_previous_history_is_read_after_a_promotion_and_absent_before() {
+        let r = ReplicationInfo::parse(VALKEY_PRIMARY).unwrap();
+        assert_eq!((r.replid2, r.second_repl_offset), (None, None));
+        let promoted = "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\
+            master_replid:aa1fe0f1d3b8b1b0f6e3cfd2e0b6a1a0f1e2d3c4\r\n\
+            master_replid2:895e339479feda19a956b392a6f79fdb7b2fb5f2\r\n\
+            master_repl_offset:5000\r\nsecond_repl_offset:4001\r\n";
+        let r = ReplicationInfo::parse(promoted).unwrap();
+        assert_eq!(
+            r.replid2.as_deref(),
+            Some("895e339479feda19a956b392a6f79fdb7b2fb5f2")
+        );
+        assert_eq!(r.second_repl_offset, Some(4001));
+        assert_eq!(r.master_repl_offset, Some(5000));
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! Builds [`Observed`] from the platform and one `observe()` round trip per running member.
 
-use super::{Clients, Observed, ObservedMember, Replication};
+use super::{Clients, History, Observed, ObservedMember, Replication};
 use crate::api::KvClusterSpec;
 use crate::engine::{self, Dialect, FailoverState, MemberReport};
 use crate::platform::{Platform, PlatformError};
 use futures::future::join_all;
 use kvpilot_sdk::Role;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// What observe remembers between reconciles: only the failure-detection counter, which is
 /// about time and so cannot be read off the members. Losing it (restart) only delays a failover.
@@ -24,6 +25,7 @@ pub async fn collect<P: Platform>(
     namespace: &str,
     clients: &Clients,
     tracker: &mut Tracker,
+    probe_timeout: Duration,
 ) -> Result<Observed, PlatformError> {
     let members = platform.members().await?;
     let now_unix = crate::reconcile::now_ms() as i64 / 1000;
@@ -34,7 +36,15 @@ pub async fn collect<P: Platform>(
         if !m.running {
             return None;
         }
-        probe(clients, &m.name, m.addr, snapshots).await
+        // The whole probe (connect, AUTH, INFO) is bounded: a member that does not answer
+        // in time counts as not answering (spec.failureDetection.probeTimeoutMs).
+        tokio::time::timeout(
+            probe_timeout,
+            probe(clients, &m.name, m.addr, snapshots, probe_timeout),
+        )
+        .await
+        .ok()
+        .flatten()
     }))
     .await;
     let engine_version = reports
@@ -60,6 +70,8 @@ pub async fn collect<P: Platform>(
             report: report
                 .as_ref()
                 .map(|(r, snapshot)| replication(r, snapshot)),
+            // Filled from status by the reconciler: observe reads only the members.
+            last_known: None,
         })
         .collect();
     if observed_members
@@ -98,6 +110,7 @@ async fn probe(
     member: &str,
     addr: SocketAddr,
     snapshots: bool,
+    timeout: Duration,
 ) -> Option<(MemberReport, SnapshotSettings)> {
     let client = match clients.get(member, addr).await {
         Ok(c) => c,
@@ -112,7 +125,7 @@ async fn probe(
             return None;
         }
     };
-    let report = match client.observe().await {
+    let report = match client.observe_within(timeout).await {
         Ok(report) => report,
         Err(e) => {
             tracing::debug!(%addr, error = %e, "observe failed");
@@ -163,7 +176,19 @@ fn replication(r: &MemberReport, snapshot: &SnapshotSettings) -> Replication {
             .is_some_and(|p| p.sync_in_progress),
         loading: r.persistence.loading || r.persistence.async_loading || r.keys.is_none(),
         offset: r.offset().unwrap_or(0),
-        keys: r.keys.unwrap_or(0),
+        // While a dataset loads the server reports a throwaway ID at offset 0: unknown.
+        history: match (&r.replication.replid, r.keys) {
+            (Some(id), Some(_)) if !r.persistence.loading => Some(History {
+                replid: id.clone(),
+                replid2: r.replication.replid2.clone(),
+                previous_until_offset: r.replication.second_repl_offset,
+                // The member's own position in the stream, which PSYNC compares (a replica
+                // never connected reports `slave_repl_offset:1` but `master_repl_offset:0`).
+                offset: r.replication.master_repl_offset.unwrap_or(0),
+            }),
+            _ => None,
+        },
+        keys: r.keys,
         online_replicas: r
             .replication
             .replicas

@@ -2,6 +2,7 @@
 //! real platform and by hand in tests.
 
 use kvpilot_sdk::{Engine, Role};
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 /// One cluster (one shard for now) as seen at one instant.
@@ -44,6 +45,64 @@ pub struct ObservedMember {
     pub retiring: bool,
     /// What the member answered, if it answered.
     pub report: Option<Replication>,
+    /// What the member last answered when it had its dataset loaded, as kept in status (so
+    /// it survives an operator restart): what it may still hold while it is down, hung or
+    /// loading (safety rule 2), and whether it was a primary whose clients still need a fence
+    /// (safety rule 7).
+    pub last_known: Option<LastKnown>,
+}
+
+/// Where a member stands in the replication history: the stream it follows or writes
+/// (`master_replid`), how far it got in it (the offset), and the stream it came from before
+/// its ID last changed (a promotion, or a primary that loaded a snapshot).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct History {
+    /// `master_replid`.
+    #[serde(rename = "replicationId")]
+    pub replid: String,
+    /// `master_replid2`, when the member has one.
+    #[serde(
+        rename = "previousReplicationId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub replid2: Option<String>,
+    /// `second_repl_offset`: the previous ID holds for offsets below this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_until_offset: Option<u64>,
+    /// The replication offset reached (applied, on a replica).
+    pub offset: u64,
+}
+
+/// The role a member answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum KnownRole {
+    Primary,
+    Replica,
+}
+
+/// What a member last answered with its dataset loaded (kept in status).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastKnown {
+    /// `primary` or `replica`.
+    pub role: KnownRole,
+    /// Its place in the replication history then (the offset is refreshed at most every 30
+    /// seconds on Kubernetes, so it is a lower bound).
+    pub history: History,
+    /// Its key count then.
+    pub keys: u64,
+    /// When its server process started (Unix seconds, on the member's clock): a restarted
+    /// process has none of the old one's clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_unix: Option<i64>,
+    /// It was demoted from primary, and the clients it had then are not known to be
+    /// disconnected yet: the operator fences it (`CLIENT KILL TYPE normal`) until that
+    /// succeeds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fence_pending: bool,
 }
 
 /// The replication facts `decide` needs from one member's `INFO`.
@@ -60,8 +119,11 @@ pub struct Replication {
     pub loading: bool,
     /// `master_repl_offset` on a primary, the processed offset on a replica.
     pub offset: u64,
-    /// Keys in every database (`INFO keyspace`).
-    pub keys: u64,
+    /// Its place in the replication history; `None` while it loads a dataset (until the load
+    /// ends the server reports a throwaway ID) or when the engine reports no ID.
+    pub history: Option<History>,
+    /// Keys in every database (`INFO keyspace`); `None` while it loads (unknown, not 0).
+    pub keys: Option<u64>,
     /// Primaries: the replicas it lists as `online` (FAILOVER only accepts those).
     pub online_replicas: Vec<SocketAddr>,
     /// A `BGSAVE` (or a sync's snapshot) is running (`rdb_bgsave_in_progress`).
@@ -98,8 +160,11 @@ impl ObservedMember {
         self.revision.as_deref() == Some(desired)
     }
 
+    /// It answered with its dataset loaded and holds at least one key.
     pub fn holds_data(&self) -> bool {
-        self.report.as_ref().is_some_and(|r| r.keys > 0)
+        self.report
+            .as_ref()
+            .is_some_and(|r| r.keys.is_some_and(|k| k > 0))
     }
 
     /// Running, answering and not loading.

@@ -70,7 +70,19 @@ pub trait Platform: Send + Sync {
     /// not given, or one that serves as the primary.
     fn retire(&self, members: &[String]) -> impl Future<Output = Result<(), PlatformError>> + Send;
 
-    /// Sends new client connections to `primary` (and closes connections to any other).
+    /// Stops `members` at once, without a grace period: each may still be acting as the
+    /// primary but does not answer (hung, or partitioned from the operator), and another
+    /// member is about to be promoted. A process that is killed before it resumes never
+    /// acknowledges the writes queued on its open connections, which a Service keeps open
+    /// (safety rule 7). Returns once they are stopped, as far as the platform can tell.
+    fn stop_hung(
+        &self,
+        members: &[String],
+    ) -> impl Future<Output = Result<(), PlatformError>> + Send;
+
+    /// Sends new client connections to `primary`. Connections already established stay with
+    /// the member they reached, as behind a Kubernetes Service: moving the endpoint fences
+    /// nothing (safety rule 7: the demoted member is fenced on the member itself).
     fn point_endpoint(
         &self,
         primary: SocketAddr,

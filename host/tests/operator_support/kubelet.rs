@@ -6,6 +6,8 @@
 //!   as a replica of the pod labelled primary or parked when there is none (what the rendered
 //!   `replicaof <name>-primary` resolves to), with the rendered config's settings;
 //! - a deleted Pod's server gets SIGTERM and the Pod is recreated on the current update revision;
+//!   a Pod force-deleted (`gracePeriodSeconds: 0`) gets SIGKILL 2 s after the SIGTERM, as a
+//!   real kubelet's minimum window, while its replacement may already start;
 //! - when a StatefulSet's `replicas` shrinks, its Pods at ordinals past the new count are
 //!   deleted and their servers get SIGTERM (the real controller deletes the highest ordinals,
 //!   whatever role they have: that is what the reconciler must guard against);
@@ -38,6 +40,9 @@ use tokio::sync::Mutex;
 
 use super::NS;
 
+/// A force-deleted pod's container gets SIGTERM and, this much later, SIGKILL: a real
+/// kubelet never grants less (`minimumGracePeriodInSeconds`), whatever the deletion asked.
+pub const FORCE_KILL_AFTER: Duration = Duration::from_secs(2);
 /// How long a crashed container stays down before the kubelet restarts it.
 pub const RESTART_DELAY: Duration = Duration::from_secs(3);
 /// Period of the stand-in's loop.
@@ -170,6 +175,14 @@ impl Kubelet {
             .expect("SIGCONT");
     }
 
+    /// The data directory of `pod`'s server (to adopt it: pause, resume).
+    pub async fn server_dir(&self, pod: &str) -> PathBuf {
+        self.state.lock().await.members[pod]
+            .server
+            .dir()
+            .to_path_buf()
+    }
+
     /// The address of `pod`'s server.
     pub async fn addr(&self, pod: &str) -> SocketAddr {
         self.state.lock().await.members[pod].server.addr()
@@ -238,8 +251,17 @@ async fn step(env: &Env, state: &Mutex<State>) -> Result<(), String> {
             };
             if deleted {
                 let mut m = state.members.remove(&pod_name).expect("present");
-                // The kubelet's SIGTERM, with the pod's grace period.
-                let _ = m.server.terminate(Duration::from_secs(10)).await;
+                if super::force_deleted(&m.uid) {
+                    // A force deletion (grace period 0): the kubelet still sends SIGTERM first
+                    // and SIGKILL only after its minimum window, and the pod name is free at
+                    // once, so the replacement may start while the old process runs.
+                    tokio::spawn(async move {
+                        let _ = m.server.terminate(FORCE_KILL_AFTER).await;
+                    });
+                } else {
+                    // The kubelet's SIGTERM, with the pod's grace period.
+                    let _ = m.server.terminate(Duration::from_secs(10)).await;
+                }
                 state.history.deleted.push(pod_name.clone());
             }
             let pod = if deleted { None } else { pod };

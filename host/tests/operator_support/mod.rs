@@ -19,6 +19,7 @@ use kvpilot::decide::Settings;
 use kvpilot::platform::kubernetes::controller::{self, Context};
 use kvpilot::platform::kubernetes::metrics::Metrics;
 use kvpilot::policy::PolicyRuntime;
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,16 +28,81 @@ pub const NS: &str = "shop";
 
 /// A fake API server with the kvpilot CRDs (KvCluster status as a subresource).
 pub async fn fake_client() -> Client {
-    builder().build().await.expect("fake client")
+    record_deletes(builder().build().await.expect("fake client"))
 }
 
 /// [`fake_client`] whose calls go through `interceptors` first (to inject API errors).
 pub async fn fake_client_with(interceptors: kube_fake_client::interceptor::Funcs) -> Client {
-    builder()
-        .with_interceptor_funcs(interceptors)
-        .build()
-        .await
-        .expect("fake client")
+    record_deletes(
+        builder()
+            .with_interceptor_funcs(interceptors)
+            .build()
+            .await
+            .expect("fake client"),
+    )
+}
+
+/// Uids of the pods deleted with `gracePeriodSeconds: 0` (force deletions). A real API server
+/// hands the kubelet the grace period with the deleted pod; the fake deletes at once and keeps
+/// none, so the calls are watched on their way to it and the kubelet stand-in reads this.
+pub static FORCE_DELETED: std::sync::LazyLock<std::sync::Mutex<HashSet<String>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Whether the pod with `uid` was force-deleted.
+pub fn force_deleted(uid: &str) -> bool {
+    FORCE_DELETED
+        .lock()
+        .map(|set| set.contains(uid))
+        .unwrap_or(false)
+}
+
+fn record_deletes(fake: Client) -> Client {
+    Client::new(RecordDeletes { inner: fake }, "default")
+}
+
+/// Passes every request to the fake, noting the uid precondition of each pod deletion with
+/// a zero grace period in [`FORCE_DELETED`].
+#[derive(Clone)]
+struct RecordDeletes {
+    inner: Client,
+}
+
+type Body = kube::client::Body;
+
+impl tower_service::Service<http::Request<Body>> for RecordDeletes {
+    type Response = http::Response<Body>;
+    type Error = kube::Error;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<http::Response<Body>, kube::Error>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), kube::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            use http_body_util::BodyExt;
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect().await?.to_bytes();
+            if parts.method == http::Method::DELETE && parts.uri.path().contains("/pods/") {
+                let options: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                if options["gracePeriodSeconds"] == 0
+                    && let Some(uid) = options["preconditions"]["uid"].as_str()
+                    && let Ok(mut set) = FORCE_DELETED.lock()
+                {
+                    set.insert(uid.to_string());
+                }
+            }
+            inner
+                .send(http::Request::from_parts(parts, Body::from(bytes.to_vec())))
+                .await
+        })
+    }
 }
 
 fn builder() -> kube_fake_client::ClientBuilder {
@@ -208,6 +274,15 @@ fn contains(have: &serde_json::Value, want: &serde_json::Value) -> bool {
 /// The controller context, with fast probes and members on `port`.
 pub fn context(client: &Client, port: u16) -> Arc<Context> {
     Arc::new(new_context(client, port))
+}
+
+/// [`context`], acting only while `leadership` allows (rule 9).
+pub fn context_with_leadership(
+    client: &Client,
+    port: u16,
+    leadership: Arc<dyn kvpilot::leadership::Leadership>,
+) -> Arc<Context> {
+    Arc::new(new_context(client, port).with_leadership(leadership))
 }
 
 /// [`context`], trying a failed PolicyPlugin again after `base` (doubling up to `max`).

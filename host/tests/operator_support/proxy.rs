@@ -1,6 +1,8 @@
 //! A stand-in for kube-proxy and the `<name>-primary` Service: a TCP forwarder on 127.0.0.1
-//! whose target follows the pod labelled `kvpilot.dev/role=primary`, so a client of the
-//! "Service" is moved the way the operator's relabelling moves it in a real cluster.
+//! whose target follows the pod labelled `kvpilot.dev/role=primary`, so a new client of the
+//! "Service" reaches the pod the operator's relabelling points at, and an established one stays
+//! with the pod it reached, as behind a real Service (the forwarder keeps connections when its
+//! target changes).
 
 use super::pods;
 use kube::{Client, ResourceExt};

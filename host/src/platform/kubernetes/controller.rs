@@ -13,12 +13,13 @@ use super::policies::{self, ClusterPolicies, PluginProblem, RetryBackoff};
 use super::{LABEL_CLUSTER, desired_objects, triggers};
 use crate::api::{KvCluster, KvClusterStatus, PolicyPlugin, StatusContext, validate_spec};
 use crate::decide::Settings;
+use crate::leadership::{Alone, Leadership};
 use crate::observe::{Access, Clients};
 use crate::policy::{
     FailurePolicy, HookProblem, Policies, PolicyRuntime, WasmPolicies, retry, text,
 };
 use crate::reconcile::Reconciler;
-use crate::status::{ClusterStatus, Condition};
+use crate::status::{ClusterStatus, Condition, MemberStatus};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Service};
@@ -108,6 +109,9 @@ pub struct Context {
     pub health: Arc<Health>,
     /// Failed PolicyPlugin loads, shared by every cluster and the PolicyPlugin controller.
     pub plugin_retry: RetryBackoff,
+    /// Asked right before every write: applying objects, moving credentials, each step of a
+    /// plan, status and events (rule 9).
+    pub leadership: Arc<dyn Leadership>,
     clusters: tokio::sync::Mutex<HashMap<ClusterKey, Tracked>>,
 }
 
@@ -132,8 +136,15 @@ impl Context {
             member_port,
             health: Arc::new(Health::default()),
             plugin_retry: RetryBackoff::default(),
+            leadership: Arc::new(Alone),
             clusters: Default::default(),
         }
+    }
+
+    /// The same context, acting only while `leadership` allows.
+    pub fn with_leadership(mut self, leadership: Arc<dyn Leadership>) -> Context {
+        self.leadership = leadership;
+        self
     }
 
     /// The same context, waiting `base` (doubling up to `max`) before loading a failed
@@ -164,15 +175,25 @@ impl Context {
             kc.spec.replicas + 1,
             self.member_port,
         );
+        let mut reconciler = Reconciler::new(
+            &kc.name_any(),
+            namespace,
+            platform,
+            // Configured from the Secrets at the start of every reconcile.
+            Clients::with_access(access::dialect(kc), Access::default()),
+            self.settings.clone(),
+        );
+        reconciler.leadership = self.leadership.clone();
+        // What the last operator recorded of each member (history, role, pending fences):
+        // all there is to know of a member that is down or loading now (rules 2 and 7).
+        reconciler.status.members = kc
+            .status
+            .iter()
+            .flat_map(|s| &s.members)
+            .map(|m| MemberStatus::remembered(&m.name, m.last_known.clone()))
+            .collect();
         let state = Arc::new(tokio::sync::Mutex::new(ClusterState {
-            reconciler: Reconciler::new(
-                &kc.name_any(),
-                namespace,
-                platform,
-                // Configured from the Secrets at the start of every reconcile.
-                Clients::with_access(access::dialect(kc), Access::default()),
-                self.settings.clone(),
-            ),
+            reconciler,
             bound: None,
             last_status_write: None,
             rollouts: RolloutTracker::default(),
@@ -209,6 +230,9 @@ impl Context {
         message: &str,
         related: Option<ObjectReference>,
     ) {
+        if self.leadership.check().is_err() {
+            return;
+        }
         let event = Event {
             type_: if warning {
                 EventType::Warning
@@ -255,6 +279,12 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
         ctx.clusters.lock().await.remove(&(namespace, name));
         return Ok(Action::await_change());
     }
+    // Rule 9: nothing below is done by an operator that does not lead (it may have been
+    // paused past its lease); each write further down asks again.
+    if let Err(e) = ctx.leadership.check() {
+        tracing::info!(cluster = %name, reason = %e, "not reconciling");
+        return Ok(Action::requeue(ERROR_REQUEUE));
+    }
     let state = ctx.state(kc, &namespace).await;
     let mut state = state.lock().await;
     let state = &mut *state;
@@ -271,6 +301,9 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
                 .map(|()| Action::requeue(INVALID_SPEC_REQUEUE));
         }
     };
+    if ctx.leadership.check().is_err() {
+        return Ok(Action::requeue(ERROR_REQUEUE));
+    }
     let applied = apply::apply_all(&ctx.client, &namespace, &name, &objects).await;
     report_applied(ctx, kc, state, &applied).await;
 
@@ -468,6 +501,10 @@ pub async fn reconcile_plugin(
     pp: Arc<PolicyPlugin>,
     ctx: Arc<Context>,
 ) -> Result<Action, PluginProblem> {
+    // Rule 9: the PolicyPlugin status is written by the leader only.
+    if ctx.leadership.check().is_err() {
+        return Ok(Action::requeue(ERROR_REQUEUE));
+    }
     match policies::load_and_record(
         &ctx.client,
         &ctx.recorder,
@@ -527,7 +564,9 @@ async fn patch_status(
         },
     );
     let now = Instant::now();
-    if !status_write_needed(kc.status.as_ref(), &status, *last_write, now) {
+    if !status_write_needed(kc.status.as_ref(), &status, *last_write, now)
+        || ctx.leadership.check().is_err()
+    {
         return Ok(());
     }
     let mut value = serde_json::to_value(&status).unwrap_or_default();
@@ -578,6 +617,10 @@ fn status_write_needed(
         let mut s = s.clone();
         for m in &mut s.members {
             m.offset = 0;
+            if let Some(known) = m.last_known.as_mut() {
+                known.history.offset = 0;
+                known.keys = 0;
+            }
         }
         s
     };
@@ -726,6 +769,7 @@ mod tests {
                 next_snapshot_time: None,
                 snapshot_due: false,
                 snapshot_retrying: false,
+                last_known: None,
             }],
             ..Default::default()
         }
@@ -768,6 +812,35 @@ mod tests {
             &moved,
             just_written,
             t0 + VOLATILE_STATUS_REFRESH
+        ));
+        // The recorded offset and key count are volatile too; the recorded role is not.
+        let with_known = |offset: u64, role| {
+            let mut s = status(1, true);
+            s.members[0].last_known = Some(crate::observe::LastKnown {
+                role,
+                history: crate::observe::History {
+                    replid: "r1".into(),
+                    offset,
+                    ..Default::default()
+                },
+                keys: offset,
+                started_unix: None,
+                fence_pending: false,
+            });
+            s
+        };
+        let primary = crate::observe::KnownRole::Primary;
+        assert!(!status_write_needed(
+            Some(&with_known(10, primary)),
+            &with_known(99, primary),
+            just_written,
+            t0 + Duration::from_secs(1)
+        ));
+        assert!(status_write_needed(
+            Some(&with_known(10, primary)),
+            &with_known(10, crate::observe::KnownRole::Replica),
+            just_written,
+            t0 + Duration::from_secs(1)
         ));
         // This operator never wrote it (restart): written.
         assert!(status_write_needed(

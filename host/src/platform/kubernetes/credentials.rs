@@ -152,6 +152,9 @@ pub async fn sync(
     let current = access.credentials.clone();
     let clients = &reconciler.clients;
     let changed = clients.configure(access::dialect(kc), access);
+    // Rule 9: a follower reads the record (to observe with it) but writes nothing and moves
+    // no member.
+    let leader = reconciler.leadership.check().is_ok();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let record = match read(&secrets, kc, namespace).await {
         Ok(record) => Some(record),
@@ -168,16 +171,16 @@ pub async fn sync(
         // Nothing to keep for a cluster that never had auth.
         let untouched = record.credentials.is_empty() && current.is_none();
         match record.after(&current).filter(|_| !untouched) {
-            Some(next) => match write(&secrets, kc, namespace, &next).await {
+            Some(next) if leader => match write(&secrets, kc, namespace, &next).await {
                 Ok(()) => clients.remember(next.previous()),
                 Err(e) => warnings.push(format!(
                     "{e}; the rotation goes on but would not survive an operator restart"
                 )),
             },
-            None => clients.remember(record.previous()),
+            _ => clients.remember(record.previous()),
         }
     }
-    if !changed && clients.previous().is_empty() {
+    if !leader || (!changed && clients.previous().is_empty()) {
         return warnings;
     }
     let members = match reconciler.platform.members().await {

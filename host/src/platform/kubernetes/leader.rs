@@ -13,6 +13,11 @@
 //!   to agree, and a skewed one would let two replicas lead at once.
 //!
 //! Updates carry the resourceVersion read, so two candidates never both win one round.
+//!
+//! What the elector publishes is not only "leading" but until when: [`LeaseGate`] answers
+//! from the monotonic clock at the moment it is asked, right before every action (safety rule
+//! 9). A process that was paused past that moment resumes with its elector task not yet run
+//! and the published flag still true; the gate already says no.
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -146,6 +151,90 @@ impl Leadership {
     }
 }
 
+/// What the elector last published: whether it leads, and until when without another renewal
+/// (the start of the last renewal plus the renew deadline, on this process's monotonic clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LeaseState {
+    pub leading: bool,
+    pub valid_until: Option<Instant>,
+}
+
+/// Leadership as the operator's actions ask for it: valid while the clock is before the
+/// published deadline, whatever the flag says.
+#[derive(Debug, Clone)]
+pub struct LeaseGate {
+    lease: watch::Receiver<LeaseState>,
+}
+
+impl LeaseGate {
+    pub fn new(lease: watch::Receiver<LeaseState>) -> LeaseGate {
+        LeaseGate { lease }
+    }
+
+    /// The flag as last published (what a check at the top of a loop would see).
+    pub fn published_leading(&self) -> bool {
+        self.lease.borrow().leading
+    }
+}
+
+impl crate::leadership::Leadership for LeaseGate {
+    fn check(&self) -> Result<(), crate::leadership::NotLeader> {
+        let state = *self.lease.borrow();
+        let now = Instant::now();
+        match state.valid_until {
+            Some(until) if state.leading && now < until => Ok(()),
+            Some(until) if state.leading => Err(crate::leadership::NotLeader(format!(
+                "the lease was last renewed more than the renew deadline ago ({} ms past it)",
+                now.saturating_duration_since(until).as_millis()
+            ))),
+            _ => Err(crate::leadership::NotLeader(
+                "this operator does not hold the lease".into(),
+            )),
+        }
+    }
+}
+
+/// Without `--leader-election` the operator still takes the Lease, but does not stand by for
+/// it: it waits only as long as a Lease left by an operator that is gone takes to expire (its
+/// duration, as observed here, plus two attempts), and refuses to start when another
+/// operator keeps renewing it. Two operators acting on the same clusters would undo each
+/// other's steps (rule 9).
+pub async fn acquire_exclusive(
+    lease: &mut watch::Receiver<LeaseState>,
+    timing: LeaseTiming,
+    holder: impl Future<Output = Option<String>>,
+) -> Result<(), String> {
+    let wait = timing.duration + (timing.retry_period + timing.call_timeout) * 2;
+    match tokio::time::timeout(wait, lease.wait_for(|l| l.leading)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(_)) => Err("leader election stopped".into()),
+        Err(_) => Err(match holder.await {
+            Some(holder) => format!(
+                "another kvpilot operator ({holder}) holds the Lease and kept renewing it for {} \
+                 s: refusing to start a second one, which would act on the same clusters. Stop \
+                 the other operator, or run every replica with --leader-election",
+                wait.as_secs()
+            ),
+            None => format!(
+                "could not take the Lease within {} s and cannot read who holds it: see the \
+                 `lease renewal failed` warnings (the operator needs get, create and update on \
+                 leases.coordination.k8s.io in the Lease's namespace)",
+                wait.as_secs()
+            ),
+        }),
+    }
+}
+
+/// The identity holding the Lease `namespace/name`, if it can be read.
+pub async fn lease_holder(client: Client, namespace: &str, name: &str) -> Option<String> {
+    let api: Api<Lease> = Api::namespaced(client, namespace);
+    let lease = tokio::time::timeout(Duration::from_secs(5), api.get_opt(name))
+        .await
+        .ok()?
+        .ok()??;
+    lease.spec?.holder_identity
+}
+
 /// One candidate for the lease `namespace/name`.
 pub struct LeaderElector {
     api: Api<Lease>,
@@ -267,10 +356,10 @@ impl LeaderElector {
         }
     }
 
-    /// Keeps trying every retry period, publishing whether this candidate leads. A failed
-    /// attempt keeps leadership only until the renew deadline; then this replica must stop
-    /// reconciling, since another may take over once the Lease expires.
-    pub async fn run(mut self, leading: watch::Sender<bool>) {
+    /// Keeps trying every retry period, publishing whether this candidate leads and until
+    /// when. A failed attempt keeps leadership only until the renew deadline; then this
+    /// replica must stop acting, since another may take over once the Lease expires.
+    pub async fn run(mut self, lease: watch::Sender<LeaseState>) {
         let timing = self.timing;
         let mut leadership = Leadership::default();
         loop {
@@ -292,10 +381,13 @@ impl LeaderElector {
             };
             leadership.after(started, attempt);
             let now_leading = leadership.leading(Instant::now(), &timing);
-            if *leading.borrow() != now_leading {
+            if lease.borrow().leading != now_leading {
                 tracing::info!(lease = %self.name, identity = %self.identity, leading = now_leading, "leadership changed");
             }
-            leading.send_replace(now_leading);
+            lease.send_replace(LeaseState {
+                leading: now_leading,
+                valid_until: leadership.deadline(&timing).filter(|_| now_leading),
+            });
             // Wake for the next attempt, or at the renew deadline to give up leadership on
             // time.
             let next = started + timing.retry_period;
@@ -411,6 +503,114 @@ mod tests {
         assert_eq!(spec.lease_transitions, Some(1));
     }
 
+    /// Polls `inner` only while `running` says so: a task of a process that is not scheduled
+    /// (SIGSTOP, a long pause). Its timers expire meanwhile, but nothing of it runs.
+    async fn freezable<F: Future>(inner: F, mut running: watch::Receiver<bool>) {
+        tokio::pin!(inner);
+        loop {
+            if !*running.borrow_and_update() {
+                if running.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = &mut inner => return,
+                changed = running.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    fn candidate(
+        client: &Client,
+        identity: &str,
+        duration: Duration,
+    ) -> (
+        LeaderElector,
+        watch::Sender<LeaseState>,
+        watch::Receiver<LeaseState>,
+    ) {
+        let elector = LeaderElector::new(client.clone(), "ops", "kvpilot", identity, duration);
+        let (tx, rx) = watch::channel(LeaseState::default());
+        (elector, tx, rx)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_paused_past_its_lease_may_not_act_when_it_resumes() {
+        use crate::leadership::Leadership;
+        let client = ClientBuilder::new().build().await.unwrap();
+        let duration = 3 * SECOND;
+        let (a, a_tx, mut a_rx) = candidate(&client, "a", duration);
+        let (a_running, a_runs) = watch::channel(true);
+        tokio::spawn(freezable(a.run(a_tx), a_runs));
+        a_rx.wait_for(|l| l.leading).await.unwrap();
+        let gate = LeaseGate::new(a_rx.clone());
+        assert_eq!(gate.check(), Ok(()));
+
+        // a's process stops being scheduled; b takes the Lease once a stopped renewing it.
+        a_running.send_replace(false);
+        let (b, b_tx, mut b_rx) = candidate(&client, "b", duration);
+        tokio::spawn(b.run(b_tx));
+        tokio::time::timeout(10 * duration, b_rx.wait_for(|l| l.leading))
+            .await
+            .expect("b takes over")
+            .unwrap();
+        assert!(LeaseGate::new(b_rx.clone()).check().is_ok());
+
+        // a resumes with a plan in hand. Its elector has not run yet, so the flag it last
+        // published still says it leads: a check of that flag would let it act.
+        a_running.send_replace(true);
+        assert!(
+            gate.published_leading(),
+            "the stale flag is what a check at the top of the loop sees"
+        );
+        let refused = gate.check().expect_err("the gate goes by the clock");
+        assert!(refused.0.contains("renew deadline"), "{refused}");
+        // Once its elector runs, it learns it lost the Lease.
+        tokio::time::timeout(10 * duration, a_rx.wait_for(|l| !l.leading))
+            .await
+            .expect("a gives up")
+            .unwrap();
+        assert!(gate.check().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_election_a_second_operator_refuses_to_start() {
+        let client = ClientBuilder::new().build().await.unwrap();
+        let duration = 3 * SECOND;
+        let (a, a_tx, mut a_rx) = candidate(&client, "a", duration);
+        let (a_running, a_runs) = watch::channel(true);
+        tokio::spawn(freezable(a.run(a_tx), a_runs));
+        a_rx.wait_for(|l| l.leading).await.unwrap();
+
+        // b finds the Lease renewed by a for longer than it could be stale: it refuses.
+        let (b, b_tx, mut b_rx) = candidate(&client, "b", duration);
+        let timing = b.timing();
+        let b_task = tokio::spawn(b.run(b_tx));
+        let holder = lease_holder(client.clone(), "ops", "kvpilot");
+        let refused = acquire_exclusive(&mut b_rx, timing, holder)
+            .await
+            .expect_err("a second operator is refused");
+        assert!(refused.contains("(a)"), "{refused}");
+        assert!(refused.contains("--leader-election"), "{refused}");
+        assert!(!b_rx.borrow().leading);
+        b_task.abort();
+
+        // a is gone (its Lease stays behind, unrenewed): the next operator takes over.
+        a_running.send_replace(false);
+        let (c, c_tx, mut c_rx) = candidate(&client, "c", duration);
+        let timing = c.timing();
+        tokio::spawn(c.run(c_tx));
+        let holder = lease_holder(client.clone(), "ops", "kvpilot");
+        acquire_exclusive(&mut c_rx, timing, holder)
+            .await
+            .expect("a stale Lease is taken over");
+        assert_eq!(
+            lease_holder(client, "ops", "kvpilot").await.as_deref(),
+            Some("c")
+        );
+    }
+
     /// An API server that accepts connections and never answers (127.0.0.1).
     async fn silent_api() -> (Client, tokio::task::JoinHandle<()>) {
         // The test build links aws-lc-rs too (through kube-fake-client), so rustls cannot
@@ -452,9 +652,12 @@ mod tests {
 
         // The loop publishes that it does not lead, and keeps trying.
         let elector = LeaderElector::new(client, "ops", "kvpilot", "a", duration);
-        let (tx, mut rx) = watch::channel(true);
+        let (tx, mut rx) = watch::channel(LeaseState {
+            leading: true,
+            valid_until: None,
+        });
         let run = tokio::spawn(elector.run(tx));
-        tokio::time::timeout(5 * SECOND, rx.wait_for(|l| !*l))
+        tokio::time::timeout(5 * SECOND, rx.wait_for(|l| !l.leading))
             .await
             .expect("published within the bound")
             .unwrap();

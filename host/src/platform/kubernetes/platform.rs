@@ -16,6 +16,10 @@ use std::sync::Mutex;
 /// The label the StatefulSet controller puts on each pod: the revision it was created from.
 pub const LABEL_REVISION: &str = "controller-revision-hash";
 
+/// How long [`Platform::stop_hung`] waits after force-deleting a pod: the kubelet's minimum
+/// of 2 seconds between SIGTERM and SIGKILL, plus time for it to see the deletion.
+pub const FORCE_DELETE_WINDOW: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// The well-known Node label that names its zone; a member's zone is its node's.
 pub const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
 
@@ -27,6 +31,9 @@ struct Seen {
     endpoint: Option<SocketAddr>,
     /// Pod name → address, of running pods.
     addrs: BTreeMap<String, SocketAddr>,
+    /// Pod name → uid, of every pod seen: a pod is force-deleted only if it is still the
+    /// one that was judged hung, never its replacement.
+    uids: BTreeMap<String, String>,
 }
 
 /// One KvCluster's members, as pods.
@@ -217,6 +224,9 @@ impl Platform for KubernetesPlatform {
                     IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                     self.port,
                 ));
+                if let Some(uid) = pod.and_then(|p| p.uid()) {
+                    seen.uids.insert(name.clone(), uid);
+                }
                 if running {
                     seen.addrs.insert(name.clone(), addr);
                     if pod.is_some_and(|p| is_primary(p)) {
@@ -315,6 +325,37 @@ impl Platform for KubernetesPlatform {
         for name in members {
             self.seen().addrs.remove(name);
         }
+        Ok(())
+    }
+
+    /// Deletes each pod with `gracePeriodSeconds: 0` (and its uid as a precondition), then
+    /// waits [`FORCE_DELETE_WINDOW`]. The kubelet then stops the container at once, but not
+    /// instantly: it always grants at least 2 seconds between SIGTERM and SIGKILL. A hung
+    /// server that resumes inside that window gets SIGTERM first, and its shutdown waits for
+    /// its replicas to take every write it acknowledged (`shutdown-timeout`); the wait here
+    /// makes the promotion come after that, not before. A replacement operator cannot act
+    /// within the window either (it first waits out the Lease). What no API call can do is
+    /// stop a container on a node the control plane cannot reach: see the README.
+    async fn stop_hung(&self, members: &[String]) -> Result<(), PlatformError> {
+        for member in members {
+            let uid = self.seen().uids.get(member).cloned();
+            let params = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: uid.map(|uid| kube::api::Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match self.pods().delete(member, &params).await {
+                Ok(_) => {}
+                // Gone already, or already replaced (the uid precondition): nothing hung left.
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(e) => return Err(self.error(format!("force-delete pod {member}"), e)),
+            }
+            self.seen().addrs.remove(member);
+        }
+        tokio::time::sleep(FORCE_DELETE_WINDOW).await;
         Ok(())
     }
 

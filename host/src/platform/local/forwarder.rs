@@ -1,9 +1,13 @@
 //! The primary endpoint of the local platform: a TCP forwarder on a fixed address that follows
 //! the current primary (it plays the part of the `-primary` Service in Kubernetes).
 //!
-//! Each accepted connection is piped to the target current at accept time. When the target
-//! changes (including to "none"), every connection to the old target is closed, so clients
-//! reconnect and reach the new primary; no connection ever spans two primaries.
+//! It behaves as a Kubernetes Service does under kube-proxy, not more kindly: each accepted
+//! connection is piped to the target current at accept time and **stays with that member**
+//! when the target changes (including to "none"); only new connections go to the new target.
+//! Moving the endpoint therefore fences nothing: clients that hold a connection to a demoted
+//! primary keep talking to it until the member itself closes them or refuses their writes,
+//! which is the operator's job (safety rule 7 in `docs/architecture.md`: the demoted member is
+//! fenced on the member, whatever the endpoint does). No connection ever spans two members.
 
 use std::io;
 use std::net::SocketAddr;
@@ -31,20 +35,12 @@ pub struct ForwarderError {
     pub source: io::Error,
 }
 
-/// The target and a generation number that changes whenever the target does, so a connection
-/// closes even if the target moves away and back before it notices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Target {
-    generation: u64,
-    addr: Option<SocketAddr>,
-}
-
 /// A running forwarder. Dropping it (or [`Forwarder::shutdown`]) stops accepting and closes
 /// every forwarded connection (the tasks notice within one scheduling round).
 #[derive(Debug)]
 pub struct Forwarder {
     local_addr: SocketAddr,
-    target: watch::Sender<Target>,
+    target: watch::Sender<Option<SocketAddr>>,
     accept_task: JoinHandle<()>,
 }
 
@@ -58,10 +54,7 @@ impl Forwarder {
         };
         let listener = TcpListener::bind(listen).await.map_err(error)?;
         let local_addr = listener.local_addr().map_err(error)?;
-        let (target, target_rx) = watch::channel(Target {
-            generation: 0,
-            addr: None,
-        });
+        let (target, target_rx) = watch::channel(None);
         let accept_task = tokio::spawn(accept_loop(listener, target_rx));
         Ok(Forwarder {
             local_addr,
@@ -77,18 +70,18 @@ impl Forwarder {
 
     /// Where new connections go now.
     pub fn target(&self) -> Option<SocketAddr> {
-        self.target.borrow().addr
+        *self.target.borrow()
     }
 
-    /// Points the endpoint at `target` (the new primary) or at nothing. If this changes the
-    /// target, every open connection is closed; setting the same target again changes nothing.
+    /// Points the endpoint at `target` (the new primary) or at nothing. Only connections
+    /// accepted from now on go there: open connections stay with the member they reached, as
+    /// they do behind a Kubernetes Service.
     pub fn set_target(&self, target: Option<SocketAddr>) {
         self.target.send_if_modified(|current| {
-            if current.addr == target {
+            if *current == target {
                 return false;
             }
-            current.generation += 1;
-            current.addr = target;
+            *current = target;
             true
         });
     }
@@ -106,7 +99,7 @@ impl Forwarder {
     }
 }
 
-async fn accept_loop(listener: TcpListener, mut target: watch::Receiver<Target>) {
+async fn accept_loop(listener: TcpListener, mut target: watch::Receiver<Option<SocketAddr>>) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -122,14 +115,14 @@ async fn accept_loop(listener: TcpListener, mut target: watch::Receiver<Target>)
 }
 
 /// Pipes one client connection to the target current at accept time until either side
-/// closes, the target changes, or the forwarder shuts down.
-async fn forward(mut client: TcpStream, mut target: watch::Receiver<Target>) {
-    let current = match timeout(NO_TARGET_WAIT, target.wait_for(|t| t.addr.is_some())).await {
+/// closes or the forwarder shuts down. A later change of the target does not touch it.
+async fn forward(mut client: TcpStream, mut target: watch::Receiver<Option<SocketAddr>>) {
+    let addr = match timeout(NO_TARGET_WAIT, target.wait_for(Option::is_some)).await {
         Ok(Ok(t)) => *t,
         // No target in time, or shut down: closing the client is the answer.
         _ => return,
     };
-    let Some(addr) = current.addr else { return };
+    let Some(addr) = addr else { return };
     let Ok(Ok(mut upstream)) = timeout(UPSTREAM_CONNECT_TIMEOUT, TcpStream::connect(addr)).await
     else {
         return;
@@ -138,7 +131,13 @@ async fn forward(mut client: TcpStream, mut target: watch::Receiver<Target>) {
     let _ = upstream.set_nodelay(true);
     tokio::select! {
         _ = copy_bidirectional(&mut client, &mut upstream) => {}
-        // Closes on a target change, and on shutdown (wait_for fails when the sender is gone).
-        _ = target.wait_for(|t| t.generation != current.generation) => {}
+        // Only the forwarder's shutdown closes it from this side.
+        () = shut_down(&mut target) => {}
     }
+}
+
+/// Resolves once the forwarder is shut down or dropped (the sender is gone); target changes
+/// are ignored.
+async fn shut_down(target: &mut watch::Receiver<Option<SocketAddr>>) {
+    while target.changed().await.is_ok() {}
 }

@@ -23,6 +23,8 @@ pub const PARKED: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(Ipv4Ad
 
 /// How long a member gets to exit on SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long a SIGKILLed member may take to disappear before stopping it counts as failed.
+const KILL_WAIT: Duration = Duration::from_secs(5);
 
 const LAYOUT_FILE: &str = "layout.json";
 
@@ -379,6 +381,15 @@ impl Platform for LocalPlatform {
                 members.join(", ")
             ),
         ))
+    }
+
+    /// SIGKILL by PID (it works on a stopped process too), and wait until the process is gone.
+    async fn stop_hung(&self, members: &[String]) -> Result<(), PlatformError> {
+        for name in members {
+            self.kill(name)?;
+            self.wait_stopped(name, KILL_WAIT).await?;
+        }
+        Ok(())
     }
 
     async fn point_endpoint(&self, primary: SocketAddr) -> Result<(), PlatformError> {

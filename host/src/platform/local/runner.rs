@@ -263,13 +263,22 @@ impl LocalCluster {
             .metadata
             .namespace
             .unwrap_or_else(|| "local".into());
-        let reconciler = Reconciler::new(
+        let mut reconciler = Reconciler::new(
             &name,
             &namespace,
             platform,
             Clients::new(dialect, password),
             settings,
         );
+        // The last run's status: what it recorded of each member (history, role, pending
+        // fences) is all there is to know of a member that is down or loading now (rules 2
+        // and 7). A missing or unreadable file starts from nothing.
+        if let Some(previous) = std::fs::read(dir.join(STATUS_FILE))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<ClusterStatus>(&bytes).ok())
+        {
+            reconciler.status = previous;
+        }
         let mut cluster = LocalCluster {
             spec_path: spec_path.to_path_buf(),
             spec_mtime: mtime(spec_path),
