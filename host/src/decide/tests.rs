@@ -497,7 +497,7 @@ async fn the_endpoint_follows_the_primary_and_the_old_target_is_fenced() {
 async fn the_endpoint_is_pointed_before_members_are_started_or_repointed() {
     for endpoint in [None, Some(0)] {
         let members = vec![
-            dead(replica(0, 1, 100, 5000)),
+            dead(known(replica(0, 1, 100, 5000))),
             primary(1, 100, 5000),
             replica(2, 0, 100, 5000),
         ];
@@ -514,7 +514,8 @@ async fn the_endpoint_is_pointed_before_members_are_started_or_repointed() {
             }),
             "endpoint {endpoint:?}"
         );
-        // Once it points there, the others are brought in line.
+        // Once it points there, the others are brought in line (kv-0 was last seen holding no
+        // more than kv-1 holds, so it starts as its replica: rule 2).
         let plan = run(&observed(members, Some(1)), &TestPolicies::default()).await;
         assert_eq!(
             plan.action,
