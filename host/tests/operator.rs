@@ -885,9 +885,37 @@ async fn an_unusable_rollout_plugin_under_fail_stops_only_its_hook() {
         "{warning:?}"
     );
 
-    // Failover through replica-selection, which the broken plugin does not touch.
+    // Failover through replica-selection, which the broken plugin does not touch. Data first,
+    // held by both members: without it an empty replacement of the old primary holds as
+    // much as the replica, and may rightly be chosen (rule 2).
     let first = status.primary.clone().expect("a primary");
-    r.kubelet.kill(&first).await;
+    let addrs = r.kubelet.addrs().await;
+    let writer = Writer::start(addrs[&first], "iso", Duration::from_secs(60));
+    eventually("writes acknowledged", PHASE, || async {
+        match writer.acked().await {
+            n if n >= 50 => Ok(()),
+            n => Err(format!("{n} acknowledged")),
+        }
+    })
+    .await;
+    let seqs: Vec<u64> = writer.stop().await.acks.iter().map(|a| a.seq).collect();
+    let replica = addrs
+        .iter()
+        .find(|(name, _)| **name != first)
+        .map(|(_, a)| *a)
+        .expect("a replica");
+    eventually("the replica holds the writes", PHASE, || async {
+        match verify::missing(replica, "iso", &seqs).await {
+            Ok(m) if m.is_empty() => Ok(()),
+            Ok(m) => Err(format!("{} missing", m.len())),
+            Err(e) => Err(e),
+        }
+    })
+    .await;
+    // The primary hangs (a crashed one comes back within the kubelet's restart delay with its
+    // data and replication history, and rightly stays the primary): the operator stops it
+    // through the platform and promotes the replica the hook chose.
+    r.kubelet.pause(&first).await;
     let after = eventually("failover", PHASE, || async {
         let s = get_cluster(&r.client, "iso")
             .await
@@ -903,6 +931,11 @@ async fn an_unusable_rollout_plugin_under_fail_stops_only_its_hook() {
         }
     })
     .await;
+    assert_eq!(
+        verify::missing(replica, "iso", &seqs).await,
+        Ok(vec![]),
+        "the promoted replica holds every acknowledged write"
+    );
     assert!(
         after
             .condition("PolicyFailed")
