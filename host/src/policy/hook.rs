@@ -72,6 +72,29 @@ pub struct HookProblem {
     pub message: String,
 }
 
+impl HookProblem {
+    /// The event both platforms publish once per new problem: its reason and message. `retry`
+    /// is when a failing hook is bound again.
+    pub fn event(&self, retry: std::time::Duration) -> (&'static str, String) {
+        match self.failure {
+            FailurePolicy::Fail => (
+                "PolicyFailed",
+                format!(
+                    "{self}; bound again in {} s, the other hooks keep working",
+                    retry.as_secs()
+                ),
+            ),
+            FailurePolicy::Fallback => (
+                "PolicyFallback",
+                format!(
+                    "{self}; builtin:{} answers instead (failurePolicy Fallback)",
+                    self.hook.default_builtin()
+                ),
+            ),
+        }
+    }
+}
+
 impl fmt::Display for HookProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.hook, self.message)

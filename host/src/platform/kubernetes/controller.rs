@@ -361,25 +361,10 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
             // Said once per change: status keeps saying it, and each fallback decision
             // repeats it in `fallbackFrom`.
             for p in problems.iter().filter(|p| !reported.contains(p)) {
-                let (reason, message) = match p.failure {
-                    FailurePolicy::Fail => {
-                        ctx.metrics.plugin_failure(p.hook.as_str(), &p.plugin);
-                        (
-                            "PolicyFailed",
-                            format!(
-                                "{p}; bound again in {} s, the other hooks keep working",
-                                wait.as_secs()
-                            ),
-                        )
-                    }
-                    FailurePolicy::Fallback => (
-                        "PolicyFallback",
-                        format!(
-                            "{p}; builtin:{} answers instead (failurePolicy Fallback)",
-                            p.hook.default_builtin()
-                        ),
-                    ),
-                };
+                if p.failure == FailurePolicy::Fail {
+                    ctx.metrics.plugin_failure(p.hook.as_str(), &p.plugin);
+                }
+                let (reason, message) = p.event(wait);
                 ctx.publish(kc, true, reason, &message).await;
             }
             BoundPolicies {

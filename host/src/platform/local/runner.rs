@@ -10,8 +10,8 @@ use crate::engine::Dialect;
 use crate::observe::Clients;
 use crate::platform::Platform;
 use crate::policy::{
-    FailurePolicy, Hook, HookProblem, HookSetting, Limits, Policies, PolicyError, PolicyRuntime,
-    PolicySettings, WasmPolicies, retry,
+    Hook, HookProblem, HookSetting, Limits, Policies, PolicyError, PolicyRuntime, PolicySettings,
+    WasmPolicies, retry,
 };
 use crate::reconcile::{Outcome, Reconciler, now_ms};
 use crate::status::ClusterStatus;
@@ -317,22 +317,7 @@ impl LocalCluster {
             if self.rebind.reported.contains(p) {
                 continue;
             }
-            let (reason, message) = match p.failure {
-                FailurePolicy::Fail => (
-                    "PolicyFailed",
-                    format!(
-                        "{p}; bound again in {} s, the other hooks keep working",
-                        wait.as_secs()
-                    ),
-                ),
-                FailurePolicy::Fallback => (
-                    "PolicyFallback",
-                    format!(
-                        "{p}; builtin:{} answers instead (failurePolicy Fallback)",
-                        p.hook.default_builtin()
-                    ),
-                ),
-            };
+            let (reason, message) = p.event(wait);
             self.reconciler.status.event(now, true, reason, message);
         }
         self.rebind.reported = problems;
