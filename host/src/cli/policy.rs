@@ -1,6 +1,7 @@
-//! `kvpilot policy list|check|run|bench`: inspect, run and benchmark policy plugins.
+//! `kvpilot policy list|check|run|test|new|bench`: inspect, run, test, scaffold and benchmark
+//! policy plugins.
 
-use crate::policy::{Hook, PolicyRuntime, bench, input, source, text};
+use crate::policy::{Hook, PolicyRuntime, bench, input, scenario, source, text};
 use clap::Subcommand;
 use kvpilot_sdk::{RolloutRequest, ScheduleRequest, SelectionRequest};
 use serde::Serialize;
@@ -36,6 +37,16 @@ pub enum PolicyCommand {
         #[arg(long)]
         config: Option<String>,
     },
+    /// Run scenario files (request, config, expected answer, error or config rejection)
+    /// through a plugin in the sandbox: one line per file, a summary, and a failure exit
+    /// status when any scenario fails.
+    Test {
+        /// A `.wasm` file or `builtin:NAME`.
+        plugin: String,
+        /// A folder of scenario files (`*.json`), or one file. The format is documented in
+        /// the README ("Write a policy in 15 minutes") and in `kvpilot_sdk::scenario`.
+        scenarios: PathBuf,
+    },
     /// Latency per call of each default plugin, wasm (fresh sandbox per call) vs native.
     Bench {
         /// Print a JSON array of `{"hook","plugin","members","wasm_p50_us","wasm_p99_us",
@@ -67,6 +78,7 @@ pub async fn run(cmd: PolicyCommand) -> Result<ExitCode, String> {
             input,
             config,
         } => run_hook(&runtime, &hook, &plugin, &input, config.as_deref()).await,
+        PolicyCommand::Test { plugin, scenarios } => test(&runtime, &plugin, &scenarios).await,
         PolicyCommand::Bench {
             json,
             iterations,
@@ -227,6 +239,47 @@ async fn run_hook(
     };
     println!("{text}");
     Ok(ExitCode::SUCCESS)
+}
+
+async fn test(runtime: &PolicyRuntime, source: &str, dir: &Path) -> Result<ExitCode, String> {
+    let plugin = runtime.load(source).await.map_err(|e| e.to_string())?;
+    let results = scenario::run_dir(&plugin, dir)
+        .await
+        .map_err(|e| e.to_string())?;
+    let width = results.iter().map(|r| r.file.len()).max().unwrap_or(0);
+    let mut failed = 0;
+    for result in &results {
+        // A line may quote a plugin's answer or error: one line, cleaned (rule 10).
+        let line = match &result.result {
+            Ok(()) => format!(
+                "ok    {:<width$}  {:<17}  {:>11}",
+                result.file,
+                result.hook.map_or("", Hook::as_str),
+                result.took.map_or("-".into(), |took| format!(
+                    "{:.1} µs",
+                    took.as_secs_f64() * 1e6
+                )),
+            ),
+            Err(message) => {
+                failed += 1;
+                format!("FAIL  {message}")
+            }
+        };
+        println!("{}", text::one_line(&line, text::MESSAGE_BYTES));
+    }
+    let passed = results.len() - failed;
+    println!(
+        "{} scenario{}: {passed} passed, {failed} failed ({} {})",
+        results.len(),
+        if results.len() == 1 { "" } else { "s" },
+        plugin.name(),
+        plugin.sha256_hex()
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn run_bench(
