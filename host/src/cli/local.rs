@@ -1,9 +1,10 @@
 //! `kvpilot local up|down|status`: run a group of real server processes on loopback.
 
 use crate::decide::Settings;
-use crate::platform::local::{LocalCluster, PID_FILE, STATUS_FILE, lock};
+use crate::platform::local::{LocalCluster, PID_FILE, STATUS_FILE, lock, member_dir, server};
 use crate::status::ClusterStatus;
 use clap::Subcommand;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -193,8 +194,20 @@ fn status(file: &Path, state_dir: &Path, json: bool) -> Result<ExitCode, String>
     if reconciler == Reconciler::Stopped {
         mark_stale(&mut status);
     }
+    let pids = member_pids(&dir, &status);
     if json {
         let mut value = serde_json::to_value(&status).map_err(|e| e.to_string())?;
+        if let Some(members) = value.get_mut("members").and_then(|m| m.as_array_mut()) {
+            for member in members {
+                let pid = member
+                    .get("name")
+                    .and_then(|n| n.as_str())
+                    .and_then(|n| pids.get(n).copied());
+                if let Some(member) = member.as_object_mut() {
+                    member.insert("pid".into(), serde_json::json!(pid));
+                }
+            }
+        }
         if let Some(map) = value.as_object_mut() {
             map.insert(
                 "reconciler".into(),
@@ -212,8 +225,20 @@ fn status(file: &Path, state_dir: &Path, json: bool) -> Result<ExitCode, String>
         );
         return Ok(ExitCode::SUCCESS);
     }
-    print!("{}", render(&status, reconciler));
+    print!("{}", render(&status, reconciler, &pids));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The pid of each member of `status` whose recorded process still runs (for `kill -STOP`
+/// and friends while trying a failover).
+fn member_pids(dir: &Path, status: &ClusterStatus) -> BTreeMap<String, u32> {
+    status
+        .members
+        .iter()
+        .filter_map(|m| {
+            server::running_pid(&member_dir(dir, &m.name)).map(|pid| (m.name.clone(), pid))
+        })
+        .collect()
 }
 
 /// Whether a `kvpilot local up` runs the group (it holds the group's lock).
@@ -251,8 +276,9 @@ pub fn mark_stale(status: &mut ClusterStatus) {
     }
 }
 
-/// The human status table, saying first when no reconciler runs the group.
-pub fn render(s: &ClusterStatus, reconciler: Reconciler) -> String {
+/// The human status table, saying first when no reconciler runs the group; `pids` are the
+/// members' running processes.
+pub fn render(s: &ClusterStatus, reconciler: Reconciler, pids: &BTreeMap<String, u32>) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     if reconciler == Reconciler::Stopped {
@@ -270,14 +296,16 @@ pub fn render(s: &ClusterStatus, reconciler: Reconciler) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<12} {:<21} {:<8} {:<6} {:<13} {:>12} {:>10}",
-        "MEMBER", "ADDRESS", "ROLE", "READY", "REVISION", "OFFSET", "KEYS"
+        "{:<12} {:>8} {:<21} {:<8} {:<6} {:<13} {:>12} {:>10}",
+        "MEMBER", "PID", "ADDRESS", "ROLE", "READY", "REVISION", "OFFSET", "KEYS"
     );
     for m in &s.members {
         let _ = writeln!(
             out,
-            "{:<12} {:<21} {:<8} {:<6} {:<13} {:>12} {:>10}",
+            "{:<12} {:>8} {:<21} {:<8} {:<6} {:<13} {:>12} {:>10}",
             m.name,
+            pids.get(&m.name)
+                .map_or_else(|| "-".to_string(), |p| p.to_string()),
             m.address,
             m.role,
             if m.ready { "yes" } else { "no" },
@@ -387,12 +415,15 @@ mod tests {
             ],
             ..Default::default()
         };
-        let text = render(&s, Reconciler::Running { pid: None });
+        let text = render(&s, Reconciler::Running { pid: None }, &BTreeMap::new());
         assert!(
             text.contains("fence pending (retried every reconcile): kv-0\n"),
             "{text}"
         );
         s.fence_done(&["kv-0".to_string()]);
-        assert!(!render(&s, Reconciler::Running { pid: None }).contains("fence pending"));
+        assert!(
+            !render(&s, Reconciler::Running { pid: None }, &BTreeMap::new())
+                .contains("fence pending")
+        );
     }
 }

@@ -4,6 +4,7 @@
 
 use super::LocalPlatform;
 use super::lock::StateLock;
+use super::topology;
 use crate::api::{KvClusterManifest, KvClusterSpec, PoliciesSpec, validate_spec};
 use crate::decide::Settings;
 use crate::engine::Dialect;
@@ -57,6 +58,10 @@ pub fn read_valid_manifest(path: &Path) -> Result<KvClusterManifest, LocalError>
     validate_spec(&manifest.spec).map_err(|e| LocalError::Spec {
         path: path.to_path_buf(),
         message: e.to_string(),
+    })?;
+    topology::read(&manifest).map_err(|message| LocalError::Spec {
+        path: path.to_path_buf(),
+        message,
     })?;
     Ok(manifest)
 }
@@ -192,6 +197,30 @@ pub fn policy_settings(policies: &PoliciesSpec) -> PolicySettings {
     }
 }
 
+/// The policy settings of a local manifest: a relative `.wasm` path is resolved from the
+/// manifest's folder (not from wherever `kvpilot local up` was started), so a manifest can
+/// sit beside its plugin.
+pub fn local_policy_settings(policies: &PoliciesSpec, manifest: &Path) -> PolicySettings {
+    let mut settings = policy_settings(policies);
+    let folder = manifest.parent().unwrap_or(Path::new(""));
+    for setting in [
+        &mut settings.replica_selection,
+        &mut settings.snapshot_schedule,
+        &mut settings.rollout_order,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let crate::policy::source::Source::File(path) =
+            crate::policy::source::parse(&setting.source)
+            && Path::new(path).is_relative()
+        {
+            setting.source = folder.join(path).display().to_string();
+        }
+    }
+    settings
+}
+
 /// When the hooks that could not be bound are bound again: after `policy_retry`, doubling
 /// with each attempt that still finds a hook unusable, up to `retry::MAX_HOOK_BACKOFF`.
 #[derive(Debug, Default)]
@@ -235,6 +264,8 @@ impl LocalCluster {
     ) -> Result<LocalCluster, LocalError> {
         let manifest = read_valid_manifest(spec_path)?;
         let name = manifest.metadata.name.clone();
+        // Checked by `read_valid_manifest`.
+        let places = topology::read(&manifest).unwrap_or_default();
         let spec = manifest.spec;
         // Members chdir into their own directory: every path they get must be absolute.
         let dir = std::path::absolute(state_root)
@@ -252,13 +283,15 @@ impl LocalCluster {
             std::fs::write(&path, json).map_err(|source| LocalError::Io { path, source })?;
         }
         let platform = LocalPlatform::open(&dir, &name, &spec, endpoint, password.clone()).await?;
+        platform.set_topology(places)?;
         let dialect = match spec.engine.kind {
             kvpilot_sdk::Engine::Valkey => Dialect::Valkey,
             kvpilot_sdk::Engine::Redis => Dialect::Redis,
             kvpilot_sdk::Engine::Dragonfly => Dialect::Dragonfly,
         };
         let runtime = PolicyRuntime::global()?;
-        let policies = WasmPolicies::bind(&runtime, &policy_settings(&spec.policies)).await;
+        let policies =
+            WasmPolicies::bind(&runtime, &local_policy_settings(&spec.policies, spec_path)).await;
         let namespace = manifest
             .metadata
             .namespace
@@ -297,8 +330,8 @@ impl LocalCluster {
 
     /// Binds every hook again (a changed spec, or the retry of hooks that could not be bound).
     async fn bind(&mut self, now: u64) {
-        self.policies =
-            WasmPolicies::bind(&self.runtime, &policy_settings(&self.spec.policies)).await;
+        let settings = local_policy_settings(&self.spec.policies, &self.spec_path);
+        self.policies = WasmPolicies::bind(&self.runtime, &settings).await;
         self.reconciler.policies_rebound();
         self.bound(now);
     }
@@ -362,6 +395,11 @@ impl LocalCluster {
         self.spec_mtime = now;
         match read_valid_manifest(&self.spec_path) {
             Ok(m) => {
+                // Checked by `read_valid_manifest`.
+                let places = topology::read(&m).unwrap_or_default();
+                if let Err(e) = self.reconciler.platform.set_topology(places) {
+                    tracing::warn!(error = %e, "member topology not updated");
+                }
                 if let Err(e) = self.reconciler.platform.update_spec(&m.spec) {
                     self.reconciler
                         .status
