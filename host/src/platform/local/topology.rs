@@ -81,7 +81,7 @@ mod tests {
 
     fn manifest(annotations: &[(&str, &str)]) -> KvClusterManifest {
         let mut m: KvClusterManifest = serde_norway::from_str(
-            "apiVersion: kvpilot.dev/v1alpha1\nkind: KvCluster\nmetadata: {name: demo}\nspec: {replicas: 2}\n",
+            "apiVersion: kvpilot.dev/v1alpha1\nkind: KvCluster\nmetadata: {name: demo}\nspec: {engine: {kind: valkey}, replicas: 2}\n",
         )
         .expect("manifest");
         m.metadata.annotations = annotations
