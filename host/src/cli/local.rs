@@ -225,7 +225,7 @@ fn status(file: &Path, state_dir: &Path, json: bool) -> Result<ExitCode, String>
         );
         return Ok(ExitCode::SUCCESS);
     }
-    print!("{}", render(&status, reconciler, &pids));
+    print!("{}", render_with_pids(&status, reconciler, &pids));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -276,9 +276,17 @@ pub fn mark_stale(status: &mut ClusterStatus) {
     }
 }
 
-/// The human status table, saying first when no reconciler runs the group; `pids` are the
-/// members' running processes.
-pub fn render(s: &ClusterStatus, reconciler: Reconciler, pids: &BTreeMap<String, u32>) -> String {
+/// The human status table, saying first when no reconciler runs the group.
+pub fn render(s: &ClusterStatus, reconciler: Reconciler) -> String {
+    render_with_pids(s, reconciler, &BTreeMap::new())
+}
+
+/// [`render`], with the pids of the members' running processes (`-` for the others).
+pub fn render_with_pids(
+    s: &ClusterStatus,
+    reconciler: Reconciler,
+    pids: &BTreeMap<String, u32>,
+) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     if reconciler == Reconciler::Stopped {
@@ -415,15 +423,12 @@ mod tests {
             ],
             ..Default::default()
         };
-        let text = render(&s, Reconciler::Running { pid: None }, &BTreeMap::new());
+        let text = render(&s, Reconciler::Running { pid: None });
         assert!(
             text.contains("fence pending (retried every reconcile): kv-0\n"),
             "{text}"
         );
         s.fence_done(&["kv-0".to_string()]);
-        assert!(
-            !render(&s, Reconciler::Running { pid: None }, &BTreeMap::new())
-                .contains("fence pending")
-        );
+        assert!(!render(&s, Reconciler::Running { pid: None }).contains("fence pending"));
     }
 }
