@@ -59,8 +59,8 @@ pub enum PolicyCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
         /// kvpilot's `plugins/sdk` folder, for a path dependency (default: the one this
-        /// binary was built from, when it is still there; else kvpilot-sdk from the registry
-        /// at this binary's version).
+        /// binary was built from, when it is still there; else kvpilot-sdk from the registry,
+        /// at the version this binary was built with).
         #[arg(long)]
         sdk: Option<PathBuf>,
     },

@@ -20,8 +20,9 @@ pub const POLICY_WIT: &str = include_str!("../../../wit/0.1.0/policy.wit");
 pub const CONTRACT_VERSION: &str = "0.1.0";
 /// The wit-bindgen the new crate uses: the version the builtins are built with.
 pub const WIT_BINDGEN: &str = "0.63";
-/// The sdk version a crate depends on when no source tree of it is at hand.
-pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The sdk version a crate depends on when no source tree of it is at hand: the one this
+/// binary was built with.
+pub const SDK_VERSION: &str = kvpilot_sdk::VERSION;
 
 /// Why a plugin crate cannot be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

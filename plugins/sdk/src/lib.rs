@@ -39,6 +39,10 @@ pub mod scenario;
 pub mod schema;
 pub mod types;
 
+/// This sdk's version: what `kvpilot policy new` asks the registry for when no source tree of
+/// the sdk is at hand.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 pub use hook::Hook;
 pub use policy::{Policy, not_exported};
 pub use types::*;
