@@ -378,7 +378,8 @@ pub fn render_with_pids(
     for d in s.last_decisions.iter().rev().take(5) {
         let _ = writeln!(
             out,
-            "  {:<18} {:<26} {:>6} µs  {}",
+            "  {:<19} {:<18} {:<26} {:>6} µs  {}",
+            utc(i64::try_from(d.time_ms / 1000).unwrap_or(i64::MAX)),
             d.decision.hook.as_str(),
             d.decision.plugin,
             d.decision.latency.as_micros(),
@@ -430,5 +431,51 @@ mod tests {
         );
         s.fence_done(&["kv-0".to_string()]);
         assert!(!render(&s, Reconciler::Running { pid: None }).contains("fence pending"));
+    }
+
+    #[test]
+    fn members_show_their_pid_and_decisions_their_time_and_plugin() {
+        use crate::policy::{DecisionRecord, Hook};
+        use crate::status::TimedDecision;
+        let s = ClusterStatus {
+            members: vec![
+                MemberStatus::remembered("kv-0", None),
+                MemberStatus::remembered("kv-1", None),
+            ],
+            last_decisions: vec![TimedDecision {
+                decision: DecisionRecord::new(
+                    Hook::ReplicaSelection,
+                    "/lab/picker.wasm",
+                    "ab".repeat(32),
+                    &kvpilot_sdk::Selection::Promote("kv-1".into()),
+                    std::time::Duration::from_micros(250),
+                    None,
+                ),
+                time_ms: 1_700_000_000_123,
+            }],
+            ..Default::default()
+        };
+        let pids = BTreeMap::from([("kv-1".to_string(), 4242)]);
+        let text = render_with_pids(&s, Reconciler::Running { pid: None }, &pids);
+        let row = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("{name} in {text}"))
+                .split_whitespace()
+                .nth(1)
+                .map(str::to_string)
+        };
+        assert_eq!(row("kv-0").as_deref(), Some("-"), "{text}");
+        assert_eq!(row("kv-1").as_deref(), Some("4242"), "{text}");
+        let decision = text
+            .lines()
+            .find(|l| l.contains("replica-selection"))
+            .unwrap_or_else(|| panic!("a decision line in {text}"));
+        assert!(
+            decision.contains("2023-11-14 22:13:20")
+                && decision.contains("/lab/picker.wasm")
+                && decision.contains(r#"{"promote":"kv-1"}"#),
+            "{decision}"
+        );
     }
 }
