@@ -506,3 +506,67 @@ fn a_lab_group_finds_its_plugin_beside_the_manifest_and_members_carry_their_zone
     let down = bed.run("down", &[]);
     assert!(down.status.success(), "down: {}", stderr(&down));
 }
+
+/// The PolicyFailed condition's status in a status JSON.
+fn policy_failed(status: &Value) -> Option<bool> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "PolicyFailed")?["status"]
+        .as_bool()
+}
+
+/// A `.wasm` rebuilt while `local up` runs is bound again: here it is overwritten with bytes
+/// that are no plugin (PolicyFailed names the hook), then restored (PolicyFailed clears),
+/// without touching the manifest or restarting `local up`.
+#[test]
+fn a_rebuilt_plugin_file_is_picked_up_while_local_up_runs() {
+    let bed = Bed::new("rebuilt", None);
+    let plugin = bed.dir.path().join("picker.wasm");
+    let built = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm-plugins/wasm32-wasip2/release/most_caught_up.wasm");
+    std::fs::copy(&built, &plugin).expect("copy the plugin");
+    std::fs::write(
+        &bed.manifest,
+        "apiVersion: kvpilot.dev/v1alpha1\nkind: KvCluster\nmetadata:\n  name: rebuilt\n\
+         spec:\n  engine:\n    kind: valkey\n  replicas: 1\n  policies:\n    replicaSelection:\n      \
+         plugin: picker.wasm\n      failurePolicy: Fail\n",
+    )
+    .expect("write the manifest");
+    let _up = bed.up();
+    let status = bed.wait_ready();
+    assert_eq!(policy_failed(&status), Some(false), "{status:#}");
+
+    let wait_policy_failed = |want: bool| {
+        let started = Instant::now();
+        loop {
+            let status = bed.status();
+            if let Some(s) = &status
+                && policy_failed(s) == Some(want)
+            {
+                return s.clone();
+            }
+            assert!(
+                started.elapsed() < LIMIT,
+                "PolicyFailed never became {want}: {status:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    std::fs::write(&plugin, "not a plugin any more").expect("overwrite");
+    let failed = wait_policy_failed(true);
+    let message = failed["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "PolicyFailed"))
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("replica-selection") && message.contains("picker.wasm"),
+        "{message}"
+    );
+    std::fs::copy(&built, &plugin).expect("restore the plugin");
+    wait_policy_failed(false);
+    let down = bed.run("down", &[]);
+    assert!(down.status.success(), "down: {}", stderr(&down));
+}

@@ -243,6 +243,9 @@ pub struct LocalCluster {
     bound_policies: PoliciesSpec,
     /// Hooks that could not be bound are bound again on a backoff.
     rebind: Rebind,
+    /// The `.wasm` files the hooks were bound from and their modification times: a rebuilt
+    /// plugin is bound again on the next reconcile.
+    plugin_files: Vec<(PathBuf, Option<SystemTime>)>,
     pub reconciler: Reconciler<LocalPlatform>,
     status_tx: tokio::sync::watch::Sender<ClusterStatus>,
     /// Held while this value lives: a second run on the same group is refused.
@@ -290,8 +293,10 @@ impl LocalCluster {
             kvpilot_sdk::Engine::Dragonfly => Dialect::Dragonfly,
         };
         let runtime = PolicyRuntime::global()?;
-        let policies =
-            WasmPolicies::bind(&runtime, &local_policy_settings(&spec.policies, spec_path)).await;
+        let policy = local_policy_settings(&spec.policies, spec_path);
+        // Before loading: a file rebuilt while it loads is bound again at the first step.
+        let files = plugin_files(&policy);
+        let policies = WasmPolicies::bind(&runtime, &policy).await;
         let namespace = manifest
             .metadata
             .namespace
@@ -320,6 +325,7 @@ impl LocalCluster {
             runtime,
             policies,
             rebind: Rebind::default(),
+            plugin_files: files,
             reconciler,
             status_tx: tokio::sync::watch::Sender::new(ClusterStatus::default()),
             _lock: lock,
@@ -328,9 +334,11 @@ impl LocalCluster {
         Ok(cluster)
     }
 
-    /// Binds every hook again (a changed spec, or the retry of hooks that could not be bound).
+    /// Binds every hook again (a changed spec, a rebuilt plugin, or the retry of hooks that
+    /// could not be bound).
     async fn bind(&mut self, now: u64) {
         let settings = local_policy_settings(&self.spec.policies, &self.spec_path);
+        self.plugin_files = plugin_files(&settings);
         self.policies = WasmPolicies::bind(&self.runtime, &settings).await;
         self.reconciler.policies_rebound();
         self.bound(now);
@@ -424,6 +432,15 @@ impl LocalCluster {
     /// One reconcile (after a reload check); writes the status file.
     pub async fn step(&mut self) -> Outcome {
         self.reload().await;
+        if self
+            .plugin_files
+            .iter()
+            .any(|(path, seen)| mtime(path) != *seen)
+        {
+            tracing::info!("a plugin file changed: binding the hooks again");
+            self.rebind = Rebind::default();
+            self.bind(now_ms()).await;
+        }
         let now = now_ms();
         if !self.rebind.reported.is_empty() && now >= self.rebind.at_ms {
             // The file may have been rebuilt, the plugin fixed: try the unusable hooks again.
@@ -488,6 +505,26 @@ impl LocalCluster {
         self.reconciler.platform.shutdown().await?;
         Ok(())
     }
+}
+
+/// The `.wasm` files of `settings` with their modification times now.
+fn plugin_files(settings: &PolicySettings) -> Vec<(PathBuf, Option<SystemTime>)> {
+    [
+        &settings.replica_selection,
+        &settings.snapshot_schedule,
+        &settings.rollout_order,
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|s| match crate::policy::source::parse(&s.source) {
+        crate::policy::source::Source::File(path) => {
+            let path = PathBuf::from(path);
+            let seen = mtime(&path);
+            Some((path, seen))
+        }
+        crate::policy::source::Source::Builtin(_) => None,
+    })
+    .collect()
 }
 
 fn mtime(path: &Path) -> Option<SystemTime> {
