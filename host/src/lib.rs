@@ -14,5 +14,6 @@ pub mod observe;
 pub mod platform;
 pub mod policy;
 pub mod reconcile;
+pub mod scaffold;
 pub mod shutdown;
 pub mod status;

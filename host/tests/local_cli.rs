@@ -416,3 +416,157 @@ fn local_up_killed_while_members_start_leaves_nothing_behind_for_down() {
         "`local down` left {left:?} running: a member started by the killed run was not recorded"
     );
 }
+
+/// The local lab (issue 14): a plugin named by a path relative to the manifest's folder is
+/// found from there (this test runs `local up` from elsewhere), members carry the zone and
+/// node of the manifest's annotations all the way into the plugin's request, and `local
+/// status` shows each member's pid.
+#[test]
+fn a_lab_group_finds_its_plugin_beside_the_manifest_and_members_carry_their_zone() {
+    let bed = Bed::new("labgroup", None);
+    let plugins = bed.dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).expect("mkdir");
+    // The builtin most-caught-up component, as a file of the author's own.
+    let built = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm-plugins/wasm32-wasip2/release/most_caught_up.wasm");
+    std::fs::copy(&built, plugins.join("picker.wasm")).expect("copy the plugin");
+    // Without the zone, a tie (no writes, equal offsets) goes to the lowest ordinal; with
+    // preferZone only labgroup-2 can win.
+    std::fs::write(
+        &bed.manifest,
+        "apiVersion: kvpilot.dev/v1alpha1\nkind: KvCluster\nmetadata:\n  name: labgroup\n  \
+         annotations:\n    zone.local.kvpilot.dev/labgroup-2: zone-b\n    \
+         node.local.kvpilot.dev/labgroup-2: node-7\n    zone.local.kvpilot.dev/labgroup-1: zone-a\n\
+         spec:\n  engine:\n    kind: valkey\n  replicas: 2\n  policies:\n    replicaSelection:\n      \
+         plugin: plugins/picker.wasm\n      config: {preferZone: zone-b}\n      failurePolicy: Fail\n",
+    )
+    .expect("write the manifest");
+    let _up = bed.up();
+    let status = bed.wait_ready();
+
+    // PIDs: the JSON and the table show each member's running process.
+    let mut recorded = bed.member_pids();
+    recorded.sort();
+    let mut shown: Vec<u32> = status["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["pid"].as_u64().map(|p| p as u32))
+        .collect();
+    shown.sort();
+    assert_eq!(shown, recorded, "{status:#}");
+    assert_eq!(shown.len(), 3);
+    let text = bed.status_text();
+    assert!(text.contains(" PID "), "{text}");
+    for pid in &recorded {
+        assert!(text.contains(&format!(" {pid} ")), "{pid} in {text}");
+    }
+
+    // One failover: the plugin (from plugins/, with the zones in its request) must choose
+    // labgroup-2, where without zones the tie would go to the lowest ordinal.
+    let mut last = status;
+    if last["primary"] != "labgroup-2" {
+        let primary = last["primary"].as_str().unwrap_or_default().to_string();
+        let pid = last["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["name"] == primary.as_str()))
+            .and_then(|m| m["pid"].as_u64())
+            .expect("the primary's pid");
+        let status = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .expect("kill the primary");
+        assert!(status.success());
+        let killed_ms = now_ms();
+        let started = Instant::now();
+        last = loop {
+            assert!(started.elapsed() < LIMIT, "no new primary: {last:#}");
+            std::thread::sleep(Duration::from_millis(200));
+            if let Some(s) = bed.status()
+                && s["updatedMs"].as_u64().is_some_and(|t| t > killed_ms)
+                && s["primary"].is_string()
+                && s["primary"] != primary.as_str()
+            {
+                break s;
+            }
+        };
+        assert_eq!(last["primary"], "labgroup-2", "{last:#}");
+    }
+    let decisions = last["lastDecisions"].as_array().expect("decisions");
+    assert!(
+        decisions.iter().any(|d| d["hook"] == "replica-selection"
+            && d["plugin"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("plugins/picker.wasm"))
+            && d["answer"]
+                .as_str()
+                .is_some_and(|a| a.contains("labgroup-2"))),
+        "{last:#}"
+    );
+    let down = bed.run("down", &[]);
+    assert!(down.status.success(), "down: {}", stderr(&down));
+}
+
+/// The PolicyFailed condition's status in a status JSON.
+fn policy_failed(status: &Value) -> Option<bool> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "PolicyFailed")?["status"]
+        .as_bool()
+}
+
+/// A `.wasm` rebuilt while `local up` runs is bound again: here it is overwritten with bytes
+/// that are no plugin (PolicyFailed names the hook), then restored (PolicyFailed clears),
+/// without touching the manifest or restarting `local up`.
+#[test]
+fn a_rebuilt_plugin_file_is_picked_up_while_local_up_runs() {
+    let bed = Bed::new("rebuilt", None);
+    let plugin = bed.dir.path().join("picker.wasm");
+    let built = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm-plugins/wasm32-wasip2/release/most_caught_up.wasm");
+    std::fs::copy(&built, &plugin).expect("copy the plugin");
+    std::fs::write(
+        &bed.manifest,
+        "apiVersion: kvpilot.dev/v1alpha1\nkind: KvCluster\nmetadata:\n  name: rebuilt\n\
+         spec:\n  engine:\n    kind: valkey\n  replicas: 1\n  policies:\n    replicaSelection:\n      \
+         plugin: picker.wasm\n      failurePolicy: Fail\n",
+    )
+    .expect("write the manifest");
+    let _up = bed.up();
+    let status = bed.wait_ready();
+    assert_eq!(policy_failed(&status), Some(false), "{status:#}");
+
+    let wait_policy_failed = |want: bool| {
+        let started = Instant::now();
+        loop {
+            let status = bed.status();
+            if let Some(s) = &status
+                && policy_failed(s) == Some(want)
+            {
+                return s.clone();
+            }
+            assert!(
+                started.elapsed() < LIMIT,
+                "PolicyFailed never became {want}: {status:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    std::fs::write(&plugin, "not a plugin any more").expect("overwrite");
+    let failed = wait_policy_failed(true);
+    let message = failed["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "PolicyFailed"))
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("replica-selection") && message.contains("picker.wasm"),
+        "{message}"
+    );
+    std::fs::copy(&built, &plugin).expect("restore the plugin");
+    wait_policy_failed(false);
+    let down = bed.run("down", &[]);
+    assert!(down.status.success(), "down: {}", stderr(&down));
+}

@@ -27,6 +27,12 @@ pub struct Metadata {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// Read by the local platform only: `zone.local.kvpilot.dev/<member>` and
+    /// `node.local.kvpilot.dev/<member>` give a local member the zone and node a topology-aware
+    /// plugin sees (on Kubernetes they come from the pod's node). Annotations keep the
+    /// manifest valid for `kubectl apply`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// The desired state of one replication group (or, later, a sharded cluster).

@@ -1,9 +1,10 @@
 //! `kvpilot local up|down|status`: run a group of real server processes on loopback.
 
 use crate::decide::Settings;
-use crate::platform::local::{LocalCluster, PID_FILE, STATUS_FILE, lock};
+use crate::platform::local::{LocalCluster, PID_FILE, STATUS_FILE, lock, member_dir, server};
 use crate::status::ClusterStatus;
 use clap::Subcommand;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -193,8 +194,20 @@ fn status(file: &Path, state_dir: &Path, json: bool) -> Result<ExitCode, String>
     if reconciler == Reconciler::Stopped {
         mark_stale(&mut status);
     }
+    let pids = member_pids(&dir, &status);
     if json {
         let mut value = serde_json::to_value(&status).map_err(|e| e.to_string())?;
+        if let Some(members) = value.get_mut("members").and_then(|m| m.as_array_mut()) {
+            for member in members {
+                let pid = member
+                    .get("name")
+                    .and_then(|n| n.as_str())
+                    .and_then(|n| pids.get(n).copied());
+                if let Some(member) = member.as_object_mut() {
+                    member.insert("pid".into(), serde_json::json!(pid));
+                }
+            }
+        }
         if let Some(map) = value.as_object_mut() {
             map.insert(
                 "reconciler".into(),
@@ -212,8 +225,20 @@ fn status(file: &Path, state_dir: &Path, json: bool) -> Result<ExitCode, String>
         );
         return Ok(ExitCode::SUCCESS);
     }
-    print!("{}", render(&status, reconciler));
+    print!("{}", render_with_pids(&status, reconciler, &pids));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The pid of each member of `status` whose recorded process still runs (for `kill -STOP`
+/// and friends while trying a failover).
+fn member_pids(dir: &Path, status: &ClusterStatus) -> BTreeMap<String, u32> {
+    status
+        .members
+        .iter()
+        .filter_map(|m| {
+            server::running_pid(&member_dir(dir, &m.name)).map(|pid| (m.name.clone(), pid))
+        })
+        .collect()
 }
 
 /// Whether a `kvpilot local up` runs the group (it holds the group's lock).
@@ -253,6 +278,15 @@ pub fn mark_stale(status: &mut ClusterStatus) {
 
 /// The human status table, saying first when no reconciler runs the group.
 pub fn render(s: &ClusterStatus, reconciler: Reconciler) -> String {
+    render_with_pids(s, reconciler, &BTreeMap::new())
+}
+
+/// [`render`], with the pids of the members' running processes (`-` for the others).
+pub fn render_with_pids(
+    s: &ClusterStatus,
+    reconciler: Reconciler,
+    pids: &BTreeMap<String, u32>,
+) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     if reconciler == Reconciler::Stopped {
@@ -270,14 +304,16 @@ pub fn render(s: &ClusterStatus, reconciler: Reconciler) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<12} {:<21} {:<8} {:<6} {:<13} {:>12} {:>10}",
-        "MEMBER", "ADDRESS", "ROLE", "READY", "REVISION", "OFFSET", "KEYS"
+        "{:<12} {:>8} {:<21} {:<8} {:<6} {:<13} {:>12} {:>10}",
+        "MEMBER", "PID", "ADDRESS", "ROLE", "READY", "REVISION", "OFFSET", "KEYS"
     );
     for m in &s.members {
         let _ = writeln!(
             out,
-            "{:<12} {:<21} {:<8} {:<6} {:<13} {:>12} {:>10}",
+            "{:<12} {:>8} {:<21} {:<8} {:<6} {:<13} {:>12} {:>10}",
             m.name,
+            pids.get(&m.name)
+                .map_or_else(|| "-".to_string(), |p| p.to_string()),
             m.address,
             m.role,
             if m.ready { "yes" } else { "no" },
@@ -342,7 +378,8 @@ pub fn render(s: &ClusterStatus, reconciler: Reconciler) -> String {
     for d in s.last_decisions.iter().rev().take(5) {
         let _ = writeln!(
             out,
-            "  {:<18} {:<26} {:>6} µs  {}",
+            "  {:<19} {:<18} {:<26} {:>6} µs  {}",
+            utc(i64::try_from(d.time_ms / 1000).unwrap_or(i64::MAX)),
             d.decision.hook.as_str(),
             d.decision.plugin,
             d.decision.latency.as_micros(),
@@ -394,5 +431,51 @@ mod tests {
         );
         s.fence_done(&["kv-0".to_string()]);
         assert!(!render(&s, Reconciler::Running { pid: None }).contains("fence pending"));
+    }
+
+    #[test]
+    fn members_show_their_pid_and_decisions_their_time_and_plugin() {
+        use crate::policy::{DecisionRecord, Hook};
+        use crate::status::TimedDecision;
+        let s = ClusterStatus {
+            members: vec![
+                MemberStatus::remembered("kv-0", None),
+                MemberStatus::remembered("kv-1", None),
+            ],
+            last_decisions: vec![TimedDecision {
+                decision: DecisionRecord::new(
+                    Hook::ReplicaSelection,
+                    "/lab/picker.wasm",
+                    "ab".repeat(32),
+                    &kvpilot_sdk::Selection::Promote("kv-1".into()),
+                    std::time::Duration::from_micros(250),
+                    None,
+                ),
+                time_ms: 1_700_000_000_123,
+            }],
+            ..Default::default()
+        };
+        let pids = BTreeMap::from([("kv-1".to_string(), 4242)]);
+        let text = render_with_pids(&s, Reconciler::Running { pid: None }, &pids);
+        let row = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("{name} in {text}"))
+                .split_whitespace()
+                .nth(1)
+                .map(str::to_string)
+        };
+        assert_eq!(row("kv-0").as_deref(), Some("-"), "{text}");
+        assert_eq!(row("kv-1").as_deref(), Some("4242"), "{text}");
+        let decision = text
+            .lines()
+            .find(|l| l.contains("replica-selection"))
+            .unwrap_or_else(|| panic!("a decision line in {text}"));
+        assert!(
+            decision.contains("2023-11-14 22:13:20")
+                && decision.contains("/lab/picker.wasm")
+                && decision.contains(r#"{"promote":"kv-1"}"#),
+            "{decision}"
+        );
     }
 }

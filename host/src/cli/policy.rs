@@ -1,6 +1,8 @@
-//! `kvpilot policy list|check|run|bench`: inspect, run and benchmark policy plugins.
+//! `kvpilot policy list|check|run|test|new|bench`: inspect, run, test, scaffold and benchmark
+//! policy plugins.
 
-use crate::policy::{Hook, PolicyRuntime, bench, input, source, text};
+use crate::policy::{Hook, PolicyRuntime, bench, input, scenario, source, text};
+use crate::scaffold;
 use clap::Subcommand;
 use kvpilot_sdk::{RolloutRequest, ScheduleRequest, SelectionRequest};
 use serde::Serialize;
@@ -36,6 +38,32 @@ pub enum PolicyCommand {
         #[arg(long)]
         config: Option<String>,
     },
+    /// Run scenario files (request, config, expected answer, error or config rejection)
+    /// through a plugin in the sandbox: one line per file, a summary, and a failure exit
+    /// status when any scenario fails.
+    Test {
+        /// A `.wasm` file or `builtin:NAME`.
+        plugin: String,
+        /// A folder of scenario files (`*.json`), or one file. The format is documented in
+        /// the README ("Write a policy in 15 minutes") and in `kvpilot_sdk::scenario`.
+        scenarios: PathBuf,
+    },
+    /// Write a new plugin crate: `kvpilot policy new <hook>… <name>`. It builds at once for
+    /// wasm32-wasip2 and holds the contract (WIT), sample requests and scenarios.
+    New {
+        /// One or more hooks (replica-selection, snapshot-schedule, rollout-order), then the
+        /// plugin's name (lower-case words joined by `-`).
+        #[arg(required = true, num_args = 1.., value_name = "HOOK… NAME")]
+        words: Vec<String>,
+        /// The folder of the new crate (default: ./NAME); it must not exist or be empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// kvpilot's `plugins/sdk` folder, for a path dependency (default: the one this
+        /// binary was built from, when it is still there; else kvpilot-sdk from the registry,
+        /// at the version this binary was built with).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Latency per call of each default plugin, wasm (fresh sandbox per call) vs native.
     Bench {
         /// Print a JSON array of `{"hook","plugin","members","wasm_p50_us","wasm_p99_us",
@@ -67,6 +95,8 @@ pub async fn run(cmd: PolicyCommand) -> Result<ExitCode, String> {
             input,
             config,
         } => run_hook(&runtime, &hook, &plugin, &input, config.as_deref()).await,
+        PolicyCommand::Test { plugin, scenarios } => test(&runtime, &plugin, &scenarios).await,
+        PolicyCommand::New { words, dir, sdk } => new_plugin(&words, dir, sdk),
         PolicyCommand::Bench {
             json,
             iterations,
@@ -227,6 +257,134 @@ async fn run_hook(
     };
     println!("{text}");
     Ok(ExitCode::SUCCESS)
+}
+
+async fn test(runtime: &PolicyRuntime, source: &str, dir: &Path) -> Result<ExitCode, String> {
+    let plugin = runtime.load(source).await.map_err(|e| e.to_string())?;
+    let results = scenario::run_dir(&plugin, dir)
+        .await
+        .map_err(|e| e.to_string())?;
+    let width = results.iter().map(|r| r.file.len()).max().unwrap_or(0);
+    let mut failed = 0;
+    for result in &results {
+        // A line may quote a plugin's answer or error: one line, cleaned (rule 10).
+        let line = match &result.result {
+            Ok(()) => format!(
+                "ok    {:<width$}  {:<17}  {:>11}",
+                result.file,
+                result.hook.map_or("", Hook::as_str),
+                result.took.map_or("-".into(), |took| format!(
+                    "{:.1} µs",
+                    took.as_secs_f64() * 1e6
+                )),
+            ),
+            Err(message) => {
+                failed += 1;
+                format!("FAIL  {message}")
+            }
+        };
+        println!("{}", text::one_line(&line, text::MESSAGE_BYTES));
+    }
+    let passed = results.len() - failed;
+    println!(
+        "{} scenario{}: {passed} passed, {failed} failed ({} {})",
+        results.len(),
+        if results.len() == 1 { "" } else { "s" },
+        plugin.name(),
+        plugin.sha256_hex()
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn new_plugin(
+    words: &[String],
+    dir: Option<PathBuf>,
+    sdk: Option<PathBuf>,
+) -> Result<ExitCode, String> {
+    let plan = scaffold::Plan::parse(words).map_err(|e| e.to_string())?;
+    let sdk = match sdk {
+        Some(path) => {
+            let path = std::fs::canonicalize(&path)
+                .map_err(|e| format!("--sdk {}: {e}", path.display()))?;
+            if !path.join("Cargo.toml").is_file() {
+                return Err(format!(
+                    "--sdk {}: not a crate folder (no Cargo.toml); give kvpilot's plugins/sdk",
+                    path.display()
+                ));
+            }
+            scaffold::SdkSource::Path(path)
+        }
+        None => built_from_sdk().map_or_else(
+            || scaffold::SdkSource::Version(scaffold::SDK_VERSION.to_string()),
+            scaffold::SdkSource::Path,
+        ),
+    };
+    let dir = dir.unwrap_or_else(|| PathBuf::from(&plan.name));
+    if let Ok(mut entries) = std::fs::read_dir(&dir)
+        && entries.next().is_some()
+    {
+        return Err(format!(
+            "--dir {}: exists and is not empty; nothing was written",
+            dir.display()
+        ));
+    }
+    let files = scaffold::files(&plan, &sdk);
+    for (path, contents) in &files {
+        let path = dir.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, contents).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    format_rust(&dir, &files);
+    let hooks: Vec<&str> = plan.hooks.iter().map(|h| h.as_str()).collect();
+    println!(
+        "wrote {} ({} files): plugin `{}` for {}",
+        dir.display(),
+        files.len(),
+        plan.name,
+        hooks.join(", ")
+    );
+    match &sdk {
+        scaffold::SdkSource::Path(path) => println!("kvpilot-sdk: path {}", path.display()),
+        scaffold::SdkSource::Version(v) => println!("kvpilot-sdk: version {v} from the registry"),
+    }
+    let wasm = plan.wasm_path();
+    println!(
+        "next:\n  cd {}\n  cargo test\n  cargo build --release --target wasm32-wasip2\n  kvpilot policy test {} scenarios",
+        dir.display(),
+        wasm.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Formats the new crate's Rust files with `rustfmt` when it is installed, so that the
+/// author's `cargo fmt --check` starts clean whatever the length of the names. Without rustfmt
+/// the files are left as written: they build the same.
+fn format_rust(dir: &Path, files: &[(PathBuf, String)]) {
+    let rust: Vec<PathBuf> = files
+        .iter()
+        .filter(|(p, _)| p.extension().is_some_and(|e| e == "rs"))
+        .map(|(p, _)| dir.join(p))
+        .collect();
+    let _ = std::process::Command::new("rustfmt")
+        .args(["--edition", "2024"])
+        .args(&rust)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+/// The sdk of the source tree this binary was built from, if it is still there.
+fn built_from_sdk() -> Option<PathBuf> {
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk");
+    std::fs::canonicalize(sdk)
+        .ok()
+        .filter(|p| p.join("Cargo.toml").is_file())
 }
 
 async fn run_bench(

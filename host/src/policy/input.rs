@@ -1,9 +1,11 @@
 //! Request files for `kvpilot policy run`: a hook's WIT request record as JSON (see
 //! `examples/policy-inputs/`). serde ignores fields a record does not have, so a typo such as
 //! `lag_bytes` for `lag-bytes` would silently default; every field name is checked, at every
-//! level, and the first unknown one is named by its path.
+//! level, and the first unknown one is named by its path (`kvpilot_sdk::schema`, which the
+//! scenario files of `kvpilot policy test` share).
 
 use super::Hook;
+use kvpilot_sdk::schema::first_unknown;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -108,8 +110,8 @@ pub fn parse<T: DeserializeOwned + Serialize>(
     // The request as parsed, written back: every field of every record is present (the sdk
     // records serialize all their fields), so it is the schema the given text must fit.
     let known = serde_json::to_value(&request).map_err(malformed)?;
-    if let Some(unknown) = first_unknown(&given, &known, String::new()) {
-        let hint = unknown.did_you_mean().unwrap_or_default();
+    if let Some(unknown) = first_unknown(&given, &known, "") {
+        let hint = unknown.did_you_mean();
         return Err(InputError::UnknownField {
             file: file.to_string(),
             hook,
@@ -119,64 +121,6 @@ pub fn parse<T: DeserializeOwned + Serialize>(
         });
     }
     Ok(request)
-}
-
-/// A field of `given` that the record at its place does not have.
-#[derive(Debug, PartialEq)]
-struct Unknown {
-    path: String,
-    field: String,
-    expected: Vec<String>,
-}
-
-impl Unknown {
-    /// The WIT names are kebab-case; the commonest typo is a snake_case or camelCase name.
-    fn did_you_mean(&self) -> Option<String> {
-        let mut kebab = String::new();
-        for c in self.field.chars() {
-            match c {
-                '_' => kebab.push('-'),
-                c if c.is_ascii_uppercase() => {
-                    kebab.push('-');
-                    kebab.push(c.to_ascii_lowercase());
-                }
-                c => kebab.push(c),
-            }
-        }
-        self.expected
-            .iter()
-            .find(|e| **e == kebab)
-            .map(|e| format!(" (did you mean `{e}`?)"))
-    }
-}
-
-/// Walks `given` and `known` together; the first key of a `given` object that the matching
-/// `known` object lacks. Where `known` is not an object or array (e.g. `config`, given as an
-/// inline object but kept as JSON text), `given` is the plugin's business and not walked.
-fn first_unknown(given: &Value, known: &Value, path: String) -> Option<Unknown> {
-    match (given, known) {
-        (Value::Object(given), Value::Object(known)) => given.iter().find_map(|(key, value)| {
-            let here = if path.is_empty() {
-                key.clone()
-            } else {
-                format!("{path}.{key}")
-            };
-            match known.get(key) {
-                Some(known_value) => first_unknown(value, known_value, here),
-                None => Some(Unknown {
-                    path: here,
-                    field: key.clone(),
-                    expected: known.keys().cloned().collect(),
-                }),
-            }
-        }),
-        (Value::Array(given), Value::Array(known)) => given
-            .iter()
-            .zip(known)
-            .enumerate()
-            .find_map(|(i, (g, k))| first_unknown(g, k, format!("{path}[{i}]"))),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ mod plugin;
 pub mod retry;
 mod runtime;
 pub mod sandbox;
+pub mod scenario;
 pub mod source;
 mod stderr;
 pub mod text;

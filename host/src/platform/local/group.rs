@@ -97,6 +97,8 @@ pub struct LocalPlatform {
     servers: Mutex<HashMap<String, Server>>,
     forwarder: Forwarder,
     password: Option<String>,
+    /// Each member's zone and node from the manifest's annotations ([`super::topology`]).
+    topology: RwLock<super::topology::Topology>,
 }
 
 /// What members are built from, and its digest.
@@ -144,7 +146,14 @@ impl LocalPlatform {
             servers: Mutex::new(HashMap::new()),
             forwarder,
             password,
+            topology: RwLock::new(super::topology::Topology::default()),
         })
+    }
+
+    /// Takes the members' zones and nodes (the manifest was read or changed).
+    pub fn set_topology(&self, topology: super::topology::Topology) -> Result<(), PlatformError> {
+        *self.topology.write().map_err(|_| poisoned())? = topology;
+        Ok(())
     }
 
     /// The address clients use: the primary endpoint.
@@ -184,7 +193,7 @@ impl LocalPlatform {
     }
 
     fn member_dir(&self, name: &str) -> PathBuf {
-        self.dir.join("members").join(name)
+        member_dir(&self.dir, name)
     }
 
     fn ordinal_of(&self, name: &str) -> Result<usize, PlatformError> {
@@ -307,9 +316,15 @@ impl LocalPlatform {
     }
 }
 
+/// The data directory of member `name` of the group whose state is in `group_dir`.
+pub fn member_dir(group_dir: &Path, name: &str) -> PathBuf {
+    group_dir.join("members").join(name)
+}
+
 impl Platform for LocalPlatform {
     async fn members(&self) -> Result<Vec<PlatformMember>, PlatformError> {
         let count = self.spec.read().map_err(|_| poisoned())?.spec.replicas as usize + 1;
+        let topology = self.topology.read().map_err(|_| poisoned())?.clone();
         let mut servers = self.servers.lock().map_err(|_| poisoned())?;
         let mut out = Vec::with_capacity(count);
         for (ordinal, addr) in self.layout.members.iter().enumerate().take(count) {
@@ -322,6 +337,7 @@ impl Platform for LocalPlatform {
                 }
                 None => (false, None),
             };
+            let place = topology.get(&name).cloned().unwrap_or_default();
             out.push(PlatformMember {
                 name,
                 shard: 0,
@@ -329,8 +345,8 @@ impl Platform for LocalPlatform {
                 addr: *addr,
                 revision,
                 running,
-                zone: None,
-                node: None,
+                zone: place.zone,
+                node: place.node,
                 // The member count is fixed while the group runs (`update_spec` refuses a
                 // change of replicas), so nothing is ever retiring here.
                 retiring: false,

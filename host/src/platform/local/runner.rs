@@ -4,6 +4,7 @@
 
 use super::LocalPlatform;
 use super::lock::StateLock;
+use super::topology;
 use crate::api::{KvClusterManifest, KvClusterSpec, PoliciesSpec, validate_spec};
 use crate::decide::Settings;
 use crate::engine::Dialect;
@@ -57,6 +58,10 @@ pub fn read_valid_manifest(path: &Path) -> Result<KvClusterManifest, LocalError>
     validate_spec(&manifest.spec).map_err(|e| LocalError::Spec {
         path: path.to_path_buf(),
         message: e.to_string(),
+    })?;
+    topology::read(&manifest).map_err(|message| LocalError::Spec {
+        path: path.to_path_buf(),
+        message,
     })?;
     Ok(manifest)
 }
@@ -192,6 +197,30 @@ pub fn policy_settings(policies: &PoliciesSpec) -> PolicySettings {
     }
 }
 
+/// The policy settings of a local manifest: a relative `.wasm` path is resolved from the
+/// manifest's folder (not from wherever `kvpilot local up` was started), so a manifest can
+/// sit beside its plugin.
+pub fn local_policy_settings(policies: &PoliciesSpec, manifest: &Path) -> PolicySettings {
+    let mut settings = policy_settings(policies);
+    let folder = manifest.parent().unwrap_or(Path::new(""));
+    for setting in [
+        &mut settings.replica_selection,
+        &mut settings.snapshot_schedule,
+        &mut settings.rollout_order,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let crate::policy::source::Source::File(path) =
+            crate::policy::source::parse(&setting.source)
+            && Path::new(path).is_relative()
+        {
+            setting.source = folder.join(path).display().to_string();
+        }
+    }
+    settings
+}
+
 /// When the hooks that could not be bound are bound again: after `policy_retry`, doubling
 /// with each attempt that still finds a hook unusable, up to `retry::MAX_HOOK_BACKOFF`.
 #[derive(Debug, Default)]
@@ -214,6 +243,9 @@ pub struct LocalCluster {
     bound_policies: PoliciesSpec,
     /// Hooks that could not be bound are bound again on a backoff.
     rebind: Rebind,
+    /// The `.wasm` files the hooks were bound from and their modification times: a rebuilt
+    /// plugin is bound again on the next reconcile.
+    plugin_files: Vec<(PathBuf, Option<SystemTime>)>,
     pub reconciler: Reconciler<LocalPlatform>,
     status_tx: tokio::sync::watch::Sender<ClusterStatus>,
     /// Held while this value lives: a second run on the same group is refused.
@@ -235,6 +267,8 @@ impl LocalCluster {
     ) -> Result<LocalCluster, LocalError> {
         let manifest = read_valid_manifest(spec_path)?;
         let name = manifest.metadata.name.clone();
+        // Checked by `read_valid_manifest`.
+        let places = topology::read(&manifest).unwrap_or_default();
         let spec = manifest.spec;
         // Members chdir into their own directory: every path they get must be absolute.
         let dir = std::path::absolute(state_root)
@@ -252,13 +286,17 @@ impl LocalCluster {
             std::fs::write(&path, json).map_err(|source| LocalError::Io { path, source })?;
         }
         let platform = LocalPlatform::open(&dir, &name, &spec, endpoint, password.clone()).await?;
+        platform.set_topology(places)?;
         let dialect = match spec.engine.kind {
             kvpilot_sdk::Engine::Valkey => Dialect::Valkey,
             kvpilot_sdk::Engine::Redis => Dialect::Redis,
             kvpilot_sdk::Engine::Dragonfly => Dialect::Dragonfly,
         };
         let runtime = PolicyRuntime::global()?;
-        let policies = WasmPolicies::bind(&runtime, &policy_settings(&spec.policies)).await;
+        let policy = local_policy_settings(&spec.policies, spec_path);
+        // Before loading: a file rebuilt while it loads is bound again at the first step.
+        let files = plugin_files(&policy);
+        let policies = WasmPolicies::bind(&runtime, &policy).await;
         let namespace = manifest
             .metadata
             .namespace
@@ -287,6 +325,7 @@ impl LocalCluster {
             runtime,
             policies,
             rebind: Rebind::default(),
+            plugin_files: files,
             reconciler,
             status_tx: tokio::sync::watch::Sender::new(ClusterStatus::default()),
             _lock: lock,
@@ -295,10 +334,12 @@ impl LocalCluster {
         Ok(cluster)
     }
 
-    /// Binds every hook again (a changed spec, or the retry of hooks that could not be bound).
+    /// Binds every hook again (a changed spec, a rebuilt plugin, or the retry of hooks that
+    /// could not be bound).
     async fn bind(&mut self, now: u64) {
-        self.policies =
-            WasmPolicies::bind(&self.runtime, &policy_settings(&self.spec.policies)).await;
+        let settings = local_policy_settings(&self.spec.policies, &self.spec_path);
+        self.plugin_files = plugin_files(&settings);
+        self.policies = WasmPolicies::bind(&self.runtime, &settings).await;
         self.reconciler.policies_rebound();
         self.bound(now);
     }
@@ -347,6 +388,11 @@ impl LocalCluster {
         self.spec_mtime = now;
         match read_valid_manifest(&self.spec_path) {
             Ok(m) => {
+                // Checked by `read_valid_manifest`.
+                let places = topology::read(&m).unwrap_or_default();
+                if let Err(e) = self.reconciler.platform.set_topology(places) {
+                    tracing::warn!(error = %e, "member topology not updated");
+                }
                 if let Err(e) = self.reconciler.platform.update_spec(&m.spec) {
                     self.reconciler
                         .status
@@ -371,6 +417,15 @@ impl LocalCluster {
     /// One reconcile (after a reload check); writes the status file.
     pub async fn step(&mut self) -> Outcome {
         self.reload().await;
+        if self
+            .plugin_files
+            .iter()
+            .any(|(path, seen)| mtime(path) != *seen)
+        {
+            tracing::info!("a plugin file changed: binding the hooks again");
+            self.rebind = Rebind::default();
+            self.bind(now_ms()).await;
+        }
         let now = now_ms();
         if !self.rebind.reported.is_empty() && now >= self.rebind.at_ms {
             // The file may have been rebuilt, the plugin fixed: try the unusable hooks again.
@@ -435,6 +490,26 @@ impl LocalCluster {
         self.reconciler.platform.shutdown().await?;
         Ok(())
     }
+}
+
+/// The `.wasm` files of `settings` with their modification times now.
+fn plugin_files(settings: &PolicySettings) -> Vec<(PathBuf, Option<SystemTime>)> {
+    [
+        &settings.replica_selection,
+        &settings.snapshot_schedule,
+        &settings.rollout_order,
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|s| match crate::policy::source::parse(&s.source) {
+        crate::policy::source::Source::File(path) => {
+            let path = PathBuf::from(path);
+            let seen = mtime(&path);
+            Some((path, seen))
+        }
+        crate::policy::source::Source::Builtin(_) => None,
+    })
+    .collect()
 }
 
 fn mtime(path: &Path) -> Option<SystemTime> {

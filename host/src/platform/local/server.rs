@@ -896,6 +896,13 @@ pub fn read_state(dir: &Path) -> Result<MemberState, ServerError> {
     })
 }
 
+/// The pid of the member whose data directory is `dir`, when its recorded process still runs
+/// (the same identity check as adoption: pid and start time), for `kvpilot local status`.
+pub fn running_pid(dir: &Path) -> Option<u32> {
+    let state = read_state(dir).ok()?;
+    identity_check(&state).ok().map(|()| state.pid)
+}
+
 /// `Ok` if `state.pid` is alive, not a zombie, and started at `state.start_ticks`.
 fn identity_check(state: &MemberState) -> Result<(), String> {
     let pid = i32::try_from(state.pid)

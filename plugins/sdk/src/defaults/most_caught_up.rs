@@ -188,6 +188,25 @@ fn reason_text(reason: SelectionReason) -> &'static str {
     }
 }
 
+/// `builtin:most-caught-up` as a [`Policy`](crate::Policy): what its component exports.
+pub struct MostCaughtUp;
+
+impl crate::Policy for MostCaughtUp {
+    const HOOKS: &'static [crate::Hook] = &[crate::Hook::ReplicaSelection];
+
+    fn info() -> PluginInfo {
+        info()
+    }
+
+    fn validate_config(config: &str) -> Result<(), String> {
+        validate_config(config)
+    }
+
+    fn select(request: &crate::types::SelectionRequest) -> Result<crate::types::Selection, String> {
+        select(request)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -200,6 +200,25 @@ fn in_flight(m: &Member) -> Option<String> {
     }
 }
 
+/// `builtin:replicas-first` as a [`Policy`](crate::Policy): what its component exports.
+pub struct ReplicasFirst;
+
+impl crate::Policy for ReplicasFirst {
+    const HOOKS: &'static [crate::Hook] = &[crate::Hook::RolloutOrder];
+
+    fn info() -> PluginInfo {
+        info()
+    }
+
+    fn validate_config(config: &str) -> Result<(), String> {
+        validate_config(config)
+    }
+
+    fn next(request: &crate::types::RolloutRequest) -> Result<crate::types::Step, String> {
+        next(request)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -91,6 +91,27 @@ pub fn schedule(req: &ScheduleRequest) -> Result<Vec<MemberSchedule>, String> {
     Ok(out)
 }
 
+/// `builtin:stagger` as a [`Policy`](crate::Policy): what its component exports.
+pub struct Stagger;
+
+impl crate::Policy for Stagger {
+    const HOOKS: &'static [crate::Hook] = &[crate::Hook::SnapshotSchedule];
+
+    fn info() -> PluginInfo {
+        info()
+    }
+
+    fn validate_config(config: &str) -> Result<(), String> {
+        validate_config(config)
+    }
+
+    fn schedule(
+        request: &crate::types::ScheduleRequest,
+    ) -> Result<Vec<crate::types::MemberSchedule>, String> {
+        schedule(request)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
