@@ -1071,7 +1071,7 @@ async fn a_handover_in_progress_is_never_doubled() {
 #[tokio::test]
 async fn an_invalid_spec_changes_nothing() {
     let spec = KvClusterSpec {
-        shards: 2,
+        shards: 101,
         ..spec()
     };
     let obs = observed(healthy(), Some(0));
