@@ -11,6 +11,11 @@ use crate::platform::{Platform, PlatformError};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// How long one `CLUSTER FAILOVER FORCE|TAKEOVER` may take to make the replica a primary
+/// that owns its slots (an election among the primaries takes a few node-timeout-free round
+/// trips; past this the attempt counts as lost and is retried once).
+const CLUSTER_PROMOTE_LIMIT: Duration = Duration::from_secs(1);
+
 /// How long the roles may take to settle after the server reports the handover done.
 const CONFIRM_LIMIT: Duration = Duration::from_secs(3);
 
@@ -27,6 +32,8 @@ pub enum ActError {
     Platform(#[from] PlatformError),
     #[error(transparent)]
     NotLeader(#[from] NotLeader),
+    #[error("{0} gave no cluster view (CLUSTER NODES) in this observation")]
+    NoClusterView(String),
     #[error("decide named {0}, which the platform does not list")]
     UnknownMember(String),
     #[error("handover from {from} to {to} finished, but the roles are not confirmed: {detail}")]
@@ -144,6 +151,39 @@ pub async fn act<P: Platform>(
                 .await
                 .map_err(|e| engine_err(member, e))?;
         }
+        Action::ClusterMeet { via, members } => {
+            let seed = ctx.client(via).await?;
+            for name in members {
+                let (ip, port, bus) = ctx.bus_address(name)?;
+                leadership.check()?;
+                seed.cluster_meet(&ip, port, Some(bus))
+                    .await
+                    .map_err(|e| engine_err(via, e))?;
+            }
+        }
+        Action::AssignSlots { assign } => {
+            for (member, ranges) in assign {
+                leadership.check()?;
+                ctx.client(member)
+                    .await?
+                    .cluster_addslotsrange(ranges)
+                    .await
+                    .map_err(|e| engine_err(member, e))?;
+            }
+        }
+        Action::ClusterReplicate {
+            member, primary_id, ..
+        } => {
+            leadership.check()?;
+            ctx.client(member)
+                .await?
+                .cluster_replicate(primary_id)
+                .await
+                .map_err(|e| engine_err(member, e))?;
+        }
+        Action::ClusterFailover {
+            promote, takeover, ..
+        } => ctx.cluster_promote(promote, *takeover).await?,
         Action::Handover { from, to } => {
             let timeout = Duration::from_secs(u64::from(spec.rollout.handover_timeout_seconds));
             let to_addr = ctx.addr(to)?;
@@ -242,6 +282,52 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The client IP, client port and bus port `member` announces in its own view.
+    fn bus_address(&self, member: &str) -> Result<(String, u16, u16), ActError> {
+        let m = self
+            .observed
+            .members
+            .iter()
+            .find(|m| m.name == member)
+            .ok_or_else(|| ActError::UnknownMember(member.to_string()))?;
+        let me = m
+            .cluster
+            .as_ref()
+            .and_then(|v| v.myself())
+            .ok_or_else(|| ActError::NoClusterView(member.to_string()))?;
+        Ok((m.addr.ip().to_string(), m.addr.port(), me.bus_port))
+    }
+
+    /// `CLUSTER FAILOVER FORCE` (or `TAKEOVER`) on `member`, waiting until it owns the
+    /// slots. The first attempt right after a member joined often loses its election (the
+    /// voters' views have not settled); one retry follows at once.
+    async fn cluster_promote(&self, member: &str, takeover: bool) -> Result<(), ActError> {
+        let mode = if takeover {
+            engine::FailoverMode::Takeover
+        } else {
+            engine::FailoverMode::Force
+        };
+        let client = self.client(member).await?;
+        let mut last = None;
+        for _ in 0..2 {
+            self.leadership.check()?;
+            match client
+                .cluster_failover_and_wait(mode, CLUSTER_PROMOTE_LIMIT)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    tracing::info!(member, error = %e, "cluster failover attempt failed");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(match last {
+            Some(e) => engine_err(member, e),
+            None => ActError::UnknownMember(member.to_string()),
+        })
+    }
+
     fn addr(&self, member: &str) -> Result<SocketAddr, ActError> {
         self.observed
             .members

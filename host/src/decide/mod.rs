@@ -3,16 +3,20 @@
 //!
 //! The only calls out are the policy hooks; there is no I/O and no clock here.
 
+mod cluster;
 mod history;
 mod members;
 mod plan;
 mod rollout;
 mod scale;
+pub mod shards;
 mod snapshot;
 mod topology;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cluster;
 
 pub use plan::{Action, Blocker, Plan, Wait};
 pub use snapshot::{Attempt, MAX_SAVE_RETRY, MemberSnapshot, SaveAttempts, SnapshotPolicy};
@@ -92,6 +96,9 @@ async fn steps<P: Policies>(input: &Input<'_>, policies: &P) -> Plan {
             e.to_string(),
             input.settings.steady_interval,
         );
+    }
+    if input.spec.shards > 1 {
+        return cluster::steps(input, policies, plan).await;
     }
     // A handover already under way finishes (or times out) on its own: never start a second.
     if let Some(m) = input

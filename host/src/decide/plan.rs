@@ -1,5 +1,6 @@
 //! What `decide` returns: at most one step to take now, or why not, and when to look again.
 
+use crate::engine::slots::SlotRange;
 use crate::policy::DecisionRecord;
 use kvpilot_sdk::SelectionReason;
 use std::time::Duration;
@@ -51,6 +52,29 @@ pub enum Action {
     Retire { members: Vec<String> },
     /// Take a snapshot now (`BGSAVE`).
     Snapshot { member: String },
+    /// Cluster mode: `CLUSTER MEET` each of `members` from `via` (bootstrap, and members
+    /// that came back without their `nodes.conf`).
+    ClusterMeet { via: String, members: Vec<String> },
+    /// Cluster mode: `CLUSTER ADDSLOTSRANGE` on each member, of the ranges given (a shard's
+    /// range of the balanced map, on the shard's first empty primary).
+    AssignSlots {
+        assign: Vec<(String, Vec<SlotRange>)>,
+    },
+    /// Cluster mode: `CLUSTER REPLICATE primary_id` on `member`.
+    ClusterReplicate {
+        member: String,
+        primary: String,
+        primary_id: String,
+    },
+    /// Cluster mode: shard `shard` lost its primary; promote `promote` (the replica the
+    /// replica-selection hook chose) with `CLUSTER FAILOVER FORCE` (retried once), or
+    /// `TAKEOVER` when no majority of primaries can vote and the old primary is stopped.
+    ClusterFailover {
+        shard: u32,
+        promote: String,
+        reason: SelectionReason,
+        takeover: bool,
+    },
     /// Correct a drifted setting (`CONFIG SET key value`).
     Configure {
         member: String,
@@ -104,6 +128,31 @@ impl Action {
                 format!("remove {} (scale-down)", members.join(", "))
             }
             Action::Snapshot { member } => format!("snapshot {member} (BGSAVE)"),
+            Action::ClusterMeet { via, members } => {
+                format!("CLUSTER MEET {} from {via}", members.join(", "))
+            }
+            Action::AssignSlots { assign } => {
+                let parts: Vec<String> = assign
+                    .iter()
+                    .map(|(m, ranges)| {
+                        let r: Vec<String> = ranges.iter().map(|r| r.to_string()).collect();
+                        format!("{} to {m}", r.join(","))
+                    })
+                    .collect();
+                format!("assign slots {}", parts.join(", "))
+            }
+            Action::ClusterReplicate {
+                member, primary, ..
+            } => format!("make {member} a cluster replica of {primary}"),
+            Action::ClusterFailover {
+                shard,
+                promote,
+                reason,
+                takeover,
+            } => format!(
+                "shard {shard}: promote {promote} ({reason:?}) with CLUSTER FAILOVER {}",
+                if *takeover { "TAKEOVER" } else { "FORCE" }
+            ),
             Action::Configure { member, key, value } => {
                 format!("set {key} to {value:?} on {member} (drift)")
             }

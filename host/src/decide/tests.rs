@@ -120,6 +120,7 @@ fn primary(ordinal: u32, keys: u64, offset: u64) -> ObservedMember {
             ..Default::default()
         }),
         last_known: None,
+        cluster: None,
     }
 }
 
@@ -181,6 +182,7 @@ fn observed(members: Vec<ObservedMember>, endpoint: Option<u32>) -> Observed {
         members,
         endpoint: endpoint.map(addr),
         primary_missing_probes: 0,
+        shard_missing_probes: Vec::new(),
         now_unix: 1_800_000_000,
     }
 }

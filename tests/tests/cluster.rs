@@ -1,0 +1,259 @@
+//! Cluster mode (`spec.shards` > 1) on the local platform, driven by the real reconciler
+//! against real Valkey and Redis: bootstrap, an operator killed between bootstrap steps, and
+//! a per-shard failover after SIGKILL of a shard's primary under a cluster-aware writer.
+
+use kvpilot::decide::Action;
+use kvpilot::demo::cluster_writer::{ClusterWriter, missing};
+use kvpilot::engine::HostPort;
+use kvpilot::engine::slots::balanced_ranges;
+use kvpilot_e2e::group::StepRecord;
+use kvpilot_e2e::{Engine, Group, PHASE_LIMIT, Spec};
+use kvpilot_sdk::SelectionReason;
+use std::time::{Duration, Instant};
+
+const SHARDS: u32 = 3;
+
+macro_rules! for_each_engine {
+    ($scenario:ident: $($test:ident => $engine:expr),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                $scenario($engine).await;
+            }
+        )+
+    };
+}
+
+for_each_engine!(bootstrap_and_shard_failover:
+    valkey_cluster_bootstrap_and_failover_of_one_shard => Engine::Valkey,
+    redis_cluster_bootstrap_and_failover_of_one_shard => Engine::Redis,
+);
+
+for_each_engine!(bootstrap_resumes_after_operator_kills:
+    valkey_cluster_bootstrap_resumes_after_operator_kills => Engine::Valkey,
+    redis_cluster_bootstrap_resumes_after_operator_kills => Engine::Redis,
+);
+
+/// Ready, formed, every shard ready, every member on the desired revision.
+fn formed(r: &StepRecord) -> bool {
+    let s = &r.status;
+    r.condition("Ready")
+        && r.condition("ClusterFormed")
+        && r.condition("SlotsAssigned")
+        && s.cluster
+            .as_ref()
+            .is_some_and(|c| c.shards_ready == SHARDS && c.shards.len() == SHARDS as usize)
+        && s.members
+            .iter()
+            .all(|m| m.revision.as_deref() == Some(s.desired_revision.as_str()))
+}
+
+fn seeds(group: &Group) -> Vec<HostPort> {
+    group
+        .members()
+        .into_iter()
+        .map(|(_, a)| HostPort::from(a))
+        .collect()
+}
+
+/// The status shows each shard's primary, balanced slot ranges and node ids, and the seeds.
+fn check_status(r: &StepRecord, members: usize) {
+    let c = r.status.cluster.as_ref().expect("cluster status");
+    assert_eq!(c.seeds.len(), members, "{c:?}");
+    let ranges = balanced_ranges(SHARDS as usize);
+    for (i, sh) in c.shards.iter().enumerate() {
+        assert_eq!(sh.shard as usize, i);
+        assert!(sh.primary.is_some(), "{sh:?}");
+        assert_eq!(sh.slots, vec![ranges[i].to_string()], "{sh:?}");
+        assert_eq!(sh.cluster_state, "ok");
+        assert!(sh.ready);
+        assert!(
+            sh.nodes.iter().all(|n| n.node_id.len() == 40),
+            "node ids: {sh:?}"
+        );
+    }
+}
+
+async fn bootstrap_and_shard_failover(engine: Engine) {
+    let spec = Spec::new("shards", engine).with_shards(SHARDS, 1);
+    let mut group = Group::open(spec).await;
+    let first = group.run_until("the cluster forms", formed).await;
+    check_status(&first, 6);
+    // Members are named per shard and each has its own loopback address.
+    let members = group.members();
+    assert_eq!(members[0].0, "shards-s0-0");
+    assert_eq!(members[5].0, "shards-s2-1");
+    let mut ips: Vec<_> = members.iter().map(|(_, a)| a.ip()).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 6, "one 127.0.0.x per member: {members:?}");
+    // The bootstrap steps, each once.
+    let actions = group.done_actions();
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::ClusterMeet { .. }))
+    );
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::AssignSlots { .. }))
+            .count(),
+        1
+    );
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::ClusterReplicate { .. }))
+            .count(),
+        3
+    );
+
+    // A writer over keys of every slot, through a cluster client (MOVED/ASK).
+    let writer = ClusterWriter::start(seeds(&group), "w", PHASE_LIMIT)
+        .await
+        .expect("cluster writer");
+    let until = Instant::now() + Duration::from_secs(5);
+    while writer.acked().await < 300 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(writer.acked().await >= 300, "the writer writes");
+
+    let shard = 1usize;
+    let victim = first.status.cluster.as_ref().unwrap().shards[shard]
+        .primary
+        .clone()
+        .unwrap();
+    let others: Vec<Option<String>> = first
+        .status
+        .cluster
+        .as_ref()
+        .unwrap()
+        .shards
+        .iter()
+        .map(|s| s.primary.clone())
+        .collect();
+    let before = group.history.len();
+    let killed_at = Instant::now();
+    group.cluster().kill(&victim).expect("SIGKILL the primary");
+    let promoted = group
+        .run_until("shard 1 has a new primary", |r| {
+            r.status.cluster.as_ref().is_some_and(|c| {
+                c.shards[shard]
+                    .primary
+                    .as_ref()
+                    .is_some_and(|p| *p != victim)
+            })
+        })
+        .await;
+    let to_promotion = killed_at.elapsed();
+    let new_primary = promoted.status.cluster.as_ref().unwrap().shards[shard]
+        .primary
+        .clone()
+        .unwrap();
+    // Exactly one promotion, in shard 1, by FORCE, of the shard's replica; the other shards'
+    // primaries were never touched (rule 8).
+    let promotions: Vec<Action> = group.history[before..]
+        .iter()
+        .filter_map(|r| r.done().cloned())
+        .filter(|a| matches!(a, Action::ClusterFailover { .. }))
+        .collect();
+    assert_eq!(
+        promotions,
+        vec![Action::ClusterFailover {
+            shard: 1,
+            promote: new_primary.clone(),
+            reason: SelectionReason::PrimaryLost,
+            takeover: false,
+        }]
+    );
+    let healed = group.run_until("the cluster heals", formed).await;
+    let after: Vec<Option<String>> = healed
+        .status
+        .cluster
+        .as_ref()
+        .unwrap()
+        .shards
+        .iter()
+        .map(|s| s.primary.clone())
+        .collect();
+    assert_eq!(after[0], others[0]);
+    assert_eq!(after[2], others[2]);
+    assert_eq!(after[1].as_deref(), Some(new_primary.as_str()));
+    // The old primary came back (with its nodes.conf) as a replica of the new one.
+    let shard1 = &healed.status.cluster.as_ref().unwrap().shards[shard];
+    assert!(shard1.ready && shard1.config_epoch > 0, "{shard1:?}");
+    assert!(
+        healed
+            .status
+            .members
+            .iter()
+            .any(|m| m.name == victim && m.ready && m.role == "replica"),
+        "{:?}",
+        healed.status.members
+    );
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = writer.stop().await;
+    let acked = log.acked();
+    let lost = missing(seeds(&group), "w", &acked)
+        .await
+        .expect("read back every acknowledged key");
+    assert!(acked.len() > 300, "{} acknowledged", acked.len());
+    assert_eq!(lost, Vec::<u64>::new(), "acknowledged writes lost");
+    eprintln!(
+        "{engine:?}: SIGKILL → new primary visible in status: {} ms; {} writes acknowledged, 0 lost",
+        to_promotion.as_millis(),
+        acked.len()
+    );
+    group.shutdown().await;
+}
+
+/// The operator is killed right after each bootstrap step; a new one carries on from what the
+/// members say and forms the cluster without repeating a step that was done.
+async fn bootstrap_resumes_after_operator_kills(engine: Engine) {
+    let spec = Spec::new("resume", engine).with_shards(SHARDS, 1);
+    let mut group = Group::open(spec).await;
+    type Step = (&'static str, fn(&Action) -> bool);
+    let steps: [Step; 3] = [
+        ("MEET", |a| matches!(a, Action::ClusterMeet { .. })),
+        ("ADDSLOTSRANGE", |a| matches!(a, Action::AssignSlots { .. })),
+        ("REPLICATE", |a| {
+            matches!(a, Action::ClusterReplicate { .. })
+        }),
+    ];
+    for (what, is) in steps {
+        group.run_until(what, |r| r.done().is_some_and(is)).await;
+        group.abort().await;
+        group.reopen().await;
+    }
+    let done = group.run_until("the cluster forms", formed).await;
+    check_status(&done, 6);
+    let actions = group.done_actions();
+    // Slots are assigned once: a second ADDSLOTSRANGE of an owned slot would have failed.
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::AssignSlots { .. }))
+            .count(),
+        1
+    );
+    // One REPLICATE per replica, whichever run made it.
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::ClusterReplicate { .. }))
+            .count(),
+        3
+    );
+    assert!(
+        group.history.iter().all(|r| r.error.is_none()),
+        "no step failed: {:?}",
+        group
+            .history
+            .iter()
+            .filter_map(|r| r.error.clone())
+            .collect::<Vec<_>>()
+    );
+    group.shutdown().await;
+}
