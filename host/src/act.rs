@@ -16,6 +16,10 @@ use std::time::Duration;
 /// trips; past this the attempt counts as lost and is retried once).
 const CLUSTER_PROMOTE_LIMIT: Duration = Duration::from_secs(1);
 
+/// How long the other primaries may take to show a planned handover's new epoch (gossip
+/// normally spreads it in milliseconds).
+const EPOCH_AGREEMENT_LIMIT: Duration = Duration::from_secs(5);
+
 /// How long the roles may take to settle after the server reports the handover done.
 const CONFIRM_LIMIT: Duration = Duration::from_secs(3);
 
@@ -184,6 +188,7 @@ pub async fn act<P: Platform>(
         Action::ClusterFailover {
             promote, takeover, ..
         } => ctx.cluster_promote(promote, *takeover).await?,
+        Action::ClusterHandover { from, to, .. } => ctx.cluster_handover(from, to).await?,
         Action::Handover { from, to } => {
             let timeout = Duration::from_secs(u64::from(spec.rollout.handover_timeout_seconds));
             let to_addr = ctx.addr(to)?;
@@ -296,6 +301,73 @@ impl Ctx<'_> {
             .and_then(|v| v.myself())
             .ok_or_else(|| ActError::NoClusterView(member.to_string()))?;
         Ok((m.addr.ip().to_string(), m.addr.port(), me.bus_port))
+    }
+
+    /// Planned: `CLUSTER FAILOVER` on `to` (retried once: right after a member joined the
+    /// first attempt is often refused), then wait until every other primary that owns slots
+    /// shows `to` as a primary at its new config epoch. Only then may `from` be restarted;
+    /// decide checks the same agreement again before any restart (resumable).
+    async fn cluster_handover(&self, from: &str, to: &str) -> Result<(), ActError> {
+        let client = self.client(to).await?;
+        let mut outcome = Err(ActError::UnknownMember(to.to_string()));
+        for _ in 0..2 {
+            self.leadership.check()?;
+            outcome = client
+                .cluster_failover_and_wait(
+                    engine::FailoverMode::Graceful,
+                    engine::MANUAL_FAILOVER_TIMEOUT,
+                )
+                .await
+                .map_err(|e| engine_err(to, e));
+            if outcome.is_ok() {
+                break;
+            }
+        }
+        let epoch = outcome?;
+        let id = self.node_id(to)?;
+        let voters: Vec<&str> = self
+            .observed
+            .members
+            .iter()
+            .filter(|m| m.name != from && m.name != to)
+            .filter(|m| m.cluster.as_ref().is_some_and(|v| v.owns_slots()))
+            .map(|m| m.name.as_str())
+            .collect();
+        let started = std::time::Instant::now();
+        for voter in voters {
+            let c = self.client(voter).await?;
+            loop {
+                let seen = c.cluster_nodes().await.map_err(|e| engine_err(voter, e))?;
+                if seen.get(&id).is_some_and(|n| {
+                    n.flags.primary && !n.slots.is_empty() && n.config_epoch >= epoch
+                }) {
+                    break;
+                }
+                if started.elapsed() > EPOCH_AGREEMENT_LIMIT {
+                    return Err(ActError::NotConfirmed {
+                        from: from.to_string(),
+                        to: to.to_string(),
+                        detail: format!(
+                            "{voter} does not show {to} at config epoch {epoch} after {:?}",
+                            EPOCH_AGREEMENT_LIMIT
+                        ),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// `member`'s node id, as it reported it in this observation.
+    fn node_id(&self, member: &str) -> Result<String, ActError> {
+        self.observed
+            .members
+            .iter()
+            .find(|m| m.name == member)
+            .and_then(|m| m.cluster.as_ref())
+            .map(|v| v.id.clone())
+            .ok_or_else(|| ActError::NoClusterView(member.to_string()))
     }
 
     /// `CLUSTER FAILOVER FORCE` (or `TAKEOVER`) on `member`, waiting until it owns the

@@ -257,3 +257,85 @@ async fn bootstrap_resumes_after_operator_kills(engine: Engine) {
     );
     group.shutdown().await;
 }
+
+for_each_engine!(rollout_per_shard:
+    valkey_cluster_rollout_one_shard_at_a_time_loses_nothing => Engine::Valkey,
+    redis_cluster_rollout_one_shard_at_a_time_loses_nothing => Engine::Redis,
+);
+
+/// The shard index in a member name `<name>-s<shard>-<i>`.
+fn shard_of(member: &str) -> u32 {
+    member
+        .rsplit_once("-s")
+        .and_then(|(_, rest)| rest.split('-').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no shard in {member}"))
+}
+
+/// A config change rolls every member, one shard at a time, replicas first, each primary
+/// handing over by CLUSTER FAILOVER to its in-sync replica; a cluster writer loses nothing.
+async fn rollout_per_shard(engine: Engine) {
+    let spec = Spec::new("roll", engine).with_shards(SHARDS, 1);
+    let mut group = Group::open(spec.clone()).await;
+    let first = group.run_until("the cluster forms", formed).await;
+    let old_revision = first.status.desired_revision.clone();
+    let writer = ClusterWriter::start(seeds(&group), "r", PHASE_LIMIT)
+        .await
+        .expect("cluster writer");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = group.history.len();
+    group.write_spec(spec.with_hz(20));
+    let done = group
+        .run_until("the rollout completes", |r| {
+            r.status.desired_revision != old_revision && formed(r)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = writer.stop().await;
+    let steps: Vec<Action> = group.history[before..]
+        .iter()
+        .filter_map(|r| r.done().cloned())
+        .filter(|a| a.is_rollout_step())
+        .collect();
+    let restarts: Vec<&str> = steps
+        .iter()
+        .filter_map(|a| match a {
+            Action::Restart { member, .. } => Some(member.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(restarts.len(), 6, "every member once: {steps:#?}");
+    let handovers = steps
+        .iter()
+        .filter(|a| matches!(a, Action::ClusterHandover { .. }))
+        .count();
+    assert_eq!(handovers, 3, "one handover per shard: {steps:#?}");
+    // One shard at a time: the steps' shards never go back.
+    let shards: Vec<u32> = steps
+        .iter()
+        .map(|a| match a {
+            Action::Restart { member, .. } => shard_of(member),
+            Action::ClusterHandover { shard, .. } => *shard,
+            other => panic!("unexpected step {other:?}"),
+        })
+        .collect();
+    assert!(shards.windows(2).all(|w| w[0] <= w[1]), "{shards:?}");
+    assert!(
+        done.status
+            .members
+            .iter()
+            .all(|m| m.revision.as_deref() == Some(done.status.desired_revision.as_str()))
+    );
+    let acked = log.acked();
+    let lost = missing(seeds(&group), "r", &acked)
+        .await
+        .expect("read back every acknowledged key");
+    assert!(acked.len() > 100, "{} acknowledged", acked.len());
+    assert_eq!(lost, Vec::<u64>::new(), "acknowledged writes lost");
+    eprintln!(
+        "{engine:?}: rollout of 6 members: {} writes acknowledged, 0 lost, longest wait for one key {} ms",
+        acked.len(),
+        log.max_key_wait().as_millis()
+    );
+    group.shutdown().await;
+}

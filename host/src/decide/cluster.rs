@@ -89,25 +89,118 @@ pub(super) async fn steps<P: Policies>(input: &Input<'_>, policies: &P, plan: Pl
             s.probe_interval,
         );
     }
-    let stale: Vec<&str> = obs
+    rollout(input, policies, plan, &shards).await
+}
+
+/// A planned rollout, one shard at a time and one member in flight (rules 4 and 8): a step
+/// is taken only while every shard is ready with every replica proven in sync, and the
+/// cluster agrees on every shard's epoch. Within the shard the replication-mode rollout
+/// decides (rollout-order hook, replicas first, rules 3–5) on the shard alone; its handover
+/// becomes a `CLUSTER FAILOVER` on the chosen replica.
+async fn rollout<P: Policies>(
+    input: &Input<'_>,
+    policies: &P,
+    plan: Plan,
+    shards: &[Shard<'_>],
+) -> Plan {
+    let obs = input.observed;
+    let s = input.settings;
+    let Some(shard) = shards.iter().find(|sh| {
+        sh.members
+            .iter()
+            .any(|m| !m.on_revision(&obs.desired_revision))
+    }) else {
+        return plan;
+    };
+    let mut plan = plan;
+    plan.rolling = true;
+    let max_lag = input.spec.rollout.max_lag_bytes;
+    if let Some(busy) = shards.iter().find_map(|sh| not_settled(sh, obs, max_lag)) {
+        return plan.wait(Blocker::InProgress, busy, s.probe_interval);
+    }
+    if let Some(why) = epochs_disagree(obs, shards) {
+        // Rule 3 in cluster mode: a primary that handed over is restarted only once every
+        // primary shows the new owner at its new epoch.
+        return plan.wait(Blocker::InProgress, why, s.probe_interval);
+    }
+    let Some(primary) = shard.primary else {
+        return plan;
+    };
+    let view = shard_observed(obs, shard, 0);
+    let Some(p) = view.members.iter().find(|m| m.name == primary.name) else {
+        return plan;
+    };
+    let sub = Input {
+        spec: input.spec,
+        observed: &view,
+        settings: input.settings,
+        snapshots: None,
+        save_attempts: input.save_attempts,
+    };
+    let mut plan = super::rollout::next(&sub, policies, plan, p).await;
+    plan.primary = None;
+    plan.action = plan.action.map(|a| match a {
+        Action::Handover { from, to } => Action::ClusterHandover {
+            shard: shard.index,
+            from,
+            to,
+        },
+        other => other,
+    });
+    plan
+}
+
+/// Why `shard` is not settled for a rollout step, if it is not: its primary must serve and
+/// every other member be a ready replica of it, linked and within `max_lag`.
+fn not_settled(shard: &Shard<'_>, obs: &Observed, max_lag: u64) -> Option<String> {
+    if !shards::shard_ready(shard) {
+        return Some(format!(
+            "shard {} is not ready: waiting before the next rollout step",
+            shard.index
+        ));
+    }
+    let primary = shard.primary?;
+    shard
         .members
         .iter()
-        .filter(|m| !m.on_revision(&obs.desired_revision))
-        .map(|m| m.name.as_str())
-        .collect();
-    if !stale.is_empty() {
-        let mut plan = plan;
-        plan.rolling = true;
-        return plan.wait(
-            Blocker::RolloutBlocked,
+        .filter(|m| m.name != primary.name)
+        .find(|m| !super::members::member(m, Some(primary), &obs.desired_revision).in_sync(max_lag))
+        .map(|m| {
             format!(
-                "{} run an older revision; a planned rollout in cluster mode is not built yet",
-                stale.join(", ")
-            ),
-            s.steady_interval,
-        );
+                "shard {}: waiting for {} to sync with {}",
+                shard.index, m.name, primary.name
+            )
+        })
+}
+
+/// Whether some answering primary that owns slots sees another shard's owner at another
+/// config epoch than that owner reports of itself (a handover not yet agreed on).
+fn epochs_disagree(obs: &Observed, shards: &[Shard<'_>]) -> Option<String> {
+    let owners: Vec<(&str, &str, u64)> = shards
+        .iter()
+        .filter_map(|sh| {
+            let p = sh.primary?;
+            let me = p.cluster.as_ref()?.myself()?;
+            Some((p.name.as_str(), me.id.as_str(), me.config_epoch))
+        })
+        .collect();
+    for m in obs.members.iter() {
+        let Some(v) = m.cluster.as_ref().filter(|v| v.owns_slots()) else {
+            continue;
+        };
+        for (name, id, epoch) in &owners {
+            let agrees = v.nodes.get(id).is_some_and(|n| {
+                n.flags.primary && !n.slots.is_empty() && n.config_epoch == *epoch
+            });
+            if !agrees {
+                return Some(format!(
+                    "{} does not show {name} as a primary at config epoch {epoch} yet",
+                    m.name
+                ));
+            }
+        }
     }
-    plan
+    None
 }
 
 /// The shard's slot owner is gone or does not answer: promote one of its replicas, or say why
@@ -261,17 +354,17 @@ async fn lost_primary<P: Policies>(
 
 /// Turns the replication-mode promotion `choose_and_promote` plans into its cluster form.
 fn into_cluster_failover(mut plan: Plan, shard: u32, takeover: bool) -> Plan {
-    if let Some(Action::Failover {
-        promote, reason, ..
-    }) = plan.action.take()
-    {
-        plan.action = Some(Action::ClusterFailover {
+    plan.action = plan.action.map(|a| match a {
+        Action::Failover {
+            promote, reason, ..
+        } => Action::ClusterFailover {
             shard,
             promote,
             reason,
             takeover,
-        });
-    }
+        },
+        other => other,
+    });
     plan
 }
 
@@ -808,5 +901,80 @@ mod tests {
                 replica_of: None
             })
         );
+    }
+
+    fn stale(obs: &mut Observed, short: &str) {
+        get_mut(obs, short).revision = Some("r0".into());
+    }
+
+    #[tokio::test]
+    async fn a_rollout_restarts_replicas_first_one_shard_at_a_time() {
+        let mut obs = formed_cluster(3, 1);
+        for short in ["s1-0", "s1-1", "s2-1"] {
+            stale(&mut obs, short);
+        }
+        let p = plan(&obs).await;
+        assert!(p.rolling);
+        assert!(
+            matches!(&p.action, Some(Action::Restart { member, .. }) if member == "c-s1-1"),
+            "{:?} {:?}",
+            p.action,
+            p.wait
+        );
+        // While that replica syncs again, no other shard moves.
+        get_mut(&mut obs, "s1-1").report.as_mut().unwrap().link_up = false;
+        stale(&mut obs, "s2-1");
+        let p = plan(&obs).await;
+        assert_eq!(p.action, None, "{:?}", p.wait);
+        assert!(p.wait.unwrap().reason.contains("c-s1-1"));
+    }
+
+    #[tokio::test]
+    async fn a_stale_primary_hands_over_to_its_in_sync_replica_by_cluster_failover() {
+        let mut obs = formed_cluster(3, 1);
+        stale(&mut obs, "s2-0");
+        let p = plan(&obs).await;
+        assert_eq!(
+            p.action,
+            Some(Action::ClusterHandover {
+                shard: 2,
+                from: "c-s2-0".into(),
+                to: "c-s2-1".into()
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_restarts_while_a_primary_shows_an_older_epoch() {
+        let mut obs = formed_cluster(3, 1);
+        stale(&mut obs, "s0-1");
+        let id = id_of(1, 0);
+        set_view(&mut obs, "s2-0", |n| {
+            n.nodes
+                .iter_mut()
+                .find(|x| x.id == id)
+                .unwrap()
+                .config_epoch = 1;
+        });
+        let p = plan(&obs).await;
+        assert_eq!(p.action, None);
+        let w = p.wait.unwrap();
+        assert!(
+            w.reason.contains("c-s2-0") && w.reason.contains("epoch"),
+            "{}",
+            w.reason
+        );
+        // Once it agrees, the restart goes ahead.
+        set_view(&mut obs, "s2-0", |n| {
+            n.nodes
+                .iter_mut()
+                .find(|x| x.id == id)
+                .unwrap()
+                .config_epoch = 2;
+        });
+        assert!(matches!(
+            plan(&obs).await.action,
+            Some(Action::Restart { member, .. }) if member == "c-s0-1"
+        ));
     }
 }

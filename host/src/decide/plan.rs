@@ -75,6 +75,14 @@ pub enum Action {
         reason: SelectionReason,
         takeover: bool,
     },
+    /// Cluster mode, planned: `CLUSTER FAILOVER` (graceful) on `to`, a replica of `from` in
+    /// shard `shard`, then wait until every primary that owns slots shows `to` at its new
+    /// config epoch (rule 3 in cluster mode).
+    ClusterHandover {
+        shard: u32,
+        from: String,
+        to: String,
+    },
     /// Correct a drifted setting (`CONFIG SET key value`).
     Configure {
         member: String,
@@ -87,7 +95,10 @@ impl Action {
     /// A step of a rollout (a handover or a restart onto the desired revision), as opposed to
     /// healing steps: a failed one blocks the rollout rather than the cluster.
     pub fn is_rollout_step(&self) -> bool {
-        matches!(self, Action::Handover { .. } | Action::Restart { .. })
+        matches!(
+            self,
+            Action::Handover { .. } | Action::Restart { .. } | Action::ClusterHandover { .. }
+        )
     }
 
     /// A short human description for logs, events and status.
@@ -128,6 +139,9 @@ impl Action {
                 format!("remove {} (scale-down)", members.join(", "))
             }
             Action::Snapshot { member } => format!("snapshot {member} (BGSAVE)"),
+            Action::ClusterHandover { shard, from, to } => {
+                format!("shard {shard}: hand over from {from} to {to} (CLUSTER FAILOVER)")
+            }
             Action::ClusterMeet { via, members } => {
                 format!("CLUSTER MEET {} from {via}", members.join(", "))
             }

@@ -173,6 +173,11 @@ pub fn formed_cluster(shards: u32, replicas: u32) -> Observed {
         for i in 0..=replicas {
             let role = if i == 0 { Role::Primary } else { Role::Replica };
             let mut m = member(s, i, role, 10, 1000);
+            if i == 0
+                && let Some(r) = m.report.as_mut()
+            {
+                r.online_replicas = (1..=replicas).map(|r| addr_of(s, r)).collect();
+            }
             m.cluster = ClusterView::new(
                 info(true, 16384, u64::from(shards)),
                 formed_nodes(shards, replicas, (s, i)),
