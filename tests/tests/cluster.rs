@@ -79,6 +79,28 @@ async fn bootstrap_and_shard_failover(engine: Engine) {
     let mut group = Group::open(spec).await;
     let first = group.run_until("the cluster forms", formed).await;
     check_status(&first, 6);
+    // `kvpilot local status` shows the shards, their slots, node ids and the seeds.
+    let shown = kvpilot::cli::local::render(
+        &first.status,
+        kvpilot::cli::local::Reconciler::Running { pid: None },
+    );
+    let c = first.status.cluster.as_ref().unwrap();
+    assert!(shown.contains("3/3 shards ready"), "{shown}");
+    for seed in &c.seeds {
+        assert!(shown.contains(seed.as_str()), "{shown}");
+    }
+    for sh in &c.shards {
+        assert!(shown.contains(&sh.slots[0]), "{shown}");
+        for n in &sh.nodes {
+            assert!(
+                shown.contains(&format!("{}={}", n.member, n.node_id)),
+                "{shown}"
+            );
+        }
+    }
+    eprintln!("{shown}");
+    // No client fence in cluster mode (a demoted primary redirects with MOVED).
+    assert!(!shown.contains("fence pending"), "{shown}");
     // Members are named per shard and each has its own loopback address.
     let members = group.members();
     assert_eq!(members[0].0, "shards-s0-0");

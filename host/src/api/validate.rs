@@ -572,6 +572,15 @@ mod tests {
     }
 
     #[test]
+    fn the_local_cluster_example_is_valid_cluster_mode() {
+        let m: crate::api::KvClusterManifest =
+            serde_norway::from_str(include_str!("../../../examples/local-cluster.yaml"))
+                .expect("examples/local-cluster.yaml parses");
+        assert_eq!(m.spec.shards, 3);
+        assert_eq!(validate_spec(&m.spec), Ok(()));
+    }
+
+    #[test]
     fn more_than_one_shard_is_cluster_mode_but_not_on_dragonfly() {
         for kind in [kvpilot_sdk::Engine::Valkey, kvpilot_sdk::Engine::Redis] {
             let mut spec = KvClusterSpec {

@@ -977,4 +977,20 @@ mod tests {
             Some(Action::Restart { member, .. }) if member == "c-s0-1"
         ));
     }
+
+    #[tokio::test]
+    async fn a_replica_that_was_an_empty_primary_before_replicate_needs_no_fence() {
+        let mut obs = formed_cluster(2, 1);
+        let m = get_mut(&mut obs, "s0-1");
+        m.last_known = Some(crate::observe::LastKnown {
+            role: crate::observe::KnownRole::Primary,
+            history: m.report.as_ref().unwrap().history.clone().unwrap(),
+            keys: 0,
+            started_unix: None,
+            fence_pending: false,
+        });
+        let p = plan(&obs).await;
+        assert_eq!(p.action, None);
+        assert_eq!(p.fence_pending, Vec::<String>::new());
+    }
 }

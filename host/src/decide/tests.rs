@@ -903,7 +903,7 @@ async fn a_demoted_primary_is_fenced_until_that_succeeds() {
     );
     // Pending is kept while the plan waits for something else (here an invalid spec).
     let mut bad = spec();
-    bad.shards = 2;
+    bad.shards = 101;
     let settings = Settings::default();
     let obs = observed(again.clone(), Some(1));
     let plan = decide(

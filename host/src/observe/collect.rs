@@ -34,7 +34,8 @@ pub async fn collect<P: Platform>(
     // The snapshot setting is only compared when the spec manages snapshots: skip the round
     // trip otherwise.
     let snapshots = spec.snapshots.is_some();
-    let cluster_mode = spec.shards > 1;
+    // An invalid spec changes nothing (decide waits): observe the group as it runs.
+    let cluster_mode = spec.shards > 1 && crate::api::validate_spec(spec).is_ok();
     let reports = join_all(members.iter().map(|m| async move {
         if !m.running {
             return None;
