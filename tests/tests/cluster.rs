@@ -361,3 +361,67 @@ async fn rollout_per_shard(engine: Engine) {
     );
     group.shutdown().await;
 }
+
+for_each_engine!(hung_shard_primary:
+    valkey_cluster_hung_shard_primary_is_killed_before_its_replica_is_forced => Engine::Valkey,
+    redis_cluster_hung_shard_primary_is_killed_before_its_replica_is_forced => Engine::Redis,
+);
+
+/// A shard's primary hangs (SIGSTOP) with the writer's next write to that shard queued on its
+/// socket. It is counted per shard, killed through the platform, and only then is its replica
+/// forced over; resumed afterwards (if it still existed) it could acknowledge the queued write
+/// and lose it, so nothing acknowledged may be missing at the end.
+async fn hung_shard_primary(engine: Engine) {
+    let spec = Spec::new("hang", engine).with_shards(SHARDS, 1);
+    let mut group = Group::open(spec).await;
+    let first = group.run_until("the cluster forms", formed).await;
+    let writer = ClusterWriter::start(seeds(&group), "h", PHASE_LIMIT)
+        .await
+        .expect("cluster writer");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let shard = 2usize;
+    let victim = first.status.cluster.as_ref().unwrap().shards[shard]
+        .primary
+        .clone()
+        .unwrap();
+    let frozen = kvpilot::platform::local::server::Server::adopt(&group.member_dir(&victim))
+        .expect("adopt the primary");
+    frozen.pause().expect("SIGSTOP the primary");
+    let before = group.history.len();
+    group
+        .run_until("shard 2 promoted", |r| {
+            matches!(r.done(), Some(Action::ClusterFailover { shard: 2, .. }))
+        })
+        .await;
+    let done: Vec<Action> = group.history[before..]
+        .iter()
+        .filter_map(|r| r.done().cloned())
+        .collect();
+    let stop = done
+        .iter()
+        .position(|a| matches!(a, Action::StopHung { members } if members == &vec![victim.clone()]))
+        .expect("the hung primary was stopped");
+    let promote = done
+        .iter()
+        .position(|a| matches!(a, Action::ClusterFailover { .. }))
+        .unwrap();
+    assert!(stop < promote, "{done:#?}");
+    // No other shard was touched.
+    assert!(
+        done.iter()
+            .all(|a| !matches!(a, Action::ClusterFailover { shard, .. } if *shard != 2)),
+        "{done:#?}"
+    );
+    let _ = frozen.resume();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    group.run_until("the cluster heals", formed).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = writer.stop().await;
+    let acked = log.acked();
+    let lost = missing(seeds(&group), "h", &acked)
+        .await
+        .expect("read back every acknowledged key");
+    assert!(acked.len() > 100, "{} acknowledged", acked.len());
+    assert_eq!(lost, Vec::<u64>::new(), "acknowledged writes lost");
+    group.shutdown().await;
+}
