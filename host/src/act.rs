@@ -189,6 +189,18 @@ pub async fn act<P: Platform>(
             promote, takeover, ..
         } => ctx.cluster_promote(promote, *takeover).await?,
         Action::ClusterHandover { from, to, .. } => ctx.cluster_handover(from, to).await?,
+        Action::ClusterForget { id, on } => {
+            // Every member within one action: gossip re-adds a node to a member that has not
+            // forgotten it yet once its ban (60 s) on the others runs out.
+            for member in on {
+                leadership.check()?;
+                ctx.client(member)
+                    .await?
+                    .cluster_forget(id)
+                    .await
+                    .map_err(|e| engine_err(member, e))?;
+            }
+        }
         Action::Handover { from, to } => {
             let timeout = Duration::from_secs(u64::from(spec.rollout.handover_timeout_seconds));
             let to_addr = ctx.addr(to)?;

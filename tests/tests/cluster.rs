@@ -425,3 +425,84 @@ async fn hung_shard_primary(engine: Engine) {
     assert_eq!(lost, Vec::<u64>::new(), "acknowledged writes lost");
     group.shutdown().await;
 }
+
+for_each_engine!(lost_nodes_conf:
+    valkey_cluster_member_without_nodes_conf_is_forgotten_and_rejoins => Engine::Valkey,
+    redis_cluster_member_without_nodes_conf_is_forgotten_and_rejoins => Engine::Redis,
+);
+
+/// A replica comes back empty and without its `nodes.conf`: it is a new node. It is met,
+/// made a replica of its shard's primary again, and its old id is forgotten everywhere.
+async fn lost_nodes_conf(engine: Engine) {
+    let spec = Spec::new("lost", engine).with_shards(SHARDS, 1);
+    let mut group = Group::open(spec).await;
+    let first = group.run_until("the cluster forms", formed).await;
+    let shard = &first.status.cluster.as_ref().unwrap().shards[1];
+    let primary = shard.primary.clone().unwrap();
+    let victim = shard
+        .nodes
+        .iter()
+        .find(|n| n.member != primary)
+        .unwrap()
+        .clone();
+    let writer = ClusterWriter::start(seeds(&group), "n", PHASE_LIMIT)
+        .await
+        .expect("cluster writer");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    group.cluster().kill(&victim.member).expect("SIGKILL");
+    group
+        .cluster()
+        .platform()
+        .wait_stopped(&victim.member, Duration::from_secs(5))
+        .await
+        .expect("stopped");
+    let dir = group.member_dir(&victim.member);
+    for entry in std::fs::read_dir(&dir).expect("member dir").flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name == "nodes.conf" || name.ends_with(".rdb") || name.ends_with(".aof") {
+            std::fs::remove_file(entry.path()).expect("wipe");
+        }
+    }
+    let before = group.history.len();
+    let healed = group
+        .run_until("the cluster heals without the old id", |r| {
+            formed(r)
+                && r.status.cluster.as_ref().is_some_and(|c| {
+                    c.shards[1]
+                        .nodes
+                        .iter()
+                        .any(|n| n.member == victim.member && n.node_id != victim.node_id)
+                })
+                && r.done().is_none()
+                && r.wait.is_none()
+        })
+        .await;
+    let done: Vec<Action> = group.history[before..]
+        .iter()
+        .filter_map(|r| r.done().cloned())
+        .collect();
+    assert!(
+        done.iter().any(
+            |a| matches!(a, Action::ClusterForget { id, on } if *id == victim.node_id && on.len() == 5)
+        ),
+        "{done:#?}"
+    );
+    assert!(
+        done.iter()
+            .any(|a| matches!(a, Action::ClusterReplicate { member, primary: p, .. } if *member == victim.member && *p == primary)),
+        "{done:#?}"
+    );
+    assert_eq!(
+        healed.status.cluster.as_ref().unwrap().shards[1]
+            .primary
+            .as_deref(),
+        Some(primary.as_str())
+    );
+    let log = writer.stop().await;
+    let acked = log.acked();
+    let lost = missing(seeds(&group), "n", &acked)
+        .await
+        .expect("read back every acknowledged key");
+    assert_eq!(lost, Vec::<u64>::new(), "acknowledged writes lost");
+    group.shutdown().await;
+}

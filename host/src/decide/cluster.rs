@@ -68,6 +68,9 @@ pub(super) async fn steps<P: Policies>(input: &Input<'_>, policies: &P, plan: Pl
             return plan;
         }
     }
+    if let Some(plan) = forget(obs, s, plan.clone()) {
+        return plan;
+    }
     if !shards::formed(obs) {
         let waiting: Vec<&str> = obs
             .members
@@ -508,6 +511,56 @@ fn partly_owned(obs: &Observed, range: SlotRange) -> bool {
         .flat_map(|v| v.nodes.nodes.iter())
         .flat_map(|n| n.slots.iter())
         .any(|r| r.start <= range.end && range.start <= r.end)
+}
+
+/// FORGET a node that no member is any more: every member answers with its own id, none has
+/// that id, and every view that lists it flags it failed (or without address) with no slots.
+/// Only while every member answers: the id of one that does not is not known for sure.
+fn forget(obs: &Observed, s: &Settings, plan: Plan) -> Option<Plan> {
+    if obs.members.iter().any(|m| m.cluster.is_none()) {
+        return None;
+    }
+    let ids: Vec<&str> = obs
+        .members
+        .iter()
+        .filter_map(|m| m.cluster.as_ref().map(|v| v.id.as_str()))
+        .collect();
+    let stale = obs
+        .members
+        .iter()
+        .filter_map(|m| m.cluster.as_ref())
+        .flat_map(|v| v.nodes.nodes.iter())
+        .map(|n| n.id.as_str())
+        .find(|id| !ids.contains(id))?;
+    let listing: Vec<&ObservedMember> = obs
+        .members
+        .iter()
+        .filter(|m| {
+            m.cluster
+                .as_ref()
+                .is_some_and(|v| v.nodes.get(stale).is_some())
+        })
+        .collect();
+    let gone = listing.iter().all(|m| {
+        m.cluster
+            .as_ref()
+            .and_then(|v| v.nodes.get(stale))
+            .is_some_and(|n| (n.flags.fail || n.flags.noaddr) && n.slots.is_empty())
+    });
+    if !gone {
+        return Some(plan.wait(
+            Blocker::InProgress,
+            format!("node {stale} is no member; waiting until the members flag it failed"),
+            s.probe_interval,
+        ));
+    }
+    Some(plan.act(
+        Action::ClusterForget {
+            id: stale.to_string(),
+            on: listing.iter().map(|m| m.name.clone()).collect(),
+        },
+        s.probe_interval,
+    ))
 }
 
 /// Make the first member of the shard that does not follow its primary a replica of it.
@@ -992,5 +1045,46 @@ mod tests {
         let p = plan(&obs).await;
         assert_eq!(p.action, None);
         assert_eq!(p.fence_pending, Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn a_node_no_member_is_any_more_is_forgotten_once_flagged_failed() {
+        let mut obs = formed_cluster(2, 1);
+        // s1-1 came back without its nodes.conf: a new id, the old one lingers elsewhere.
+        let old = id_of(1, 1);
+        let new = format!("{:040x}", 0xfeed);
+        let m = get_mut(&mut obs, "s1-1");
+        let v = m.cluster.as_mut().unwrap();
+        v.id = new.clone();
+        for n in &mut v.nodes.nodes {
+            if n.id == old {
+                n.id = new.clone();
+            }
+        }
+        for short in ["s0-0", "s0-1", "s1-0"] {
+            set_view(&mut obs, short, |n| {
+                let mut line = n.get(&old).unwrap().clone();
+                line.id = new.clone();
+                n.nodes.push(line);
+                let stale = n.nodes.iter_mut().find(|x| x.id == old).unwrap();
+                stale.flags.pfail = true;
+            });
+        }
+        // Only suspected so far: wait.
+        let p = plan(&obs).await;
+        assert_eq!(p.action, None);
+        assert!(p.wait.unwrap().reason.contains(&old));
+        for short in ["s0-0", "s0-1", "s1-0"] {
+            set_view(&mut obs, short, |n| {
+                n.nodes.iter_mut().find(|x| x.id == old).unwrap().flags.fail = true;
+            });
+        }
+        assert_eq!(
+            plan(&obs).await.action,
+            Some(Action::ClusterForget {
+                id: old,
+                on: names(&["s0-0", "s0-1", "s1-0"]),
+            })
+        );
     }
 }

@@ -75,6 +75,10 @@ pub enum Action {
         reason: SelectionReason,
         takeover: bool,
     },
+    /// Cluster mode: `CLUSTER FORGET id` on each of `on` (every member that knows it): a node
+    /// no member is any more (a member that came back without its `nodes.conf` has a new
+    /// id; its old one lingers, failed, in every table).
+    ClusterForget { id: String, on: Vec<String> },
     /// Cluster mode, planned: `CLUSTER FAILOVER` (graceful) on `to`, a replica of `from` in
     /// shard `shard`, then wait until every primary that owns slots shows `to` at its new
     /// config epoch (rule 3 in cluster mode).
@@ -141,6 +145,9 @@ impl Action {
             Action::Snapshot { member } => format!("snapshot {member} (BGSAVE)"),
             Action::ClusterHandover { shard, from, to } => {
                 format!("shard {shard}: hand over from {from} to {to} (CLUSTER FAILOVER)")
+            }
+            Action::ClusterForget { id, on } => {
+                format!("CLUSTER FORGET {id} on {}", on.join(", "))
             }
             Action::ClusterMeet { via, members } => {
                 format!("CLUSTER MEET {} from {via}", members.join(", "))
