@@ -11,6 +11,15 @@ use crate::platform::{Platform, PlatformError};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// How long one `CLUSTER FAILOVER FORCE|TAKEOVER` may take to make the replica a primary
+/// that owns its slots (an election among the primaries takes a few node-timeout-free round
+/// trips; past this the attempt counts as lost and is retried once).
+const CLUSTER_PROMOTE_LIMIT: Duration = Duration::from_secs(1);
+
+/// How long the other primaries may take to show a planned handover's new epoch (gossip
+/// normally spreads it in milliseconds).
+const EPOCH_AGREEMENT_LIMIT: Duration = Duration::from_secs(5);
+
 /// How long the roles may take to settle after the server reports the handover done.
 const CONFIRM_LIMIT: Duration = Duration::from_secs(3);
 
@@ -27,6 +36,8 @@ pub enum ActError {
     Platform(#[from] PlatformError),
     #[error(transparent)]
     NotLeader(#[from] NotLeader),
+    #[error("{0} gave no cluster view (CLUSTER NODES) in this observation")]
+    NoClusterView(String),
     #[error("decide named {0}, which the platform does not list")]
     UnknownMember(String),
     #[error("handover from {from} to {to} finished, but the roles are not confirmed: {detail}")]
@@ -144,6 +155,52 @@ pub async fn act<P: Platform>(
                 .await
                 .map_err(|e| engine_err(member, e))?;
         }
+        Action::ClusterMeet { via, members } => {
+            let seed = ctx.client(via).await?;
+            for name in members {
+                let (ip, port, bus) = ctx.bus_address(name)?;
+                leadership.check()?;
+                seed.cluster_meet(&ip, port, Some(bus))
+                    .await
+                    .map_err(|e| engine_err(via, e))?;
+            }
+        }
+        Action::AssignSlots { assign } => {
+            for (member, ranges) in assign {
+                leadership.check()?;
+                ctx.client(member)
+                    .await?
+                    .cluster_addslotsrange(ranges)
+                    .await
+                    .map_err(|e| engine_err(member, e))?;
+            }
+        }
+        Action::ClusterReplicate {
+            member, primary_id, ..
+        } => {
+            leadership.check()?;
+            ctx.client(member)
+                .await?
+                .cluster_replicate(primary_id)
+                .await
+                .map_err(|e| engine_err(member, e))?;
+        }
+        Action::ClusterFailover {
+            promote, takeover, ..
+        } => ctx.cluster_promote(promote, *takeover).await?,
+        Action::ClusterHandover { from, to, .. } => ctx.cluster_handover(from, to).await?,
+        Action::ClusterForget { id, on } => {
+            // Every member within one action: gossip re-adds a node to a member that has not
+            // forgotten it yet once its ban (60 s) on the others runs out.
+            for member in on {
+                leadership.check()?;
+                ctx.client(member)
+                    .await?
+                    .cluster_forget(id)
+                    .await
+                    .map_err(|e| engine_err(member, e))?;
+            }
+        }
         Action::Handover { from, to } => {
             let timeout = Duration::from_secs(u64::from(spec.rollout.handover_timeout_seconds));
             let to_addr = ctx.addr(to)?;
@@ -242,6 +299,119 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The client IP, client port and bus port `member` announces in its own view.
+    fn bus_address(&self, member: &str) -> Result<(String, u16, u16), ActError> {
+        let m = self
+            .observed
+            .members
+            .iter()
+            .find(|m| m.name == member)
+            .ok_or_else(|| ActError::UnknownMember(member.to_string()))?;
+        let me = m
+            .cluster
+            .as_ref()
+            .and_then(|v| v.myself())
+            .ok_or_else(|| ActError::NoClusterView(member.to_string()))?;
+        Ok((m.addr.ip().to_string(), m.addr.port(), me.bus_port))
+    }
+
+    /// Planned: `CLUSTER FAILOVER` on `to` (retried once: right after a member joined the
+    /// first attempt is often refused), then wait until every other primary that owns slots
+    /// shows `to` as a primary at its new config epoch. Only then may `from` be restarted;
+    /// decide checks the same agreement again before any restart (resumable).
+    async fn cluster_handover(&self, from: &str, to: &str) -> Result<(), ActError> {
+        let client = self.client(to).await?;
+        let mut outcome = Err(ActError::UnknownMember(to.to_string()));
+        for _ in 0..2 {
+            self.leadership.check()?;
+            outcome = client
+                .cluster_failover_and_wait(
+                    engine::FailoverMode::Graceful,
+                    engine::MANUAL_FAILOVER_TIMEOUT,
+                )
+                .await
+                .map_err(|e| engine_err(to, e));
+            if outcome.is_ok() {
+                break;
+            }
+        }
+        let epoch = outcome?;
+        let id = self.node_id(to)?;
+        let voters: Vec<&str> = self
+            .observed
+            .members
+            .iter()
+            .filter(|m| m.name != from && m.name != to)
+            .filter(|m| m.cluster.as_ref().is_some_and(|v| v.owns_slots()))
+            .map(|m| m.name.as_str())
+            .collect();
+        let started = std::time::Instant::now();
+        for voter in voters {
+            let c = self.client(voter).await?;
+            loop {
+                let seen = c.cluster_nodes().await.map_err(|e| engine_err(voter, e))?;
+                if seen.get(&id).is_some_and(|n| {
+                    n.flags.primary && !n.slots.is_empty() && n.config_epoch >= epoch
+                }) {
+                    break;
+                }
+                if started.elapsed() > EPOCH_AGREEMENT_LIMIT {
+                    return Err(ActError::NotConfirmed {
+                        from: from.to_string(),
+                        to: to.to_string(),
+                        detail: format!(
+                            "{voter} does not show {to} at config epoch {epoch} after {:?}",
+                            EPOCH_AGREEMENT_LIMIT
+                        ),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// `member`'s node id, as it reported it in this observation.
+    fn node_id(&self, member: &str) -> Result<String, ActError> {
+        self.observed
+            .members
+            .iter()
+            .find(|m| m.name == member)
+            .and_then(|m| m.cluster.as_ref())
+            .map(|v| v.id.clone())
+            .ok_or_else(|| ActError::NoClusterView(member.to_string()))
+    }
+
+    /// `CLUSTER FAILOVER FORCE` (or `TAKEOVER`) on `member`, waiting until it owns the
+    /// slots. The first attempt right after a member joined often loses its election (the
+    /// voters' views have not settled); one retry follows at once.
+    async fn cluster_promote(&self, member: &str, takeover: bool) -> Result<(), ActError> {
+        let mode = if takeover {
+            engine::FailoverMode::Takeover
+        } else {
+            engine::FailoverMode::Force
+        };
+        let client = self.client(member).await?;
+        let mut last = None;
+        for _ in 0..2 {
+            self.leadership.check()?;
+            match client
+                .cluster_failover_and_wait(mode, CLUSTER_PROMOTE_LIMIT)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    tracing::info!(member, error = %e, "cluster failover attempt failed");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(match last {
+            Some(e) => engine_err(member, e),
+            None => ActError::UnknownMember(member.to_string()),
+        })
+    }
+
     fn addr(&self, member: &str) -> Result<SocketAddr, ActError> {
         self.observed
             .members

@@ -31,6 +31,91 @@ pub struct ClusterStatus {
     pub events: Vec<Event>,
     /// Unix milliseconds of the last reconcile.
     pub updated_ms: u64,
+    /// Cluster mode only: the shards and the addresses a cluster client starts from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterModeStatus>,
+}
+
+/// Cluster mode (`spec.shards` > 1), as the members see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterModeStatus {
+    /// Client addresses of the members (`host:port`): a cluster client's seeds. It follows
+    /// MOVED/ASK from there; there is no primary endpoint in cluster mode.
+    pub seeds: Vec<String>,
+    /// Shards whose primary serves and whose members are all ready replicas of it.
+    pub shards_ready: u32,
+    pub shards: Vec<ShardStatus>,
+}
+
+/// One shard of a cluster-mode group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardStatus {
+    pub shard: u32,
+    /// The member that owns the shard's slots and answers, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<String>,
+    /// The config epoch of the shard's slot owner.
+    pub config_epoch: u64,
+    /// The slot ranges the shard's owner holds (`0-5460`).
+    pub slots: Vec<String>,
+    /// Its primary serves and every member is a ready replica of it.
+    pub ready: bool,
+    /// `cluster_state` as the shard's primary reports it (`-` when no primary answers).
+    pub cluster_state: String,
+    /// Each member and its node id (`-` when unknown).
+    pub nodes: Vec<ShardNode>,
+}
+
+/// A member of a shard and its cluster node id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardNode {
+    pub member: String,
+    pub node_id: String,
+}
+
+/// The shards of `observed` as status shows them; `None` in replication mode.
+pub fn cluster_mode_status(observed: &Observed) -> Option<ClusterModeStatus> {
+    let count = observed.cluster_shards()?;
+    let shards: Vec<ShardStatus> = crate::decide::shards::shards(observed, count)
+        .iter()
+        .map(|sh| ShardStatus {
+            shard: sh.index,
+            primary: sh.primary.map(|p| p.name.clone()),
+            config_epoch: sh.owner.as_ref().map_or(0, |o| o.config_epoch),
+            slots: sh
+                .owner
+                .as_ref()
+                .map(|o| o.slots.iter().map(|r| r.to_string()).collect())
+                .unwrap_or_default(),
+            ready: crate::decide::shards::shard_ready(sh),
+            cluster_state: sh
+                .primary
+                .and_then(|p| p.cluster.as_ref())
+                .map(|v| match &v.info.state {
+                    crate::engine::ClusterState::Ok => "ok".to_string(),
+                    crate::engine::ClusterState::Fail => "fail".to_string(),
+                    crate::engine::ClusterState::Other(o) => text::clean(o, 32),
+                })
+                .unwrap_or_else(|| "-".to_string()),
+            nodes: sh
+                .members
+                .iter()
+                .map(|m| ShardNode {
+                    member: m.name.clone(),
+                    node_id: crate::decide::shards::node_id(m, observed)
+                        .unwrap_or_else(|| "-".to_string()),
+                })
+                .collect(),
+        })
+        .collect();
+    Some(ClusterModeStatus {
+        seeds: crate::decide::shards::seeds(observed),
+        shards_ready: u32::try_from(shards.iter().filter(|s| s.ready).count()).unwrap_or(0),
+        shards,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,6 +233,7 @@ impl ClusterStatus {
                 member_status(m, plan, before, observed.now_unix)
             })
             .collect();
+        self.cluster = cluster_mode_status(observed);
         self.conditions = conditions(observed, plan);
         let mut recorded = Vec::new();
         for d in &plan.decisions {
@@ -451,13 +537,19 @@ fn conditions(observed: &Observed, plan: &Plan) -> Vec<Condition> {
         .map(|m| m.name.as_str())
         .collect();
     let settled = plan.action.is_none() && plan.wait.is_none() && !plan.rolling;
-    vec![
+    let cluster_mode = observed.cluster_shards().is_some();
+    let formed = cluster_mode && crate::decide::shards::formed(observed);
+    let mut out = vec![
         cond(
             "Ready",
-            settled && unready.is_empty() && plan.primary.is_some(),
+            settled && unready.is_empty() && (plan.primary.is_some() || formed),
             if settled { "AsDesired" } else { "Reconciling" },
             match &plan.primary {
                 Some(p) => format!("primary is {p}"),
+                None if cluster_mode => format!(
+                    "cluster mode: {}",
+                    if formed { "formed" } else { "not formed" }
+                ),
                 None => "no primary".to_string(),
             },
         ),
@@ -510,7 +602,36 @@ fn conditions(observed: &Observed, plan: &Plan) -> Vec<Condition> {
                 String::new()
             },
         ),
-    ]
+    ];
+    if cluster_mode {
+        let assigned = crate::decide::shards::slots_assigned(observed);
+        out.push(cond(
+            "ClusterFormed",
+            formed,
+            if formed { "ClusterStateOk" } else { "Forming" },
+            if formed {
+                "every member reports cluster_state:ok with 16384 slots assigned".to_string()
+            } else {
+                "not every member reports cluster_state:ok with 16384 slots assigned yet"
+                    .to_string()
+            },
+        ));
+        out.push(cond(
+            "SlotsAssigned",
+            assigned,
+            if assigned {
+                "AllSlotsAssigned"
+            } else {
+                "SlotsUnassigned"
+            },
+            if assigned {
+                "every member sees all 16384 slots assigned".to_string()
+            } else {
+                "some member sees slots without an owner".to_string()
+            },
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -542,6 +663,7 @@ mod tests {
                 ..Default::default()
             }),
             last_known: None,
+            cluster: None,
         }
     }
 
@@ -555,6 +677,7 @@ mod tests {
             members,
             endpoint: None,
             primary_missing_probes: 0,
+            shard_missing_probes: Vec::new(),
             now_unix: STARTED + 100,
         }
     }

@@ -570,3 +570,61 @@ fn a_rebuilt_plugin_file_is_picked_up_while_local_up_runs() {
     let down = bed.run("down", &[]);
     assert!(down.status.success(), "down: {}", stderr(&down));
 }
+
+/// Cluster mode through the binary: `local up` bootstraps three shards, `local status` shows
+/// each shard's primary, slots, node ids and cluster_state and the seeds, `local down` stops
+/// every member.
+#[test]
+fn local_up_runs_a_cluster_and_status_shows_its_shards() {
+    let bed = Bed::new("shardgroup", None);
+    let text = std::fs::read_to_string(&bed.manifest)
+        .expect("manifest")
+        .replace("  replicas: 1\n", "  replicas: 1\n  shards: 3\n");
+    std::fs::write(&bed.manifest, text).expect("write the manifest");
+    let _up = bed.up();
+    let status = bed.wait_ready();
+    let cluster = &status["cluster"];
+    assert_eq!(cluster["shardsReady"], 3, "{status:#}");
+    assert_eq!(cluster["seeds"].as_array().map(Vec::len), Some(6));
+    let shards = cluster["shards"].as_array().expect("shards");
+    assert_eq!(shards.len(), 3);
+    for (i, shard) in shards.iter().enumerate() {
+        assert_eq!(shard["clusterState"], "ok", "{shard:#}");
+        assert_eq!(
+            shard["primary"].as_str(),
+            Some(format!("shardgroup-s{i}-0").as_str())
+        );
+        let nodes = shard["nodes"].as_array().expect("nodes");
+        assert_eq!(nodes.len(), 2);
+        assert!(
+            nodes
+                .iter()
+                .all(|n| n["nodeId"].as_str().map(str::len) == Some(40))
+        );
+    }
+    let conditions: Vec<(&str, bool)> = status["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .filter_map(|c| Some((c["type"].as_str()?, c["status"].as_bool()?)))
+        .collect();
+    assert!(
+        conditions.contains(&("ClusterFormed", true)),
+        "{conditions:?}"
+    );
+    assert!(
+        conditions.contains(&("SlotsAssigned", true)),
+        "{conditions:?}"
+    );
+    let text = bed.status_text();
+    assert!(text.contains("3/3 shards ready"), "{text}");
+    assert!(
+        text.contains("0-5460") && text.contains("10923-16383"),
+        "{text}"
+    );
+    let pids = bed.member_pids();
+    assert_eq!(pids.len(), 6);
+    let out = bed.run("down", &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(wait_dead(&pids), Vec::<u32>::new());
+}

@@ -49,6 +49,8 @@ pub struct Spec {
     pub password: Option<String>,
     /// More `spec.config` settings, after `hz`.
     pub config: Vec<(String, String)>,
+    /// Shards (more than 1: cluster mode).
+    pub shards: u32,
 }
 
 impl Spec {
@@ -63,6 +65,16 @@ impl Spec {
             snapshots: None,
             password: None,
             config: Vec::new(),
+            shards: 1,
+        }
+    }
+
+    /// The same spec in cluster mode: `shards` shards of 1 primary and `replicas` replicas.
+    pub fn with_shards(&self, shards: u32, replicas: u32) -> Spec {
+        Spec {
+            shards,
+            replicas,
+            ..self.clone()
         }
     }
 
@@ -153,6 +165,7 @@ impl Spec {
              spec:\n\
              \x20 engine:\n    kind: {kind}\n\
              \x20 replicas: {replicas}\n\
+             \x20 shards: {shards}\n\
              \x20 config:\n    hz: \"{hz}\"\n{extra}\
              \x20 rollout:\n    handoverTimeoutSeconds: 5\n\
              \x20 policies:\n\
@@ -160,6 +173,7 @@ impl Spec {
              \x20   rolloutOrder:\n      plugin: {plugin}\n{config}      failurePolicy: {failure}\n{snapshots}",
             name = self.name,
             replicas = self.replicas,
+            shards = self.shards,
             hz = self.hz,
             failure = r.failure_policy,
         )

@@ -81,8 +81,10 @@ pub struct Metadata {
         json_path = ".metadata.creationTimestamp"
     )
 )]
+// Cluster mode (shards > 1) runs on the local platform; the Kubernetes objects it needs (a
+// StatefulSet, PDB and bus port per shard) are not built yet, so the API server keeps refusing.
 #[x_kube(validation = Rule::new("self.shards == 1").message(
-    "only 1 shard (plain replication) is supported until cluster mode exists"
+    "only 1 shard (plain replication) is supported on Kubernetes so far: cluster mode (shards > 1) runs on the local platform only"
 ).field_path(".shards").reason(Reason::FieldValueInvalid))]
 #[x_kube(validation = Rule::new(
     "!has(self.snapshots) || !has(self.snapshots.mode) || self.snapshots.mode != 'replicasOnly' || self.replicas >= 2"
@@ -98,8 +100,8 @@ pub struct KvClusterSpec {
     #[serde(default = "default_replicas")]
     #[schemars(range(max = 8))]
     pub replicas: u32,
-    /// Number of shards, 1 to 100; only 1 (plain replication) is accepted until cluster mode
-    /// exists.
+    /// Number of shards, 1 to 100. More than 1 is cluster mode (Valkey/Redis Cluster, 16384
+    /// slots in balanced ranges), on the local platform only so far; Kubernetes accepts 1.
     #[serde(default = "default_shards")]
     #[schemars(range(min = 1, max = 100))]
     pub shards: u32,

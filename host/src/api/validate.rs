@@ -54,11 +54,14 @@ pub fn validate_spec(spec: &KvClusterSpec) -> Result<(), SpecError> {
             ),
         ));
     }
-    if spec.shards != 1 {
+    if spec.shards > 1 && spec.engine.kind == kvpilot_sdk::Engine::Dragonfly {
+        // Dragonfly's cluster (`DFLYCLUSTER CONFIG` pushed by the operator) has no server to
+        // test against here; cluster mode runs Valkey/Redis Cluster only.
         return Err(err(
             "shards",
             format!(
-                "{} shards requested, but only 1 (plain replication) is supported until cluster mode exists",
+                "{} shards requested on Dragonfly: cluster mode runs Valkey or Redis Cluster; \
+                 Dragonfly's cluster is experimental and not driven by kvpilot yet (use shards: 1)",
                 spec.shards
             ),
         ));
@@ -569,14 +572,32 @@ mod tests {
     }
 
     #[test]
-    fn more_than_one_shard_is_rejected_with_the_field() {
-        let spec = KvClusterSpec {
+    fn the_local_cluster_example_is_valid_cluster_mode() {
+        let m: crate::api::KvClusterManifest =
+            serde_norway::from_str(include_str!("../../../examples/local-cluster.yaml"))
+                .expect("examples/local-cluster.yaml parses");
+        assert_eq!(m.spec.shards, 3);
+        assert_eq!(validate_spec(&m.spec), Ok(()));
+    }
+
+    #[test]
+    fn more_than_one_shard_is_cluster_mode_but_not_on_dragonfly() {
+        for kind in [kvpilot_sdk::Engine::Valkey, kvpilot_sdk::Engine::Redis] {
+            let mut spec = KvClusterSpec {
+                shards: 3,
+                ..Default::default()
+            };
+            spec.engine.kind = kind;
+            assert_eq!(validate_spec(&spec), Ok(()), "{kind:?}");
+        }
+        let mut spec = KvClusterSpec {
             shards: 3,
             ..Default::default()
         };
+        spec.engine.kind = kvpilot_sdk::Engine::Dragonfly;
         let e = validate_spec(&spec).unwrap_err();
         assert_eq!(e.field, "shards");
-        assert!(e.to_string().contains("only 1"));
+        assert!(e.to_string().contains("Dragonfly"), "{e}");
     }
 
     #[test]
@@ -608,17 +629,12 @@ mod tests {
             assert_eq!(e.field, "shards", "{e}");
             assert!(e.message.contains("between 1 and 100"), "{e}");
         }
-        // Within the bound, more than one shard still waits for cluster mode.
+        // Within the bound, more than one shard is cluster mode.
         let sharded = KvClusterSpec {
             shards: MAX_SHARDS,
             ..ok
         };
-        assert!(
-            validate_spec(&sharded)
-                .unwrap_err()
-                .message
-                .contains("only 1")
-        );
+        assert_eq!(validate_spec(&sharded), Ok(()));
     }
 
     #[test]

@@ -104,10 +104,22 @@ async fn up(
         .map_err(|e| e.to_string())?;
     // `open` took the group's lock (PID_FILE, with this pid in it) or refused to run.
     let dir = cluster.platform().dir().to_path_buf();
+    // Cluster mode has no primary endpoint: clients start from any member and follow
+    // MOVED/ASK.
+    let entry = if cluster.platform().cluster_mode() {
+        let seeds: Vec<String> = cluster
+            .platform()
+            .member_addrs()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        format!("cluster mode, seeds {}", seeds.join(" "))
+    } else {
+        format!("primary endpoint {}", cluster.endpoint())
+    };
     println!(
-        "kvpilot local: group {} — primary endpoint {} — state in {} (Ctrl-C or `kvpilot local down -f {}` to stop)",
+        "kvpilot local: group {} — {entry} — state in {} (Ctrl-C or `kvpilot local down -f {}` to stop)",
         cluster.reconciler.name,
-        cluster.endpoint(),
         dir.display(),
         file.display()
     );
@@ -321,6 +333,43 @@ pub fn render_with_pids(
             m.offset,
             m.keys
         );
+    }
+    if let Some(c) = &s.cluster {
+        let _ = writeln!(
+            out,
+            "cluster mode: {}/{} shards ready; seeds (a cluster client follows MOVED/ASK from \
+             any): {}",
+            c.shards_ready,
+            c.shards.len(),
+            c.seeds.join(" ")
+        );
+        let _ = writeln!(
+            out,
+            "  {:<6} {:<16} {:<6} {:<6} {:<7} {:<14} NODES",
+            "SHARD", "PRIMARY", "READY", "STATE", "EPOCH", "SLOTS"
+        );
+        for sh in &c.shards {
+            let nodes: Vec<String> = sh
+                .nodes
+                .iter()
+                .map(|n| format!("{}={}", n.member, n.node_id))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  {:<6} {:<16} {:<6} {:<6} {:<7} {:<14} {}",
+                sh.shard,
+                sh.primary.as_deref().unwrap_or("-"),
+                if sh.ready { "yes" } else { "no" },
+                sh.cluster_state,
+                sh.config_epoch,
+                if sh.slots.is_empty() {
+                    "-".to_string()
+                } else {
+                    sh.slots.join(",")
+                },
+                nodes.join(" ")
+            );
+        }
     }
     // Rule 7: a demoted primary whose clients are not confirmed disconnected yet.
     let pending: Vec<&str> = s

@@ -3,16 +3,20 @@
 //!
 //! The only calls out are the policy hooks; there is no I/O and no clock here.
 
+mod cluster;
 mod history;
 mod members;
 mod plan;
 mod rollout;
 mod scale;
+pub mod shards;
 mod snapshot;
 mod topology;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cluster;
 
 pub use plan::{Action, Blocker, Plan, Wait};
 pub use snapshot::{Attempt, MAX_SAVE_RETRY, MemberSnapshot, SaveAttempts, SnapshotPolicy};
@@ -71,13 +75,21 @@ pub struct Input<'a> {
 pub async fn decide<P: Policies>(input: &Input<'_>, policies: &P) -> Plan {
     let mut plan = steps(input, policies).await;
     // Known whatever the plan is (also while it waits), so status never drops a pending fence.
-    plan.fence_pending = input
-        .observed
-        .members
-        .iter()
-        .filter(|m| topology::fence_pending(m))
-        .map(|m| m.name.clone())
-        .collect();
+    // In cluster mode nothing is fenced by client kills: a demoted primary answers MOVED for
+    // the slots it lost on every connection it has (the writes it acknowledged are its
+    // replicas' too, by the graceful CLUSTER FAILOVER), and a primary that stopped answering
+    // is killed before its replica is forced over (rule 7).
+    plan.fence_pending = if input.observed.cluster_shards().is_some() {
+        Vec::new()
+    } else {
+        input
+            .observed
+            .members
+            .iter()
+            .filter(|m| topology::fence_pending(m))
+            .map(|m| m.name.clone())
+            .collect()
+    };
     // Snapshots are configured but this plan did not get to them (something else is moving,
     // or the hook failed): the schedules last decided still hold, and status keeps them.
     plan.snapshots_deferred = input.snapshots.is_some() && plan.schedules.is_empty();
@@ -92,6 +104,9 @@ async fn steps<P: Policies>(input: &Input<'_>, policies: &P) -> Plan {
             e.to_string(),
             input.settings.steady_interval,
         );
+    }
+    if input.spec.shards > 1 {
+        return cluster::steps(input, policies, plan).await;
     }
     // A handover already under way finishes (or times out) on its own: never start a second.
     if let Some(m) = input

@@ -1,5 +1,6 @@
 //! What `decide` returns: at most one step to take now, or why not, and when to look again.
 
+use crate::engine::slots::SlotRange;
 use crate::policy::DecisionRecord;
 use kvpilot_sdk::SelectionReason;
 use std::time::Duration;
@@ -51,6 +52,41 @@ pub enum Action {
     Retire { members: Vec<String> },
     /// Take a snapshot now (`BGSAVE`).
     Snapshot { member: String },
+    /// Cluster mode: `CLUSTER MEET` each of `members` from `via` (bootstrap, and members
+    /// that came back without their `nodes.conf`).
+    ClusterMeet { via: String, members: Vec<String> },
+    /// Cluster mode: `CLUSTER ADDSLOTSRANGE` on each member, of the ranges given (a shard's
+    /// range of the balanced map, on the shard's first empty primary).
+    AssignSlots {
+        assign: Vec<(String, Vec<SlotRange>)>,
+    },
+    /// Cluster mode: `CLUSTER REPLICATE primary_id` on `member`.
+    ClusterReplicate {
+        member: String,
+        primary: String,
+        primary_id: String,
+    },
+    /// Cluster mode: shard `shard` lost its primary; promote `promote` (the replica the
+    /// replica-selection hook chose) with `CLUSTER FAILOVER FORCE` (retried once), or
+    /// `TAKEOVER` when no majority of primaries can vote and the old primary is stopped.
+    ClusterFailover {
+        shard: u32,
+        promote: String,
+        reason: SelectionReason,
+        takeover: bool,
+    },
+    /// Cluster mode: `CLUSTER FORGET id` on each of `on` (every member that knows it): a node
+    /// no member is any more (a member that came back without its `nodes.conf` has a new
+    /// id; its old one lingers, failed, in every table).
+    ClusterForget { id: String, on: Vec<String> },
+    /// Cluster mode, planned: `CLUSTER FAILOVER` (graceful) on `to`, a replica of `from` in
+    /// shard `shard`, then wait until every primary that owns slots shows `to` at its new
+    /// config epoch (rule 3 in cluster mode).
+    ClusterHandover {
+        shard: u32,
+        from: String,
+        to: String,
+    },
     /// Correct a drifted setting (`CONFIG SET key value`).
     Configure {
         member: String,
@@ -63,7 +99,10 @@ impl Action {
     /// A step of a rollout (a handover or a restart onto the desired revision), as opposed to
     /// healing steps: a failed one blocks the rollout rather than the cluster.
     pub fn is_rollout_step(&self) -> bool {
-        matches!(self, Action::Handover { .. } | Action::Restart { .. })
+        matches!(
+            self,
+            Action::Handover { .. } | Action::Restart { .. } | Action::ClusterHandover { .. }
+        )
     }
 
     /// A short human description for logs, events and status.
@@ -104,6 +143,37 @@ impl Action {
                 format!("remove {} (scale-down)", members.join(", "))
             }
             Action::Snapshot { member } => format!("snapshot {member} (BGSAVE)"),
+            Action::ClusterHandover { shard, from, to } => {
+                format!("shard {shard}: hand over from {from} to {to} (CLUSTER FAILOVER)")
+            }
+            Action::ClusterForget { id, on } => {
+                format!("CLUSTER FORGET {id} on {}", on.join(", "))
+            }
+            Action::ClusterMeet { via, members } => {
+                format!("CLUSTER MEET {} from {via}", members.join(", "))
+            }
+            Action::AssignSlots { assign } => {
+                let parts: Vec<String> = assign
+                    .iter()
+                    .map(|(m, ranges)| {
+                        let r: Vec<String> = ranges.iter().map(|r| r.to_string()).collect();
+                        format!("{} to {m}", r.join(","))
+                    })
+                    .collect();
+                format!("assign slots {}", parts.join(", "))
+            }
+            Action::ClusterReplicate {
+                member, primary, ..
+            } => format!("make {member} a cluster replica of {primary}"),
+            Action::ClusterFailover {
+                shard,
+                promote,
+                reason,
+                takeover,
+            } => format!(
+                "shard {shard}: promote {promote} ({reason:?}) with CLUSTER FAILOVER {}",
+                if *takeover { "TAKEOVER" } else { "FORCE" }
+            ),
             Action::Configure { member, key, value } => {
                 format!("set {key} to {value:?} on {member} (drift)")
             }

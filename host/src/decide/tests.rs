@@ -120,6 +120,7 @@ fn primary(ordinal: u32, keys: u64, offset: u64) -> ObservedMember {
             ..Default::default()
         }),
         last_known: None,
+        cluster: None,
     }
 }
 
@@ -181,6 +182,7 @@ fn observed(members: Vec<ObservedMember>, endpoint: Option<u32>) -> Observed {
         members,
         endpoint: endpoint.map(addr),
         primary_missing_probes: 0,
+        shard_missing_probes: Vec::new(),
         now_unix: 1_800_000_000,
     }
 }
@@ -496,6 +498,9 @@ async fn the_endpoint_follows_the_primary_and_the_old_target_is_fenced() {
 #[tokio::test]
 async fn the_endpoint_is_pointed_before_members_are_started_or_repointed() {
     for endpoint in [None, Some(0)] {
+        // kv-0 as status recorded it: the primary holds its history, so it starts as a
+        // replica of it (a member nothing is known of starts parked, see
+        // `a_dead_member_that_may_hold_more_than_the_primary_starts_parked`).
         let members = vec![
             dead(known(replica(0, 1, 100, 5000))),
             primary(1, 100, 5000),
@@ -902,7 +907,7 @@ async fn a_demoted_primary_is_fenced_until_that_succeeds() {
     );
     // Pending is kept while the plan waits for something else (here an invalid spec).
     let mut bad = spec();
-    bad.shards = 2;
+    bad.shards = 101;
     let settings = Settings::default();
     let obs = observed(again.clone(), Some(1));
     let plan = decide(
@@ -1072,7 +1077,7 @@ async fn a_handover_in_progress_is_never_doubled() {
 #[tokio::test]
 async fn an_invalid_spec_changes_nothing() {
     let spec = KvClusterSpec {
-        shards: 2,
+        shards: 101,
         ..spec()
     };
     let obs = observed(healthy(), Some(0));

@@ -160,13 +160,13 @@ fn may_act_as_primary(m: &ObservedMember, obs: &crate::observe::Observed) -> boo
 }
 
 /// Why a member keeps every candidate from being promoted.
-struct Holdout<'a> {
+pub(super) struct Holdout<'a> {
     member: &'a ObservedMember,
     reason: &'static str,
 }
 
 impl Holdout<'_> {
-    fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         format!("{} {}", self.member.name, self.reason)
     }
 }
@@ -178,7 +178,7 @@ impl Holdout<'_> {
 /// - A member that is down, does not answer or is loading is compared by what status last
 ///   recorded of it; with no record it may hold anything: a loading one is waited for (its
 ///   load ends), and an absent one keeps out only members that hold nothing.
-fn newest<'a>(
+pub(super) fn newest<'a>(
     candidates: &[&'a ObservedMember],
     obs: &'a crate::observe::Observed,
     max_lag: u64,
@@ -491,7 +491,7 @@ fn resolve_split(input: &Input<'_>, plan: Plan, primaries: &[&ObservedMember]) -
 }
 
 /// Members that may become primary: ready (answering, loaded) and not full-syncing.
-fn promotable<'a>(members: &[&'a ObservedMember]) -> Vec<&'a ObservedMember> {
+pub(super) fn promotable<'a>(members: &[&'a ObservedMember]) -> Vec<&'a ObservedMember> {
     promotable_aborting(members, None)
 }
 
@@ -526,7 +526,7 @@ fn prefer_staying(candidates: Vec<&ObservedMember>) -> Vec<&ObservedMember> {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn choose_and_promote<P: Policies>(
+pub(super) async fn choose_and_promote<P: Policies>(
     input: &Input<'_>,
     policies: &P,
     mut plan: Plan,

@@ -1,6 +1,6 @@
 //! Builds [`Observed`] from the platform and one `observe()` round trip per running member.
 
-use super::{Clients, History, Observed, ObservedMember, Replication};
+use super::{Clients, ClusterView, History, Observed, ObservedMember, Replication};
 use crate::api::KvClusterSpec;
 use crate::engine::{self, Dialect, FailoverState, MemberReport};
 use crate::platform::{Platform, PlatformError};
@@ -14,6 +14,8 @@ use std::time::Duration;
 #[derive(Debug, Default)]
 pub struct Tracker {
     primary_missing_probes: u32,
+    /// Cluster mode: the same, per shard.
+    shard_missing_probes: Vec<u32>,
 }
 
 /// Reads the platform and every running member. Members that do not answer are reported with
@@ -32,6 +34,8 @@ pub async fn collect<P: Platform>(
     // The snapshot setting is only compared when the spec manages snapshots: skip the round
     // trip otherwise.
     let snapshots = spec.snapshots.is_some();
+    // An invalid spec changes nothing (decide waits): observe the group as it runs.
+    let cluster_mode = spec.shards > 1 && crate::api::validate_spec(spec).is_ok();
     let reports = join_all(members.iter().map(|m| async move {
         if !m.running {
             return None;
@@ -40,7 +44,14 @@ pub async fn collect<P: Platform>(
         // in time counts as not answering (spec.failureDetection.probeTimeoutMs).
         tokio::time::timeout(
             probe_timeout,
-            probe(clients, &m.name, m.addr, snapshots, probe_timeout),
+            probe(
+                clients,
+                &m.name,
+                m.addr,
+                snapshots,
+                cluster_mode,
+                probe_timeout,
+            ),
         )
         .await
         .ok()
@@ -50,28 +61,33 @@ pub async fn collect<P: Platform>(
     let engine_version = reports
         .iter()
         .flatten()
-        .map(|(r, _)| r.server.version.clone())
+        .map(|(r, _, _)| r.server.version.clone())
         .next()
         .or_else(|| spec.engine.version.clone())
         .unwrap_or_default();
     let observed_members: Vec<ObservedMember> = members
         .into_iter()
         .zip(reports)
-        .map(|(m, report)| ObservedMember {
-            name: m.name,
-            shard: m.shard,
-            ordinal: m.ordinal,
-            addr: m.addr,
-            revision: m.revision,
-            running: m.running,
-            zone: m.zone,
-            node: m.node,
-            retiring: m.retiring,
-            report: report
-                .as_ref()
-                .map(|(r, snapshot)| replication(r, snapshot)),
-            // Filled from status by the reconciler: observe reads only the members.
-            last_known: None,
+        .map(|(m, probed)| {
+            let (report, cluster) = match probed {
+                Some((r, snapshot, view)) => (Some(replication(&r, &snapshot)), view),
+                None => (None, None),
+            };
+            ObservedMember {
+                name: m.name,
+                shard: m.shard,
+                ordinal: m.ordinal,
+                addr: m.addr,
+                revision: m.revision,
+                running: m.running,
+                zone: m.zone,
+                node: m.node,
+                retiring: m.retiring,
+                report,
+                // Filled from status by the reconciler: observe reads only the members.
+                last_known: None,
+                cluster,
+            }
         })
         .collect();
     if observed_members
@@ -82,6 +98,20 @@ pub async fn collect<P: Platform>(
     } else {
         tracker.primary_missing_probes = tracker.primary_missing_probes.saturating_add(1);
     }
+    if cluster_mode {
+        let shards = spec.shards as usize;
+        tracker.shard_missing_probes.resize(shards, 0);
+        for (shard, missing) in tracker.shard_missing_probes.iter_mut().enumerate() {
+            let served = observed_members.iter().any(|m| {
+                m.shard as usize == shard
+                    && m.running
+                    && m.cluster.as_ref().is_some_and(|v| v.owns_slots())
+            });
+            *missing = if served { 0 } else { missing.saturating_add(1) };
+        }
+    } else {
+        tracker.shard_missing_probes.clear();
+    }
     Ok(Observed {
         name: name.to_string(),
         namespace: namespace.to_string(),
@@ -91,6 +121,7 @@ pub async fn collect<P: Platform>(
         members: observed_members,
         endpoint: platform.endpoint(),
         primary_missing_probes: tracker.primary_missing_probes,
+        shard_missing_probes: tracker.shard_missing_probes.clone(),
         now_unix,
     })
 }
@@ -104,14 +135,16 @@ struct SnapshotSettings {
     del_sync_files: Option<bool>,
 }
 
-/// One member's report and, when `snapshots`, its snapshot settings.
+/// One member's report, when `snapshots` its snapshot settings, and in cluster mode its view
+/// of the cluster.
 async fn probe(
     clients: &Clients,
     member: &str,
     addr: SocketAddr,
     snapshots: bool,
+    cluster_mode: bool,
     timeout: Duration,
-) -> Option<(MemberReport, SnapshotSettings)> {
+) -> Option<(MemberReport, SnapshotSettings, Option<ClusterView>)> {
     let client = match clients.get(member, addr).await {
         Ok(c) => c,
         // A member that is down is routine; one that answers but refuses the TLS session or
@@ -133,8 +166,21 @@ async fn probe(
             return None;
         }
     };
+    let view = if cluster_mode {
+        // A member that answers INFO but not CLUSTER INFO/NODES is seen without a view:
+        // decide then waits for it rather than guessing its place in the cluster.
+        match (client.cluster_info().await, client.cluster_nodes().await) {
+            (Ok(info), Ok(nodes)) => ClusterView::new(info, nodes),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::debug!(%addr, error = %e, "cluster view failed");
+                None
+            }
+        }
+    } else {
+        None
+    };
     if !snapshots {
-        return Some((report, SnapshotSettings::default()));
+        return Some((report, SnapshotSettings::default(), view));
     }
     let settings = match clients.dialect() {
         Dialect::Dragonfly => SnapshotSettings {
@@ -151,7 +197,7 @@ async fn probe(
                 .map(|v| v.eq_ignore_ascii_case("yes")),
         },
     };
-    Some((report, settings))
+    Some((report, settings, view))
 }
 
 /// The facts decide needs from one report.

@@ -6,4 +6,6 @@ mod model;
 
 pub use clients::{Access, Clients, MAX_PREVIOUS, ServerNames};
 pub use collect::{Tracker, collect};
-pub use model::{History, KnownRole, LastKnown, Observed, ObservedMember, Replication};
+pub use model::{
+    ClusterView, History, KnownRole, LastKnown, Observed, ObservedMember, Replication,
+};

@@ -1,6 +1,7 @@
 //! `Observed`: everything `decide` may look at, as plain data. Built by [`super::collect`] on a
 //! real platform and by hand in tests.
 
+use crate::engine::{ClusterInfo, ClusterNode, ClusterNodes};
 use kvpilot_sdk::{Engine, Role};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -22,6 +23,10 @@ pub struct Observed {
     pub endpoint: Option<SocketAddr>,
     /// Consecutive observations in which no member answered as primary (0 when one did).
     pub primary_missing_probes: u32,
+    /// Cluster mode: per shard (by index), consecutive observations in which no member of the
+    /// shard answered as a primary that owns slots (rule 8: failure counting per shard).
+    /// Empty in replication mode.
+    pub shard_missing_probes: Vec<u32>,
     /// When this was observed (Unix seconds): the only clock `decide` sees.
     pub now_unix: i64,
 }
@@ -50,6 +55,42 @@ pub struct ObservedMember {
     /// loading (safety rule 2), and whether it was a primary whose clients still need a fence
     /// (safety rule 7).
     pub last_known: Option<LastKnown>,
+    /// Cluster mode: the member's own view of the cluster, when it answered `CLUSTER INFO`
+    /// and `CLUSTER NODES`.
+    pub cluster: Option<ClusterView>,
+}
+
+/// One cluster-mode member's view: its node id, its `CLUSTER INFO` and `CLUSTER NODES`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterView {
+    /// Its node id (`myself` in `CLUSTER NODES`).
+    pub id: String,
+    pub info: ClusterInfo,
+    pub nodes: ClusterNodes,
+}
+
+impl ClusterView {
+    /// Builds the view; `None` when `nodes` has no `myself` line.
+    pub fn new(info: ClusterInfo, nodes: ClusterNodes) -> Option<ClusterView> {
+        let id = nodes.myself()?.id.clone();
+        Some(ClusterView { id, info, nodes })
+    }
+
+    /// Its own line of `CLUSTER NODES`.
+    pub fn myself(&self) -> Option<&ClusterNode> {
+        self.nodes.myself()
+    }
+
+    /// It is a primary that owns slots, in its own view.
+    pub fn owns_slots(&self) -> bool {
+        self.myself()
+            .is_some_and(|me| me.flags.primary && !me.slots.is_empty())
+    }
+
+    /// It knows node `id` (past the handshake).
+    pub fn knows(&self, id: &str) -> bool {
+        self.nodes.get(id).is_some_and(|n| !n.flags.handshake)
+    }
 }
 
 /// Where a member stands in the replication history: the stream it follows or writes
@@ -148,6 +189,16 @@ pub struct Replication {
     pub started_unix: Option<i64>,
     /// A `FAILOVER` is under way on this member (`master_failover_state` is not `no-failover`).
     pub failover_in_progress: bool,
+}
+
+impl Observed {
+    /// Cluster mode: the number of shards (collect sizes `shard_missing_probes` to it);
+    /// `None` in replication mode.
+    pub fn cluster_shards(&self) -> Option<u32> {
+        u32::try_from(self.shard_missing_probes.len())
+            .ok()
+            .filter(|&n| n > 1)
+    }
 }
 
 impl ObservedMember {

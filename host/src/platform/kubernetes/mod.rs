@@ -83,6 +83,20 @@ pub fn desired_objects(kc: &KvCluster) -> Result<DesiredObjects, BuildError> {
         name: kc.name_any(),
         message: e.to_string(),
     })?;
+    if kc.spec.shards > 1 {
+        // The CRD's CEL rule refuses this too; a KvCluster stored before that rule (or with
+        // validation bypassed) gets the same answer as a condition rather than half the
+        // objects cluster mode needs.
+        return Err(BuildError::Invalid {
+            name: kc.name_any(),
+            message: format!(
+                "shards: {} shards requested, but cluster mode runs on the local platform only \
+                 so far: its Kubernetes objects (a StatefulSet and PDB per shard, the cluster bus \
+                 port in Services) are not built yet; use shards: 1",
+                kc.spec.shards
+            ),
+        });
+    }
     let rendered = config::render(kc)?;
     let statefulsets = (0..kc.spec.shards)
         .map(|shard| statefulset::statefulset(kc, shard, &rendered))
@@ -221,6 +235,14 @@ mod tests {
             assert_eq!(owner.controller, Some(true));
             assert_eq!(owner.uid, "8e1c6a8e-0000-4000-8000-000000000001");
         }
+    }
+
+    #[test]
+    fn cluster_mode_is_refused_on_kubernetes_with_the_field_named() {
+        let mut kc = cluster(valkey("8.0"));
+        kc.spec.shards = 3;
+        let e = desired_objects(&kc).unwrap_err().to_string();
+        assert!(e.contains("shards") && e.contains("local platform"), "{e}");
     }
 
     #[test]

@@ -28,6 +28,11 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 
 const LAYOUT_FILE: &str = "layout.json";
 
+/// `cluster-node-timeout` of local cluster-mode members. The operator detects a lost primary
+/// by its own probes and promotes with `CLUSTER FAILOVER FORCE`, which needs no `fail` flag;
+/// this only bounds how long the cluster itself takes to flag a dead node.
+const CLUSTER_NODE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Fixed addresses of the group, kept across runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Layout {
@@ -40,6 +45,10 @@ pub struct Layout {
     /// every member would look unreachable to the reconciler.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_sha256: Option<String>,
+    /// Cluster mode: each member's cluster bus port, by ordinal (empty in replication mode).
+    /// A member keeps its address and bus port for good: the others know it by them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bus_ports: Vec<u16>,
 }
 
 impl Layout {
@@ -50,6 +59,7 @@ impl Layout {
         endpoint: Option<SocketAddr>,
         count: usize,
         password: Option<&str>,
+        cluster: bool,
     ) -> Result<Layout, PlatformError> {
         let path = dir.join(LAYOUT_FILE);
         let given = password.map(password_digest);
@@ -71,13 +81,47 @@ impl Layout {
                     endpoint,
                     members: Vec::new(),
                     password_sha256: given,
+                    bus_ports: Vec::new(),
                 }
             }
         };
+        if !layout.members.is_empty() && layout.bus_ports.is_empty() == cluster {
+            // The members' data and nodes.conf belong to the other mode.
+            return Err(err(
+                "open",
+                format!(
+                    "the group in {} was laid out for {}; `kvpilot local down` and remove the \
+                     state directory to change spec.shards between 1 and more",
+                    dir.display(),
+                    if cluster {
+                        "replication mode (shards: 1)"
+                    } else {
+                        "cluster mode (shards > 1)"
+                    }
+                ),
+            ));
+        }
         while layout.members.len() < count {
             let addr = server::free_loopback_addr()
                 .map_err(|e| err("allocate member address", e.to_string()))?;
             layout.members.push(addr);
+        }
+        if cluster {
+            while layout.bus_ports.len() < layout.members.len() {
+                let addr = layout.members[layout.bus_ports.len()];
+                let SocketAddr::V4(v4) = addr else {
+                    return Err(err("allocate bus port", format!("{addr} is not IPv4")));
+                };
+                let mut bus = 0;
+                for _ in 0..10 {
+                    bus = server::free_port(*v4.ip())
+                        .map_err(|e| err("allocate bus port", e.to_string()))?;
+                    if bus != v4.port() {
+                        break;
+                    }
+                }
+                layout.bus_ports.push(bus);
+            }
         }
         std::fs::create_dir_all(dir)
             .map_err(|e| err("create state dir", format!("{}: {e}", dir.display())))?;
@@ -99,6 +143,9 @@ pub struct LocalPlatform {
     password: Option<String>,
     /// Each member's zone and node from the manifest's annotations ([`super::topology`]).
     topology: RwLock<super::topology::Topology>,
+    /// Shards (1: replication mode) and members per shard, fixed while the group runs.
+    shards: usize,
+    per_shard: usize,
 }
 
 /// What members are built from, and its digest.
@@ -119,14 +166,17 @@ impl LocalPlatform {
         endpoint: Option<SocketAddr>,
         password: Option<String>,
     ) -> Result<LocalPlatform, PlatformError> {
-        let count = spec.replicas as usize + 1;
-        let layout = Layout::load_or_create(dir, name, endpoint, count, password.as_deref())?;
+        let per_shard = spec.replicas as usize + 1;
+        let shards = spec.shards.max(1) as usize;
+        let count = per_shard * shards;
+        let layout =
+            Layout::load_or_create(dir, name, endpoint, count, password.as_deref(), shards > 1)?;
         if layout.members.len() > count {
             // The extra members would keep running unobserved: say so instead.
             return Err(err(
                 "open",
                 format!(
-                    "the spec asks for {count} members (replicas: {}) but the group in {} has {}: \
+                    "the spec asks for {count} members (replicas: {}, shards: {shards}) but the group in {} has {}: \
                      the local platform does not remove members; `kvpilot local down` first \
                      to start over with fewer",
                     spec.replicas,
@@ -147,6 +197,8 @@ impl LocalPlatform {
             forwarder,
             password,
             topology: RwLock::new(super::topology::Topology::default()),
+            shards,
+            per_shard,
         })
     }
 
@@ -169,7 +221,17 @@ impl LocalPlatform {
     /// makes them stale and the rollout replaces them one at a time.
     pub fn update_spec(&self, spec: &KvClusterSpec) -> Result<(), PlatformError> {
         let have = self.layout.members.len();
-        if spec.replicas as usize + 1 != have {
+        if spec.shards.max(1) as usize != self.shards {
+            return Err(err(
+                "update spec",
+                format!(
+                    "shards changed to {} but this group has {}: the local platform does not \
+                     add or remove shards; the running spec is kept",
+                    spec.shards, self.shards
+                ),
+            ));
+        }
+        if (spec.replicas as usize + 1) * self.shards != have {
             // Addresses are laid out when the group opens; a silent mismatch would leave
             // members unstarted or running unobserved.
             return Err(err(
@@ -188,8 +250,31 @@ impl LocalPlatform {
         Ok(())
     }
 
-    fn member_name(&self, ordinal: usize) -> String {
-        format!("{}-{ordinal}", self.layout.name)
+    /// `<name>-<ordinal>` in replication mode, `<name>-s<shard>-<i>` in cluster mode, where
+    /// layout index = shard × members per shard + i.
+    fn member_name(&self, index: usize) -> String {
+        if self.shards > 1 {
+            let (shard, i) = self.shard_of(index);
+            format!("{}-s{shard}-{i}", self.layout.name)
+        } else {
+            format!("{}-{index}", self.layout.name)
+        }
+    }
+
+    /// (shard, ordinal within the shard) of layout index `index`.
+    fn shard_of(&self, index: usize) -> (usize, usize) {
+        let per = self.per_shard.max(1);
+        (index / per, index % per)
+    }
+
+    /// Whether the group runs in cluster mode.
+    pub fn cluster_mode(&self) -> bool {
+        self.shards > 1
+    }
+
+    /// Every member's client address (a cluster client's seeds).
+    pub fn member_addrs(&self) -> Vec<SocketAddr> {
+        self.layout.members.clone()
     }
 
     fn member_dir(&self, name: &str) -> PathBuf {
@@ -291,6 +376,12 @@ impl LocalPlatform {
             ));
         };
         let built = self.spec.read().map_err(|_| poisoned())?.clone();
+        let cluster = match self.layout.bus_ports.get(ordinal) {
+            Some(&bus) if self.shards > 1 => {
+                Some(server::ServerCluster::new(bus, CLUSTER_NODE_TIMEOUT))
+            }
+            _ => None,
+        };
         let server_spec = ServerSpec {
             binary: built.binary.clone(),
             dialect: dialect(built.spec.engine.kind),
@@ -301,8 +392,14 @@ impl LocalPlatform {
             password: self.password.clone(),
             username: None,
             tls: None,
-            replicaof: Some(replica_of.unwrap_or(PARKED)),
-            cluster: None,
+            // A cluster-mode member starts on its nodes.conf (or empty and alone); the
+            // reconciler MEETs and REPLICATEs it.
+            replicaof: if cluster.is_some() {
+                None
+            } else {
+                Some(replica_of.unwrap_or(PARKED))
+            },
+            cluster,
             revision: built.revision.clone(),
         };
         let server = Server::start(&server_spec)
@@ -323,7 +420,8 @@ pub fn member_dir(group_dir: &Path, name: &str) -> PathBuf {
 
 impl Platform for LocalPlatform {
     async fn members(&self) -> Result<Vec<PlatformMember>, PlatformError> {
-        let count = self.spec.read().map_err(|_| poisoned())?.spec.replicas as usize + 1;
+        let count =
+            (self.spec.read().map_err(|_| poisoned())?.spec.replicas as usize + 1) * self.shards;
         let topology = self.topology.read().map_err(|_| poisoned())?.clone();
         let mut servers = self.servers.lock().map_err(|_| poisoned())?;
         let mut out = Vec::with_capacity(count);
@@ -338,10 +436,11 @@ impl Platform for LocalPlatform {
                 None => (false, None),
             };
             let place = topology.get(&name).cloned().unwrap_or_default();
+            let (shard, within) = self.shard_of(ordinal);
             out.push(PlatformMember {
                 name,
-                shard: 0,
-                ordinal: u32::try_from(ordinal).unwrap_or(u32::MAX),
+                shard: u32::try_from(shard).unwrap_or(u32::MAX),
+                ordinal: u32::try_from(within).unwrap_or(u32::MAX),
                 addr: *addr,
                 revision,
                 running,
@@ -540,7 +639,7 @@ mod tests {
     use super::*;
 
     fn open(dir: &Path, password: Option<&str>) -> Result<Layout, PlatformError> {
-        Layout::load_or_create(dir, "cache", None, 2, password)
+        Layout::load_or_create(dir, "cache", None, 2, password, false)
     }
 
     #[test]
@@ -580,7 +679,7 @@ mod tests {
         // A layout grows at open; a smaller spec is refused before anything is bound.
         let other = tempfile::tempdir().unwrap();
         open(other.path(), None).unwrap();
-        let grown = Layout::load_or_create(other.path(), "cache", None, 4, None).unwrap();
+        let grown = Layout::load_or_create(other.path(), "cache", None, 4, None, false).unwrap();
         assert_eq!(grown.members.len(), 4);
         let shrunk = LocalPlatform::open(other.path(), "cache", &spec(1), None, None)
             .await
