@@ -96,7 +96,23 @@ async fn rollout_under_writes(engine: Engine) {
     let Some(Action::Handover { from, to }) = handovers[0].done() else {
         unreachable!()
     };
-    assert_eq!((from, to), (&old_primary, &new_primary));
+    let story: Vec<String> = rollout
+        .iter()
+        .filter(|r| r.action.is_some() || r.error.is_some())
+        .map(|r| {
+            format!(
+                "{:?} error {:?} primary {:?}",
+                r.action.as_ref().map(Action::describe),
+                r.error,
+                r.status.primary
+            )
+        })
+        .collect();
+    assert_eq!(
+        (from, to),
+        (&old_primary, &new_primary),
+        "the handover's target stays the primary: {story:#?}"
+    );
     assert!(
         handovers[0]
             .decisions

@@ -1674,3 +1674,51 @@ async fn a_retiring_member_that_is_down_is_removed_not_started() {
         })
     );
 }
+
+#[tokio::test]
+async fn a_replica_still_chained_through_the_demoted_primary_is_not_a_newer_holder() {
+    // Just after a handover kv-0 → kv-1: kv-0 follows kv-1 and kv-2 still follows kv-0, all
+    // on kv-1's new stream. kv-2 was observed a moment after kv-1, with writes in between,
+    // so its offset reads ahead. It holds nothing kv-1 lacks: kv-1 stays the primary (seen
+    // as a second, spurious promotion in the rollout e2e test under CPU load).
+    let new_stream = |offset| {
+        Some(History {
+            replid: "7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e".into(),
+            replid2: Some(STREAM.into()),
+            previous_until_offset: Some(5001),
+            offset,
+        })
+    };
+    let mut kv1 = primary(1, 100, 5100);
+    let mut kv0 = replica(0, 1, 100, 5100);
+    let mut kv2 = replica(2, 0, 100, 5200);
+    for (m, offset) in [(&mut kv1, 5100), (&mut kv0, 5100), (&mut kv2, 5200)] {
+        if let Some(r) = m.report.as_mut() {
+            r.history = new_stream(offset);
+        }
+    }
+    let members = vec![kv0, kv1, kv2];
+    let plan = run(
+        &observed(members.clone(), Some(1)),
+        &TestPolicies::default(),
+    )
+    .await;
+    assert_eq!(plan.primary.as_deref(), Some("kv-1"), "{plan:?}");
+    assert_eq!(
+        plan.action,
+        Some(Action::Replicate {
+            members: vec!["kv-2".into()],
+            primary: "kv-1".into()
+        })
+    );
+    // The same replica with its link down is judged by its history: it is newer.
+    let mut members = members;
+    if let Some(r) = members[2].report.as_mut() {
+        r.link_up = false;
+    }
+    let plan = run(&observed(members, Some(1)), &TestPolicies::default()).await;
+    assert!(
+        matches!(plan.action, Some(Action::Failover { reason: SelectionReason::PrimaryEmpty, ref promote, .. }) if promote == "kv-2"),
+        "{plan:?}"
+    );
+}

@@ -5,7 +5,7 @@ use super::Input;
 use super::history::{self, Held, Standing};
 use super::members;
 use super::plan::{Action, Blocker, Plan};
-use crate::observe::{KnownRole, ObservedMember};
+use crate::observe::{KnownRole, Observed, ObservedMember};
 use crate::policy::{Policies, PolicyError};
 use kvpilot_sdk::{Role, Selection, SelectionReason, SelectionRequest};
 
@@ -253,11 +253,7 @@ async fn one_primary<'a, P: Policies>(
             .members
             .iter()
             .filter(|m| m.name != primary.name && m.running)
-            .filter(|m| {
-                m.report
-                    .as_ref()
-                    .is_some_and(|r| !(r.link_up && r.following == Some(primary.addr)))
-            })
+            .filter(|m| m.report.is_some() && !fed_by(primary, m, obs))
             .filter(|m| matches!(history::standing(m), Standing::Now(h) if history::newer(h, p)))
             .collect();
         if !holders.is_empty() {
@@ -375,6 +371,29 @@ async fn one_primary<'a, P: Policies>(
         return Settled::Done(plan.act(Action::Fence { members: fence }, s.probe_interval));
     }
     Settled::Primary(plan, primary)
+}
+
+/// `m` replicates `primary`'s stream over links that are up: directly, or through a chain
+/// of replicas (right after a `FAILOVER` the other replicas still follow the demoted
+/// primary, which follows the new one). What it holds came from `primary`; an offset ahead
+/// of the primary's is only the skew between two observations taken under writes.
+fn fed_by(primary: &ObservedMember, m: &ObservedMember, obs: &Observed) -> bool {
+    let mut at = m;
+    // Each hop moves to another member; a chain longer than the group is a loop.
+    for _ in 0..obs.members.len() {
+        let Some(r) = at.report.as_ref().filter(|r| r.link_up) else {
+            return false;
+        };
+        match r.following {
+            Some(addr) if addr == primary.addr => return true,
+            Some(addr) => match obs.members.iter().find(|x| x.addr == addr) {
+                Some(next) if next.name != m.name => at = next,
+                _ => return false,
+            },
+            None => return false,
+        }
+    }
+    false
 }
 
 /// Whether `primary` is known to hold everything the stopped `member` held when last seen.
