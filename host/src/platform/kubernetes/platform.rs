@@ -165,6 +165,23 @@ pub fn update_revision(sts: &StatefulSet) -> String {
     status.update_revision.clone().unwrap_or_default()
 }
 
+/// The revision every member should run, from each shard's StatefulSet update revision: with
+/// one shard, that revision itself; with more, `<cluster>-<digest of them all>`, which
+/// changes whenever any shard's template does. Empty while any shard's is unknown (decide
+/// then waits instead of judging members stale).
+pub fn cluster_revision(cluster: &str, shard_revisions: &[String]) -> String {
+    use sha2::{Digest, Sha256};
+    match shard_revisions {
+        [] => String::new(),
+        [one] => one.clone(),
+        many if many.iter().any(String::is_empty) => String::new(),
+        many => {
+            let digest = Sha256::digest(many.join("\n").as_bytes());
+            format!("{cluster}-{}", &hex::encode(digest)[..10])
+        }
+    }
+}
+
 /// The pod's address, when it has an IP.
 fn pod_addr(pod: &Pod, port: u16) -> Option<SocketAddr> {
     let ip: IpAddr = pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
@@ -192,7 +209,7 @@ impl Platform for KubernetesPlatform {
         let by_name: BTreeMap<String, &Pod> = pods.iter().map(|p| (p.name_any(), p)).collect();
         let zones = self.zones(pods.iter().filter_map(pod_node)).await;
         let statefulsets: Api<StatefulSet> = Api::namespaced(self.client.clone(), &self.namespace);
-        let mut desired_revision = String::new();
+        let mut shard_revisions = Vec::new();
         let mut members = Vec::new();
         let mut seen = Seen::default();
         for shard in 0..self.shards {
@@ -200,10 +217,8 @@ impl Platform for KubernetesPlatform {
                 .get_opt(&shard_name(&self.cluster, shard))
                 .await
                 .map_err(|e| self.error("get statefulset", e))?;
-            // One shard until cluster mode exists: its update revision is the cluster's.
-            if shard == 0 {
-                desired_revision = sts.as_ref().map(update_revision).unwrap_or_default();
-            }
+            let shard_revision = sts.as_ref().map(update_revision).unwrap_or_default();
+            shard_revisions.push(shard_revision);
             // A scale-down leaves the StatefulSet at its size until `retire`: the members past
             // the spec's count are retiring, listed running or not so that one that is down
             // is removed too, rather than holding the StatefulSet at its size.
@@ -248,6 +263,19 @@ impl Platform for KubernetesPlatform {
                     node: pod.and_then(|p| pod_node(p)).map(str::to_string),
                     retiring,
                 });
+            }
+        }
+        // Each StatefulSet names its own revisions (`<sts>-<hash>`): one cluster-wide name
+        // stands for "every shard's update revision", and a pod on its shard's update
+        // revision runs it.
+        let desired_revision = cluster_revision(&self.cluster, &shard_revisions);
+        for m in &mut members {
+            let shard = shard_revisions.get(m.shard as usize);
+            if m.revision.is_some()
+                && shard.is_some_and(|r| !r.is_empty())
+                && m.revision.as_ref() == shard
+            {
+                m.revision = Some(desired_revision.clone());
             }
         }
         seen.desired_revision = desired_revision;
@@ -401,6 +429,24 @@ mod tests {
         sts.metadata.generation = generation;
         sts.status = status.map(|s| serde_json::from_value(s).unwrap());
         sts
+    }
+
+    #[test]
+    fn a_cluster_revision_stands_for_every_shards_update_revision() {
+        let revs = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            cluster_revision("cache", &revs(&["cache-s0-a"])),
+            "cache-s0-a"
+        );
+        assert_eq!(cluster_revision("cache", &[]), "");
+        // Unknown for one shard: unknown for the cluster.
+        assert_eq!(cluster_revision("cache", &revs(&["cache-s0-a", ""])), "");
+        let both = cluster_revision("cache", &revs(&["cache-s0-a", "cache-s1-b"]));
+        assert!(both.starts_with("cache-") && both.len() == "cache-".len() + 10);
+        assert_ne!(
+            both,
+            cluster_revision("cache", &revs(&["cache-s0-a", "cache-s1-c"]))
+        );
     }
 
     #[test]
