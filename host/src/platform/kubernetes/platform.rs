@@ -3,6 +3,7 @@
 //! starting is a no-op and restarting deletes the pod; the primary endpoint is the
 //! `<name>-primary` Service, which follows the `kvpilot.dev/role=primary` pod label.
 
+use super::statefulset::SERVER_CONTAINER;
 use super::{LABEL_CLUSTER, LABEL_ROLE, ROLE_PRIMARY, ROLE_REPLICA, member_name, shard_name};
 use crate::platform::{Platform, PlatformError, PlatformMember};
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -188,10 +189,21 @@ fn pod_addr(pod: &Pod, port: u16) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
-/// Running: scheduled, phase `Running`, with an IP, and not being deleted.
+/// Running: scheduled, phase `Running`, with an IP, not being deleted, and its server
+/// container not reported stopped. A crashed container leaves the pod `Running` (restart
+/// policy `Always`) while the kubelet reports its state `terminated` (set only once the
+/// process exited) or `waiting` (to be restarted): no process then serves, so the member is
+/// down rather than possibly hung (no force-deletion needed before a promotion).
 fn pod_running(pod: &Pod) -> bool {
+    let status = pod.status.as_ref();
+    let container_stopped = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.iter().find(|c| c.name == SERVER_CONTAINER))
+        .and_then(|c| c.state.as_ref())
+        .is_some_and(|s| s.running.is_none() && (s.terminated.is_some() || s.waiting.is_some()));
     pod.metadata.deletion_timestamp.is_none()
-        && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        && status.and_then(|s| s.phase.as_deref()) == Some("Running")
+        && !container_stopped
 }
 
 /// The node the pod is scheduled on.

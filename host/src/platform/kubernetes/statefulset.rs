@@ -40,6 +40,8 @@ pub const DEFAULT_VALKEY: &str = "8.1";
 pub const DEFAULT_REDIS: &str = "7.4";
 /// The pod volume holding the member configuration (the ConfigMap).
 pub const CONFIG_VOLUME: &str = "config";
+/// The name of the server container.
+pub const SERVER_CONTAINER: &str = "server";
 /// The data volume: the claim template's name with `spec.storage`, else an `emptyDir`.
 pub const DATA_VOLUME: &str = "data";
 
@@ -262,7 +264,7 @@ fn pod_spec(kc: &KvCluster, rendered: &config::RenderedConfig, grace: i64) -> Po
             ..Default::default()
         }),
         containers: vec![Container {
-            name: "server".into(),
+            name: SERVER_CONTAINER.into(),
             image: Some(image(kc)),
             command: Some(vec![command.to_string()]),
             args: Some(args),
