@@ -1,7 +1,10 @@
 //! [`KubernetesPlatform`]: the [`Platform`] of one KvCluster in Kubernetes. Members are the
 //! pods of the shard's StatefulSet; the StatefulSet (`OnDelete`) starts and recreates them, so
 //! starting is a no-op and restarting deletes the pod; the primary endpoint is the
-//! `<name>-primary` Service, which follows the `kvpilot.dev/role=primary` pod label.
+//! `<name>-primary` Service, which follows the `kvpilot.dev/role=primary` pod label. In cluster
+//! mode there is no endpoint to move (decide never asks): the same members, per shard, are
+//! met, assigned and promoted over the cluster bus, and each reports its own bus port in its
+//! `CLUSTER NODES` line.
 
 use super::statefulset::SERVER_CONTAINER;
 use super::{LABEL_CLUSTER, LABEL_ROLE, ROLE_PRIMARY, ROLE_REPLICA, member_name, shard_name};
@@ -314,7 +317,8 @@ impl Platform for KubernetesPlatform {
 
     /// Deletes the pod; the StatefulSet recreates it on its update revision, and the new pod
     /// replicates from the `<name>-primary` Service (the rendered config), whatever
-    /// `replica_of` says.
+    /// `replica_of` says; in cluster mode it starts on its `nodes.conf` (on its claim) or
+    /// empty and alone, and decide rejoins it.
     async fn restart(
         &self,
         member: &str,
