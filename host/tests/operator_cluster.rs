@@ -86,12 +86,24 @@ async fn seeds(kubelet: &Kubelet) -> Vec<HostPort> {
 /// acknowledged write is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_shards_bootstrap_and_a_killed_primary_is_promoted_without_loss() {
+    bootstrap_and_failover("valkey", "8.0").await;
+}
+
+/// The same on Redis 7.0 (`redis-server` in the pods).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_redis_shards_bootstrap_and_a_killed_primary_is_promoted_without_loss() {
+    bootstrap_and_failover("redis", "7.0").await;
+}
+
+async fn bootstrap_and_failover(engine: &str, version: &str) {
     let client = fake_client().await;
     let port = free_port(next_loopback_ip()).expect("port");
     create_cluster(
         &client,
         NAME,
-        spec("engine: {kind: valkey, version: \"8.0\"}\nreplicas: 1\nshards: 3\nstorage: {size: 1Gi}\n"),
+        spec(&format!(
+            "engine: {{kind: {engine}, version: \"{version}\"}}\nreplicas: 1\nshards: 3\nstorage: {{size: 1Gi}}\n"
+        )),
     )
     .await;
     let kubelet = Kubelet::start(&client, port);
@@ -204,10 +216,15 @@ async fn three_shards_bootstrap_and_a_killed_primary_is_promoted_without_loss() 
     let addrs = kubelet.addrs().await;
     assert_eq!(addrs.len(), 6);
     let some = addrs.values().next().unwrap();
+    let dialect = if engine == "redis" {
+        Dialect::Redis
+    } else {
+        Dialect::Valkey
+    };
     let view = Client::connect(
         HostPort::new(some.ip().to_string(), some.port()),
         None,
-        Dialect::Valkey,
+        dialect,
     )
     .await
     .expect("connect")
@@ -315,7 +332,7 @@ async fn three_shards_bootstrap_and_a_killed_primary_is_promoted_without_loss() 
         &lost[..lost.len().min(10)]
     );
     eprintln!(
-        "operator_cluster: SIGKILL → {promoted} promoted (status) in {promote_ms} ms; {} acknowledged writes, 0 lost; {} MOVED, {} refreshes",
+        "operator_cluster {engine}: SIGKILL → {promoted} promoted (status) in {promote_ms} ms; {} acknowledged writes, 0 lost; {} MOVED, {} refreshes",
         acked.len(),
         log.redirects.moved,
         log.redirects.refreshes

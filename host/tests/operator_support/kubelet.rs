@@ -2,7 +2,8 @@
 //! - each StatefulSet gets `status.updateRevision` = `<name>-<digest of its pod template>` and
 //!   `status.observedGeneration` = its generation;
 //! - each missing Pod is created with the template's labels, the update revision's
-//!   `controller-revision-hash`, and a real `valkey-server` on a fresh 127.0.0.x pod IP, started
+//!   `controller-revision-hash`, and a real server (the container's command: `valkey-server` or
+//!   `redis-server`) on a fresh 127.0.0.x pod IP, started
 //!   as a replica of the pod labelled primary or parked when there is none (what the rendered
 //!   `replicaof <name>-primary` resolves to), with the rendered config's settings;
 //! - a deleted Pod's server gets SIGTERM and the Pod is recreated on the current update revision;
@@ -513,7 +514,14 @@ async fn start_server(
     };
     // What `replicaof <name>-primary` resolves to: the pod labelled primary, if any.
     let primary = labelled_primary_addr(env, pod).await?;
-    let mut spec = ServerSpec::new("valkey-server", ip, env.port, dir);
+    // The binary the container runs (`valkey-server` or `redis-server`).
+    let binary = container.command.clone();
+    let mut spec = ServerSpec::new(binary.as_str(), ip, env.port, dir);
+    spec.dialect = match binary.as_str() {
+        "valkey-server" => kvpilot::engine::Dialect::Valkey,
+        "redis-server" => kvpilot::engine::Dialect::Redis,
+        other => return Err(format!("{pod}: the stand-in runs no {other}")),
+    };
     let mut config = container.rewrite(config);
     let flag = |name: &str| container.flag(name);
     spec.password = flag("--masterauth");
@@ -568,6 +576,8 @@ async fn start_server(
 struct Container {
     /// Mount path in the pod → directory on disk.
     mounts: Vec<(String, PathBuf)>,
+    /// The container's command (the server binary).
+    command: String,
     args: Vec<String>,
 }
 
@@ -652,7 +662,18 @@ impl Container {
                     .fold(a.clone(), |a, (k, v)| a.replace(&format!("$({k})"), v))
             })
             .collect();
-        Ok(Some(Container { mounts, args }))
+        let command = c
+            .command
+            .iter()
+            .flatten()
+            .next()
+            .cloned()
+            .ok_or("a container without command")?;
+        Ok(Some(Container {
+            mounts,
+            command,
+            args,
+        }))
     }
 
     /// The value after `name` in the args (`--masterauth VALUE`).
