@@ -448,6 +448,49 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_whose_server_container_stopped_is_not_running() {
+        let pod = |state: Option<serde_json::Value>, deleting: bool| -> Pod {
+            let mut status = serde_json::json!({"phase": "Running", "podIP": "10.0.0.7"});
+            if let Some(state) = state {
+                status["containerStatuses"] = serde_json::json!([{
+                    "name": SERVER_CONTAINER, "image": "valkey", "imageID": "",
+                    "ready": false, "restartCount": 1, "state": state,
+                }]);
+            }
+            let mut p: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "kvc-s1-0"}, "status": status,
+            }))
+            .unwrap();
+            if deleting {
+                p.metadata.deletion_timestamp =
+                    Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                    ));
+            }
+            p
+        };
+        // No container status yet (or none reported): the phase decides.
+        assert!(pod_running(&pod(None, false)));
+        assert!(pod_running(&pod(
+            Some(serde_json::json!({"running": {}})),
+            false
+        )));
+        // Crashed (the process exited), or waiting to be restarted: nothing serves.
+        assert!(!pod_running(&pod(
+            Some(serde_json::json!({"terminated": {"exitCode": 137}})),
+            false
+        )));
+        assert!(!pod_running(&pod(
+            Some(serde_json::json!({"waiting": {"reason": "CrashLoopBackOff"}})),
+            false
+        )));
+        assert!(!pod_running(&pod(
+            Some(serde_json::json!({"running": {}})),
+            true
+        )));
+    }
+
+    #[test]
     fn a_cluster_revision_stands_for_every_shards_update_revision() {
         let revs = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
