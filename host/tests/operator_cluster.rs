@@ -357,6 +357,13 @@ async fn a_shard_count_change_on_a_live_cluster_is_blocked_with_a_condition() {
         "{}",
         blocked.message
     );
+    assert!(
+        events_about(&client, NAME)
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("ShardsChangeNotApplied")),
+        "a Warning event says it"
+    );
     let sts = Api::<StatefulSet>::namespaced(client.clone(), NS)
         .list(&Default::default())
         .await

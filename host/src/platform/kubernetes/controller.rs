@@ -298,9 +298,19 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
     // The shard count of a live cluster stays as it is (resharding is not built): the members
     // keep being run, failed over and rolled out as the shards they are.
     let live = live_shards(&ctx.client, &namespace, &name).await?;
-    state.shards_blocked = live
+    let blocked = live
         .filter(|&n| n != kc.spec.shards)
         .map(|n| (kc.spec.shards, n));
+    if blocked.is_some() && blocked != state.shards_blocked {
+        // Said once per change; the condition keeps saying it.
+        let mut report = ClusterStatus::default();
+        shards_condition(&mut report, blocked);
+        if let Some(c) = report.conditions.first() {
+            ctx.publish(kc, true, "ShardsChangeNotApplied", &c.message)
+                .await;
+        }
+    }
+    state.shards_blocked = blocked;
     let pinned;
     let kc = match state.shards_blocked {
         Some((_, live)) => {
