@@ -2,6 +2,12 @@
 //! in-memory API, with the StatefulSet/kubelet stand-in backing each Pod with a real
 //! `valkey-server` in cluster mode on its own 127.0.0.x (bus port from the rendered config,
 //! the announced name from the pod's args, `nodes.conf` on the pod's claim).
+//!
+//! The stand-in restarts a crashed container after `kubelet::RESTART_DELAY` (3 s); a real
+//! kubelet restarts the first crash at once. The SIGKILL test relies on the operator promoting
+//! within those 3 s: with an immediate restart the killed primary comes back owning its slots
+//! first and writes are lost (see the README's cluster-mode section: the quarantine of a primary
+//! restarted by someone else is not built).
 
 mod operator_support;
 
