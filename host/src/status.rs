@@ -48,10 +48,11 @@ pub struct ClusterModeStatus {
     pub shards: Vec<ShardStatus>,
 }
 
-/// One shard of a cluster-mode group.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// One shard of a cluster-mode group (also `KvCluster.status.cluster.shards[]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ShardStatus {
+    /// The shard's index (its StatefulSet is `<name>-s<shard>`).
     pub shard: u32,
     /// The member that owns the shard's slots and answers, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,10 +70,12 @@ pub struct ShardStatus {
 }
 
 /// A member of a shard and its cluster node id.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ShardNode {
+    /// The member (pod) name.
     pub member: String,
+    /// Its cluster node id (`-` when unknown).
     pub node_id: String,
 }
 

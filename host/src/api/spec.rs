@@ -70,6 +70,12 @@ pub struct Metadata {
         description = "Whether every member is ready and settled"
     ),
     printcolumn(
+        name = "Shards",
+        type_ = "string",
+        json_path = ".status.cluster.shardsReady",
+        description = "Cluster mode: shards ready / shards"
+    ),
+    printcolumn(
         name = "Revision",
         type_ = "string",
         json_path = ".status.currentRevision",
@@ -81,10 +87,10 @@ pub struct Metadata {
         json_path = ".metadata.creationTimestamp"
     )
 )]
-// Cluster mode (shards > 1) runs on the local platform; the Kubernetes objects it needs (a
-// StatefulSet, PDB and bus port per shard) are not built yet, so the API server keeps refusing.
-#[x_kube(validation = Rule::new("self.shards == 1").message(
-    "only 1 shard (plain replication) is supported on Kubernetes so far: cluster mode (shards > 1) runs on the local platform only"
+// Cluster mode (shards > 1) runs Valkey or Redis Cluster; Dragonfly's cluster is not driven
+// (validate_spec says the same, naming `shards`).
+#[x_kube(validation = Rule::new("self.shards == 1 || self.engine.kind != 'dragonfly'").message(
+    "shards > 1 (cluster mode) runs Valkey or Redis Cluster: Dragonfly's cluster is not driven by kvpilot yet, use shards: 1"
 ).field_path(".shards").reason(Reason::FieldValueInvalid))]
 #[x_kube(validation = Rule::new(
     "!has(self.snapshots) || !has(self.snapshots.mode) || self.snapshots.mode != 'replicasOnly' || self.replicas >= 2"
@@ -101,7 +107,8 @@ pub struct KvClusterSpec {
     #[schemars(range(max = 8))]
     pub replicas: u32,
     /// Number of shards, 1 to 100. More than 1 is cluster mode (Valkey/Redis Cluster, 16384
-    /// slots in balanced ranges), on the local platform only so far; Kubernetes accepts 1.
+    /// slots in balanced ranges; not Dragonfly). It is fixed once members run: changing it on
+    /// a live cluster (resharding) is not supported yet and is refused with a condition.
     #[serde(default = "default_shards")]
     #[schemars(range(min = 1, max = 100))]
     pub shards: u32,

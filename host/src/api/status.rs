@@ -17,6 +17,11 @@ pub const CONDITION_TYPES: [&str; 6] = [
     "RolloutBlocked",
     "StorageChangeBlocked",
 ];
+/// The condition types of cluster mode (`spec.shards` > 1), after [`CONDITION_TYPES`];
+/// `ShardsChangeBlocked` is set on every Kubernetes cluster (false while `spec.shards` is the
+/// shard count the cluster runs).
+pub const CLUSTER_CONDITION_TYPES: [&str; 3] =
+    ["ClusterFormed", "SlotsAssigned", "ShardsChangeBlocked"];
 
 /// Kubernetes caps a condition message at 32768 bytes.
 const MAX_MESSAGE_BYTES: usize = 32 * 1024;
@@ -31,8 +36,11 @@ const SHRUNK_MESSAGE_BYTES: usize = 1024;
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KvClusterStatus {
-    /// Ready, Progressing, Degraded, PolicyFailed, RolloutBlocked and (Kubernetes)
-    /// StorageChangeBlocked: a spec.storage change the StatefulSets cannot take.
+    /// Ready, Progressing, Degraded, PolicyFailed, RolloutBlocked, (Kubernetes)
+    /// StorageChangeBlocked: a spec.storage change the StatefulSets cannot take, and in
+    /// cluster mode ClusterFormed (every member reports cluster_state:ok with 16384 slots
+    /// assigned) and SlotsAssigned; ShardsChangeBlocked when spec.shards changed on a live
+    /// cluster.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -55,6 +63,39 @@ pub struct KvClusterStatus {
     /// The latest plugin decisions, newest last.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub last_decisions: Vec<DecisionState>,
+    /// Cluster mode (`spec.shards` > 1) only: the shards as their members see them, and the
+    /// addresses a cluster client starts from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterModeState>,
+}
+
+/// `status.cluster`: cluster mode as the members see it (derived by
+/// [`crate::status::cluster_mode_status`], shared with the local platform).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterModeState {
+    /// Shards ready / shards (`2/3`): a shard is ready when its primary serves and every other
+    /// member is a ready replica of it.
+    pub shards_ready: String,
+    /// Where a cluster client starts (`host:port`, each member's stable DNS name on
+    /// Kubernetes); it follows MOVED/ASK from there. There is no primary endpoint.
+    #[serde(default)]
+    pub seeds: Vec<String>,
+    /// Each shard: its primary, node ids, slot ranges, config epoch, readiness and
+    /// `cluster_state`.
+    #[serde(default)]
+    pub shards: Vec<crate::status::ShardStatus>,
+}
+
+impl ClusterModeState {
+    /// The CRD form of the reconciler's cluster-mode report.
+    pub fn from_report(report: &crate::status::ClusterModeStatus) -> ClusterModeState {
+        ClusterModeState {
+            shards_ready: format!("{}/{}", report.shards_ready, report.shards.len()),
+            seeds: report.seeds.clone(),
+            shards: report.shards.clone(),
+        }
+    }
 }
 
 /// One member (pod) as last observed.
@@ -200,6 +241,7 @@ impl KvClusterStatus {
                     }
                 })
                 .collect(),
+            cluster: report.cluster.as_ref().map(ClusterModeState::from_report),
         };
         status.shrink_to(MAX_STATUS_BYTES);
         status

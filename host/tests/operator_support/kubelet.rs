@@ -2,7 +2,8 @@
 //! - each StatefulSet gets `status.updateRevision` = `<name>-<digest of its pod template>` and
 //!   `status.observedGeneration` = its generation;
 //! - each missing Pod is created with the template's labels, the update revision's
-//!   `controller-revision-hash`, and a real `valkey-server` on a fresh 127.0.0.x pod IP, started
+//!   `controller-revision-hash`, and a real server (the container's command: `valkey-server` or
+//!   `redis-server`) on a fresh 127.0.0.x pod IP, started
 //!   as a replica of the pod labelled primary or parked when there is none (what the rendered
 //!   `replicaof <name>-primary` resolves to), with the rendered config's settings;
 //! - a deleted Pod's server gets SIGTERM and the Pod is recreated on the current update revision;
@@ -20,6 +21,17 @@
 //!   rendered TLS settings (`port 0`, `tls-port`, the certificate files) and auth settings
 //!   (`requirepass`/`masterauth` from the args, `masteruser`, `aclfile`) are honoured.
 //!
+//! - cluster mode (`cluster-enabled yes` rendered): the server runs with the rendered cluster
+//!   settings ([`ServerCluster`]; any rendered cluster setting the stand-in would not pass on
+//!   unchanged is an error, as is `replicaof` beside `cluster-enabled`, which a real server
+//!   refuses), its bus port from `cluster-port` free on its pod IP, and the name the args give
+//!   `--cluster-announce-hostname` once `$(VAR)` is expanded (the downward API's
+//!   `metadata.name` included). Those names do not resolve here: clients reach members by IP;
+//! - with `volumeClaimTemplates` (`spec.storage`) a pod's data directory is its claim: it
+//!   survives a crash and a new pod of the same name, `nodes.conf` and all. Without, each
+//!   container start gets a fresh directory (harsher than an emptyDir, which survives a
+//!   container restart).
+//!
 //! Every process is killed when the [`Kubelet`] is dropped (also on panic).
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -28,7 +40,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use kvpilot::platform::local::PARKED;
 use kvpilot::platform::local::server::{
-    RESERVED_KEYS, Server, ServerGuard, ServerSpec, ServerTls, next_loopback_ip,
+    RESERVED_KEYS, Server, ServerCluster, ServerGuard, ServerSpec, ServerTls, next_loopback_ip,
 };
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -235,6 +247,11 @@ async fn step(env: &Env, state: &Mutex<State>) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
         }
         let config = rendered_settings(env, &template).await?;
+        // A claim per pod: its data outlives the container and the pod.
+        let persistent = spec
+            .volume_claim_templates
+            .as_ref()
+            .is_some_and(|c| !c.is_empty());
         let service = spec.service_name.clone().unwrap_or_default();
         for ordinal in 0..replicas {
             let pod_name = format!("{name}-{ordinal}");
@@ -300,7 +317,7 @@ async fn step(env: &Env, state: &Mutex<State>) -> Result<(), String> {
                         pod_name.clone(),
                         Pending {
                             uid: created.uid().unwrap_or_default(),
-                            ip: free_ip(env.port)?,
+                            ip: free_ip(env.port, bus_port(&config)?)?,
                             revision: revision.clone(),
                         },
                     );
@@ -322,7 +339,7 @@ async fn step(env: &Env, state: &Mutex<State>) -> Result<(), String> {
                             let (ip, revision) = (m.ip, m.revision.clone());
                             let started = start_server(
                                 env, &mut state, &pod_name, ip, &config, &revision, &template,
-                                &service,
+                                &service, persistent,
                             )
                             .await?;
                             // A Secret that vanished since leaves the container down, retried
@@ -344,6 +361,7 @@ async fn step(env: &Env, state: &Mutex<State>) -> Result<(), String> {
                 let (uid, ip, revision) = (p.uid.clone(), p.ip, p.revision.clone());
                 let started = start_server(
                     env, &mut state, &pod_name, ip, &config, &revision, &template, &service,
+                    persistent,
                 )
                 .await?;
                 if let Some(server) = started {
@@ -457,7 +475,11 @@ async fn rendered_settings(
         let (key, value) = line.split_once(' ').unwrap_or((line, ""));
         // `port` and the TLS files become `ServerSpec` fields in `start_server`; the other
         // reserved keys (bind, dir, replicaof, ...) the stand-in sets itself.
-        let field = key == "port" || key == "masteruser" || TLS_KEYS.contains(&key);
+        let field = key == "port"
+            || key == "masteruser"
+            || key == "replicaof"
+            || key.starts_with("cluster-")
+            || TLS_KEYS.contains(&key);
         if RESERVED_KEYS.contains(&key) && !field {
             continue;
         }
@@ -478,15 +500,28 @@ async fn start_server(
     revision: &str,
     template: &PodTemplateSpec,
     service: &str,
+    persistent: bool,
 ) -> Result<Option<Server>, String> {
     state.incarnation += 1;
-    let dir = env.root.join(format!("{pod}-{}", state.incarnation));
-    let Some(container) = Container::prepare(env, template, &dir.join("mounts")).await? else {
+    let dir = if persistent {
+        env.root.join(format!("data-{pod}"))
+    } else {
+        env.root.join(format!("{pod}-{}", state.incarnation))
+    };
+    let mounts = env.root.join(format!("mounts-{pod}-{}", state.incarnation));
+    let Some(container) = Container::prepare(env, template, pod, &mounts).await? else {
         return Ok(None);
     };
     // What `replicaof <name>-primary` resolves to: the pod labelled primary, if any.
     let primary = labelled_primary_addr(env, pod).await?;
-    let mut spec = ServerSpec::new("valkey-server", ip, env.port, dir);
+    // The binary the container runs (`valkey-server` or `redis-server`).
+    let binary = container.command.clone();
+    let mut spec = ServerSpec::new(binary.as_str(), ip, env.port, dir);
+    spec.dialect = match binary.as_str() {
+        "valkey-server" => kvpilot::engine::Dialect::Valkey,
+        "redis-server" => kvpilot::engine::Dialect::Redis,
+        other => return Err(format!("{pod}: the stand-in runs no {other}")),
+    };
     let mut config = container.rewrite(config);
     let flag = |name: &str| container.flag(name);
     spec.password = flag("--masterauth");
@@ -517,8 +552,19 @@ async fn start_server(
     }
     config.remove("port");
     config.retain(|k, _| !TLS_KEYS.contains(&k.as_str()));
+    spec.cluster = take_cluster(pod, &mut config, &container)?;
+    let replicaof = config.remove("replicaof");
     spec.config = config;
-    spec.replicaof = Some(primary.unwrap_or(PARKED));
+    spec.replicaof = match (&spec.cluster, replicaof) {
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "{pod}: replicaof with cluster-enabled: the server refuses to start"
+            ));
+        }
+        // Alone (or on its nodes.conf) until the operator MEETs it.
+        (Some(_), None) => None,
+        (None, _) => Some(primary.unwrap_or(PARKED)),
+    };
     spec.revision = revision.to_string();
     let server = Server::start(&spec).await.map_err(|e| e.to_string())?;
     env.guard.track(&server);
@@ -530,6 +576,8 @@ async fn start_server(
 struct Container {
     /// Mount path in the pod → directory on disk.
     mounts: Vec<(String, PathBuf)>,
+    /// The container's command (the server binary).
+    command: String,
     args: Vec<String>,
 }
 
@@ -539,6 +587,7 @@ impl Container {
     async fn prepare(
         env: &Env,
         template: &PodTemplateSpec,
+        pod: &str,
         root: &std::path::Path,
     ) -> Result<Option<Container>, String> {
         let spec = template
@@ -593,7 +642,14 @@ impl Container {
                         None => return Ok(None),
                     }
                 }
-                None => var.value.clone().unwrap_or_default(),
+                None => match var.value_from.as_ref().and_then(|f| f.field_ref.as_ref()) {
+                    // The downward API; only the pod's name is used.
+                    Some(f) if f.field_path == "metadata.name" => pod.to_string(),
+                    Some(f) => {
+                        return Err(format!("{pod}: fieldRef {} not modelled", f.field_path));
+                    }
+                    None => var.value.clone().unwrap_or_default(),
+                },
             };
             vars.insert(var.name.clone(), value);
         }
@@ -606,7 +662,18 @@ impl Container {
                     .fold(a.clone(), |a, (k, v)| a.replace(&format!("$({k})"), v))
             })
             .collect();
-        Ok(Some(Container { mounts, args }))
+        let command = c
+            .command
+            .iter()
+            .flatten()
+            .next()
+            .cloned()
+            .ok_or("a container without command")?;
+        Ok(Some(Container {
+            mounts,
+            command,
+            args,
+        }))
     }
 
     /// The value after `name` in the args (`--masterauth VALUE`).
@@ -675,12 +742,29 @@ async fn set_pending(pods: &Api<Pod>, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-async fn set_status(pods: &Api<Pod>, name: &str, ip: Ipv4Addr, ready: bool) -> Result<(), String> {
-    let ready = if ready { "True" } else { "False" };
+/// `Running` with its IP; `running` false after a crash: like a kubelet, the container's
+/// state says `terminated` (after the process exited) until it is restarted, and the pod is
+/// not Ready (its phase stays `Running`: `restartPolicy: Always`).
+async fn set_status(
+    pods: &Api<Pod>,
+    name: &str,
+    ip: Ipv4Addr,
+    running: bool,
+) -> Result<(), String> {
+    let ready = if running { "True" } else { "False" };
+    let state = if running {
+        serde_json::json!({"running": {}})
+    } else {
+        serde_json::json!({"terminated": {"exitCode": 137, "reason": "Error"}})
+    };
     let patch = serde_json::json!({"status": {
         "phase": "Running",
         "podIP": ip.to_string(),
         "conditions": [{"type": "Ready", "status": ready}],
+        "containerStatuses": [{
+            "name": "server", "image": "valkey", "imageID": "", "ready": running,
+            "restartCount": 0, "state": state,
+        }],
     }});
     pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -688,13 +772,89 @@ async fn set_status(pods: &Api<Pod>, name: &str, ip: Ipv4Addr, ready: bool) -> R
     Ok(())
 }
 
-/// A fresh loopback IP on which `port` is free.
-fn free_ip(port: u16) -> Result<Ipv4Addr, String> {
+/// A fresh loopback IP on which `port` (and the cluster bus port, if any) is free.
+fn free_ip(port: u16, bus: Option<u16>) -> Result<Ipv4Addr, String> {
     for _ in 0..50 {
         let ip = next_loopback_ip();
-        if TcpListener::bind(SocketAddrV4::new(ip, port)).is_ok() {
+        let free = |p: u16| TcpListener::bind(SocketAddrV4::new(ip, p)).is_ok();
+        if free(port) && bus.is_none_or(free) {
             return Ok(ip);
         }
     }
     Err(format!("no loopback IP with port {port} free"))
+}
+
+/// The rendered `cluster-port`, in cluster mode.
+fn bus_port(config: &BTreeMap<String, String>) -> Result<Option<u16>, String> {
+    if config.get("cluster-enabled").map(String::as_str) != Some("yes") {
+        return Ok(None);
+    }
+    let port = config
+        .get("cluster-port")
+        .ok_or("cluster mode without cluster-port")?;
+    port.parse()
+        .map(Some)
+        .map_err(|e| format!("cluster-port {port}: {e}"))
+}
+
+/// Takes the rendered cluster settings out of `config`: `None` without `cluster-enabled yes`.
+/// [`ServerCluster`] sets some on its own; each must have been rendered with that same value,
+/// or the stand-in would run a server kinder than the one the manifest describes.
+fn take_cluster(
+    pod: &str,
+    config: &mut BTreeMap<String, String>,
+    container: &Container,
+) -> Result<Option<ServerCluster>, String> {
+    let keys: Vec<String> = config
+        .keys()
+        .filter(|k| k.starts_with("cluster-"))
+        .cloned()
+        .collect();
+    let mut rendered: BTreeMap<String, String> = keys
+        .into_iter()
+        .filter_map(|k| config.remove(&k).map(|v| (k, v)))
+        .collect();
+    if rendered.remove("cluster-enabled").as_deref() != Some("yes") {
+        if rendered.is_empty() {
+            return Ok(None);
+        }
+        return Err(format!(
+            "{pod}: cluster settings without cluster-enabled: {rendered:?}"
+        ));
+    }
+    for (key, value) in [
+        ("cluster-config-file", "nodes.conf"),
+        ("cluster-replica-no-failover", "yes"),
+        ("cluster-allow-replica-migration", "no"),
+        ("cluster-require-full-coverage", "no"),
+        ("cluster-preferred-endpoint-type", "hostname"),
+    ] {
+        let got = rendered.remove(key);
+        if got.as_deref() != Some(value) {
+            return Err(format!(
+                "{pod}: rendered {key} {got:?}, the stand-in runs {value}"
+            ));
+        }
+    }
+    let number = |rendered: &mut BTreeMap<String, String>, key: &str| -> Result<u64, String> {
+        let v = rendered.remove(key).ok_or(format!("{pod}: no {key}"))?;
+        v.parse().map_err(|e| format!("{pod}: {key} {v}: {e}"))
+    };
+    let bus_port = u16::try_from(number(&mut rendered, "cluster-port")?)
+        .map_err(|e| format!("{pod}: cluster-port: {e}"))?;
+    let node_timeout = Duration::from_millis(number(&mut rendered, "cluster-node-timeout")?);
+    if !rendered.is_empty() {
+        return Err(format!(
+            "{pod}: cluster settings not modelled: {rendered:?}"
+        ));
+    }
+    // With `cluster-preferred-endpoint-type hostname` a member must announce a name.
+    let hostname = container
+        .flag("--cluster-announce-hostname")
+        .ok_or(format!(
+            "{pod}: cluster mode without --cluster-announce-hostname"
+        ))?;
+    let mut cluster = ServerCluster::new(bus_port, node_timeout);
+    cluster.announce_hostname = Some(hostname);
+    Ok(Some(cluster))
 }

@@ -17,6 +17,17 @@ use std::collections::BTreeMap;
 
 /// The port members serve on (plain or TLS).
 pub const PORT: i32 = 6379;
+/// Cluster mode: the cluster bus port (`cluster-port`), the engines' default `PORT + 10000`,
+/// written out so the pods, the headless Service and a NetworkPolicy can name it.
+pub const BUS_PORT: i32 = 16379;
+/// Cluster mode: `cluster-config-file`, relative to `dir` (the data volume, a PVC with
+/// `spec.storage`), so a member that comes back on its volume rejoins with its node id.
+pub const NODES_CONF: &str = "nodes.conf";
+/// Cluster mode: `cluster-node-timeout` in milliseconds. The operator detects a lost primary
+/// by its own probes and promotes with `CLUSTER FAILOVER FORCE`, which needs no `fail` flag;
+/// this bounds how long the cluster takes to flag a dead node (before its id is forgotten)
+/// while tolerating a few seconds of network jitter between nodes.
+pub const CLUSTER_NODE_TIMEOUT_MS: u32 = 5000;
 /// Where the ConfigMap is mounted.
 pub const CONFIG_DIR: &str = "/etc/kvpilot/config";
 /// The key (file name) of the server config in the ConfigMap.
@@ -149,7 +160,15 @@ fn member_settings(kc: &KvCluster) -> Result<BTreeMap<String, String>, BuildErro
             } else {
                 set("port", PORT.to_string());
             }
-            set("replicaof", format!("{} {PORT}", primary_host(kc)?));
+            if spec.shards > 1 {
+                cluster_settings(&mut set);
+                if spec.tls.is_some() {
+                    // The cluster bus carries every write a replica gets: TLS too.
+                    set("tls-cluster", "yes".into());
+                }
+            } else {
+                set("replicaof", format!("{} {PORT}", primary_host(kc)?));
+            }
             if let Some(auth) = spec.auth.as_ref().filter(|a| a.acl_secret.is_some()) {
                 set("aclfile", format!("{ACL_DIR}/{ACL_FILE}"));
                 // The user replicas authenticate to their primary as; its password
@@ -184,6 +203,29 @@ fn member_settings(kc: &KvCluster) -> Result<BTreeMap<String, String>, BuildErro
     settings.extend(gating::gated_settings(spec));
     settings.extend(spec.config.clone());
     Ok(settings)
+}
+
+/// Cluster mode (`spec.shards` > 1), the settings the local platform uses too (see
+/// `platform::local::server::ServerCluster` for why each one):
+/// - no `replicaof`: the engine refuses it with `cluster-enabled`; a member starts empty and
+///   alone (or on its `nodes.conf`) and the operator MEETs it and REPLICATEs it;
+/// - `cluster-replica-no-failover yes`: the engine's own election cannot race the
+///   replica-selection hook; the operator promotes with `CLUSTER FAILOVER FORCE`;
+/// - `cluster-allow-replica-migration no`, `cluster-require-full-coverage no`;
+/// - `cluster-preferred-endpoint-type hostname`: redirections (MOVED/ASK, `CLUSTER SLOTS`/
+///   `SHARDS`) name each member by the stable DNS name it announces
+///   (`cluster-announce-hostname`, set per pod in the container args), not by its pod IP,
+///   which changes whenever the pod is recreated; a client never chases a stale IP, and a TLS
+///   client can verify the name against the certificate.
+fn cluster_settings(set: &mut impl FnMut(&str, String)) {
+    set("cluster-enabled", "yes".into());
+    set("cluster-config-file", NODES_CONF.into());
+    set("cluster-port", BUS_PORT.to_string());
+    set("cluster-node-timeout", CLUSTER_NODE_TIMEOUT_MS.to_string());
+    set("cluster-replica-no-failover", "yes".into());
+    set("cluster-allow-replica-migration", "no".into());
+    set("cluster-require-full-coverage", "no".into());
+    set("cluster-preferred-endpoint-type", "hostname".into());
 }
 
 /// Quotes a value when the config parser would otherwise split or misread it.
@@ -281,6 +323,40 @@ mod tests {
         assert!(l.contains(&"--snapshot_cron="), "{managed}");
         assert!(!managed.contains("rdb-del-sync-files"), "{managed}");
         assert!(!l.iter().any(|l| l.starts_with("save")), "{managed}");
+    }
+
+    #[test]
+    fn cluster_mode_members_start_alone_with_the_local_platforms_cluster_settings() {
+        let mut kc = cluster(valkey("8.0"));
+        kc.spec.shards = 3;
+        let text = render(&kc).unwrap().text;
+        let l = lines(&text);
+        for want in [
+            "cluster-enabled yes",
+            "cluster-config-file nodes.conf",
+            "dir /data",
+            "cluster-port 16379",
+            "cluster-node-timeout 5000",
+            "cluster-replica-no-failover yes",
+            "cluster-allow-replica-migration no",
+            "cluster-require-full-coverage no",
+            "cluster-preferred-endpoint-type hostname",
+        ] {
+            assert!(l.contains(&want), "{want} missing: {text}");
+        }
+        // The engine refuses `replicaof` with cluster-enabled; the announced name is per pod
+        // (container args), never in the shared file.
+        assert!(!text.contains("replicaof"), "{text}");
+        assert!(!text.contains("cluster-announce"), "{text}");
+        assert!(!text.contains("tls-cluster"), "{text}");
+        kc.spec.tls = Some(crate::api::TlsSpec {
+            secret_name: "cache-tls".into(),
+            client_auth: TlsClientAuth::Optional,
+        });
+        assert!(lines(&render(&kc).unwrap().text).contains(&"tls-cluster yes"));
+        // One shard stays replication mode.
+        let one = render(&cluster(valkey("8.0"))).unwrap().text;
+        assert!(!one.contains("cluster-enabled"), "{one}");
     }
 
     #[test]

@@ -10,7 +10,8 @@ use super::credentials;
 use super::metrics::{BEAT_INTERVAL, Health, Metrics, RolloutTracker};
 use super::platform::KubernetesPlatform;
 use super::policies::{self, ClusterPolicies, PluginProblem, RetryBackoff};
-use super::{LABEL_CLUSTER, desired_objects, triggers};
+use super::services::member_host;
+use super::{LABEL_CLUSTER, LABEL_SHARD, desired_objects, triggers};
 use crate::api::{KvCluster, KvClusterStatus, PolicyPlugin, StatusContext, validate_spec};
 use crate::decide::Settings;
 use crate::leadership::{Alone, Leadership};
@@ -25,7 +26,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
@@ -41,6 +42,8 @@ const INVALID_SPEC_REQUEUE: Duration = Duration::from_secs(300);
 const ERROR_REQUEUE: Duration = Duration::from_secs(5);
 /// The condition saying that a `spec.storage` change could not be applied.
 pub const STORAGE_CONDITION: &str = "StorageChangeBlocked";
+/// The condition saying that a `spec.shards` change of a live cluster is not applied.
+pub const SHARDS_CONDITION: &str = "ShardsChangeBlocked";
 /// Kubernetes caps an Event note at 1 kB.
 const MAX_NOTE_BYTES: usize = 1024;
 /// A status that differs only in volatile fields (replication offsets, which move with every
@@ -73,6 +76,8 @@ struct ClusterState {
     rollouts: RolloutTracker,
     /// The storage drift last reported (an Event when it changes, a condition always).
     storage_drift: Option<String>,
+    /// `spec.shards` and the shard count the live cluster keeps, while they differ.
+    shards_blocked: Option<(u32, u32)>,
 }
 
 /// A cluster's policies as bound for the key of [`policies::Resolved`].
@@ -198,6 +203,7 @@ impl Context {
             last_status_write: None,
             rollouts: RolloutTracker::default(),
             storage_drift: None,
+            shards_blocked: None,
         }));
         clusters.insert(key, (uid, state.clone()));
         state
@@ -288,6 +294,33 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
     let state = ctx.state(kc, &namespace).await;
     let mut state = state.lock().await;
     let state = &mut *state;
+
+    // The shard count of a live cluster stays as it is (resharding is not built): the members
+    // keep being run, failed over and rolled out as the shards they are.
+    let live = live_shards(&ctx.client, &namespace, &name).await?;
+    let blocked = live
+        .filter(|&n| n != kc.spec.shards)
+        .map(|n| (kc.spec.shards, n));
+    if blocked.is_some() && blocked != state.shards_blocked {
+        // Said once per change; the condition keeps saying it.
+        let mut report = ClusterStatus::default();
+        shards_condition(&mut report, blocked);
+        if let Some(c) = report.conditions.first() {
+            ctx.publish(kc, true, "ShardsChangeNotApplied", &c.message)
+                .await;
+        }
+    }
+    state.shards_blocked = blocked;
+    let pinned;
+    let kc = match state.shards_blocked {
+        Some((_, live)) => {
+            let mut k = kc.clone();
+            k.spec.shards = live;
+            pinned = k;
+            &pinned
+        }
+        None => kc,
+    };
 
     // validate → build: an invalid spec changes nothing.
     let objects = match validate_spec(&kc.spec)
@@ -401,8 +434,9 @@ async fn reconcile_inner(kc: &KvCluster, ctx: &Context) -> Result<Action, Operat
     for note in state.reconciler.clients.take_notes() {
         ctx.publish(kc, false, "CredentialsChanged", &note).await;
     }
-    // The reconcile rebuilt the conditions: the storage one goes back on.
+    // The reconcile rebuilt the conditions: the storage and shards ones go back on.
     storage_condition(&mut state.reconciler.status, state.storage_drift.as_deref());
+    shards_condition(&mut state.reconciler.status, state.shards_blocked);
     patch_status(ctx, kc, &namespace, state).await?;
     let requeue = if applied.errors.is_empty() {
         outcome.plan.requeue_after
@@ -475,6 +509,61 @@ fn storage_condition(status: &mut ClusterStatus, drift: Option<&str>) {
     }
 }
 
+/// The shard count the cluster's live StatefulSets and pods have (highest shard label + 1),
+/// `None` before any exists.
+async fn live_shards(
+    client: &Client,
+    namespace: &str,
+    cluster: &str,
+) -> Result<Option<u32>, OperatorError> {
+    let selector = ListParams::default().labels(&format!("{LABEL_CLUSTER}={cluster}"));
+    let kube_err = |action, source| OperatorError::Kube {
+        cluster: cluster.to_string(),
+        action,
+        source,
+    };
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let sts = statefulsets
+        .list(&selector)
+        .await
+        .map_err(|e| kube_err("list statefulsets", e))?;
+    let pods = pods
+        .list(&selector)
+        .await
+        .map_err(|e| kube_err("list pods", e))?;
+    let labels = sts
+        .items
+        .iter()
+        .map(|s| s.labels())
+        .chain(pods.items.iter().map(|p| p.labels()));
+    Ok(labels
+        .filter_map(|l| l.get(LABEL_SHARD)?.parse::<u32>().ok())
+        .max()
+        .map(|m| m.saturating_add(1)))
+}
+
+/// `ShardsChangeBlocked`: true while `spec.shards` (`.0`) differs from the shards the cluster
+/// runs (`.1`).
+fn shards_condition(status: &mut ClusterStatus, blocked: Option<(u32, u32)>) {
+    match blocked {
+        Some((wanted, live)) => set_condition(
+            status,
+            SHARDS_CONDITION,
+            true,
+            "ReshardingNotSupported",
+            &format!(
+                "spec.shards asks for {wanted} shards but the cluster runs {live}: changing the \
+                 shard count of a live cluster (adding or removing shards, moving slots) is \
+                 not supported yet, so it keeps running {live} shards (failover and rollouts \
+                 go on). Set spec.shards back to {live}, or create a new KvCluster and move \
+                 the data."
+            ),
+        ),
+        None => set_condition(status, SHARDS_CONDITION, false, "AsDesired", ""),
+    }
+}
+
 /// Requeues after an error; the error is logged.
 pub fn error_policy(kc: Arc<KvCluster>, error: &OperatorError, _ctx: Arc<Context>) -> Action {
     tracing::warn!(cluster = %kc.name_any(), error = %error, "reconcile failed");
@@ -540,7 +629,7 @@ async fn patch_status(
     state: &mut ClusterState,
 ) -> Result<(), OperatorError> {
     let last_write = &mut state.last_status_write;
-    let status = KvClusterStatus::from_report(
+    let mut status = KvClusterStatus::from_report(
         &state.reconciler.status,
         &StatusContext {
             generation: kc.metadata.generation,
@@ -548,6 +637,16 @@ async fn patch_status(
             now: Timestamp::now(),
         },
     );
+    if let Some(cluster) = status.cluster.as_mut() {
+        // The names members announce (`cluster-announce-hostname`) rather than pod IPs, which
+        // change with every new pod.
+        cluster.seeds = cluster
+            .shards
+            .iter()
+            .flat_map(|s| &s.nodes)
+            .map(|n| format!("{}:{}", member_host(kc, &n.member), ctx.member_port))
+            .collect();
+    }
     let now = Instant::now();
     if !status_write_needed(kc.status.as_ref(), &status, *last_write, now)
         || ctx.leadership.check().is_err()
@@ -563,6 +662,7 @@ async fn patch_status(
             "currentRevision",
             "updateRevision",
             "lastDecisions",
+            "cluster",
         ] {
             map.entry(key).or_insert(serde_json::Value::Null);
         }

@@ -116,6 +116,38 @@ pub fn gated_settings(spec: &KvClusterSpec) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Why `spec` cannot run in cluster mode on its engine version, naming the field; `None` when
+/// it can, or when the version is unknown (the pods then say it, by not starting). Cluster mode
+/// needs `cluster-announce-hostname` / `cluster-preferred-endpoint-type` (Valkey 7.2, its
+/// first release; Redis 7.0) and `CLUSTER ADDSLOTSRANGE` (Redis 7.0).
+pub fn cluster_mode_refusal(spec: &KvClusterSpec) -> Option<String> {
+    if spec.shards <= 1 {
+        return None;
+    }
+    let since = match spec.engine.kind {
+        Engine::Valkey => EngineVersion::new(7, 2, 0),
+        Engine::Redis => EngineVersion::new(7, 0, 0),
+        // Refused by validation (naming `shards`).
+        Engine::Dragonfly => return None,
+    };
+    let version = engine_version(&spec.engine)?;
+    (version < since).then(|| {
+        format!(
+            "engine.version: cluster mode (shards: {}) needs {} {}.{} or later              (cluster-announce-hostname, CLUSTER ADDSLOTSRANGE); {}.{}.{} runs",
+            spec.shards,
+            match spec.engine.kind {
+                Engine::Redis => "Redis",
+                _ => "Valkey",
+            },
+            since.major,
+            since.minor,
+            version.major,
+            version.minor,
+            version.patch
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,8 @@
 //! applies them (server-side apply, one field manager); nothing here does I/O.
 //!
 //! - [`statefulset`]: one StatefulSet per shard (`OnDelete`: the reconciler restarts pods).
-//! - [`services`]: headless, `-primary`, `-replicas` and per-pod Services.
+//! - [`services`]: headless, `-primary`, `-replicas` (cluster mode: `-seeds`) and per-pod
+//!   Services.
 //! - [`pdb`]: one PodDisruptionBudget per shard.
 //! - [`config`]: the member configuration, rendered into a ConfigMap.
 //! - [`gating`]: settings only some engine versions accept.
@@ -83,18 +84,10 @@ pub fn desired_objects(kc: &KvCluster) -> Result<DesiredObjects, BuildError> {
         name: kc.name_any(),
         message: e.to_string(),
     })?;
-    if kc.spec.shards > 1 {
-        // The CRD's CEL rule refuses this too; a KvCluster stored before that rule (or with
-        // validation bypassed) gets the same answer as a condition rather than half the
-        // objects cluster mode needs.
+    if let Some(message) = gating::cluster_mode_refusal(&kc.spec) {
         return Err(BuildError::Invalid {
             name: kc.name_any(),
-            message: format!(
-                "shards: {} shards requested, but cluster mode runs on the local platform only \
-                 so far: its Kubernetes objects (a StatefulSet and PDB per shard, the cluster bus \
-                 port in Services) are not built yet; use shards: 1",
-                kc.spec.shards
-            ),
+            message,
         });
     }
     let rendered = config::render(kc)?;
@@ -238,11 +231,60 @@ mod tests {
     }
 
     #[test]
-    fn cluster_mode_is_refused_on_kubernetes_with_the_field_named() {
+    fn cluster_mode_builds_a_statefulset_and_pdb_per_shard() {
         let mut kc = cluster(valkey("8.0"));
         kc.spec.shards = 3;
+        kc.spec.replicas = 1;
+        let objects = desired_objects(&kc).unwrap();
+        let names = |metas: Vec<&ObjectMeta>| -> Vec<String> {
+            metas.iter().map(|m| m.name.clone().unwrap()).collect()
+        };
+        assert_eq!(
+            names(objects.statefulsets.iter().map(|o| &o.metadata).collect()),
+            ["cache-s0", "cache-s1", "cache-s2"]
+        );
+        assert_eq!(
+            names(objects.pdbs.iter().map(|o| &o.metadata).collect()),
+            ["cache-s0", "cache-s1", "cache-s2"]
+        );
+        for pdb in &objects.pdbs {
+            let spec = pdb.spec.as_ref().unwrap();
+            assert_eq!(
+                spec.max_unavailable,
+                Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+            );
+        }
+        for (shard, sts) in objects.statefulsets.iter().enumerate() {
+            let spec = sts.spec.as_ref().unwrap();
+            assert_eq!(spec.replicas, Some(2));
+            assert_eq!(
+                spec.selector.match_labels.as_ref().unwrap()[LABEL_SHARD],
+                shard.to_string()
+            );
+        }
+        // No primary endpoint in cluster mode: the seeds Service replaces it.
+        assert_eq!(
+            names(objects.services.iter().map(|o| &o.metadata).collect()),
+            ["cache-headless", "cache-seeds"]
+        );
+    }
+
+    #[test]
+    fn cluster_mode_is_gated_on_the_engine_version() {
+        let mut kc = cluster(valkey("6.2"));
+        kc.spec.engine.kind = kvpilot_sdk::Engine::Redis;
+        kc.spec.shards = 3;
         let e = desired_objects(&kc).unwrap_err().to_string();
-        assert!(e.contains("shards") && e.contains("local platform"), "{e}");
+        assert!(
+            e.contains("engine.version") && e.contains("Redis 7.0"),
+            "{e}"
+        );
+        kc.spec.engine.version = Some("7.0".into());
+        desired_objects(&kc).unwrap();
+        // One shard is replication mode, whatever the version.
+        kc.spec.engine.version = Some("6.2".into());
+        kc.spec.shards = 1;
+        desired_objects(&kc).unwrap();
     }
 
     #[test]

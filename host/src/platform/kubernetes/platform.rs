@@ -1,8 +1,12 @@
 //! [`KubernetesPlatform`]: the [`Platform`] of one KvCluster in Kubernetes. Members are the
 //! pods of the shard's StatefulSet; the StatefulSet (`OnDelete`) starts and recreates them, so
 //! starting is a no-op and restarting deletes the pod; the primary endpoint is the
-//! `<name>-primary` Service, which follows the `kvpilot.dev/role=primary` pod label.
+//! `<name>-primary` Service, which follows the `kvpilot.dev/role=primary` pod label. In cluster
+//! mode there is no endpoint to move (decide never asks): the same members, per shard, are
+//! met, assigned and promoted over the cluster bus, and each reports its own bus port in its
+//! `CLUSTER NODES` line.
 
+use super::statefulset::SERVER_CONTAINER;
 use super::{LABEL_CLUSTER, LABEL_ROLE, ROLE_PRIMARY, ROLE_REPLICA, member_name, shard_name};
 use crate::platform::{Platform, PlatformError, PlatformMember};
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -165,16 +169,44 @@ pub fn update_revision(sts: &StatefulSet) -> String {
     status.update_revision.clone().unwrap_or_default()
 }
 
+/// The revision every member should run, from each shard's StatefulSet update revision: with
+/// one shard, that revision itself; with more, `<cluster>-<digest of them all>`, which
+/// changes whenever any shard's template does. Empty while any shard's is unknown (decide
+/// then waits instead of judging members stale).
+pub fn cluster_revision(cluster: &str, shard_revisions: &[String]) -> String {
+    use sha2::{Digest, Sha256};
+    match shard_revisions {
+        [] => String::new(),
+        [one] => one.clone(),
+        many if many.iter().any(String::is_empty) => String::new(),
+        many => {
+            let digest = Sha256::digest(many.join("\n").as_bytes());
+            format!("{cluster}-{}", &hex::encode(digest)[..10])
+        }
+    }
+}
+
 /// The pod's address, when it has an IP.
 fn pod_addr(pod: &Pod, port: u16) -> Option<SocketAddr> {
     let ip: IpAddr = pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
     Some(SocketAddr::new(ip, port))
 }
 
-/// Running: scheduled, phase `Running`, with an IP, and not being deleted.
+/// Running: scheduled, phase `Running`, with an IP, not being deleted, and its server
+/// container not reported stopped. A crashed container leaves the pod `Running` (restart
+/// policy `Always`) while the kubelet reports its state `terminated` (set only once the
+/// process exited) or `waiting` (to be restarted): no process then serves, so the member is
+/// down rather than possibly hung (no force-deletion needed before a promotion).
 fn pod_running(pod: &Pod) -> bool {
+    let status = pod.status.as_ref();
+    let container_stopped = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.iter().find(|c| c.name == SERVER_CONTAINER))
+        .and_then(|c| c.state.as_ref())
+        .is_some_and(|s| s.running.is_none() && (s.terminated.is_some() || s.waiting.is_some()));
     pod.metadata.deletion_timestamp.is_none()
-        && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        && status.and_then(|s| s.phase.as_deref()) == Some("Running")
+        && !container_stopped
 }
 
 /// The node the pod is scheduled on.
@@ -192,7 +224,7 @@ impl Platform for KubernetesPlatform {
         let by_name: BTreeMap<String, &Pod> = pods.iter().map(|p| (p.name_any(), p)).collect();
         let zones = self.zones(pods.iter().filter_map(pod_node)).await;
         let statefulsets: Api<StatefulSet> = Api::namespaced(self.client.clone(), &self.namespace);
-        let mut desired_revision = String::new();
+        let mut shard_revisions = Vec::new();
         let mut members = Vec::new();
         let mut seen = Seen::default();
         for shard in 0..self.shards {
@@ -200,10 +232,8 @@ impl Platform for KubernetesPlatform {
                 .get_opt(&shard_name(&self.cluster, shard))
                 .await
                 .map_err(|e| self.error("get statefulset", e))?;
-            // One shard until cluster mode exists: its update revision is the cluster's.
-            if shard == 0 {
-                desired_revision = sts.as_ref().map(update_revision).unwrap_or_default();
-            }
+            let shard_revision = sts.as_ref().map(update_revision).unwrap_or_default();
+            shard_revisions.push(shard_revision);
             // A scale-down leaves the StatefulSet at its size until `retire`: the members past
             // the spec's count are retiring, listed running or not so that one that is down
             // is removed too, rather than holding the StatefulSet at its size.
@@ -250,6 +280,19 @@ impl Platform for KubernetesPlatform {
                 });
             }
         }
+        // Each StatefulSet names its own revisions (`<sts>-<hash>`): one cluster-wide name
+        // stands for "every shard's update revision", and a pod on its shard's update
+        // revision runs it.
+        let desired_revision = cluster_revision(&self.cluster, &shard_revisions);
+        for m in &mut members {
+            let shard = shard_revisions.get(m.shard as usize);
+            if m.revision.is_some()
+                && shard.is_some_and(|r| !r.is_empty())
+                && m.revision.as_ref() == shard
+            {
+                m.revision = Some(desired_revision.clone());
+            }
+        }
         seen.desired_revision = desired_revision;
         *self.seen() = seen;
         Ok(members)
@@ -274,7 +317,8 @@ impl Platform for KubernetesPlatform {
 
     /// Deletes the pod; the StatefulSet recreates it on its update revision, and the new pod
     /// replicates from the `<name>-primary` Service (the rendered config), whatever
-    /// `replica_of` says.
+    /// `replica_of` says; in cluster mode it starts on its `nodes.conf` (on its claim) or
+    /// empty and alone, and decide rejoins it.
     async fn restart(
         &self,
         member: &str,
@@ -401,6 +445,67 @@ mod tests {
         sts.metadata.generation = generation;
         sts.status = status.map(|s| serde_json::from_value(s).unwrap());
         sts
+    }
+
+    #[test]
+    fn a_pod_whose_server_container_stopped_is_not_running() {
+        let pod = |state: Option<serde_json::Value>, deleting: bool| -> Pod {
+            let mut status = serde_json::json!({"phase": "Running", "podIP": "10.0.0.7"});
+            if let Some(state) = state {
+                status["containerStatuses"] = serde_json::json!([{
+                    "name": SERVER_CONTAINER, "image": "valkey", "imageID": "",
+                    "ready": false, "restartCount": 1, "state": state,
+                }]);
+            }
+            let mut p: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "kvc-s1-0"}, "status": status,
+            }))
+            .unwrap();
+            if deleting {
+                p.metadata.deletion_timestamp =
+                    Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                    ));
+            }
+            p
+        };
+        // No container status yet (or none reported): the phase decides.
+        assert!(pod_running(&pod(None, false)));
+        assert!(pod_running(&pod(
+            Some(serde_json::json!({"running": {}})),
+            false
+        )));
+        // Crashed (the process exited), or waiting to be restarted: nothing serves.
+        assert!(!pod_running(&pod(
+            Some(serde_json::json!({"terminated": {"exitCode": 137}})),
+            false
+        )));
+        assert!(!pod_running(&pod(
+            Some(serde_json::json!({"waiting": {"reason": "CrashLoopBackOff"}})),
+            false
+        )));
+        assert!(!pod_running(&pod(
+            Some(serde_json::json!({"running": {}})),
+            true
+        )));
+    }
+
+    #[test]
+    fn a_cluster_revision_stands_for_every_shards_update_revision() {
+        let revs = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            cluster_revision("cache", &revs(&["cache-s0-a"])),
+            "cache-s0-a"
+        );
+        assert_eq!(cluster_revision("cache", &[]), "");
+        // Unknown for one shard: unknown for the cluster.
+        assert_eq!(cluster_revision("cache", &revs(&["cache-s0-a", ""])), "");
+        let both = cluster_revision("cache", &revs(&["cache-s0-a", "cache-s1-b"]));
+        assert!(both.starts_with("cache-") && both.len() == "cache-".len() + 10);
+        assert_ne!(
+            both,
+            cluster_revision("cache", &revs(&["cache-s0-a", "cache-s1-c"]))
+        );
     }
 
     #[test]

@@ -4,8 +4,14 @@
 //!   from here);
 //! - `<name>-replicas`: the pods labelled `role=replica` (read-only traffic);
 //! - with `service.perPod`, one Service per member pod, named after the pod.
+//!
+//! In cluster mode (`spec.shards` > 1) there is no primary endpoint (each shard has its own
+//! primary, and clients follow MOVED/ASK), so `-primary` and `-replicas` are not built (and
+//! pruned if they exist); `<name>-seeds` (every member, ready ones only, client port) is the
+//! one stable address a cluster client starts from. The headless Service also names the
+//! cluster bus port, and gives each pod the stable DNS name it announces.
 
-use super::config::PORT;
+use super::config::{BUS_PORT, PORT};
 use super::{
     BuildError, LABEL_POD_NAME, LABEL_ROLE, ROLE_PRIMARY, ROLE_REPLICA, cluster_selector,
     member_name, owned_meta,
@@ -31,13 +37,40 @@ pub fn replicas_name(kc: &KvCluster) -> String {
     format!("{}-replicas", kc.name_any())
 }
 
+/// `<name>-seeds`: cluster mode's client entry point.
+pub fn seeds_name(kc: &KvCluster) -> String {
+    format!("{}-seeds", kc.name_any())
+}
+
+/// `<pod>.<name>-headless.<namespace>.svc`: the stable DNS name of a member, which it
+/// announces in cluster mode (`cluster-announce-hostname`).
+pub fn member_host(kc: &KvCluster, pod: &str) -> String {
+    format!(
+        "{pod}.{}.{}",
+        headless_name(kc),
+        kc.namespace()
+            .map(|ns| format!("{ns}.svc"))
+            .unwrap_or_else(|| "svc".into())
+    )
+}
+
 /// Every Service of `kc`.
 pub fn services(kc: &KvCluster) -> Result<Vec<Service>, BuildError> {
-    let mut out = vec![
-        headless(kc)?,
-        client_service(kc, primary_name(kc), role_selector(kc, ROLE_PRIMARY))?,
-        client_service(kc, replicas_name(kc), role_selector(kc, ROLE_REPLICA))?,
-    ];
+    let mut out = vec![headless(kc)?];
+    if kc.spec.shards > 1 {
+        out.push(client_service(kc, seeds_name(kc), cluster_selector(kc))?);
+    } else {
+        out.push(client_service(
+            kc,
+            primary_name(kc),
+            role_selector(kc, ROLE_PRIMARY),
+        )?);
+        out.push(client_service(
+            kc,
+            replicas_name(kc),
+            role_selector(kc, ROLE_REPLICA),
+        )?);
+    }
     if kc.spec.service.per_pod {
         for shard in 0..kc.spec.shards {
             for ordinal in 0..=kc.spec.replicas {
@@ -72,10 +105,14 @@ fn role_selector(kc: &KvCluster, role: &str) -> BTreeMap<String, String> {
 }
 
 fn port() -> ServicePort {
+    named_port("resp", PORT)
+}
+
+fn named_port(name: &str, number: i32) -> ServicePort {
     ServicePort {
-        name: Some("resp".into()),
-        port: PORT,
-        target_port: Some(IntOrString::String("resp".into())),
+        name: Some(name.into()),
+        port: number,
+        target_port: Some(IntOrString::String(name.into())),
         protocol: Some("TCP".into()),
         ..Default::default()
     }
@@ -89,7 +126,13 @@ fn headless(kc: &KvCluster) -> Result<Service, BuildError> {
             // Members must resolve each other while starting, before they are ready.
             publish_not_ready_addresses: Some(true),
             selector: Some(cluster_selector(kc)),
-            ports: Some(vec![port()]),
+            ports: Some(if kc.spec.shards > 1 {
+                // Members reach each other's bus by pod IP; naming it here documents it and
+                // gives it an SRV record (`_bus._tcp.<name>-headless`).
+                vec![port(), named_port("bus", BUS_PORT)]
+            } else {
+                vec![port()]
+            }),
             ..Default::default()
         }),
         status: None,
@@ -173,6 +216,45 @@ mod tests {
             );
             assert_eq!(s.spec.unwrap().type_.as_deref(), Some("LoadBalancer"));
         }
+    }
+
+    #[test]
+    fn cluster_mode_has_seeds_instead_of_primary_and_replicas_and_names_the_bus_port() {
+        let mut spec = valkey("8.0");
+        spec.shards = 3;
+        let kc = cluster(spec);
+        let services = services(&kc).unwrap();
+        let names: Vec<String> = services.iter().map(|s| s.name_any()).collect();
+        assert_eq!(names, ["cache-headless", "cache-seeds"]);
+        let seeds = by_name(&services, "cache-seeds");
+        assert_eq!(selector(&seeds), cluster_selector(&kc));
+        let ports = |s: &Service| -> Vec<(String, i32)> {
+            s.spec
+                .as_ref()
+                .unwrap()
+                .ports
+                .iter()
+                .flatten()
+                .map(|p| (p.name.clone().unwrap(), p.port))
+                .collect()
+        };
+        assert_eq!(ports(&seeds), [("resp".to_string(), 6379)]);
+        let headless = by_name(&services, "cache-headless");
+        assert_eq!(
+            ports(&headless),
+            [("resp".to_string(), 6379), ("bus".to_string(), 16379)]
+        );
+        assert_eq!(
+            member_host(&kc, "cache-s2-1"),
+            "cache-s2-1.cache-headless.shop.svc"
+        );
+        // Replication mode names no bus port.
+        let one = services_of(valkey("8.0"));
+        assert_eq!(ports(&by_name(&one, "cache-headless")).len(), 1);
+    }
+
+    fn services_of(spec: crate::api::KvClusterSpec) -> Vec<Service> {
+        services(&cluster(spec)).unwrap()
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! its own; the reconciler deletes stale pods one at a time, after a handover when the pod is
 //! the primary.
 
-use super::config::{self, ACL_DIR, ACL_FILE, CONFIG_DIR, CONFIG_FILE, DATA_DIR, PORT, TLS_DIR};
+use super::config::{
+    self, ACL_DIR, ACL_FILE, BUS_PORT, CONFIG_DIR, CONFIG_FILE, DATA_DIR, PORT, TLS_DIR,
+};
 use super::{
     BuildError, LABEL_ROLE, LABEL_SHARD, ROLE_REPLICA, cluster_labels, cluster_selector,
     owned_meta, shard_name, shard_selector,
@@ -11,10 +13,10 @@ use crate::api::{EngineSpec, KvCluster};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, KeyToPath, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, TCPSocketAction,
-    Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    EnvVar, EnvVarSource, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -29,12 +31,17 @@ pub const SHUTDOWN_MARGIN_SECONDS: i64 = 30;
 pub const SERVER_UID: i64 = 999;
 /// The environment variable the password Secret is exposed as (expanded in the args).
 pub const PASSWORD_ENV: &str = "KVPILOT_PASSWORD";
+/// Cluster mode: the environment variable holding the pod's name (downward API), expanded in
+/// the args into the member's `cluster-announce-hostname`.
+pub const POD_NAME_ENV: &str = "KVPILOT_POD_NAME";
 /// The Valkey release members run when the spec names neither an image nor a version.
 pub const DEFAULT_VALKEY: &str = "8.1";
 /// The Redis release members run when the spec names neither an image nor a version.
 pub const DEFAULT_REDIS: &str = "7.4";
 /// The pod volume holding the member configuration (the ConfigMap).
 pub const CONFIG_VOLUME: &str = "config";
+/// The name of the server container.
+pub const SERVER_CONTAINER: &str = "server";
 /// The data volume: the claim template's name with `spec.storage`, else an `emptyDir`.
 pub const DATA_VOLUME: &str = "data";
 
@@ -153,6 +160,26 @@ fn pod_spec(kc: &KvCluster, rendered: &config::RenderedConfig, grace: i64) -> Po
         Engine::Dragonfly => ("dragonfly", vec![format!("--flagfile={config_path}")]),
     };
     let mut env = vec![];
+    let cluster_mode = spec.shards > 1;
+    if cluster_mode {
+        env.push(EnvVar {
+            name: POD_NAME_ENV.into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        // Each member announces its stable name through the headless Service (one ConfigMap
+        // serves every pod, so the per-pod value comes from the args).
+        args.extend([
+            "--cluster-announce-hostname".to_string(),
+            announce_hostname_arg(kc),
+        ]);
+    }
     if let Some(secret) = spec.auth.as_ref().and_then(|a| a.password_secret.as_ref()) {
         env.push(EnvVar {
             name: PASSWORD_ENV.into(),
@@ -237,17 +264,12 @@ fn pod_spec(kc: &KvCluster, rendered: &config::RenderedConfig, grace: i64) -> Po
             ..Default::default()
         }),
         containers: vec![Container {
-            name: "server".into(),
+            name: SERVER_CONTAINER.into(),
             image: Some(image(kc)),
             command: Some(vec![command.to_string()]),
             args: Some(args),
             env: (!env.is_empty()).then_some(env),
-            ports: Some(vec![ContainerPort {
-                name: Some("resp".into()),
-                container_port: PORT,
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
+            ports: Some(container_ports(cluster_mode)),
             resources: spec.resources.clone(),
             volume_mounts: Some(mounts),
             // Readiness only says the server accepts connections; whether a replica is in
@@ -269,6 +291,31 @@ fn pod_spec(kc: &KvCluster, rendered: &config::RenderedConfig, grace: i64) -> Po
         volumes: Some(volumes),
         ..Default::default()
     }
+}
+
+/// The client port, and in cluster mode the cluster bus port (`bus`).
+fn container_ports(cluster_mode: bool) -> Vec<ContainerPort> {
+    let port = |name: &str, number: i32| ContainerPort {
+        name: Some(name.into()),
+        container_port: number,
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    let mut ports = vec![port("resp", PORT)];
+    if cluster_mode {
+        ports.push(port("bus", BUS_PORT));
+    }
+    ports
+}
+
+/// `$(KVPILOT_POD_NAME).<name>-headless.<namespace>.svc`: the pod's stable DNS name through
+/// the StatefulSets' governing Service, once Kubernetes expands the variable.
+pub fn announce_hostname_arg(kc: &KvCluster) -> String {
+    format!(
+        "$({POD_NAME_ENV}).{}.{}.svc",
+        super::services::headless_name(kc),
+        kc.namespace().unwrap_or_default()
+    )
 }
 
 /// The image: `engine.image`, or the engine's official image tagged with `engine.version`.
@@ -355,6 +402,70 @@ mod tests {
         assert_eq!(s.service_name.as_deref(), Some("cache-headless"));
         let pod = s.template.spec.unwrap();
         assert!(pod.termination_grace_period_seconds.unwrap() > 45);
+    }
+
+    #[test]
+    fn cluster_mode_pods_expose_the_bus_port_and_announce_their_stable_name() {
+        let mut spec = valkey("8.0");
+        spec.shards = 3;
+        spec.storage = Some(StorageSpec {
+            size: Quantity("1Gi".into()),
+            storage_class_name: None,
+            access_modes: vec![],
+        });
+        let kc = cluster(spec);
+        let sts = desired_objects(&kc).unwrap().statefulsets.remove(2);
+        assert_eq!(sts.metadata.name.as_deref(), Some("cache-s2"));
+        let s = sts.spec.unwrap();
+        // nodes.conf is in the data dir, which is the claim: it survives a new pod.
+        assert_eq!(
+            s.volume_claim_templates.unwrap()[0]
+                .metadata
+                .name
+                .as_deref(),
+            Some(DATA_VOLUME)
+        );
+        let pod = s.template.spec.unwrap();
+        let c = &pod.containers[0];
+        let ports: Vec<(String, i32)> = c
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.clone().unwrap(), p.container_port))
+            .collect();
+        assert_eq!(
+            ports,
+            [("resp".to_string(), 6379), ("bus".to_string(), 16379)]
+        );
+        let env = c.env.as_ref().unwrap();
+        let pod_name = env.iter().find(|e| e.name == POD_NAME_ENV).unwrap();
+        assert_eq!(
+            pod_name
+                .value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
+            "metadata.name"
+        );
+        let args = c.args.as_ref().unwrap();
+        let at = args
+            .iter()
+            .position(|a| a == "--cluster-announce-hostname")
+            .expect("announce hostname");
+        assert_eq!(args[at + 1], "$(KVPILOT_POD_NAME).cache-headless.shop.svc");
+        // Replication mode: neither.
+        let one = build(&cluster(valkey("8.0")))
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let c = &one.containers[0];
+        assert_eq!(c.ports.as_ref().unwrap().len(), 1);
+        assert!(!c.args.iter().flatten().any(|a| a.contains("announce")));
     }
 
     #[test]

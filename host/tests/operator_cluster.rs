@@ -1,0 +1,495 @@
+//! Cluster mode (`spec.shards` > 1) through Kubernetes: the operator's reconcile against the
+//! in-memory API, with the StatefulSet/kubelet stand-in backing each Pod with a real
+//! `valkey-server` in cluster mode on its own 127.0.0.x (bus port from the rendered config,
+//! the announced name from the pod's args, `nodes.conf` on the pod's claim).
+//!
+//! The stand-in restarts a crashed container after `kubelet::RESTART_DELAY` (3 s); a real
+//! kubelet restarts the first crash at once. The SIGKILL test relies on the operator promoting
+//! within those 3 s: with an immediate restart the killed primary comes back owning its slots
+//! first and writes are lost (see the README's cluster-mode section: the quarantine of a primary
+//! restarted by someone else is not built).
+
+mod operator_support;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use kube::api::Api;
+use kvpilot::api::KvClusterStatus;
+use kvpilot::demo::cluster_writer::{ClusterWriter, missing};
+use kvpilot::engine::{Client, Dialect, HostPort};
+use kvpilot::platform::local::server::{free_port, next_loopback_ip};
+use operator_support::kubelet::Kubelet;
+use operator_support::*;
+use std::time::{Duration, Instant};
+
+const PHASE: Duration = Duration::from_secs(90);
+const NAME: &str = "kvc";
+
+/// The operator: one reconcile every 100 ms with a context of its own; aborted when dropped
+/// (also when the test fails).
+struct Operator(tokio::task::JoinHandle<()>);
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn operator_loop(client: &kube::Client, port: u16) -> Operator {
+    let ctx = context(client, port);
+    let c = client.clone();
+    Operator(tokio::spawn(async move {
+        loop {
+            reconcile_once(&c, &ctx, NAME).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }))
+}
+
+async fn status(client: &kube::Client) -> KvClusterStatus {
+    get_cluster(client, NAME).await.status.unwrap_or_default()
+}
+
+fn condition_true(s: &KvClusterStatus, kind: &str) -> bool {
+    s.condition(kind).is_some_and(|c| c.status == "True")
+}
+
+/// Formed and settled: every shard ready, `ClusterFormed`, `SlotsAssigned` and `Ready` true.
+async fn wait_formed(client: &kube::Client, what: &str) -> KvClusterStatus {
+    eventually(what, PHASE, || async {
+        let s = status(client).await;
+        let ready = s.cluster.as_ref().map(|c| c.shards_ready.as_str()) == Some("3/3");
+        if ready
+            && condition_true(&s, "ClusterFormed")
+            && condition_true(&s, "SlotsAssigned")
+            && condition_true(&s, "Ready")
+        {
+            Ok(s)
+        } else {
+            Err(format!("{:?} {:?}", s.cluster, s.conditions))
+        }
+    })
+    .await
+}
+
+/// Every pod's address (the announced names do not resolve on this host).
+async fn seeds(kubelet: &Kubelet) -> Vec<HostPort> {
+    kubelet
+        .addrs()
+        .await
+        .values()
+        .map(|a| HostPort::new(a.ip().to_string(), a.port()))
+        .collect()
+}
+
+/// Three shards × (primary + replica) on claims: the objects, the bootstrap to
+/// `cluster_state:ok` with per-shard status, conditions and the printer column's data, then
+/// a SIGKILL of shard 1's primary under a cluster writer: the operator promotes its replica,
+/// the killed member rejoins (its `nodes.conf` on its claim) as a replica, and no
+/// acknowledged write is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_shards_bootstrap_and_a_killed_primary_is_promoted_without_loss() {
+    bootstrap_and_failover("valkey", "8.0").await;
+}
+
+/// The same on Redis 7.0 (`redis-server` in the pods).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_redis_shards_bootstrap_and_a_killed_primary_is_promoted_without_loss() {
+    bootstrap_and_failover("redis", "7.0").await;
+}
+
+async fn bootstrap_and_failover(engine: &str, version: &str) {
+    let client = fake_client().await;
+    let port = free_port(next_loopback_ip()).expect("port");
+    create_cluster(
+        &client,
+        NAME,
+        spec(&format!(
+            "engine: {{kind: {engine}, version: \"{version}\"}}\nreplicas: 1\nshards: 3\nstorage: {{size: 1Gi}}\n"
+        )),
+    )
+    .await;
+    let kubelet = Kubelet::start(&client, port);
+    let _operator = operator_loop(&client, port);
+
+    // The objects: a StatefulSet and a PDB per shard, the bus port, no primary endpoint.
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
+    let statefulsets = eventually("three StatefulSets", PHASE, || async {
+        let list = sts_api
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        match list.items.len() {
+            3 => Ok(list.items),
+            n => Err(format!("{n} StatefulSets")),
+        }
+    })
+    .await;
+    let mut names: Vec<String> = statefulsets.iter().map(|s| s.name_any()).collect();
+    names.sort();
+    assert_eq!(names, ["kvc-s0", "kvc-s1", "kvc-s2"]);
+    for sts in &statefulsets {
+        assert_eq!(sts.spec.as_ref().unwrap().replicas, Some(2));
+    }
+    let pdb_api = Api::<PodDisruptionBudget>::namespaced(client.clone(), NS);
+    let pdbs = eventually("three PDBs", PHASE, || async {
+        let list = pdb_api
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        match list.items.len() {
+            3 => Ok(list),
+            n => Err(format!("{n} PDBs")),
+        }
+    })
+    .await;
+    let mut pdb_names: Vec<String> = pdbs.items.iter().map(|p| p.name_any()).collect();
+    pdb_names.sort();
+    assert_eq!(pdb_names, ["kvc-s0", "kvc-s1", "kvc-s2"]);
+    for p in &pdbs.items {
+        assert_eq!(
+            p.spec.as_ref().unwrap().max_unavailable,
+            Some(IntOrString::Int(1))
+        );
+    }
+    let services = Api::<Service>::namespaced(client.clone(), NS)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let mut svc_names: Vec<String> = services.items.iter().map(|s| s.name_any()).collect();
+    svc_names.sort();
+    assert_eq!(
+        svc_names,
+        ["kvc-headless", "kvc-seeds"],
+        "no -primary/-replicas"
+    );
+    let headless = services
+        .items
+        .iter()
+        .find(|s| s.name_any() == "kvc-headless")
+        .unwrap();
+    assert!(
+        headless
+            .spec
+            .as_ref()
+            .unwrap()
+            .ports
+            .iter()
+            .flatten()
+            .any(|p| p.name.as_deref() == Some("bus") && p.port == 16379),
+        "{headless:?}"
+    );
+
+    // Bootstrap, from empty members, to a formed cluster.
+    let s = wait_formed(&client, "the cluster forms").await;
+    let cluster = s.cluster.clone().expect("status.cluster");
+    assert_eq!(cluster.shards.len(), 3);
+    let ranges = [["0-5460"], ["5461-10922"], ["10923-16383"]];
+    for (i, shard) in cluster.shards.iter().enumerate() {
+        assert_eq!(shard.shard as usize, i);
+        assert!(shard.ready, "{shard:?}");
+        assert_eq!(shard.cluster_state, "ok", "{shard:?}");
+        assert_eq!(shard.slots, ranges[i], "{shard:?}");
+        let primary = shard.primary.clone().expect("a primary");
+        assert!(primary.starts_with(&format!("kvc-s{i}-")), "{primary}");
+        assert_eq!(shard.nodes.len(), 2, "{shard:?}");
+        for n in &shard.nodes {
+            assert!(n.member.starts_with(&format!("kvc-s{i}-")), "{n:?}");
+            assert_eq!(n.node_id.len(), 40, "{n:?}");
+        }
+    }
+    let mut want_seeds: Vec<String> = (0..3)
+        .flat_map(|s| (0..2).map(move |i| format!("kvc-s{s}-{i}.kvc-headless.shop.svc:{port}")))
+        .collect();
+    want_seeds.sort();
+    let mut got_seeds = cluster.seeds.clone();
+    got_seeds.sort();
+    assert_eq!(got_seeds, want_seeds);
+    assert!(condition_true(&s, "Ready"), "{:?}", s.conditions);
+    assert!(
+        !condition_true(&s, "ShardsChangeBlocked"),
+        "{:?}",
+        s.conditions
+    );
+    // The printer column reads `.status.cluster.shardsReady`.
+    let raw = serde_json::to_value(&s).unwrap();
+    assert_eq!(raw["cluster"]["shardsReady"], "3/3");
+
+    // Every member announces its stable name, which the others know it by.
+    let addrs = kubelet.addrs().await;
+    assert_eq!(addrs.len(), 6);
+    let some = addrs.values().next().unwrap();
+    let dialect = if engine == "redis" {
+        Dialect::Redis
+    } else {
+        Dialect::Valkey
+    };
+    let view = Client::connect(
+        HostPort::new(some.ip().to_string(), some.port()),
+        None,
+        dialect,
+    )
+    .await
+    .expect("connect")
+    .cluster_nodes()
+    .await
+    .expect("CLUSTER NODES");
+    for (pod, addr) in &addrs {
+        let node = view
+            .nodes
+            .iter()
+            .find(|n| n.ip == addr.ip().to_string())
+            .unwrap_or_else(|| panic!("{pod} unknown to its peer: {view:?}"));
+        assert_eq!(
+            node.hostname.as_deref(),
+            Some(format!("{pod}.kvc-headless.shop.svc").as_str())
+        );
+        assert_eq!(node.bus_port, 16379);
+    }
+    // The pods name the bus port.
+    for pod in Api::<Pod>::namespaced(client.clone(), NS)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+    {
+        let ports = pod.spec.unwrap().containers[0].ports.clone().unwrap();
+        assert!(ports.iter().any(|p| p.container_port == 16379));
+    }
+
+    // A SIGKILL of shard 1's primary under writes.
+    let writer = ClusterWriter::start(seeds(&kubelet).await, "k8s", Duration::from_secs(240))
+        .await
+        .expect("cluster writer");
+    eventually("writes are acknowledged", PHASE, || async {
+        match writer.acked().await {
+            n if n >= 300 => Ok(()),
+            n => Err(format!("{n} acks")),
+        }
+    })
+    .await;
+    let victim = cluster.shards[1].primary.clone().unwrap();
+    kubelet.kill(&victim).await;
+    let killed = Instant::now();
+    let promoted = eventually("shard 1's replica is promoted", PHASE, || async {
+        let s = status(&client).await;
+        let shard = s
+            .cluster
+            .as_ref()
+            .map(|c| c.shards[1].clone())
+            .unwrap_or_default();
+        match &shard.primary {
+            Some(p) if *p != victim && shard.slots == ["5461-10922"] => Ok(p.clone()),
+            other => Err(format!(
+                "primary {other:?}, {shard:?}; members {:?}; conditions {:?}",
+                s.members
+                    .iter()
+                    .map(|m| format!("{} {} {}", m.name, m.role, m.ready))
+                    .collect::<Vec<_>>(),
+                s.conditions
+                    .iter()
+                    .map(|c| format!("{}={} {}", c.type_, c.status, c.message))
+                    .collect::<Vec<_>>(),
+            )),
+        }
+    })
+    .await;
+    let promote_ms = killed.elapsed().as_millis();
+    let acked_then = writer.acked().await;
+    eventually("writes go on", PHASE, || async {
+        match writer.acked().await {
+            n if n >= acked_then + 300 => Ok(()),
+            n => Err(format!("{} since", n - acked_then)),
+        }
+    })
+    .await;
+    // The killed member comes back on its claim (nodes.conf) and rejoins as a replica.
+    let s = wait_formed(&client, "the old primary rejoins as a replica").await;
+    let shard1 = &s.cluster.as_ref().unwrap().shards[1];
+    assert_eq!(shard1.primary.as_deref(), Some(promoted.as_str()));
+    assert!(
+        shard1.nodes.iter().any(|n| n.member == victim),
+        "{shard1:?}"
+    );
+    assert!(
+        shard1.config_epoch > cluster.shards[1].config_epoch,
+        "{shard1:?}"
+    );
+    let history = kubelet.history().await;
+    assert!(
+        !history.deleted.contains(&victim),
+        "the crashed container restarts in place: {history:?}"
+    );
+
+    let log = writer.stop().await;
+    let acked = log.acked();
+    assert!(acked.len() > acked_then, "{} acks", acked.len());
+    let lost = missing(seeds(&kubelet).await, "k8s", &acked)
+        .await
+        .expect("read back");
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(10)]
+    );
+    eprintln!(
+        "operator_cluster {engine}: SIGKILL → {promoted} promoted (status) in {promote_ms} ms; {} acknowledged writes, 0 lost; {} MOVED, {} refreshes",
+        acked.len(),
+        log.redirects.moved,
+        log.redirects.refreshes
+    );
+}
+
+/// Changing `spec.shards` of a live cluster is not applied (resharding is not built): the
+/// `ShardsChangeBlocked` condition says so, and the objects stay as they are.
+#[tokio::test]
+async fn a_shard_count_change_on_a_live_cluster_is_blocked_with_a_condition() {
+    let client = fake_client().await;
+    create_cluster(&client, NAME, spec("engine: {kind: valkey}\nreplicas: 1\n")).await;
+    let ctx = context(&client, 6379);
+    reconcile_once(&client, &ctx, NAME).await;
+    patch_spec(&client, NAME, serde_json::json!({"shards": 3})).await;
+    reconcile_once(&client, &ctx, NAME).await;
+    let s = status(&client).await;
+    let blocked = s.condition("ShardsChangeBlocked").expect("condition");
+    assert_eq!(blocked.status, "True");
+    assert!(
+        blocked.message.contains("spec.shards") && blocked.message.contains("runs 1"),
+        "{}",
+        blocked.message
+    );
+    assert!(
+        events_about(&client, NAME)
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("ShardsChangeNotApplied")),
+        "a Warning event says it"
+    );
+    let sts = Api::<StatefulSet>::namespaced(client.clone(), NS)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert_eq!(sts.items.len(), 1);
+    let services = Api::<Service>::namespaced(client.clone(), NS)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(services.items.iter().any(|s| s.name_any() == "kvc-primary"));
+    // Set back: the condition clears.
+    patch_spec(&client, NAME, serde_json::json!({"shards": 1})).await;
+    reconcile_once(&client, &ctx, NAME).await;
+    let s = status(&client).await;
+    assert_eq!(s.condition("ShardsChangeBlocked").unwrap().status, "False");
+}
+
+/// A config change rolls every member through Kubernetes, shard by shard: pods are deleted
+/// (the StatefulSets recreate them on their claims), replicas first, each shard's primary only
+/// after a `CLUSTER FAILOVER` to its replica, under a cluster writer that loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_change_rolls_each_shard_through_kubernetes_without_loss() {
+    let client = fake_client().await;
+    let port = free_port(next_loopback_ip()).expect("port");
+    create_cluster(
+        &client,
+        NAME,
+        spec("engine: {kind: valkey, version: \"8.0\"}\nreplicas: 1\nshards: 3\nstorage: {size: 1Gi}\n"),
+    )
+    .await;
+    let kubelet = Kubelet::start(&client, port);
+    let _operator = operator_loop(&client, port);
+    let before = wait_formed(&client, "the cluster forms").await;
+    let old_revision = before.update_revision.clone().expect("revision");
+    let old_primaries: Vec<String> = before
+        .cluster
+        .as_ref()
+        .unwrap()
+        .shards
+        .iter()
+        .map(|s| s.primary.clone().unwrap())
+        .collect();
+    let writer = ClusterWriter::start(seeds(&kubelet).await, "roll", Duration::from_secs(300))
+        .await
+        .expect("cluster writer");
+    eventually("writes are acknowledged", PHASE, || async {
+        match writer.acked().await {
+            n if n >= 300 => Ok(()),
+            n => Err(format!("{n} acks")),
+        }
+    })
+    .await;
+    let deleted_before = kubelet.history().await.deleted.len();
+    patch_spec(&client, NAME, serde_json::json!({"config": {"hz": "11"}})).await;
+    let after = eventually(
+        "the rollout completes",
+        Duration::from_secs(240),
+        || async {
+            let s = status(&client).await;
+            let new = s.update_revision.clone().unwrap_or_default();
+            let done = !new.is_empty()
+                && new != old_revision
+                && s.members.len() == 6
+                && s.members
+                    .iter()
+                    .all(|m| m.revision.as_deref() == Some(new.as_str()))
+                && s.cluster.as_ref().map(|c| c.shards_ready.as_str()) == Some("3/3")
+                && condition_true(&s, "ClusterFormed");
+            if done {
+                Ok(s)
+            } else {
+                Err(format!(
+                    "{:?} / {new}; {:?}",
+                    s.members
+                        .iter()
+                        .map(|m| format!("{} {} {:?}", m.name, m.role, m.revision))
+                        .collect::<Vec<_>>(),
+                    s.condition("Progressing").map(|c| c.message.clone())
+                ))
+            }
+        },
+    )
+    .await;
+    let acked_then = writer.acked().await;
+    eventually("writes go on after the rollout", PHASE, || async {
+        match writer.acked().await {
+            n if n >= acked_then + 200 => Ok(()),
+            n => Err(format!("{} since", n - acked_then)),
+        }
+    })
+    .await;
+    let log = writer.stop().await;
+    let history = kubelet.history().await;
+    let deleted = &history.deleted[deleted_before..];
+    assert_eq!(deleted.len(), 6, "each pod deleted once: {deleted:?}");
+    for (shard, old) in old_primaries.iter().enumerate() {
+        // Within the shard the primary goes last, after its handover.
+        let mine: Vec<&String> = deleted
+            .iter()
+            .filter(|p| p.starts_with(&format!("kvc-s{shard}-")))
+            .collect();
+        assert_eq!(mine.last(), Some(&old), "shard {shard}: {deleted:?}");
+        let now = after.cluster.as_ref().unwrap().shards[shard]
+            .primary
+            .clone();
+        assert_ne!(now.as_ref(), Some(old), "shard {shard} handed over");
+    }
+    let acked = log.acked();
+    let lost = missing(seeds(&kubelet).await, "roll", &acked)
+        .await
+        .expect("read back");
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost",
+        lost.len(),
+        acked.len()
+    );
+    eprintln!(
+        "operator_cluster rollout: {} acknowledged writes, 0 lost, longest wait for one key {} ms",
+        acked.len(),
+        log.max_key_wait().as_millis()
+    );
+}
