@@ -189,6 +189,16 @@ pub async fn act<P: Platform>(
             promote, takeover, ..
         } => ctx.cluster_promote(promote, *takeover).await?,
         Action::ClusterHandover { from, to, .. } => ctx.cluster_handover(from, to).await?,
+        Action::ClusterUnpark { members } => {
+            for member in members {
+                leadership.check()?;
+                ctx.client(member)
+                    .await?
+                    .unpark()
+                    .await
+                    .map_err(|e| engine_err(member, e))?;
+            }
+        }
         Action::ClusterForget { id, on } => {
             // Every member within one action: gossip re-adds a node to a member that has not
             // forgotten it yet once its ban (60 s) on the others runs out.

@@ -15,6 +15,7 @@
 //! used only when no majority of primaries could vote and the old primary is known stopped.
 
 use super::history::{self, Standing};
+use super::park;
 use super::plan::{Action, Blocker, Plan};
 use super::shards::{self, Shard};
 use super::topology;
@@ -33,6 +34,15 @@ pub(super) async fn steps<P: Policies>(input: &Input<'_>, policies: &P, plan: Pl
         if let Some(plan) = lost_primary(input, policies, plan.clone(), shard, &shards).await {
             return plan;
         }
+    }
+    for shard in &shards {
+        if let Some(plan) = wiped_primary(input, policies, plan.clone(), shard).await {
+            return plan;
+        }
+    }
+    let release = park::releasable(obs, &shards);
+    if !release.is_empty() {
+        return plan.act(Action::ClusterUnpark { members: release }, s.probe_interval);
     }
     let start = to_start(obs, &shards);
     if !start.is_empty() {
@@ -162,6 +172,16 @@ fn not_settled(shard: &Shard<'_>, obs: &Observed, max_lag: u64) -> Option<String
             shard.index
         ));
     }
+    if let Some(m) = shard
+        .members
+        .iter()
+        .find(|m| m.cluster.as_ref().is_some_and(|v| v.parked))
+    {
+        return Some(format!(
+            "shard {}: {} is parked until its history is judged",
+            shard.index, m.name
+        ));
+    }
     let primary = shard.primary?;
     shard
         .members
@@ -206,6 +226,68 @@ fn epochs_disagree(obs: &Observed, shards: &[Shard<'_>]) -> Option<String> {
     None
 }
 
+/// The shard's primary came back empty (or from an older dump) with its `nodes.conf`: it is
+/// parked, so its replicas kept their data and no client could write to it. Promote the
+/// replica the hook chooses among those that hold what it lacks, by `CLUSTER FAILOVER FORCE`
+/// (the parked primary acknowledged nothing, so there is nothing to fence); it then follows
+/// the new primary and is released as a replica (rule 2 per shard).
+async fn wiped_primary<P: Policies>(
+    input: &Input<'_>,
+    policies: &P,
+    plan: Plan,
+    shard: &Shard<'_>,
+) -> Option<Plan> {
+    let (primary, holders) = park::wiped_primary(shard)?;
+    let s = input.settings;
+    let view = shard_observed(input.observed, shard, 0);
+    let loaded: Vec<&ObservedMember> = view
+        .members
+        .iter()
+        .filter(|m| holders.iter().any(|h| h.name == m.name))
+        .filter(|m| m.report.as_ref().is_some_and(|r| !r.loading))
+        .collect();
+    let (candidates, blockers) = topology::newest(&loaded, &view, input.spec.rollout.max_lag_bytes);
+    if candidates.is_empty() {
+        return Some(plan.wait(
+            Blocker::NoPrimary,
+            format!(
+                "shard {}: {} came back without the shard's data and stays parked; waiting \
+                 before promoting any of {}: {}",
+                shard.index,
+                primary.name,
+                names(&holders),
+                blockers
+                    .iter()
+                    .map(|b| b.describe())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            s.probe_interval,
+        ));
+    }
+    let sub = Input {
+        spec: input.spec,
+        observed: &view,
+        settings: input.settings,
+        snapshots: None,
+        save_attempts: input.save_attempts,
+    };
+    let last = view.members.iter().find(|m| m.name == primary.name);
+    let decided = topology::choose_and_promote(
+        &sub,
+        policies,
+        plan,
+        SelectionReason::PrimaryEmpty,
+        last,
+        &candidates,
+        Vec::new(),
+        Vec::new(),
+        None,
+    )
+    .await;
+    Some(into_cluster_failover(decided, shard.index, false))
+}
+
 /// The shard's slot owner is gone or does not answer: promote one of its replicas, or say why
 /// not yet. `None` when the shard serves (or was never assigned slots).
 async fn lost_primary<P: Policies>(
@@ -221,7 +303,16 @@ async fn lost_primary<P: Policies>(
     if shard.primary.is_some() {
         return None;
     }
-    let Some(old) = shard.owner_member else {
+    // The owner's id is no member's any more: the member that was it came back without its
+    // `nodes.conf` (a new node, owning nothing), maybe with its data. Once every member of
+    // the shard answers, that id is known gone for good and its replicas may take over.
+    let gone = shard.owner_member.is_none()
+        && shard
+            .members
+            .iter()
+            .all(|m| m.running && m.cluster.as_ref().is_some_and(|v| v.id != owner.id));
+    let old = shard.owner_member;
+    if old.is_none() && !gone {
         return Some(plan.wait(
             Blocker::NoPrimary,
             format!(
@@ -230,8 +321,12 @@ async fn lost_primary<P: Policies>(
             ),
             s.probe_interval,
         ));
-    };
-    if old.running && old.cluster.is_some() {
+    }
+    let old_name = old.map_or(owner.id.as_str(), |m| m.name.as_str());
+    if let Some(old) = old
+        && old.running
+        && old.cluster.is_some()
+    {
         // It answers but does not own the slots in its own view any more (a promotion is
         // being gossiped): look again.
         return Some(plan.wait(
@@ -248,7 +343,10 @@ async fn lost_primary<P: Policies>(
         .get(shard.index as usize)
         .copied()
         .unwrap_or(0);
-    if old.running && missing < s.failure_threshold {
+    if let Some(old) = old
+        && old.running
+        && missing < s.failure_threshold
+    {
         return Some(plan.wait(
             Blocker::NoPrimary,
             format!(
@@ -263,7 +361,7 @@ async fn lost_primary<P: Policies>(
         .members
         .iter()
         .copied()
-        .filter(|m| m.name != old.name && follows(m, &owner.id))
+        .filter(|m| m.name != old_name && follows(m, &owner.id))
         .collect();
     let ready = topology::promotable(&replicas);
     let view = shard_observed(obs, shard, missing);
@@ -289,7 +387,7 @@ async fn lost_primary<P: Policies>(
             Blocker::NoPrimary,
             format!(
                 "shard {}: {} is lost and no replica of it can be promoted yet",
-                shard.index, old.name
+                shard.index, old_name
             ),
             s.probe_interval,
         ));
@@ -319,7 +417,9 @@ async fn lost_primary<P: Policies>(
         ));
     }
     // Rule 7: a primary that does not answer but runs is stopped before anyone is promoted.
-    if old.running {
+    if let Some(old) = old
+        && old.running
+    {
         return Some(plan.act(
             Action::StopHung {
                 members: vec![old.name.clone()],
@@ -339,7 +439,7 @@ async fn lost_primary<P: Policies>(
         snapshots: None,
         save_attempts: input.save_attempts,
     };
-    let last = view.members.iter().find(|m| m.name == old.name);
+    let last = view.members.iter().find(|m| m.name == old_name);
     let decided = topology::choose_and_promote(
         &sub,
         policies,

@@ -6,6 +6,7 @@
 mod cluster;
 mod history;
 mod members;
+mod park;
 mod plan;
 mod rollout;
 mod scale;

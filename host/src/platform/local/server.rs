@@ -112,7 +112,14 @@ pub struct ServerCluster {
     pub node_timeout: Duration,
     /// `cluster-announce-hostname`; `None` announces the IP only.
     pub announce_hostname: Option<String>,
+    /// Start parked (see above); the operator's local platform always does.
+    pub parked: bool,
 }
+
+/// The `default` user's rules while parked: everything but replication and writes. A
+/// replica's `PSYNC` is then refused with `NOPERM`, which it treats as a failed attempt
+/// (retried, its dataset kept), as Valkey 8 and Redis 7 do.
+pub const PARKED_RULES: &str = "~* &* +@all -@write -psync -sync";
 
 impl ServerCluster {
     /// Cluster mode with this bus port and node timeout, announcing the bind IP.
@@ -121,6 +128,7 @@ impl ServerCluster {
             bus_port,
             node_timeout,
             announce_hostname: None,
+            parked: false,
         }
     }
 }
@@ -221,9 +229,28 @@ impl ServerSpec {
         }
         let hex = |s: &str| s.bytes().map(|b| format!("\\x{b:02x}")).collect::<String>();
         let quoted = hex(password);
-        Some(match &self.username {
+        let mut conf = match &self.username {
             None => format!("requirepass \"{quoted}\"\nmasterauth \"{quoted}\"\n"),
             Some(user) => format!("masteruser \"{}\"\nmasterauth \"{quoted}\"\n", hex(user)),
+        };
+        if self.parked() {
+            // The user line resets `default`, so it carries the password itself.
+            conf.push_str(&format!("user default on \">{quoted}\" {PARKED_RULES}\n"));
+        }
+        Some(conf)
+    }
+
+    /// Starts parked: cluster mode with [`ServerCluster::parked`] (Valkey/Redis only).
+    fn parked(&self) -> bool {
+        self.dialect != Dialect::Dragonfly && self.cluster.as_ref().is_some_and(|c| c.parked)
+    }
+
+    /// The config file [`Server::start`] writes and passes first: the password
+    /// ([`Self::auth_conf`]), and the parked `default` user without one.
+    pub fn conf_file(&self) -> Option<String> {
+        self.auth_conf().or_else(|| {
+            self.parked()
+                .then(|| format!("user default on nopass {PARKED_RULES}\n"))
         })
     }
 
@@ -353,6 +380,15 @@ impl ServerSpec {
                     problem: format!("bus port {} is the client port", cluster.bus_port),
                 });
             }
+            if cluster.parked && self.username.is_some() {
+                // Replicas would authenticate as that user, which parking does not restrict.
+                return Err(ServerError::ClusterConflict {
+                    dir: self.dir.clone(),
+                    problem: "a parked member parks the `default` user: it cannot replicate \
+                              as another user"
+                        .into(),
+                });
+            }
             fixed.extend(self.cluster_args(cluster));
         }
         if let Some(tls) = &self.tls {
@@ -365,7 +401,7 @@ impl ServerSpec {
             ]);
         }
         let mut args = Vec::new();
-        if self.password.is_some() {
+        if self.conf_file().is_some() {
             args.push(self.dir.join(AUTH_FILE).display().to_string());
         }
         for (key, value) in fixed {
@@ -617,7 +653,7 @@ impl Server {
             path: spec.dir.clone(),
             source,
         })?;
-        if let Some(conf) = spec.auth_conf() {
+        if let Some(conf) = spec.conf_file() {
             write_private(&spec.dir.join(AUTH_FILE), &conf)?;
         }
         let stdio_path = spec.dir.join(STDIO_FILE);
