@@ -179,11 +179,24 @@ pub async fn act<P: Platform>(
             member, primary_id, ..
         } => {
             leadership.check()?;
-            ctx.client(member)
-                .await?
-                .cluster_replicate(primary_id)
-                .await
-                .map_err(|e| engine_err(member, e))?;
+            let client = ctx.client(member).await?;
+            match client.cluster_replicate(primary_id).await {
+                Ok(()) => {}
+                // A member back with its data but without its nodes.conf: decide made it a
+                // replica only because the primary holds that data (rule 2), which the
+                // engine wants dropped first.
+                Err(e) if e.to_string().contains("must be empty") => {
+                    client
+                        .flush_all()
+                        .await
+                        .map_err(|e| engine_err(member, e))?;
+                    client
+                        .cluster_replicate(primary_id)
+                        .await
+                        .map_err(|e| engine_err(member, e))?;
+                }
+                Err(e) => return Err(engine_err(member, e)),
+            }
         }
         Action::ClusterFailover {
             promote, takeover, ..

@@ -288,11 +288,26 @@ async fn scenario(
     })
 }
 
-/// SIGKILL `member`, remove its dataset (every file of its data directory but its
-/// `nodes.conf` and the platform's own files) and start it again at once, without asking the
-/// reconciler.
+/// SIGKILL `member`, remove its dataset (its `.rdb`/`.aof` files, not its `nodes.conf`) and
+/// start it again at once, without asking the reconciler, as a kubelet restarts a crashed
+/// container.
 async fn restart_empty(cluster: &Arc<Mutex<LocalCluster>>, member: &str) -> Result<(), DemoError> {
     let c = cluster.lock().await;
+    restart_wiped(&c, member, Wipe::Data).await
+}
+
+/// What [`restart_wiped`] removes from a member's data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wipe {
+    /// Its dataset (`.rdb`/`.aof` files); it comes back with its `nodes.conf`.
+    Data,
+    /// Its `nodes.conf`; it comes back with its dataset as a new node.
+    NodesConf,
+}
+
+/// SIGKILL `member`, remove what `wipe` says and start it again at once, without asking the
+/// reconciler.
+pub async fn restart_wiped(c: &LocalCluster, member: &str, wipe: Wipe) -> Result<(), DemoError> {
     let platform = c.platform();
     platform
         .kill(member)
@@ -306,7 +321,12 @@ async fn restart_empty(cluster: &Arc<Mutex<LocalCluster>>, member: &str) -> Resu
         .map_err(|e| fail("empty restart", format!("{}: {e}", dir.display())))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        if name.ends_with(".rdb") || name.ends_with(".aof") || name == "appendonlydir" {
+        let data = name.ends_with(".rdb") || name.ends_with(".aof") || name == "appendonlydir";
+        let remove = match wipe {
+            Wipe::Data => data,
+            Wipe::NodesConf => name == NODES_CONF,
+        };
+        if remove {
             let path = entry.path();
             let removed = if path.is_dir() {
                 std::fs::remove_dir_all(&path)
@@ -316,7 +336,7 @@ async fn restart_empty(cluster: &Arc<Mutex<LocalCluster>>, member: &str) -> Resu
             removed.map_err(|e| fail("empty restart", format!("{}: {e}", path.display())))?;
         }
     }
-    if !dir.join(NODES_CONF).is_file() {
+    if wipe == Wipe::Data && !dir.join(NODES_CONF).is_file() {
         return Err(fail(
             "empty restart",
             format!("{member} has no {NODES_CONF} to come back with"),

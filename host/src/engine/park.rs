@@ -29,6 +29,15 @@ impl Client {
         }
     }
 
+    /// `FLUSHALL`: empties a member without slots before `CLUSTER REPLICATE`, which the
+    /// engine refuses to a primary that holds keys. Only for a member whose data its new
+    /// primary holds (decide checks that first, rule 2).
+    pub async fn flush_all(&self) -> Result<(), EngineError> {
+        self.run(&EngineCommand::new(["FLUSHALL"]), RESPONSE_TIMEOUT)
+            .await
+            .map(drop)
+    }
+
     /// Releases a parked member: `ACL SETUSER default +@write +psync +sync`.
     pub async fn unpark(&self) -> Result<(), EngineError> {
         self.acl_setuser("default", &RELEASE_RULES).await
