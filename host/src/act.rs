@@ -202,6 +202,14 @@ pub async fn act<P: Platform>(
             promote, takeover, ..
         } => ctx.cluster_promote(promote, *takeover).await?,
         Action::ClusterHandover { from, to, .. } => ctx.cluster_handover(from, to).await?,
+        Action::ClusterBumpEpoch { member, .. } => {
+            leadership.check()?;
+            ctx.client(member)
+                .await?
+                .cluster_bump_epoch()
+                .await
+                .map_err(|e| engine_err(member, e))?;
+        }
         Action::ClusterUnpark { members } => {
             for member in members {
                 leadership.check()?;

@@ -81,3 +81,17 @@ pub(super) fn wiped_primary<'a>(
         .collect();
     (!holders.is_empty()).then_some((p, holders))
 }
+
+/// `m` owns its shard's slots in its own view while `rival`, parked, claims them at a
+/// higher epoch, and `m` holds everything `rival` holds but not the other way round: `m`
+/// must win the slots back (`CLUSTER BUMPEPOCH`), after which the rival owns nothing and is
+/// made a replica of `m` like any member back without its `nodes.conf`.
+pub(super) fn takes_back(m: &ObservedMember, rival: &ObservedMember) -> bool {
+    let parked = rival.cluster.as_ref().is_some_and(|v| v.parked);
+    let (Standing::Now(mine), Standing::Now(theirs)) =
+        (history::standing(m), history::standing(rival))
+    else {
+        return false;
+    };
+    parked && history::contains(mine, theirs) && !history::contains(theirs, mine)
+}

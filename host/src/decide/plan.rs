@@ -83,6 +83,10 @@ pub enum Action {
     /// each is a replica, a primary without slots, or a primary that holds everything the
     /// other members of its shard hold, so a replica may sync from it (rule 2 per shard).
     ClusterUnpark { members: Vec<String> },
+    /// Cluster mode: `CLUSTER BUMPEPOCH` on `member`, which owns shard `shard`'s slots and
+    /// holds everything a parked rival claiming them at a higher epoch holds (a member back
+    /// with an older dataset and without its `nodes.conf` claims the slots of its keys).
+    ClusterBumpEpoch { shard: u32, member: String },
     /// Cluster mode, planned: `CLUSTER FAILOVER` (graceful) on `to`, a replica of `from` in
     /// shard `shard`, then wait until every primary that owns slots shows `to` at its new
     /// config epoch (rule 3 in cluster mode).
@@ -149,6 +153,11 @@ impl Action {
             Action::Snapshot { member } => format!("snapshot {member} (BGSAVE)"),
             Action::ClusterHandover { shard, from, to } => {
                 format!("shard {shard}: hand over from {from} to {to} (CLUSTER FAILOVER)")
+            }
+            Action::ClusterBumpEpoch { shard, member } => {
+                format!(
+                    "shard {shard}: CLUSTER BUMPEPOCH on {member}, which holds the shard's data"
+                )
             }
             Action::ClusterUnpark { members } => format!(
                 "release {}: safe to serve writes and replicas",

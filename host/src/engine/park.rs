@@ -38,6 +38,17 @@ impl Client {
             .map(drop)
     }
 
+    /// `CLUSTER BUMPEPOCH`: this member takes a config epoch above every other, so its claim
+    /// on its slots wins over a rival's (one that came back and claimed them from its data).
+    pub async fn cluster_bump_epoch(&self) -> Result<(), EngineError> {
+        self.run(
+            &EngineCommand::new(["CLUSTER", "BUMPEPOCH"]),
+            RESPONSE_TIMEOUT,
+        )
+        .await
+        .map(drop)
+    }
+
     /// Releases a parked member: `ACL SETUSER default +@write +psync +sync`.
     pub async fn unpark(&self) -> Result<(), EngineError> {
         self.acl_setuser("default", &RELEASE_RULES).await
