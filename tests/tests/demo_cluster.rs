@@ -10,6 +10,7 @@ async fn demo(engine: kvpilot_sdk::Engine) {
     let dir = tempfile::tempdir().expect("temp dir");
     let durations = Durations {
         steady: Duration::from_millis(500),
+        cli_rollout: true,
     };
     let report = run(engine, dir.path(), durations, |step| eprintln!("{step}"))
         .await
@@ -32,6 +33,12 @@ async fn demo(engine: kvpilot_sdk::Engine) {
         "{json}"
     );
     assert_eq!(report.lost, 0, "{json}");
+    // The hand-driven baseline ran and is reported beside it.
+    assert!(json["cli_rollout"]["max_gap_ms"].is_number(), "{json}");
+    assert!(
+        json["cli_rollout"]["acked"].as_u64().unwrap_or(0) > 100,
+        "{json}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

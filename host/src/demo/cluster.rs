@@ -28,16 +28,21 @@ const KILLED_SHARD: usize = 1;
 /// The shard whose primary comes back empty in (c).
 const WIPED_SHARD: usize = 2;
 
-/// How long the writer runs before and after each disruption.
+/// How the demo runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Durations {
+    /// How long the writer runs before and after each disruption.
     pub steady: Duration,
+    /// Also roll a cluster of its own by hand with the engine's CLI, for comparison
+    /// ([`super::cluster_cli`]), when the CLI is installed.
+    pub cli_rollout: bool,
 }
 
 impl Default for Durations {
     fn default() -> Self {
         Durations {
             steady: Duration::from_millis(1500),
+            cli_rollout: true,
         }
     }
 }
@@ -89,6 +94,10 @@ pub struct ClusterReport {
     /// Acknowledged writes in the whole run, and how many are missing at the end.
     pub acked: usize,
     pub lost: usize,
+    /// The same config change rolled by hand with `valkey-cli`/`redis-cli`
+    /// ([`super::cluster_cli`]); absent when not run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cli_rollout: Option<super::cluster_cli::CliRolloutReport>,
 }
 
 fn manifest(engine: kvpilot_sdk::Engine, hz: u32) -> String {
@@ -119,7 +128,12 @@ pub async fn run(
         &progress,
     ))
     .await;
-    h.finish(result).await
+    let mut report = h.finish(result).await?;
+    if durations.cli_rollout {
+        progress("the same rollout by hand with the engine's CLI, on a cluster of its own");
+        report.cli_rollout = Some(super::cluster_cli::run(engine, work, durations.steady).await?);
+    }
+    Ok(report)
 }
 
 /// Ready and formed: every shard ready, every member on the desired revision (not
@@ -285,6 +299,7 @@ async fn scenario(
         },
         acked: acked.len(),
         lost: lost.len(),
+        cli_rollout: None,
     })
 }
 
@@ -358,7 +373,7 @@ impl ClusterReport {
              {:<34} {:>8} {:>6} {:>14} {:>9.2}\n\
              {:<34} {:>8} {:>6} {:>14} {:>9}\n\
              {:<34} {:>8} {:>6} {:>14} {:>9}\n\
-             all phases: {} writes acknowledged, {} lost\n",
+             all phases: {} writes acknowledged, {} lost\n{}",
             self.engine,
             self.shards,
             "phase",
@@ -383,6 +398,10 @@ impl ClusterReport {
             format!("promote {} ms", self.empty_restart.replica_promoted_ms),
             self.acked,
             self.lost,
+            self.cli_rollout.as_ref().map_or(String::new(), |c| format!(
+                "{:<34} {:>8} {:>6} {:>14} {:>9.2}\n",
+                "same rollout by hand (CLI)", c.acked, c.lost, c.max_gap_ms, c.seconds
+            )),
         )
     }
 }

@@ -6,6 +6,7 @@
 //! at the end.
 
 pub mod cluster;
+pub mod cluster_cli;
 pub mod cluster_client;
 pub mod cluster_lab;
 pub mod cluster_writer;
