@@ -1169,6 +1169,40 @@ mod tests {
     }
 
     #[test]
+    fn a_parked_cluster_member_starts_with_its_default_user_barred_from_sync_and_writes() {
+        let mut spec =
+            ServerSpec::new("valkey-server", Ipv4Addr::new(127, 0, 0, 9), 7001, "/tmp/m");
+        spec.cluster = Some(ServerCluster {
+            parked: true,
+            ..ServerCluster::new(17001, Duration::from_millis(1500))
+        });
+        assert_eq!(
+            spec.conf_file().as_deref(),
+            Some("user default on nopass ~* &* +@all -@write -psync -sync\n")
+        );
+        assert_eq!(spec.args().unwrap()[0], "/tmp/m/auth.conf");
+        // With a password, the user line carries it (it resets `default`).
+        spec.password = Some("pw".into());
+        let conf = spec.conf_file().unwrap();
+        assert!(
+            conf.ends_with("user default on \">\\x70\\x77\" ~* &* +@all -@write -psync -sync\n"),
+            "{conf}"
+        );
+        assert!(conf.starts_with("requirepass"), "{conf}");
+        // Replicas authenticating as another user would not be held back.
+        spec.username = Some("app".into());
+        assert!(matches!(
+            spec.args(),
+            Err(ServerError::ClusterConflict { .. })
+        ));
+        // Not parked: no file without a password, as before.
+        let mut plain =
+            ServerSpec::new("valkey-server", Ipv4Addr::new(127, 0, 0, 9), 7001, "/tmp/m");
+        plain.cluster = Some(ServerCluster::new(17001, Duration::from_millis(1500)));
+        assert_eq!(plain.conf_file(), None);
+    }
+
+    #[test]
     fn cluster_members_get_the_cluster_settings() {
         let mut spec =
             ServerSpec::new("valkey-server", Ipv4Addr::new(127, 0, 0, 9), 7001, "/tmp/m");
