@@ -179,16 +179,47 @@ pub async fn act<P: Platform>(
             member, primary_id, ..
         } => {
             leadership.check()?;
-            ctx.client(member)
-                .await?
-                .cluster_replicate(primary_id)
-                .await
-                .map_err(|e| engine_err(member, e))?;
+            let client = ctx.client(member).await?;
+            match client.cluster_replicate(primary_id).await {
+                Ok(()) => {}
+                // A member back with its data but without its nodes.conf: decide made it a
+                // replica only because the primary holds that data (rule 2), which the
+                // engine wants dropped first.
+                Err(e) if e.to_string().contains("must be empty") => {
+                    client
+                        .flush_all()
+                        .await
+                        .map_err(|e| engine_err(member, e))?;
+                    client
+                        .cluster_replicate(primary_id)
+                        .await
+                        .map_err(|e| engine_err(member, e))?;
+                }
+                Err(e) => return Err(engine_err(member, e)),
+            }
         }
         Action::ClusterFailover {
             promote, takeover, ..
         } => ctx.cluster_promote(promote, *takeover).await?,
         Action::ClusterHandover { from, to, .. } => ctx.cluster_handover(from, to).await?,
+        Action::ClusterBumpEpoch { member, .. } => {
+            leadership.check()?;
+            ctx.client(member)
+                .await?
+                .cluster_bump_epoch()
+                .await
+                .map_err(|e| engine_err(member, e))?;
+        }
+        Action::ClusterUnpark { members } => {
+            for member in members {
+                leadership.check()?;
+                ctx.client(member)
+                    .await?
+                    .unpark()
+                    .await
+                    .map_err(|e| engine_err(member, e))?;
+            }
+        }
         Action::ClusterForget { id, on } => {
             // Every member within one action: gossip re-adds a node to a member that has not
             // forgotten it yet once its ban (60 s) on the others runs out.

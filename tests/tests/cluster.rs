@@ -1,8 +1,10 @@
 //! Cluster mode (`spec.shards` > 1) on the local platform, driven by the real reconciler
-//! against real Valkey and Redis: bootstrap, an operator killed between bootstrap steps, and
-//! a per-shard failover after SIGKILL of a shard's primary under a cluster-aware writer.
+//! against real Valkey and Redis: bootstrap, an operator killed between bootstrap steps, a
+//! per-shard failover after SIGKILL of a shard's primary under a cluster-aware writer, and
+//! members back empty with their `nodes.conf` or with their data without it.
 
 use kvpilot::decide::Action;
+use kvpilot::demo::cluster::{Wipe, restart_wiped};
 use kvpilot::demo::cluster_writer::{ClusterWriter, missing};
 use kvpilot::engine::HostPort;
 use kvpilot::engine::slots::balanced_ranges;
@@ -501,6 +503,245 @@ async fn lost_nodes_conf(engine: Engine) {
     let log = writer.stop().await;
     let acked = log.acked();
     let lost = missing(seeds(&group), "n", &acked)
+        .await
+        .expect("read back every acknowledged key");
+    assert_eq!(lost, Vec::<u64>::new(), "acknowledged writes lost");
+    group.shutdown().await;
+}
+
+for_each_engine!(empty_primary_with_nodes_conf:
+    valkey_cluster_primary_back_empty_with_nodes_conf_stays_parked_and_its_replica_takes_over => Engine::Valkey,
+    redis_cluster_primary_back_empty_with_nodes_conf_stays_parked_and_its_replica_takes_over => Engine::Redis,
+);
+
+/// `ACL DRYRUN default PSYNC ? -1` on `addr`: `true` when refused (parked).
+async fn parked(addr: std::net::SocketAddr) -> bool {
+    let client = redis::Client::open(format!("redis://{addr}/")).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let answer: redis::Value = redis::cmd("ACL")
+        .arg(&["DRYRUN", "default", "PSYNC", "?", "-1"])
+        .query_async(&mut conn)
+        .await
+        .expect("ACL DRYRUN");
+    !matches!(answer, redis::Value::Okay)
+}
+
+fn address(group: &Group, member: &str) -> std::net::SocketAddr {
+    group
+        .members()
+        .into_iter()
+        .find(|(n, _)| n == member)
+        .map(|(_, a)| a)
+        .unwrap_or_else(|| panic!("no member {member}"))
+}
+
+/// A shard's primary crashes and is started again at once (as a kubelet would) with its data
+/// gone but its `nodes.conf` kept: it still owns its slots and its epoch is the newest. It
+/// comes back parked, so its replica cannot full-sync from it (and keeps the shard's data)
+/// and no write to it is acknowledged; the operator forces the replica over, the empty
+/// member follows it and only then is it released. Nothing acknowledged is lost.
+async fn empty_primary_with_nodes_conf(engine: Engine) {
+    let spec = Spec::new("empty", engine).with_shards(SHARDS, 1);
+    let mut group = Group::open(spec).await;
+    let first = group.run_until("the cluster forms", formed).await;
+    let shard = 2usize;
+    let sh = &first.status.cluster.as_ref().unwrap().shards[shard];
+    let victim = sh.primary.clone().unwrap();
+    let replica = sh
+        .nodes
+        .iter()
+        .find(|n| n.member != victim)
+        .unwrap()
+        .member
+        .clone();
+    let writer = ClusterWriter::start(seeds(&group), "e", PHASE_LIMIT)
+        .await
+        .expect("cluster writer");
+    let until = Instant::now() + Duration::from_secs(5);
+    while writer.acked().await < 300 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(writer.acked().await >= 300, "the writer writes");
+    let before = group.history.len();
+    restart_wiped(group.cluster(), &victim, Wipe::Data)
+        .await
+        .expect("restart the primary empty");
+    // Back with its nodes.conf: it owns its slots in its own view, and is parked.
+    assert!(parked(address(&group, &victim)).await, "{victim} parked");
+    let promoted = group
+        .run_until("shard 2's replica takes over", |r| {
+            r.status.cluster.as_ref().is_some_and(|c| {
+                c.shards[shard]
+                    .primary
+                    .as_ref()
+                    .is_some_and(|p| *p != victim)
+            })
+        })
+        .await;
+    let done: Vec<Action> = group.history[before..]
+        .iter()
+        .filter_map(|r| r.done().cloned())
+        .collect();
+    let promotions: Vec<&Action> = done
+        .iter()
+        .filter(|a| matches!(a, Action::ClusterFailover { .. }))
+        .collect();
+    assert_eq!(
+        promotions,
+        vec![&Action::ClusterFailover {
+            shard: 2,
+            promote: replica.clone(),
+            reason: SelectionReason::PrimaryEmpty,
+            takeover: false,
+        }],
+        "{done:#?}"
+    );
+    // It was never released while it was the shard's primary.
+    let promoted_at = done
+        .iter()
+        .position(|a| matches!(a, Action::ClusterFailover { .. }))
+        .unwrap();
+    assert!(
+        !done[..promoted_at]
+            .iter()
+            .any(|a| matches!(a, Action::ClusterUnpark { members } if members.contains(&victim))),
+        "{done:#?}"
+    );
+    assert_eq!(
+        promoted.status.cluster.as_ref().unwrap().shards[shard]
+            .primary
+            .as_deref(),
+        Some(replica.as_str())
+    );
+    let healed = group.run_until("the cluster heals", formed).await;
+    assert!(
+        healed
+            .status
+            .members
+            .iter()
+            .any(|m| m.name == victim && m.ready && m.role == "replica"),
+        "{:?}",
+        healed.status.members
+    );
+    assert!(
+        !parked(address(&group, &victim)).await,
+        "released as a replica"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = writer.stop().await;
+    let acked = log.acked();
+    let lost = missing(seeds(&group), "e", &acked)
+        .await
+        .expect("read back every acknowledged key");
+    assert_eq!(lost, Vec::<u64>::new(), "acknowledged writes lost");
+    group.shutdown().await;
+}
+
+for_each_engine!(primary_without_nodes_conf:
+    valkey_cluster_primary_back_with_its_data_without_nodes_conf_rejoins => Engine::Valkey,
+    redis_cluster_primary_back_with_its_data_without_nodes_conf_rejoins => Engine::Redis,
+);
+
+/// A shard's primary comes back with its dataset (a snapshot) but without its `nodes.conf`:
+/// a new node that owns nothing and holds data. Its old id is no member's any more, so its
+/// replica is forced over; the member is met, made a replica of it (its data lies on the
+/// new primary's history, so nothing is dropped that the shard does not hold) and its old id
+/// is forgotten everywhere.
+async fn primary_without_nodes_conf(engine: Engine) {
+    let spec = Spec::new("keep", engine).with_shards(SHARDS, 1);
+    let mut group = Group::open(spec).await;
+    let first = group.run_until("the cluster forms", formed).await;
+    let shard = 0usize;
+    let sh = &first.status.cluster.as_ref().unwrap().shards[shard];
+    let victim = sh.primary.clone().unwrap();
+    let old_id = sh
+        .nodes
+        .iter()
+        .find(|n| n.member == victim)
+        .unwrap()
+        .node_id
+        .clone();
+    let replica = sh
+        .nodes
+        .iter()
+        .find(|n| n.member != victim)
+        .unwrap()
+        .member
+        .clone();
+    let writer = ClusterWriter::start(seeds(&group), "k", PHASE_LIMIT)
+        .await
+        .expect("cluster writer");
+    let until = Instant::now() + Duration::from_secs(5);
+    while writer.acked().await < 300 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let addr = address(&group, &victim);
+    let client = redis::Client::open(format!("redis://{addr}/")).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: () = redis::cmd("SAVE")
+        .query_async(&mut conn)
+        .await
+        .expect("SAVE");
+    drop(conn);
+    let before = group.history.len();
+    restart_wiped(group.cluster(), &victim, Wipe::NodesConf)
+        .await
+        .expect("restart the primary without nodes.conf");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let keys: u64 = redis::cmd("DBSIZE")
+        .query_async(&mut conn)
+        .await
+        .expect("DBSIZE");
+    assert!(keys > 0, "{victim} came back with its data");
+    drop(conn);
+    let healed = group
+        .run_until("the cluster heals without the old id", |r| {
+            formed(r)
+                && r.status.cluster.as_ref().is_some_and(|c| {
+                    c.shards[shard]
+                        .nodes
+                        .iter()
+                        .any(|n| n.member == victim && n.node_id != old_id)
+                })
+                && r.done().is_none()
+                && r.wait.is_none()
+        })
+        .await;
+    let done: Vec<Action> = group.history[before..]
+        .iter()
+        .filter_map(|r| r.done().cloned())
+        .collect();
+    assert!(
+        done.iter().any(|a| matches!(a, Action::ClusterFailover { shard: 0, promote, .. } if *promote == replica)),
+        "{done:#?}"
+    );
+    assert!(
+        done.iter()
+            .any(|a| matches!(a, Action::ClusterForget { id, .. } if *id == old_id)),
+        "{done:#?}"
+    );
+    assert!(
+        done.iter().any(|a| matches!(a, Action::ClusterReplicate { member, primary, .. } if *member == victim && *primary == replica)),
+        "{done:#?}"
+    );
+    assert_eq!(
+        healed.status.cluster.as_ref().unwrap().shards[shard]
+            .primary
+            .as_deref(),
+        Some(replica.as_str())
+    );
+    let log = writer.stop().await;
+    let acked = log.acked();
+    let lost = missing(seeds(&group), "k", &acked)
         .await
         .expect("read back every acknowledged key");
     assert_eq!(lost, Vec::<u64>::new(), "acknowledged writes lost");

@@ -1,5 +1,5 @@
 //! `kvpilot demo [--engine valkey|redis] [--json] [--probe-interval-ms N] [--probe-timeout-ms N]
-//! [--failure-threshold N]`.
+//! [--failure-threshold N]`, `kvpilot demo cluster`, `kvpilot demo snapshots`.
 
 use crate::demo;
 use clap::{Args, Subcommand, ValueEnum};
@@ -34,6 +34,10 @@ pub struct DemoArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Scenario {
+    /// Cluster mode: three shards of one primary and one replica, a cluster writer over every
+    /// slot, (a) a rolling restart of every member, (b) SIGKILL of a shard's primary, (c) a
+    /// shard's primary restarted empty with its nodes.conf.
+    Cluster,
     /// Write latency without snapshots, with primaryOnly and with staggered replicasOnly
     /// snapshots, on a dataset large enough for the fork to matter.
     Snapshots {
@@ -75,6 +79,13 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, String> {
                 failure_threshold: args.failure_threshold,
             };
             let result = demo::run(engine, &work, &detection, progress).await;
+            let _ = std::fs::remove_dir_all(&work);
+            let report = result.map_err(|e| e.to_string())?;
+            (serde_json::to_string_pretty(&report), report.table())
+        }
+        Some(Scenario::Cluster) => {
+            let durations = demo::cluster::Durations::default();
+            let result = demo::cluster::run(engine, &work, durations, progress).await;
             let _ = std::fs::remove_dir_all(&work);
             let report = result.map_err(|e| e.to_string())?;
             (serde_json::to_string_pretty(&report), report.table())

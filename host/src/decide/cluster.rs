@@ -15,6 +15,8 @@
 //! used only when no majority of primaries could vote and the old primary is known stopped.
 
 use super::history::{self, Standing};
+use super::in_flight;
+use super::park;
 use super::plan::{Action, Blocker, Plan};
 use super::shards::{self, Shard};
 use super::topology;
@@ -33,6 +35,15 @@ pub(super) async fn steps<P: Policies>(input: &Input<'_>, policies: &P, plan: Pl
         if let Some(plan) = lost_primary(input, policies, plan.clone(), shard, &shards).await {
             return plan;
         }
+    }
+    for shard in &shards {
+        if let Some(plan) = wiped_primary(input, policies, plan.clone(), shard).await {
+            return plan;
+        }
+    }
+    let release = park::releasable(obs, &shards);
+    if !release.is_empty() {
+        return plan.act(Action::ClusterUnpark { members: release }, s.probe_interval);
     }
     let start = to_start(obs, &shards);
     if !start.is_empty() {
@@ -95,8 +106,9 @@ pub(super) async fn steps<P: Policies>(input: &Input<'_>, policies: &P, plan: Pl
     rollout(input, policies, plan, &shards).await
 }
 
-/// A planned rollout, one shard at a time and one member in flight (rules 4 and 8): a step
-/// is taken only while every shard is ready with every replica proven in sync, and the
+/// A planned rollout, one member per shard in flight and at most
+/// [`in_flight::shard_limit`] shards in flight (rules 4 and 8; one by default): a step is
+/// taken in a shard only while it is ready with every replica proven in sync, and the
 /// cluster agrees on every shard's epoch. Within the shard the replication-mode rollout
 /// decides (rollout-order hook, replicas first, rules 3–5) on the shard alone; its handover
 /// becomes a `CLUSTER FAILOVER` on the chosen replica.
@@ -108,19 +120,43 @@ async fn rollout<P: Policies>(
 ) -> Plan {
     let obs = input.observed;
     let s = input.settings;
-    let Some(shard) = shards.iter().find(|sh| {
-        sh.members
-            .iter()
-            .any(|m| !m.on_revision(&obs.desired_revision))
-    }) else {
+    let stale: Vec<bool> = shards
+        .iter()
+        .map(|sh| {
+            sh.members
+                .iter()
+                .any(|m| !m.on_revision(&obs.desired_revision))
+        })
+        .collect();
+    if !stale.contains(&true) {
         return plan;
-    };
+    }
     let mut plan = plan;
     plan.rolling = true;
     let max_lag = input.spec.rollout.max_lag_bytes;
-    if let Some(busy) = shards.iter().find_map(|sh| not_settled(sh, obs, max_lag)) {
-        return plan.wait(Blocker::InProgress, busy, s.probe_interval);
-    }
+    let unsettled: Vec<Option<String>> = shards
+        .iter()
+        .map(|sh| not_settled(sh, obs, max_lag))
+        .collect();
+    let in_flight: Vec<bool> = unsettled.iter().map(Option::is_some).collect();
+    let primaries = shards.iter().filter(|sh| sh.owner.is_some()).count();
+    let limit = in_flight::shard_limit(s.max_shards_in_flight, primaries);
+    let shard = match in_flight::next(&stale, &in_flight, limit) {
+        in_flight::Next::Step(i) => &shards[i],
+        in_flight::Next::Wait { in_flight } => {
+            let why = unsettled
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join("; ");
+            return plan.wait(
+                Blocker::InProgress,
+                format!("{in_flight} of at most {limit} shards in flight: {why}"),
+                s.probe_interval,
+            );
+        }
+        in_flight::Next::Done => return plan,
+    };
     if let Some(why) = epochs_disagree(obs, shards) {
         // Rule 3 in cluster mode: a primary that handed over is restarted only once every
         // primary shows the new owner at its new epoch.
@@ -160,6 +196,16 @@ fn not_settled(shard: &Shard<'_>, obs: &Observed, max_lag: u64) -> Option<String
         return Some(format!(
             "shard {} is not ready: waiting before the next rollout step",
             shard.index
+        ));
+    }
+    if let Some(m) = shard
+        .members
+        .iter()
+        .find(|m| m.cluster.as_ref().is_some_and(|v| v.parked))
+    {
+        return Some(format!(
+            "shard {}: {} is parked until its history is judged",
+            shard.index, m.name
         ));
     }
     let primary = shard.primary?;
@@ -206,6 +252,68 @@ fn epochs_disagree(obs: &Observed, shards: &[Shard<'_>]) -> Option<String> {
     None
 }
 
+/// The shard's primary came back empty (or from an older dump) with its `nodes.conf`: it is
+/// parked, so its replicas kept their data and no client could write to it. Promote the
+/// replica the hook chooses among those that hold what it lacks, by `CLUSTER FAILOVER FORCE`
+/// (the parked primary acknowledged nothing, so there is nothing to fence); it then follows
+/// the new primary and is released as a replica (rule 2 per shard).
+async fn wiped_primary<P: Policies>(
+    input: &Input<'_>,
+    policies: &P,
+    plan: Plan,
+    shard: &Shard<'_>,
+) -> Option<Plan> {
+    let (primary, holders) = park::wiped_primary(shard)?;
+    let s = input.settings;
+    let view = shard_observed(input.observed, shard, 0);
+    let loaded: Vec<&ObservedMember> = view
+        .members
+        .iter()
+        .filter(|m| holders.iter().any(|h| h.name == m.name))
+        .filter(|m| m.report.as_ref().is_some_and(|r| !r.loading))
+        .collect();
+    let (candidates, blockers) = topology::newest(&loaded, &view, input.spec.rollout.max_lag_bytes);
+    if candidates.is_empty() {
+        return Some(plan.wait(
+            Blocker::NoPrimary,
+            format!(
+                "shard {}: {} came back without the shard's data and stays parked; waiting \
+                 before promoting any of {}: {}",
+                shard.index,
+                primary.name,
+                names(&holders),
+                blockers
+                    .iter()
+                    .map(|b| b.describe())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            s.probe_interval,
+        ));
+    }
+    let sub = Input {
+        spec: input.spec,
+        observed: &view,
+        settings: input.settings,
+        snapshots: None,
+        save_attempts: input.save_attempts,
+    };
+    let last = view.members.iter().find(|m| m.name == primary.name);
+    let decided = topology::choose_and_promote(
+        &sub,
+        policies,
+        plan,
+        SelectionReason::PrimaryEmpty,
+        last,
+        &candidates,
+        Vec::new(),
+        Vec::new(),
+        None,
+    )
+    .await;
+    Some(into_cluster_failover(decided, shard.index, false))
+}
+
 /// The shard's slot owner is gone or does not answer: promote one of its replicas, or say why
 /// not yet. `None` when the shard serves (or was never assigned slots).
 async fn lost_primary<P: Policies>(
@@ -221,7 +329,16 @@ async fn lost_primary<P: Policies>(
     if shard.primary.is_some() {
         return None;
     }
-    let Some(old) = shard.owner_member else {
+    // The owner's id is no member's any more: the member that was it came back without its
+    // `nodes.conf` (a new node, owning nothing), maybe with its data. Once every member of
+    // the shard answers, that id is known gone for good and its replicas may take over.
+    let gone = shard.owner_member.is_none()
+        && shard
+            .members
+            .iter()
+            .all(|m| m.running && m.cluster.as_ref().is_some_and(|v| v.id != owner.id));
+    let old = shard.owner_member;
+    if old.is_none() && !gone {
         return Some(plan.wait(
             Blocker::NoPrimary,
             format!(
@@ -230,8 +347,12 @@ async fn lost_primary<P: Policies>(
             ),
             s.probe_interval,
         ));
-    };
-    if old.running && old.cluster.is_some() {
+    }
+    let old_name = old.map_or(owner.id.as_str(), |m| m.name.as_str());
+    if let Some(old) = old
+        && old.running
+        && old.cluster.is_some()
+    {
         // It answers but does not own the slots in its own view any more (a promotion is
         // being gossiped): look again.
         return Some(plan.wait(
@@ -248,7 +369,10 @@ async fn lost_primary<P: Policies>(
         .get(shard.index as usize)
         .copied()
         .unwrap_or(0);
-    if old.running && missing < s.failure_threshold {
+    if let Some(old) = old
+        && old.running
+        && missing < s.failure_threshold
+    {
         return Some(plan.wait(
             Blocker::NoPrimary,
             format!(
@@ -263,7 +387,7 @@ async fn lost_primary<P: Policies>(
         .members
         .iter()
         .copied()
-        .filter(|m| m.name != old.name && follows(m, &owner.id))
+        .filter(|m| m.name != old_name && follows(m, &owner.id))
         .collect();
     let ready = topology::promotable(&replicas);
     let view = shard_observed(obs, shard, missing);
@@ -289,7 +413,7 @@ async fn lost_primary<P: Policies>(
             Blocker::NoPrimary,
             format!(
                 "shard {}: {} is lost and no replica of it can be promoted yet",
-                shard.index, old.name
+                shard.index, old_name
             ),
             s.probe_interval,
         ));
@@ -319,7 +443,9 @@ async fn lost_primary<P: Policies>(
         ));
     }
     // Rule 7: a primary that does not answer but runs is stopped before anyone is promoted.
-    if old.running {
+    if let Some(old) = old
+        && old.running
+    {
         return Some(plan.act(
             Action::StopHung {
                 members: vec![old.name.clone()],
@@ -339,7 +465,7 @@ async fn lost_primary<P: Policies>(
         snapshots: None,
         save_attempts: input.save_attempts,
     };
-    let last = view.members.iter().find(|m| m.name == old.name);
+    let last = view.members.iter().find(|m| m.name == old_name);
     let decided = topology::choose_and_promote(
         &sub,
         policies,
@@ -576,6 +702,15 @@ fn replicate(input: &Input<'_>, plan: Plan, shard: &Shard<'_>) -> Option<Plan> {
             continue;
         }
         if view.owns_slots() {
+            if park::takes_back(m, primary) {
+                return Some(plan.act(
+                    Action::ClusterBumpEpoch {
+                        shard: shard.index,
+                        member: m.name.clone(),
+                    },
+                    s.probe_interval,
+                ));
+            }
             return Some(plan.wait(
                 Blocker::InProgress,
                 format!(
@@ -709,8 +844,17 @@ mod tests {
     }
 
     async fn plan_with(obs: &Observed, shards: u32, replicas: u32, seen: &Seen) -> Plan {
+        plan_settings(obs, shards, replicas, seen, Settings::default()).await
+    }
+
+    async fn plan_settings(
+        obs: &Observed,
+        shards: u32,
+        replicas: u32,
+        seen: &Seen,
+        settings: Settings,
+    ) -> Plan {
         let spec = spec(shards, replicas);
-        let settings = Settings::default();
         let attempts = SaveAttempts::default();
         let input = Input {
             spec: &spec,
@@ -980,6 +1124,139 @@ mod tests {
         let p = plan(&obs).await;
         assert_eq!(p.action, None, "{:?}", p.wait);
         assert!(p.wait.unwrap().reason.contains("c-s1-1"));
+    }
+
+    #[tokio::test]
+    async fn more_shards_step_at_once_only_up_to_the_setting_and_a_minority_of_primaries() {
+        let two = Settings {
+            max_shards_in_flight: 2,
+            ..Settings::default()
+        };
+        for (shards, setting, want_step) in [(5, two.clone(), true), (3, two, false)] {
+            let mut obs = formed_cluster(shards, 1);
+            // s0-1 was restarted onto the new revision and is resyncing: shard 0 is in flight.
+            get_mut(&mut obs, "s0-1").report.as_mut().unwrap().link_up = false;
+            for short in ["s0-0", "s2-0", "s2-1"] {
+                stale(&mut obs, short);
+            }
+            let p = plan_settings(&obs, shards, 1, &Seen::default(), setting).await;
+            if want_step {
+                assert!(
+                    matches!(&p.action, Some(Action::Restart { member, .. }) if member == "c-s2-1"),
+                    "{shards} shards: {:?} {:?}",
+                    p.action,
+                    p.wait
+                );
+            } else {
+                assert_eq!(p.action, None, "{shards} shards");
+                let w = p.wait.unwrap();
+                assert!(
+                    w.reason.contains("1 of at most 1") && w.reason.contains("c-s0-1"),
+                    "{}",
+                    w.reason
+                );
+            }
+            // The default keeps one shard at a time whatever the size.
+            let p = plan(&obs).await;
+            assert_eq!(p.action, None, "{shards} shards: {:?}", p.action);
+        }
+    }
+
+    fn park(obs: &mut Observed, short: &str) {
+        get_mut(obs, short).cluster.as_mut().unwrap().parked = true;
+    }
+
+    /// `short` came back empty: a new replication history, no keys.
+    fn emptied(obs: &mut Observed, short: &str) {
+        let r = get_mut(obs, short).report.as_mut().unwrap();
+        r.keys = Some(0);
+        r.history = Some(crate::observe::History {
+            replid: "fresh".into(),
+            replid2: None,
+            previous_until_offset: None,
+            offset: 0,
+        });
+    }
+
+    #[tokio::test]
+    async fn a_primary_back_empty_with_its_nodes_conf_stays_parked_and_its_replica_takes_over() {
+        let mut obs = formed_cluster(3, 1);
+        emptied(&mut obs, "s2-0");
+        park(&mut obs, "s2-0");
+        let p = plan(&obs).await;
+        assert_eq!(
+            p.action,
+            Some(Action::ClusterFailover {
+                shard: 2,
+                promote: "c-s2-1".into(),
+                reason: kvpilot_sdk::SelectionReason::PrimaryEmpty,
+                takeover: false,
+            })
+        );
+        // Not parked (an engine that cannot be), nothing to compare against: left alone.
+        get_mut(&mut obs, "s2-0").cluster.as_mut().unwrap().parked = false;
+        assert_eq!(plan(&obs).await.action, None);
+    }
+
+    #[tokio::test]
+    async fn parked_members_are_released_once_judged() {
+        let mut obs = formed_cluster(3, 1);
+        // A replica, and a primary that holds what its replica holds: released together.
+        park(&mut obs, "s0-1");
+        park(&mut obs, "s1-0");
+        // A primary back empty whose replica is down and was recorded with data: kept.
+        park(&mut obs, "s2-0");
+        emptied(&mut obs, "s2-0");
+        let held = get(&obs, "s2-1")
+            .report
+            .as_ref()
+            .unwrap()
+            .history
+            .clone()
+            .unwrap();
+        kill(&mut obs, "s2-1");
+        get_mut(&mut obs, "s2-1").last_known = Some(crate::observe::LastKnown {
+            role: crate::observe::KnownRole::Replica,
+            history: held,
+            keys: 10,
+            started_unix: None,
+            fence_pending: false,
+        });
+        let p = plan(&obs).await;
+        assert_eq!(
+            p.action,
+            Some(Action::ClusterUnpark {
+                members: names(&["s0-1", "s1-0"])
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn an_owner_id_no_member_has_any_more_lets_its_replica_take_over() {
+        let mut obs = formed_cluster(3, 1);
+        // s0-0 came back without its nodes.conf: a new node alone, owning nothing.
+        let old = id_of(0, 0);
+        let new = format!("{:040x}", 0xbeef);
+        set_view(&mut obs, "s0-0", |n| {
+            n.nodes.retain(|x| x.id == old);
+            let me = &mut n.nodes[0];
+            me.id = new.clone();
+            me.slots.clear();
+            me.config_epoch = 0;
+        });
+        get_mut(&mut obs, "s0-0").cluster.as_mut().unwrap().id = new;
+        let p = plan(&obs).await;
+        assert_eq!(
+            p.action,
+            Some(Action::ClusterFailover {
+                shard: 0,
+                promote: "c-s0-1".into(),
+                reason: kvpilot_sdk::SelectionReason::PrimaryLost,
+                takeover: false,
+            }),
+            "{:?}",
+            p.wait
+        );
     }
 
     #[tokio::test]

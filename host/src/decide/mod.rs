@@ -5,7 +5,9 @@
 
 mod cluster;
 mod history;
+mod in_flight;
 mod members;
+mod park;
 mod plan;
 mod rollout;
 mod scale;
@@ -43,6 +45,9 @@ pub struct Settings {
     /// Wait before retrying a member whose snapshot failed; doubles with each further failure
     /// in a row, up to [`MAX_SAVE_RETRY`].
     pub snapshot_retry: Duration,
+    /// Cluster mode: how many shards a rollout may have in flight at once (at least 1, and
+    /// never more than a minority of the primaries: [`in_flight::shard_limit`]).
+    pub max_shards_in_flight: u32,
 }
 
 impl Default for Settings {
@@ -56,6 +61,7 @@ impl Default for Settings {
             // A failed save on a full disk fails again; a fork every 30 s at first, then
             // less often, instead of one per probe.
             snapshot_retry: Duration::from_secs(30),
+            max_shards_in_flight: 1,
         }
     }
 }

@@ -79,6 +79,14 @@ pub enum Action {
     /// no member is any more (a member that came back without its `nodes.conf` has a new
     /// id; its old one lingers, failed, in every table).
     ClusterForget { id: String, on: Vec<String> },
+    /// Cluster mode: release parked `members` (`ACL SETUSER default +@write +psync +sync`):
+    /// each is a replica, a primary without slots, or a primary that holds everything the
+    /// other members of its shard hold, so a replica may sync from it (rule 2 per shard).
+    ClusterUnpark { members: Vec<String> },
+    /// Cluster mode: `CLUSTER BUMPEPOCH` on `member`, which owns shard `shard`'s slots and
+    /// holds everything a parked rival claiming them at a higher epoch holds (a member back
+    /// with an older dataset and without its `nodes.conf` claims the slots of its keys).
+    ClusterBumpEpoch { shard: u32, member: String },
     /// Cluster mode, planned: `CLUSTER FAILOVER` (graceful) on `to`, a replica of `from` in
     /// shard `shard`, then wait until every primary that owns slots shows `to` at its new
     /// config epoch (rule 3 in cluster mode).
@@ -146,6 +154,15 @@ impl Action {
             Action::ClusterHandover { shard, from, to } => {
                 format!("shard {shard}: hand over from {from} to {to} (CLUSTER FAILOVER)")
             }
+            Action::ClusterBumpEpoch { shard, member } => {
+                format!(
+                    "shard {shard}: CLUSTER BUMPEPOCH on {member}, which holds the shard's data"
+                )
+            }
+            Action::ClusterUnpark { members } => format!(
+                "release {}: safe to serve writes and replicas",
+                members.join(", ")
+            ),
             Action::ClusterForget { id, on } => {
                 format!("CLUSTER FORGET {id} on {}", on.join(", "))
             }

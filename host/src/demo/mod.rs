@@ -5,6 +5,8 @@
 //! clients hold persistent connections to it, then resumes. Every acknowledged key is checked
 //! at the end.
 
+pub mod cluster;
+pub mod cluster_cli;
 pub mod cluster_client;
 pub mod cluster_lab;
 pub mod cluster_writer;

@@ -170,7 +170,13 @@ async fn probe(
         // A member that answers INFO but not CLUSTER INFO/NODES is seen without a view:
         // decide then waits for it rather than guessing its place in the cluster.
         match (client.cluster_info().await, client.cluster_nodes().await) {
-            (Ok(info), Ok(nodes)) => ClusterView::new(info, nodes),
+            (Ok(info), Ok(nodes)) => match client.parked().await {
+                Ok(parked) => ClusterView::new(info, nodes).map(|v| ClusterView { parked, ..v }),
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "parked state unknown");
+                    None
+                }
+            },
             (Err(e), _) | (_, Err(e)) => {
                 tracing::debug!(%addr, error = %e, "cluster view failed");
                 None

@@ -67,13 +67,21 @@ pub struct ClusterView {
     pub id: String,
     pub info: ClusterInfo,
     pub nodes: ClusterNodes,
+    /// It started parked and was not released yet: no replica can sync from it and no
+    /// client write to it (`engine::park`).
+    pub parked: bool,
 }
 
 impl ClusterView {
     /// Builds the view; `None` when `nodes` has no `myself` line.
     pub fn new(info: ClusterInfo, nodes: ClusterNodes) -> Option<ClusterView> {
         let id = nodes.myself()?.id.clone();
-        Some(ClusterView { id, info, nodes })
+        Some(ClusterView {
+            id,
+            info,
+            nodes,
+            parked: false,
+        })
     }
 
     /// Its own line of `CLUSTER NODES`.

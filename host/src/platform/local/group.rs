@@ -377,9 +377,10 @@ impl LocalPlatform {
         };
         let built = self.spec.read().map_err(|_| poisoned())?.clone();
         let cluster = match self.layout.bus_ports.get(ordinal) {
-            Some(&bus) if self.shards > 1 => {
-                Some(server::ServerCluster::new(bus, CLUSTER_NODE_TIMEOUT))
-            }
+            Some(&bus) if self.shards > 1 => Some(server::ServerCluster {
+                parked: true,
+                ..server::ServerCluster::new(bus, CLUSTER_NODE_TIMEOUT)
+            }),
             _ => None,
         };
         let server_spec = ServerSpec {

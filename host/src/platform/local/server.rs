@@ -112,7 +112,14 @@ pub struct ServerCluster {
     pub node_timeout: Duration,
     /// `cluster-announce-hostname`; `None` announces the IP only.
     pub announce_hostname: Option<String>,
+    /// Start parked (see above); the operator's local platform always does.
+    pub parked: bool,
 }
+
+/// The `default` user's rules while parked: everything but replication and writes. A
+/// replica's `PSYNC` is then refused with `NOPERM`, which it treats as a failed attempt
+/// (retried, its dataset kept), as Valkey 8 and Redis 7 do.
+pub const PARKED_RULES: &str = "~* &* +@all -@write -psync -sync";
 
 impl ServerCluster {
     /// Cluster mode with this bus port and node timeout, announcing the bind IP.
@@ -121,6 +128,7 @@ impl ServerCluster {
             bus_port,
             node_timeout,
             announce_hostname: None,
+            parked: false,
         }
     }
 }
@@ -221,9 +229,28 @@ impl ServerSpec {
         }
         let hex = |s: &str| s.bytes().map(|b| format!("\\x{b:02x}")).collect::<String>();
         let quoted = hex(password);
-        Some(match &self.username {
+        let mut conf = match &self.username {
             None => format!("requirepass \"{quoted}\"\nmasterauth \"{quoted}\"\n"),
             Some(user) => format!("masteruser \"{}\"\nmasterauth \"{quoted}\"\n", hex(user)),
+        };
+        if self.parked() {
+            // The user line resets `default`, so it carries the password itself.
+            conf.push_str(&format!("user default on \">{quoted}\" {PARKED_RULES}\n"));
+        }
+        Some(conf)
+    }
+
+    /// Starts parked: cluster mode with [`ServerCluster::parked`] (Valkey/Redis only).
+    fn parked(&self) -> bool {
+        self.dialect != Dialect::Dragonfly && self.cluster.as_ref().is_some_and(|c| c.parked)
+    }
+
+    /// The config file [`Server::start`] writes and passes first: the password
+    /// ([`Self::auth_conf`]), and the parked `default` user without one.
+    pub fn conf_file(&self) -> Option<String> {
+        self.auth_conf().or_else(|| {
+            self.parked()
+                .then(|| format!("user default on nopass {PARKED_RULES}\n"))
         })
     }
 
@@ -353,6 +380,15 @@ impl ServerSpec {
                     problem: format!("bus port {} is the client port", cluster.bus_port),
                 });
             }
+            if cluster.parked && self.username.is_some() {
+                // Replicas would authenticate as that user, which parking does not restrict.
+                return Err(ServerError::ClusterConflict {
+                    dir: self.dir.clone(),
+                    problem: "a parked member parks the `default` user: it cannot replicate \
+                              as another user"
+                        .into(),
+                });
+            }
             fixed.extend(self.cluster_args(cluster));
         }
         if let Some(tls) = &self.tls {
@@ -365,7 +401,7 @@ impl ServerSpec {
             ]);
         }
         let mut args = Vec::new();
-        if self.password.is_some() {
+        if self.conf_file().is_some() {
             args.push(self.dir.join(AUTH_FILE).display().to_string());
         }
         for (key, value) in fixed {
@@ -617,7 +653,7 @@ impl Server {
             path: spec.dir.clone(),
             source,
         })?;
-        if let Some(conf) = spec.auth_conf() {
+        if let Some(conf) = spec.conf_file() {
             write_private(&spec.dir.join(AUTH_FILE), &conf)?;
         }
         let stdio_path = spec.dir.join(STDIO_FILE);
@@ -1130,6 +1166,40 @@ mod tests {
         args.chunks(2)
             .map(|c| (c[0].as_str(), c[1].as_str()))
             .collect()
+    }
+
+    #[test]
+    fn a_parked_cluster_member_starts_with_its_default_user_barred_from_sync_and_writes() {
+        let mut spec =
+            ServerSpec::new("valkey-server", Ipv4Addr::new(127, 0, 0, 9), 7001, "/tmp/m");
+        spec.cluster = Some(ServerCluster {
+            parked: true,
+            ..ServerCluster::new(17001, Duration::from_millis(1500))
+        });
+        assert_eq!(
+            spec.conf_file().as_deref(),
+            Some("user default on nopass ~* &* +@all -@write -psync -sync\n")
+        );
+        assert_eq!(spec.args().unwrap()[0], "/tmp/m/auth.conf");
+        // With a password, the user line carries it (it resets `default`).
+        spec.password = Some("pw".into());
+        let conf = spec.conf_file().unwrap();
+        assert!(
+            conf.ends_with("user default on \">\\x70\\x77\" ~* &* +@all -@write -psync -sync\n"),
+            "{conf}"
+        );
+        assert!(conf.starts_with("requirepass"), "{conf}");
+        // Replicas authenticating as another user would not be held back.
+        spec.username = Some("app".into());
+        assert!(matches!(
+            spec.args(),
+            Err(ServerError::ClusterConflict { .. })
+        ));
+        // Not parked: no file without a password, as before.
+        let mut plain =
+            ServerSpec::new("valkey-server", Ipv4Addr::new(127, 0, 0, 9), 7001, "/tmp/m");
+        plain.cluster = Some(ServerCluster::new(17001, Duration::from_millis(1500)));
+        assert_eq!(plain.conf_file(), None);
     }
 
     #[test]
