@@ -3,11 +3,10 @@
 //! `valkey-server` in cluster mode on its own 127.0.0.x (bus port from the rendered config,
 //! the announced name from the pod's args, `nodes.conf` on the pod's claim).
 //!
-//! The stand-in restarts a crashed container after `kubelet::RESTART_DELAY` (3 s); a real
-//! kubelet restarts the first crash at once. The SIGKILL test relies on the operator promoting
-//! within those 3 s: with an immediate restart the killed primary comes back owning its slots
-//! first and writes are lost (see the README's cluster-mode section: the quarantine of a primary
-//! restarted by someone else is not built).
+//! The stand-in restarts a crashed container at once, as a real kubelet restarts a first
+//! crash: the killed primary comes back with its `nodes.conf` (owning its slots) before the
+//! operator can promote its replica. It comes back parked (rule 2, docs/architecture.md), so
+//! its replica does not sync from it, and the operator forces the replica over.
 
 mod operator_support;
 
@@ -342,6 +341,121 @@ async fn bootstrap_and_failover(engine: &str, version: &str) {
         acked.len(),
         log.redirects.moved,
         log.redirects.refreshes
+    );
+}
+
+/// The hole a real kubelet opens: it restarts a crashed container at once, here while the
+/// operator is down, so the primary is back with its `nodes.conf` (owning its slots) and
+/// without the writes since its last save, before anyone could promote its replica. It
+/// starts parked (rule 2, docs/architecture.md): its replica does not sync from it and keeps
+/// every acknowledged write; the operator, back, forces the replica over and the old
+/// primary rejoins as its replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_restarted_by_the_kubelet_while_the_operator_is_down_is_not_synced_from() {
+    let client = fake_client().await;
+    let port = free_port(next_loopback_ip()).expect("port");
+    create_cluster(
+        &client,
+        NAME,
+        spec("engine: {kind: valkey, version: \"8.0\"}\nreplicas: 1\nshards: 3\nstorage: {size: 1Gi}\n"),
+    )
+    .await;
+    let kubelet = Kubelet::start(&client, port);
+    let operator = operator_loop(&client, port);
+    let formed = wait_formed(&client, "formed").await;
+    let victim = formed.cluster.as_ref().unwrap().shards[1]
+        .primary
+        .clone()
+        .unwrap();
+    let replica = if victim.ends_with("-0") {
+        "kvc-s1-1"
+    } else {
+        "kvc-s1-0"
+    };
+    let connect = |addr: std::net::SocketAddr| async move {
+        Client::connect(
+            HostPort::new(addr.ip().to_string(), addr.port()),
+            None,
+            Dialect::Valkey,
+        )
+        .await
+    };
+
+    // Writes over every slot, all of them on the replicas before the crash.
+    let writer = ClusterWriter::start(seeds(&kubelet).await, "kube", Duration::from_secs(120))
+        .await
+        .expect("cluster writer");
+    eventually("writes are acknowledged", PHASE, || async {
+        match writer.acked().await {
+            n if n >= 1000 => Ok(()),
+            n => Err(format!("{n} acks")),
+        }
+    })
+    .await;
+    let log = writer.stop().await;
+    let (p_addr, r_addr) = (kubelet.addr(&victim).await, kubelet.addr(replica).await);
+    let held = eventually(
+        "the replica holds what its primary holds",
+        PHASE,
+        || async {
+            let p = connect(p_addr).await.map_err(|e| e.to_string())?;
+            let r = connect(r_addr).await.map_err(|e| e.to_string())?;
+            let (p, r) = (
+                p.observe().await.map_err(|e| e.to_string())?,
+                r.observe().await.map_err(|e| e.to_string())?,
+            );
+            match (p.keys, r.keys) {
+                (Some(pk), Some(rk)) if pk > 0 && pk == rk && p.offset() == r.offset() => Ok(rk),
+                other => Err(format!(
+                    "keys {other:?}, offsets {:?} {:?}",
+                    p.offset(),
+                    r.offset()
+                )),
+            }
+        },
+    )
+    .await;
+
+    // The operator goes away; the primary crashes and the kubelet restarts it at once.
+    drop(operator);
+    kubelet.kill(&victim).await;
+    eventually("the kubelet restarted the primary", PHASE, || async {
+        let c = connect(kubelet.addr(&victim).await)
+            .await
+            .map_err(|e| e.to_string())?;
+        c.ping().await.map_err(|e| e.to_string())
+    })
+    .await;
+    // Long enough for the replica to have reconnected and full-synced if it were allowed
+    // (its reconnect period is 1 s): it must still hold everything.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still = connect(r_addr)
+        .await
+        .expect("connect to the replica")
+        .observe()
+        .await
+        .expect("observe the replica");
+    assert_eq!(
+        still.keys,
+        Some(held),
+        "the replica of a primary restarted without its data must keep its data"
+    );
+
+    // The operator is back: the replica that holds the data becomes the primary.
+    let _operator = operator_loop(&client, port);
+    let s = wait_formed(&client, "formed again after the restarted primary").await;
+    let shard1 = &s.cluster.as_ref().unwrap().shards[1];
+    assert_eq!(shard1.primary.as_deref(), Some(replica), "{shard1:?}");
+    let acked = log.acked();
+    let lost = missing(seeds(&kubelet).await, "kube", &acked)
+        .await
+        .expect("read back");
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(10)]
     );
 }
 

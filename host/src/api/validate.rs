@@ -245,6 +245,17 @@ fn validate_auth(spec: &KvClusterSpec) -> Result<(), SpecError> {
             "an ACL user name may not be empty or contain spaces",
         ));
     }
+    if spec.shards > 1 && auth.acl_secret.is_some() {
+        // Cluster-mode members start with the `default` user parked (no PSYNC, no writes)
+        // until the operator has judged their data (rule 2, docs/architecture.md). Replicas
+        // that authenticate as an ACL file's user would sync past that.
+        return Err(err(
+            "auth.aclSecret",
+            "cluster mode (shards > 1) needs replicas to authenticate as the default user, \
+             which starts parked until the operator has judged each member's data; use \
+             auth.passwordSecret alone",
+        ));
+    }
     if auth.acl_secret.is_some() && spec.engine.kind == kvpilot_sdk::Engine::Dragonfly {
         return Err(err(
             "auth.aclSecret",
@@ -456,6 +467,12 @@ mod tests {
         dragonfly.engine.kind = kvpilot_sdk::Engine::Dragonfly;
         let e = validate_spec(&dragonfly).unwrap_err();
         assert_eq!(e.field, "auth.aclSecret", "{e}");
+        // Cluster mode parks the default user at start: an ACL file's user would bypass it.
+        let mut sharded = acl.clone();
+        sharded.shards = 3;
+        let e = validate_spec(&sharded).unwrap_err();
+        assert_eq!(e.field, "auth.aclSecret", "{e}");
+        assert!(e.to_string().contains("parked"), "{e}");
         let mut tls_port = acl;
         tls_port.config.insert("tls-port".into(), "7000".into());
         let e = validate_spec(&tls_port).unwrap_err();

@@ -26,7 +26,7 @@ pub mod dragonfly_cluster;
 mod error;
 pub mod handover;
 pub mod info;
-mod park;
+pub mod park;
 pub mod slots;
 mod tls;
 

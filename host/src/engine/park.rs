@@ -9,6 +9,12 @@ use super::client::{Client, RESPONSE_TIMEOUT};
 use super::dialect::EngineCommand;
 use super::error::EngineError;
 
+/// The `default` user's rules while parked: everything but replication and writes. A
+/// replica's `PSYNC` is then refused with `NOPERM`, which it treats as a failed attempt
+/// (retried, its dataset kept), as Valkey 8 and Redis 7 do. Both platforms start cluster-mode
+/// members with these rules (rule 2, docs/architecture.md).
+pub const PARKED_RULES: &str = "~* &* +@all -@write -psync -sync";
+
 /// What parking takes away, given back on release.
 const RELEASE_RULES: [&str; 3] = ["+@write", "+psync", "+sync"];
 

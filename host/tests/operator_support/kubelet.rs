@@ -14,7 +14,8 @@
 //!   whatever role they have: that is what the reconciler must guard against);
 //! - with [`Kubelet::start_on_nodes`], pod ordinal `i` is scheduled on node `i % nodes`
 //!   (`spec.nodeName`), so zone-aware policies see zones;
-//! - a server that dies is restarted in place, empty, after [`RESTART_DELAY`] (crash loop);
+//! - a server that dies is restarted in place after [`restart_delay`]: at once the first time,
+//!   then with the kubelet's back-off (crash loop);
 //! - like a kubelet, it starts a container only once the Secrets its environment and volumes
 //!   name exist (until then the Pod is `Pending`), writes each Secret volume to disk where the
 //!   rendered config expects its mount, and expands `$(VAR)` in the container args. So the
@@ -26,7 +27,8 @@
 //!   unchanged is an error, as is `replicaof` beside `cluster-enabled`, which a real server
 //!   refuses), its bus port from `cluster-port` free on its pod IP, and the name the args give
 //!   `--cluster-announce-hostname` once `$(VAR)` is expanded (the downward API's
-//!   `metadata.name` included). Those names do not resolve here: clients reach members by IP;
+//!   `metadata.name` included), parked as the args' `--user default … -psync -sync` says
+//!   (the server applies exactly those rules). Those names do not resolve here: clients reach members by IP;
 //! - with `volumeClaimTemplates` (`spec.storage`) a pod's data directory is its claim: it
 //!   survives a crash and a new pod of the same name, `nodes.conf` and all. Without, each
 //!   container start gets a fresh directory (harsher than an emptyDir, which survives a
@@ -55,8 +57,16 @@ use super::NS;
 /// A force-deleted pod's container gets SIGTERM and, this much later, SIGKILL: a real
 /// kubelet never grants less (`minimumGracePeriodInSeconds`), whatever the deletion asked.
 pub const FORCE_KILL_AFTER: Duration = Duration::from_secs(2);
-/// How long a crashed container stays down before the kubelet restarts it.
-pub const RESTART_DELAY: Duration = Duration::from_secs(3);
+/// How long a crashed container stays down before the kubelet restarts it, after `restarts`
+/// earlier restarts of this pod: like a real kubelet, the first crash is restarted at once
+/// (the next sync) and later ones back off from 10 s, doubling, up to 5 min (CrashLoopBackOff).
+/// A delay here would give the operator a head start production does not give it.
+pub fn restart_delay(restarts: u32) -> Duration {
+    match restarts {
+        0 => Duration::ZERO,
+        n => Duration::from_secs(10u64.saturating_mul(1 << (n - 1).min(5)).min(300)),
+    }
+}
 /// Period of the stand-in's loop.
 const TICK: Duration = Duration::from_millis(50);
 /// Rendered settings the stand-in turns into [`ServerSpec`] fields instead of passing on.
@@ -74,6 +84,8 @@ struct Member {
     ip: Ipv4Addr,
     revision: String,
     restart_at: Option<Instant>,
+    /// Container restarts so far (the kubelet's back-off grows with them).
+    restarts: u32,
 }
 
 /// What the stand-in did, for assertions.
@@ -331,7 +343,7 @@ async fn step(env: &Env, state: &Mutex<State>) -> Result<(), String> {
                     let m = state.members.get_mut(&pod_name).expect("present");
                     match m.restart_at {
                         None => {
-                            m.restart_at = Some(Instant::now() + RESTART_DELAY);
+                            m.restart_at = Some(Instant::now() + restart_delay(m.restarts));
                             let ip = m.ip;
                             set_status(&pods, &pod_name, ip, false).await?;
                         }
@@ -348,6 +360,7 @@ async fn step(env: &Env, state: &Mutex<State>) -> Result<(), String> {
                                 let m = state.members.get_mut(&pod_name).expect("present");
                                 m.server = server;
                                 m.restart_at = None;
+                                m.restarts += 1;
                                 set_status(&pods, &pod_name, ip, true).await?;
                             }
                         }
@@ -374,6 +387,7 @@ async fn step(env: &Env, state: &Mutex<State>) -> Result<(), String> {
                             ip,
                             revision,
                             restart_at: None,
+                            restarts: 0,
                         },
                     );
                     set_status(&pods, &pod_name, ip, true).await?;
@@ -797,6 +811,32 @@ fn bus_port(config: &BTreeMap<String, String>) -> Result<Option<u16>, String> {
         .map_err(|e| format!("cluster-port {port}: {e}"))
 }
 
+/// Whether the args start the member parked: `--user default on <password> <PARKED_RULES>`,
+/// with the password `--requirepass` gives (or `nopass` without one). Any other `--user`
+/// line is an error: the stand-in would not run what the manifest describes.
+fn parked(pod: &str, container: &Container) -> Result<bool, String> {
+    let Some(at) = container.args.iter().position(|a| a == "--user") else {
+        return Ok(false);
+    };
+    let words: Vec<&str> = container.args[at + 1..]
+        .iter()
+        .take_while(|a| !a.starts_with("--"))
+        .map(String::as_str)
+        .collect();
+    let password = match container.flag("--requirepass") {
+        Some(p) => format!(">{p}"),
+        None => "nopass".to_string(),
+    };
+    let expected: Vec<&str> = ["default", "on", password.as_str()]
+        .into_iter()
+        .chain(kvpilot::engine::park::PARKED_RULES.split_whitespace())
+        .collect();
+    if words != expected {
+        return Err(format!("{pod}: a --user line not modelled: {words:?}"));
+    }
+    Ok(true)
+}
+
 /// Takes the rendered cluster settings out of `config`: `None` without `cluster-enabled yes`.
 /// [`ServerCluster`] sets some on its own; each must have been rendered with that same value,
 /// or the stand-in would run a server kinder than the one the manifest describes.
@@ -856,5 +896,6 @@ fn take_cluster(
         ))?;
     let mut cluster = ServerCluster::new(bus_port, node_timeout);
     cluster.announce_hostname = Some(hostname);
+    cluster.parked = parked(pod, container)?;
     Ok(Some(cluster))
 }

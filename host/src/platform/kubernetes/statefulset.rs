@@ -202,12 +202,18 @@ fn pod_spec(kc: &KvCluster, rendered: &config::RenderedConfig, grace: i64) -> Po
             Engine::Valkey | Engine::Redis if acl => {
                 args.extend(["--masterauth".to_string(), password])
             }
-            Engine::Valkey | Engine::Redis => args.extend([
-                "--requirepass".to_string(),
-                password.clone(),
-                "--masterauth".to_string(),
-                password,
-            ]),
+            Engine::Valkey | Engine::Redis => {
+                if cluster_mode {
+                    // The `user` line resets `default`, password included: it carries it.
+                    args.extend(parked_user_args(&format!(">{password}")));
+                }
+                args.extend([
+                    "--requirepass".to_string(),
+                    password.clone(),
+                    "--masterauth".to_string(),
+                    password,
+                ])
+            }
             // One `--name=value` argument each: Kubernetes does not split args, so the
             // password stays one value whatever it holds.
             Engine::Dragonfly => args.extend([
@@ -215,6 +221,14 @@ fn pod_spec(kc: &KvCluster, rendered: &config::RenderedConfig, grace: i64) -> Po
                 format!("--masterauth={password}"),
             ]),
         }
+    }
+
+    let password_set = spec
+        .auth
+        .as_ref()
+        .is_some_and(|a| a.password_secret.is_some());
+    if cluster_mode && !password_set && spec.engine.kind != Engine::Dragonfly {
+        args.extend(parked_user_args("nopass"));
     }
 
     let tcp_probe = |period: i32, failures: i32| Probe {
@@ -306,6 +320,24 @@ fn container_ports(cluster_mode: bool) -> Vec<ContainerPort> {
         ports.push(port("bus", BUS_PORT));
     }
     ports
+}
+
+/// `--user default on <password> <parked rules>`: a cluster-mode member starts parked, so no
+/// replica syncs from it and no client writes to it until the operator has judged its data
+/// (rule 2, docs/architecture.md): a pod the kubelet restarts at once with its `nodes.conf`
+/// but without its data must not be synced from by its replica. One arg per word: the server
+/// reads the words after `--user` as one config line, quoting each (a password with spaces
+/// stays one word).
+fn parked_user_args(password: &str) -> Vec<String> {
+    ["--user", "default", "on", password]
+        .into_iter()
+        .map(str::to_string)
+        .chain(
+            crate::engine::park::PARKED_RULES
+                .split_whitespace()
+                .map(str::to_string),
+        )
+        .collect()
 }
 
 /// `$(KVPILOT_POD_NAME).<name>-headless.<namespace>.svc`: the pod's stable DNS name through
@@ -456,6 +488,17 @@ mod tests {
             .position(|a| a == "--cluster-announce-hostname")
             .expect("announce hostname");
         assert_eq!(args[at + 1], "$(KVPILOT_POD_NAME).cache-headless.shop.svc");
+        // It starts parked (rule 2): no PSYNC/SYNC from it, no writes, until judged.
+        let at = args
+            .iter()
+            .position(|a| a == "--user")
+            .expect("parked user");
+        assert_eq!(
+            args[at + 1..at + 10],
+            [
+                "default", "on", "nopass", "~*", "&*", "+@all", "-@write", "-psync", "-sync"
+            ]
+        );
         // Replication mode: neither.
         let one = build(&cluster(valkey("8.0")))
             .spec
@@ -466,6 +509,7 @@ mod tests {
         let c = &one.containers[0];
         assert_eq!(c.ports.as_ref().unwrap().len(), 1);
         assert!(!c.args.iter().flatten().any(|a| a.contains("announce")));
+        assert!(!c.args.iter().flatten().any(|a| a == "--user"));
     }
 
     #[test]
@@ -590,6 +634,30 @@ mod tests {
             ("cache-auth", "password")
         );
         assert!(!objects.config_map.data.unwrap()[CONFIG_FILE].contains("requirepass"));
+        assert!(!args.iter().any(|a| a == "--user"));
+
+        // Cluster mode: the parked `default` user line carries the password, since it resets
+        // what `requirepass` set.
+        let mut sharded = kc.spec.clone();
+        sharded.shards = 3;
+        let c = desired_objects(&cluster(sharded)).unwrap().statefulsets[0]
+            .clone()
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .containers[0]
+            .clone();
+        let args = c.args.unwrap();
+        let at = args
+            .iter()
+            .position(|a| a == "--user")
+            .expect("parked user");
+        assert_eq!(
+            args[at + 1..at + 4],
+            ["default", "on", ">$(KVPILOT_PASSWORD)"]
+        );
     }
 
     #[test]

@@ -116,10 +116,7 @@ pub struct ServerCluster {
     pub parked: bool,
 }
 
-/// The `default` user's rules while parked: everything but replication and writes. A
-/// replica's `PSYNC` is then refused with `NOPERM`, which it treats as a failed attempt
-/// (retried, its dataset kept), as Valkey 8 and Redis 7 do.
-pub const PARKED_RULES: &str = "~* &* +@all -@write -psync -sync";
+pub use crate::engine::park::PARKED_RULES;
 
 impl ServerCluster {
     /// Cluster mode with this bus port and node timeout, announcing the bind IP.
