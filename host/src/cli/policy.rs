@@ -64,11 +64,13 @@ pub enum PolicyCommand {
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
-    /// Latency per call of each default plugin, wasm (fresh sandbox per call) vs native.
+    /// Latency per call of each default plugin at 3, 100 and 1000 members: wasm (fresh
+    /// sandbox per call) vs native, and a memo hit (the steady-state cost per reconcile).
     Bench {
         /// Print a JSON array of `{"hook","plugin","members","wasm_p50_us","wasm_p99_us",
-        /// "native_p50_us","wasm_p50_bare_us","cached_load_us"}` (`bare`: the same call with
-        /// every member's zone and node absent).
+        /// "native_p50_us","wasm_p50_bare_us","cached_load_us","hit_p50_us","hit_p99_us"}`
+        /// (`bare`: the same call with every member's zone and node absent; `hit`: the same
+        /// request again, answered from the memo).
         #[arg(long)]
         json: bool,
         /// Timed calls per row.
@@ -400,7 +402,7 @@ async fn run_bench(
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<18} {:<24} {:>7} {:>12} {:>12} {:>14} {:>8} {:>12}",
+        "{:<18} {:<24} {:>7} {:>12} {:>12} {:>14} {:>8} {:>12} {:>11}",
         "HOOK",
         "PLUGIN",
         "MEMBERS",
@@ -408,7 +410,8 @@ async fn run_bench(
         "WASM p99 µs",
         "NATIVE p50 µs",
         "RATIO",
-        "BARE p50 µs"
+        "BARE p50 µs",
+        "HIT p50 µs"
     );
     for row in &rows {
         let ratio = if row.native_p50_us > 0.0 {
@@ -417,7 +420,7 @@ async fn run_bench(
             "-".into()
         };
         println!(
-            "{:<18} {:<24} {:>7} {:>12.2} {:>12.2} {:>14.2} {:>8} {:>12.2}",
+            "{:<18} {:<24} {:>7} {:>12.2} {:>12.2} {:>14.2} {:>8} {:>12.2} {:>11.2}",
             row.hook.as_str(),
             row.plugin,
             row.members,
@@ -425,12 +428,14 @@ async fn run_bench(
             row.wasm_p99_us,
             row.native_p50_us,
             ratio,
-            row.wasm_p50_bare_us
+            row.wasm_p50_bare_us,
+            row.hit_p50_us
         );
     }
     println!(
         "{} iterations per row after {} warm-up calls; a fresh sandbox (store + instance) per wasm call.\n\
-         BARE: the same wasm call with every member's zone and node absent (1 string per member, not 3).",
+         BARE: the same wasm call with every member's zone and node absent (1 string per member, not 3).\n\
+         HIT: the same request again (a steady reconcile), answered from the memo without an instance.",
         rounds.iterations, rounds.warmup
     );
     for row in rows.iter().filter(|r| r.members == bench::SIZES[0]) {

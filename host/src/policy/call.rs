@@ -5,6 +5,7 @@
 use super::contract::v0_1_0::exports::kvpilot::policy::{
     plugin as plugin_if, replica_selection as rs, rollout_order as ro, snapshot_schedule as ss,
 };
+use super::memo::{Answer, Asked};
 use super::plugin::{Compiled, Exports, Limits, Plugin};
 use super::runtime::BINDINGS_VERSION;
 use super::sandbox::Sandbox;
@@ -287,6 +288,7 @@ impl Plugin {
         let compiled = self.compiled();
         let idx: &plugin_if::GuestIndices = &compiled.exports.plugin;
         let config = config.to_string();
+        compiled.instantiated();
         let verdict = guarded!(
             &self.engine,
             &compiled.pre,
@@ -322,6 +324,7 @@ impl Plugin {
     {
         let index = index.ok_or_else(|| self.missing(hook))?;
         let compiled = self.compiled();
+        compiled.instantiated();
         guarded!(
             &self.engine,
             &compiled.pre,
@@ -337,8 +340,32 @@ impl Plugin {
         .map_err(|message| self.plugin_error(hook, message))
     }
 
+    /// The answer memoized for this exact request, if any (see `memo.rs`).
+    fn recall(&self, asked: Asked<'_>) -> Option<Answer> {
+        let memo = self.memo.as_ref()?;
+        memo.get(&self.compiled.sha256, &self.limits, asked)
+    }
+
+    /// Memoizes a validated answer (never a failure: those are not passed here).
+    fn remember(&self, asked: Asked<'_>, answer: Answer) {
+        if let Some(memo) = &self.memo {
+            memo.put(&self.compiled.sha256, &self.limits, asked, answer);
+        }
+    }
+
     /// replica-selection: calls, bounds and validates the answer (`request.config` as given).
+    /// An identical request answered before by the same component under the same limits is
+    /// answered from the memo, without an instance (see [`Plugin::unmemoized`]).
     pub async fn select(&self, request: &SelectionRequest) -> Result<Selection, PolicyError> {
+        if let Some(Answer::Selection(answer)) = self.recall(Asked::Select(request)) {
+            return Ok(answer);
+        }
+        let answer = self.select_afresh(request).await?;
+        self.remember(Asked::Select(request), Answer::Selection(answer.clone()));
+        Ok(answer)
+    }
+
+    async fn select_afresh(&self, request: &SelectionRequest) -> Result<Selection, PolicyError> {
         let hook = Hook::ReplicaSelection;
         let input = convert::selection_ref(request);
         let index = self.compiled().exports.replica_selection;
@@ -355,8 +382,20 @@ impl Plugin {
         })
     }
 
-    /// snapshot-schedule: calls, bounds and validates the answer.
+    /// snapshot-schedule: calls, bounds and validates the answer (memoized like `select`).
     pub async fn schedule(
+        &self,
+        request: &ScheduleRequest,
+    ) -> Result<Vec<MemberSchedule>, PolicyError> {
+        if let Some(Answer::Schedules(answer)) = self.recall(Asked::Schedule(request)) {
+            return Ok(answer);
+        }
+        let answer = self.schedule_afresh(request).await?;
+        self.remember(Asked::Schedule(request), Answer::Schedules(answer.clone()));
+        Ok(answer)
+    }
+
+    async fn schedule_afresh(
         &self,
         request: &ScheduleRequest,
     ) -> Result<Vec<MemberSchedule>, PolicyError> {
@@ -382,8 +421,17 @@ impl Plugin {
             .collect())
     }
 
-    /// rollout-order: calls, bounds and validates the answer.
+    /// rollout-order: calls, bounds and validates the answer (memoized like `select`).
     pub async fn next(&self, request: &RolloutRequest) -> Result<Step, PolicyError> {
+        if let Some(Answer::Step(answer)) = self.recall(Asked::Next(request)) {
+            return Ok(answer);
+        }
+        let answer = self.next_afresh(request).await?;
+        self.remember(Asked::Next(request), Answer::Step(answer.clone()));
+        Ok(answer)
+    }
+
+    async fn next_afresh(&self, request: &RolloutRequest) -> Result<Step, PolicyError> {
         let hook = Hook::RolloutOrder;
         let input = convert::rollout_ref(request);
         let index = self.compiled().exports.rollout_order;

@@ -16,6 +16,8 @@ mod determinism;
 mod engine;
 mod error;
 mod hook;
+mod memo;
+pub use memo::{MemoLimits, MemoStats};
 pub mod input;
 pub mod native;
 mod plugin;
