@@ -1,7 +1,7 @@
 //! `kvpilot policy list|check|run|test|new|bench`: inspect, run, test, scaffold and benchmark
 //! policy plugins.
 
-use crate::policy::{Hook, PolicyRuntime, bench, input, scenario, source, text};
+use crate::policy::{Hook, PolicyRuntime, bench, input, logs, scenario, source, text};
 use crate::scaffold;
 use clap::Subcommand;
 use kvpilot_sdk::{RolloutRequest, ScheduleRequest, SelectionRequest};
@@ -37,6 +37,10 @@ pub enum PolicyCommand {
         /// Plugin config (a JSON object); replaces the input's `config`.
         #[arg(long)]
         config: Option<String>,
+        /// Also print the plugin's log lines (what it wrote to stderr, `eprintln!`; at most
+        /// 20 per call, each cut to 512 bytes) to stderr, before the decision or the error.
+        #[arg(long, short)]
+        verbose: bool,
     },
     /// Run scenario files (request, config, expected answer, error or config rejection)
     /// through a plugin in the sandbox: one line per file, a summary, and a failure exit
@@ -96,7 +100,8 @@ pub async fn run(cmd: PolicyCommand) -> Result<ExitCode, String> {
             plugin,
             input,
             config,
-        } => run_hook(&runtime, &hook, &plugin, &input, config.as_deref()).await,
+            verbose,
+        } => run_hook(&runtime, &hook, &plugin, &input, config.as_deref(), verbose).await,
         PolicyCommand::Test { plugin, scenarios } => test(&runtime, &plugin, &scenarios).await,
         PolicyCommand::New { words, dir, sdk } => new_plugin(&words, dir, sdk),
         PolicyCommand::Bench {
@@ -223,6 +228,7 @@ async fn run_hook(
     source: &str,
     input: &Path,
     config: Option<&str>,
+    verbose: bool,
 ) -> Result<ExitCode, String> {
     let hook = Hook::parse(hook).ok_or_else(|| {
         format!(
@@ -230,7 +236,20 @@ async fn run_hook(
             Hook::ALL.map(Hook::as_str).join(", ")
         )
     })?;
-    let plugin = runtime.load(source).await.map_err(|e| e.to_string())?;
+    // The plugin's lines are collected and shown with --verbose, else dropped; a call of its
+    // own (unmemoized), since the point is to see what it does.
+    let (sink, collected) = logs::LogSink::collect();
+    let plugin = runtime
+        .load(source)
+        .await
+        .map_err(|e| e.to_string())?
+        .unmemoized()
+        .logging_to(if verbose { sink } else { logs::LogSink::Off });
+    let show_logs = || {
+        for line in collected.take() {
+            eprintln!("{line}");
+        }
+    };
     let config = |from_input: String| config.map_or(from_input, str::to_string);
     macro_rules! call {
         ($request:ty, $method:ident) => {{
@@ -241,8 +260,10 @@ async fn run_hook(
                 .await
                 .map_err(|e| e.to_string())?;
             let started = Instant::now();
-            let answer = plugin.$method(&request).await.map_err(|e| e.to_string())?;
+            let answer = plugin.$method(&request).await;
             let latency_us = started.elapsed().as_micros();
+            show_logs();
+            let answer = answer.map_err(|e| e.to_string())?;
             to_json(&RunReport {
                 hook,
                 plugin: plugin.name().to_string(),

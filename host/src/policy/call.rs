@@ -9,7 +9,7 @@ use super::memo::{Answer, Asked};
 use super::plugin::{Compiled, Exports, Limits, Plugin};
 use super::runtime::BINDINGS_VERSION;
 use super::sandbox::Sandbox;
-use super::{Hook, PolicyError, convert, text, validate};
+use super::{Hook, PolicyError, convert, logs, text, validate};
 use kvpilot_sdk::cron::Cron;
 use kvpilot_sdk::{
     MemberSchedule, PluginInfo, RolloutRequest, ScheduleRequest, Selection, SelectionRequest, Step,
@@ -148,7 +148,7 @@ fn guest_message(stderr: &str) -> String {
 }
 
 /// Runs `$body` against a fresh instance of `$pre` under `$limits`; evaluates to
-/// `Result<T, Failure>`.
+/// `(Result<T, Failure>, Option<String>)`: the outcome and what the guest wrote to stderr.
 macro_rules! guarded {
     ($engine:expr, $pre:expr, $limits:expr, |$store:ident, $instance:ident| $body:expr) => {{
         let limits: &Limits = $limits;
@@ -159,7 +159,10 @@ macro_rules! guarded {
             $body
         })
         .await;
-        classify(&$store, limits, outcome)
+        (
+            classify(&$store, limits, outcome),
+            $store.data().stderr_text(),
+        )
     }};
 }
 
@@ -229,7 +232,8 @@ pub(crate) async fn inspect(
         }
         let guest = exports.plugin.load(&mut store, &instance)?;
         guest.call_info(&mut store).await.map(Ok)
-    });
+    })
+    .0;
     match inspected {
         Ok(Ok(info)) => Ok(convert::info(info)),
         Ok(Err(mismatch)) => Err(mismatch),
@@ -297,7 +301,8 @@ impl Plugin {
                 let guest = idx.load(&mut store, &instance)?;
                 guest.call_validate_config(&mut store, &config).await
             }
-        );
+        )
+        .0;
         let message = match verdict {
             Ok(Ok(())) => return Ok(()),
             // It becomes a `PolicyFailed` status message: cut to a message's length.
@@ -315,6 +320,7 @@ impl Plugin {
     async fn call_hook<P, A>(
         &self,
         hook: Hook,
+        cluster: &kvpilot_sdk::Cluster,
         index: Option<ComponentExportIndex>,
         params: P,
     ) -> Result<A, PolicyError>
@@ -325,7 +331,7 @@ impl Plugin {
         let index = index.ok_or_else(|| self.missing(hook))?;
         let compiled = self.compiled();
         compiled.instantiated();
-        guarded!(
+        let (outcome, stderr) = guarded!(
             &self.engine,
             &compiled.pre,
             &self.limits,
@@ -335,9 +341,19 @@ impl Plugin {
                     .await
                     .map(|(answer,)| answer)
             }
-        )
-        .map_err(|f| f.into_error(&self.name, hook))?
-        .map_err(|message| self.plugin_error(hook, message))
+        );
+        // Published whatever the outcome: the lines before a panic explain it.
+        logs::publish(
+            &self.log,
+            &compiled.log_limit,
+            stderr.as_deref(),
+            &self.name,
+            hook,
+            &format!("{}/{}", cluster.namespace, cluster.name),
+        );
+        outcome
+            .map_err(|f| f.into_error(&self.name, hook))?
+            .map_err(|message| self.plugin_error(hook, message))
     }
 
     /// The answer memoized for this exact request, if any (see `memo.rs`).
@@ -370,7 +386,7 @@ impl Plugin {
         let input = convert::selection_ref(request);
         let index = self.compiled().exports.replica_selection;
         let answer = self
-            .call_hook::<SelectParams<'_>, SelectAnswer>(hook, index, (&input,))
+            .call_hook::<SelectParams<'_>, SelectAnswer>(hook, &request.cluster, index, (&input,))
             .await?;
         let answer = convert::selection(answer);
         self.too_large(hook, convert::selection_bytes(&answer))?;
@@ -403,7 +419,12 @@ impl Plugin {
         let input = convert::schedule_ref(request);
         let index = self.compiled().exports.snapshot_schedule;
         let answer = self
-            .call_hook::<ScheduleParams<'_>, ScheduleAnswer>(hook, index, (&input,))
+            .call_hook::<ScheduleParams<'_>, ScheduleAnswer>(
+                hook,
+                &request.cluster,
+                index,
+                (&input,),
+            )
             .await?;
         let answer = convert::schedules(answer);
         self.too_large(hook, convert::schedules_bytes(&answer))?;
@@ -436,7 +457,7 @@ impl Plugin {
         let input = convert::rollout_ref(request);
         let index = self.compiled().exports.rollout_order;
         let answer = self
-            .call_hook::<NextParams<'_>, NextAnswer>(hook, index, (&input,))
+            .call_hook::<NextParams<'_>, NextAnswer>(hook, &request.cluster, index, (&input,))
             .await?;
         let answer = convert::step(answer);
         self.too_large(hook, convert::step_bytes(&answer))?;

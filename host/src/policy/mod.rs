@@ -16,6 +16,7 @@ mod determinism;
 mod engine;
 mod error;
 mod hook;
+pub mod logs;
 mod memo;
 pub use memo::{MemoLimits, MemoStats};
 pub mod input;

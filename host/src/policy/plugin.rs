@@ -4,6 +4,7 @@
 use super::Hook;
 use super::contract::v0_1_0::exports::kvpilot::policy::plugin as plugin_if;
 use super::engine::MAX_MEMORY_MIB;
+use super::logs::{LogSink, RateLimit};
 use super::memo::Memo;
 use super::sandbox::Sandbox;
 use kvpilot_sdk::PluginInfo;
@@ -80,6 +81,8 @@ pub(crate) struct Compiled {
     /// Instances made for calls (hooks and `validate-config`) since it was compiled: what a
     /// memoized answer saves, and what tests count.
     pub instantiations: AtomicU64,
+    /// The bound on the lines its calls log, over all its calls (see `logs.rs`).
+    pub log_limit: RateLimit,
 }
 
 impl Compiled {
@@ -97,6 +100,8 @@ pub struct Plugin {
     pub(crate) engine: Engine,
     /// The runtime's memo of validated answers; `None` calls the plugin every time.
     pub(crate) memo: Option<Arc<Memo>>,
+    /// Where the lines its calls write to stderr go.
+    pub(crate) log: LogSink,
 }
 
 impl Plugin {
@@ -151,6 +156,12 @@ impl Plugin {
     /// for measuring a call, or for checking that a plugin is deterministic.
     pub fn unmemoized(mut self) -> Plugin {
         self.memo = None;
+        self
+    }
+
+    /// The same plugin, its log lines sent to `sink` (default: the process log).
+    pub fn logging_to(mut self, sink: LogSink) -> Plugin {
+        self.log = sink;
         self
     }
 

@@ -241,6 +241,7 @@ impl PolicyRuntime {
             limits: Limits::default(),
             engine: self.inner.engine.clone(),
             memo: Some(self.inner.memo.clone()),
+            log: Default::default(),
         })
     }
 
@@ -342,6 +343,7 @@ impl PolicyRuntime {
             hooks,
             info,
             instantiations: Default::default(),
+            log_limit: Default::default(),
         })
     }
 }
