@@ -498,10 +498,38 @@ fn a_lab_group_finds_its_plugin_beside_the_manifest_and_members_carry_their_zone
             && d["plugin"]
                 .as_str()
                 .is_some_and(|p| p.ends_with("plugins/picker.wasm"))
-            && d["answer"]
-                .as_str()
-                .is_some_and(|a| a.contains("labgroup-2"))),
+            && d["answer"]["promote"] == "labgroup-2"
+            && d["request"]["reason"] == "primary-lost"),
         "{last:#}"
+    );
+
+    // Replay from the manifest: the same plugin with its recorded config agrees; without
+    // preferZone, the tie goes elsewhere.
+    let replay = |extra: &[&str]| {
+        let out = kvpilot()
+            .args(["policy", "replay", "builtin:most-caught-up", "--from"])
+            .arg(&bed.manifest)
+            .arg("--state-dir")
+            .arg(&bed.state)
+            .args(extra)
+            .output()
+            .expect("run kvpilot policy replay");
+        assert!(out.status.success(), "replay: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let same = replay(&[]);
+    assert!(
+        same.lines().any(|l| l.starts_with("same ")
+            && l.contains("replica-selection")
+            && l.contains("{\"promote\":\"labgroup-2\"}")),
+        "{same}"
+    );
+    let other = replay(&["--config", "{}"]);
+    assert!(
+        other.lines().any(
+            |l| l.starts_with("DIFFERS") && l.contains("recorded {\"promote\":\"labgroup-2\"}")
+        ),
+        "{other}"
     );
     let down = bed.run("down", &[]);
     assert!(down.status.success(), "down: {}", stderr(&down));

@@ -497,6 +497,7 @@ mod tests {
                     "/lab/picker.wasm",
                     "ab".repeat(32),
                     &kvpilot_sdk::Selection::Promote("kv-1".into()),
+                    None::<&()>,
                     std::time::Duration::from_micros(250),
                     None,
                 ),

@@ -1,7 +1,7 @@
-//! `kvpilot policy list|check|run|test|new|bench`: inspect, run, test, scaffold and benchmark
+//! `kvpilot policy list|check|run|test|replay|new|bench`: inspect, run, test, scaffold and benchmark
 //! policy plugins.
 
-use crate::policy::{Hook, PolicyRuntime, bench, input, logs, scenario, source, text};
+use crate::policy::{Hook, PolicyRuntime, bench, input, logs, replay, scenario, source, text};
 use crate::scaffold;
 use clap::Subcommand;
 use kvpilot_sdk::{RolloutRequest, ScheduleRequest, SelectionRequest};
@@ -51,6 +51,28 @@ pub enum PolicyCommand {
         /// A folder of scenario files (`*.json`), or one file. The format is documented in
         /// the README ("Write a policy in 15 minutes") and in `kvpilot_sdk::scenario`.
         scenarios: PathBuf,
+    },
+    /// Re-run a candidate plugin on recorded decisions and show where its answers differ:
+    /// "what would my plugin have decided". Each decision keeps the request it answered (up
+    /// to 8 KiB) and its answer.
+    Replay {
+        /// The candidate: a `.wasm` file or `builtin:NAME`.
+        plugin: String,
+        /// A local group's KvCluster manifest (its status is read from the state folder), or
+        /// a status as JSON: `kvpilot local status --json`, or `kubectl get kvcluster NAME -o
+        /// json`.
+        #[arg(long)]
+        from: PathBuf,
+        /// The state folder of a local group (with a manifest in `--from`).
+        #[arg(long, default_value = ".kvpilot")]
+        state_dir: PathBuf,
+        /// The candidate's config (a JSON object) instead of the recorded one.
+        #[arg(long)]
+        config: Option<String>,
+        /// Print a JSON array: each recorded decision and its `outcome` (`same`, `differs`
+        /// with the `candidate` answer, `failed` with the `error`, `not-replayable`).
+        #[arg(long)]
+        json: bool,
     },
     /// Write a new plugin crate: `kvpilot policy new <hook>… <name>`. It builds at once for
     /// wasm32-wasip2 and holds the contract (WIT), sample requests and scenarios.
@@ -104,6 +126,23 @@ pub async fn run(cmd: PolicyCommand) -> Result<ExitCode, String> {
         } => run_hook(&runtime, &hook, &plugin, &input, config.as_deref(), verbose).await,
         PolicyCommand::Test { plugin, scenarios } => test(&runtime, &plugin, &scenarios).await,
         PolicyCommand::New { words, dir, sdk } => new_plugin(&words, dir, sdk),
+        PolicyCommand::Replay {
+            plugin,
+            from,
+            state_dir,
+            config,
+            json,
+        } => {
+            replay_cmd(
+                &runtime,
+                &plugin,
+                &from,
+                &state_dir,
+                config.as_deref(),
+                json,
+            )
+            .await
+        }
         PolicyCommand::Bench {
             json,
             iterations,
@@ -321,6 +360,86 @@ async fn test(runtime: &PolicyRuntime, source: &str, dir: &Path) -> Result<ExitC
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The status document `--from` names: JSON as it is, or a manifest's local status file.
+fn status_document(from: &Path, state_dir: &Path) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(from).map_err(|e| format!("{}: {e}", from.display()))?;
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) {
+        return Ok(value);
+    }
+    let dir = crate::platform::local::group_dir(from, state_dir).map_err(|e| e.to_string())?;
+    let path = dir.join(crate::platform::local::STATUS_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| {
+        format!(
+            "{} is not JSON, so it is taken as a local manifest; its status {}: {e}",
+            from.display(),
+            path.display()
+        )
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+async fn replay_cmd(
+    runtime: &PolicyRuntime,
+    source: &str,
+    from: &Path,
+    state_dir: &Path,
+    config: Option<&str>,
+    json: bool,
+) -> Result<ExitCode, String> {
+    let document = status_document(from, state_dir)?;
+    let decisions = replay::recorded(&document).map_err(|e| format!("{}: {e}", from.display()))?;
+    let plugin = runtime.load(source).await.map_err(|e| e.to_string())?;
+    if let Some(config) = config {
+        plugin
+            .validate_config(config)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let replayed = replay::replay(&plugin, decisions, config).await;
+    if json {
+        println!("{}", to_json(&replayed)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (mut same, mut differ, mut failed, mut skipped) = (0, 0, 0, 0);
+    for r in &replayed {
+        let d = &r.recorded;
+        let head = format!("{:<24} {:<17} {}", d.time, d.hook.as_str(), d.plugin);
+        let line = match &r.outcome {
+            replay::Outcome::Same => {
+                same += 1;
+                format!("same     {head}: {}", d.answer)
+            }
+            replay::Outcome::Differs { candidate } => {
+                differ += 1;
+                format!(
+                    "DIFFERS  {head}: recorded {}, candidate {candidate}",
+                    d.answer
+                )
+            }
+            replay::Outcome::Failed { error } => {
+                failed += 1;
+                format!(
+                    "FAILED   {head}: recorded {}, candidate failed: {error}",
+                    d.answer
+                )
+            }
+            replay::Outcome::NotReplayable { why } => {
+                skipped += 1;
+                format!("skipped  {head}: {why}")
+            }
+        };
+        // A line quotes answers and errors of plugins: cleaned (rule 10).
+        println!("{}", text::one_line(&line, text::MESSAGE_BYTES));
+    }
+    println!(
+        "{} decisions: {same} same, {differ} differ, {failed} failed, {skipped} not replayable ({} {})",
+        replayed.len(),
+        plugin.name(),
+        plugin.sha256_hex()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn new_plugin(
