@@ -472,11 +472,13 @@ fn a_lab_group_finds_its_plugin_beside_the_manifest_and_members_carry_their_zone
             .and_then(|ms| ms.iter().find(|m| m["name"] == primary.as_str()))
             .and_then(|m| m["pid"].as_u64())
             .expect("the primary's pid");
-        let status = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status()
-            .expect("kill the primary");
-        assert!(status.success());
+        // `kvpilot local kill` (SIGKILL by default) on the recorded process.
+        let out = bed.run("kill", &[&primary]);
+        assert!(out.status.success(), "local kill: {}", stderr(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("sent SIGKILL to {primary} (pid {pid})")
+        );
         let killed_ms = now_ms();
         let started = Instant::now();
         last = loop {
@@ -531,6 +533,71 @@ fn a_lab_group_finds_its_plugin_beside_the_manifest_and_members_carry_their_zone
         ),
         "{other}"
     );
+
+    // `local kill` refuses a name that is not a member, and names the members.
+    let out = bed.run("kill", &["labgroup-9"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no member `labgroup-9`") && stderr(&out).contains("labgroup-1"),
+        "{}",
+        stderr(&out)
+    );
+    let out = bed.run("kill", &["labgroup-1", "--signal", "BOGUS"]);
+    assert!(!out.status.success() && stderr(&out).contains("--signal: unknown signal `BOGUS`"));
+
+    // `local pause`: the member is stopped (SIGSTOP) while it runs, and resumed after.
+    let replica = last["members"]
+        .as_array()
+        .and_then(|ms| {
+            ms.iter()
+                .find(|m| m["name"] != "labgroup-2" && m["pid"].as_u64().is_some())
+        })
+        .expect("a running replica");
+    let (name, pid) = (
+        replica["name"].as_str().expect("name").to_string(),
+        replica["pid"].as_u64().expect("pid") as u32,
+    );
+    let mut args = bed.args("pause");
+    args.insert(2, &name);
+    args.insert(3, "2s");
+    let mut pause = kvpilot()
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn local pause");
+    let proc_state = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(") ")
+                    .and_then(|(_, rest)| rest.chars().next())
+            })
+    };
+    let started = Instant::now();
+    while proc_state(pid) != Some('T') {
+        assert!(started.elapsed() < LIMIT, "{name} was never stopped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let done = loop {
+        if let Some(done) = pause.try_wait().expect("wait") {
+            break done;
+        }
+        if started.elapsed() > LIMIT {
+            let _ = pause.kill();
+            let _ = Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
+            panic!("local pause did not return");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(done.success());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "resumed too early"
+    );
+    assert_ne!(proc_state(pid), Some('T'), "{name} still stopped");
     let down = bed.run("down", &[]);
     assert!(down.status.success(), "down: {}", stderr(&down));
 }
