@@ -100,7 +100,15 @@ fn check_json_has_exactly_the_documented_keys() {
         let report = json_of(&["policy", "check", name, "--json"]);
         assert_eq!(
             keys(&report),
-            BTreeSet::from(["name", "version", "hooks", "imports", "sha256"]),
+            BTreeSet::from([
+                "name",
+                "version",
+                "description",
+                "hooks",
+                "imports",
+                "sha256",
+                "empty_config"
+            ]),
             "{report}"
         );
         assert_eq!(report["name"], name.trim_start_matches("builtin:"));

@@ -1,7 +1,10 @@
-//! `kvpilot policy list|check|run|test|replay|new|bench`: inspect, run, test, scaffold and benchmark
+//! `kvpilot policy list|check|run|test|replay|annotate|new|bench`: inspect, run, test, scaffold and benchmark
 //! policy plugins.
 
-use crate::policy::{Hook, PolicyRuntime, bench, input, logs, replay, scenario, source, text};
+use crate::policy::{
+    Hook, PolicyRuntime, bench, config_schema, input, logs, metadata, replay, scenario, source,
+    text,
+};
 use crate::scaffold;
 use clap::Subcommand;
 use kvpilot_sdk::{RolloutRequest, ScheduleRequest, SelectionRequest};
@@ -21,7 +24,9 @@ pub enum PolicyCommand {
         /// Also check this config (a JSON object) with the plugin's `validate-config`.
         #[arg(long)]
         config: Option<String>,
-        /// Print `{"name","version","hooks","imports","sha256"}`.
+        /// Print `{"name","version","description","hooks","imports","sha256","empty_config"}`
+        /// (`empty_config`: null when `validate-config("{}")` accepts, else its rejection),
+        /// and `config_schema` when one is embedded (`policy annotate`).
         #[arg(long)]
         json: bool,
     },
@@ -51,6 +56,18 @@ pub enum PolicyCommand {
         /// A folder of scenario files (`*.json`), or one file. The format is documented in
         /// the README ("Write a policy in 15 minutes") and in `kvpilot_sdk::scenario`.
         scenarios: PathBuf,
+    },
+    /// Embed the plugin's config JSON Schema and its hooks in the component (a custom
+    /// section, `kvpilot-metadata`); `policy check` then validates `--config` against it.
+    Annotate {
+        /// The `.wasm` file cargo built.
+        plugin: PathBuf,
+        /// The config's JSON Schema (a JSON file).
+        #[arg(long)]
+        schema: PathBuf,
+        /// Where to write the annotated component (default: over the input).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
     /// Re-run a candidate plugin on recorded decisions and show where its answers differ:
     /// "what would my plugin have decided". Each decision keeps the request it answered (up
@@ -126,6 +143,11 @@ pub async fn run(cmd: PolicyCommand) -> Result<ExitCode, String> {
         } => run_hook(&runtime, &hook, &plugin, &input, config.as_deref(), verbose).await,
         PolicyCommand::Test { plugin, scenarios } => test(&runtime, &plugin, &scenarios).await,
         PolicyCommand::New { words, dir, sdk } => new_plugin(&words, dir, sdk),
+        PolicyCommand::Annotate {
+            plugin,
+            schema,
+            output,
+        } => annotate(&runtime, &plugin, &schema, output.as_deref()).await,
         PolicyCommand::Replay {
             plugin,
             from,
@@ -200,9 +222,28 @@ async fn list(runtime: &PolicyRuntime) -> Result<ExitCode, String> {
 struct CheckReport<'a> {
     name: &'a str,
     version: &'a str,
+    description: &'a str,
     hooks: Vec<&'static str>,
     imports: &'a [String],
     sha256: String,
+    /// The embedded config schema (`policy annotate`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config_schema: Option<&'a serde_json::Value>,
+    /// What `validate-config("{}")` said: `null` when it accepts an empty config, else its
+    /// rejection.
+    empty_config: Option<String>,
+}
+
+/// The bytes of a `.wasm` file or a builtin, for reading its metadata.
+fn component_bytes(source_name: &str) -> Result<Vec<u8>, String> {
+    match source::parse(source_name) {
+        source::Source::Builtin(name) => {
+            source::builtin_bytes(name.strip_prefix(source::BUILTIN_PREFIX).unwrap_or(name))
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| format!("no such builtin `{name}`"))
+        }
+        source::Source::File(path) => std::fs::read(path).map_err(|e| format!("{path}: {e}")),
+    }
 }
 
 async fn check(
@@ -212,19 +253,33 @@ async fn check(
     json: bool,
 ) -> Result<ExitCode, String> {
     let plugin = runtime.load(source).await.map_err(|e| e.to_string())?;
+    let metadata = metadata::read(&component_bytes(source)?).map_err(|e| e.to_string())?;
     if let Some(config) = config {
+        if let Some(m) = &metadata {
+            let value: serde_json::Value =
+                serde_json::from_str(config).map_err(|e| format!("--config is not JSON: {e}"))?;
+            config_schema::check(&m.config_schema, &value, "config")
+                .map_err(|e| format!("--config does not match the plugin's config schema: {e}"))?;
+        }
         plugin
             .validate_config(config)
             .await
             .map_err(|e| e.to_string())?;
     }
+    let empty_config = plugin.validate_config("{}").await.err().map(|e| match e {
+        crate::policy::PolicyError::InvalidConfig { message, .. } => message,
+        other => other.to_string(),
+    });
     let info = plugin.info();
     let report = CheckReport {
         name: &info.name,
         version: &info.version,
+        description: &info.description,
         hooks: plugin.hooks().iter().map(|h| h.as_str()).collect(),
         imports: plugin.imports(),
         sha256: plugin.sha256_hex(),
+        config_schema: metadata.as_ref().map(|m| &m.config_schema),
+        empty_config,
     };
     if json {
         println!("{}", to_json(&report)?);
@@ -237,8 +292,30 @@ async fn check(
         println!("  hooks:   {}", report.hooks.join(", "));
         println!("  sha256:  {}", report.sha256);
         println!("  imports: {}", report.imports.join(", "));
+        match &report.empty_config {
+            None => println!("  {{}}:      accepted (validate-config)"),
+            Some(why) => println!(
+                "  {{}}:      rejected: {}",
+                text::one_line(why, text::MESSAGE_BYTES)
+            ),
+        }
+        match &metadata {
+            Some(m) => println!(
+                "  schema:  embedded ({} bytes; annotated hooks: {})",
+                m.config_schema.to_string().len(),
+                hooks_text(&m.hooks)
+            ),
+            None => println!("  schema:  none (add one with `kvpilot policy annotate`)"),
+        }
         if config.is_some() {
-            println!("  config:  accepted");
+            println!(
+                "  config:  accepted{}",
+                if metadata.is_some() {
+                    " (schema and validate-config)"
+                } else {
+                    " (validate-config)"
+                }
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -360,6 +437,59 @@ async fn test(runtime: &PolicyRuntime, source: &str, dir: &Path) -> Result<ExitC
     } else {
         ExitCode::FAILURE
     })
+}
+
+async fn annotate(
+    runtime: &PolicyRuntime,
+    path: &Path,
+    schema: &Path,
+    output: Option<&Path>,
+) -> Result<ExitCode, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let schema_text =
+        std::fs::read_to_string(schema).map_err(|e| format!("{}: {e}", schema.display()))?;
+    let config_schema: serde_json::Value = serde_json::from_str(&schema_text)
+        .map_err(|e| format!("{}: not JSON: {e}", schema.display()))?;
+    if !config_schema.is_object() {
+        return Err(format!("{}: a JSON Schema is an object", schema.display()));
+    }
+    let unsupported = config_schema::unsupported(&config_schema);
+    if !unsupported.is_empty() {
+        return Err(format!(
+            "{}: keywords `policy check` cannot check: {} (supported: type, properties,              required, additionalProperties, enum, const, minimum, maximum, exclusiveMinimum,              exclusiveMaximum, minLength, maxLength, items, minItems, maxItems)",
+            schema.display(),
+            unsupported.join(", ")
+        ));
+    }
+    // The hooks come from the component itself; it must load.
+    let plugin = runtime
+        .load_bytes(&path.display().to_string(), &bytes)
+        .await
+        .map_err(|e| e.to_string())?;
+    let annotated = metadata::annotate(
+        &bytes,
+        &metadata::Metadata {
+            hooks: plugin.hooks().to_vec(),
+            config_schema,
+        },
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))?;
+    // The annotated component must load as the same plugin.
+    let check = runtime
+        .load_bytes("annotated", &annotated)
+        .await
+        .map_err(|e| format!("the annotated component does not load: {e}"))?;
+    let out = output.unwrap_or(path);
+    std::fs::write(out, &annotated).map_err(|e| format!("{}: {e}", out.display()))?;
+    println!(
+        "{}: annotated ({} hooks: {}; schema {} bytes); sha256 {}",
+        out.display(),
+        plugin.info().name,
+        hooks_text(plugin.hooks()),
+        schema_text.len(),
+        check.sha256_hex()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The status document `--from` names: JSON as it is, or a manifest's local status file.
