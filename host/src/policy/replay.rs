@@ -29,7 +29,7 @@ pub struct Recorded {
     pub hook: Hook,
     pub plugin: String,
     pub sha256: String,
-    /// When it was taken: RFC 3339 (KvCluster) or Unix milliseconds (local status), as text.
+    /// When it was taken, RFC 3339 (a local status's Unix milliseconds are converted).
     pub time: String,
     pub answer: Value,
     /// Absent when the request was too large to keep.
@@ -94,7 +94,10 @@ pub fn recorded(status: &Value) -> Result<Vec<Recorded>, ReplayError> {
             };
             let time = match (d.get("time"), d.get("timeMs")) {
                 (Some(Value::String(t)), _) => text::one_line(t, text::NAME_BYTES),
-                (_, Some(ms)) => ms.to_string(),
+                (_, Some(ms)) => ms
+                    .as_i64()
+                    .and_then(|ms| k8s_openapi::jiff::Timestamp::from_millisecond(ms).ok())
+                    .map_or_else(|| ms.to_string(), |t| t.to_string()),
                 _ => String::new(),
             };
             Ok(Recorded {
@@ -208,7 +211,7 @@ mod tests {
         let d = recorded(&local).expect("read");
         assert_eq!(d[0].hook, Hook::ReplicaSelection);
         assert_eq!(d[0].answer, json!({"promote": "kv-1"}));
-        assert_eq!(d[0].time, "1700000000000");
+        assert_eq!(d[0].time, "2023-11-14T22:13:20Z");
         // A KvCluster, and an older record whose answer is JSON in a string, without request.
         let kube = json!({"status": {"lastDecisions": [{
             "hook": "rollout-order", "plugin": "p", "sha256": "cd",
