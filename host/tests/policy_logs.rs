@@ -7,7 +7,7 @@
 mod built;
 
 use kvpilot::policy::logs::{LINES_PER_CALL, LINES_PER_MINUTE, LogSink};
-use kvpilot::policy::{Hook, Plugin, PolicyError, PolicyRuntime};
+use kvpilot::policy::{Hook, Limits, Plugin, PolicyError, PolicyRuntime};
 use kvpilot_sdk::{Cluster, Member, Role, SelectionReason, SelectionRequest};
 use std::io::Write;
 use std::process::Command;
@@ -46,13 +46,20 @@ fn request(config: &str) -> SelectionRequest {
     }
 }
 
-/// The logger plugin in a runtime of its own (its per-minute bucket is this test's alone).
+/// The logger plugin in a runtime of its own (its per-minute bucket is this test's alone),
+/// with a deadline its hundred writes fit in whatever the build and the machine's load: these
+/// tests are about the lines, not the deadline.
 async fn logger() -> Plugin {
     let runtime = PolicyRuntime::new().expect("runtime");
+    let limits = Limits {
+        timeout: std::time::Duration::from_secs(5),
+        ..Limits::default()
+    };
     runtime
         .load_file(&built::wasm_path("logger"))
         .await
         .expect("load")
+        .with_limits(limits)
 }
 
 #[tokio::test]
