@@ -1,6 +1,8 @@
 //! `kvpilot local up|status|down` as a user runs them: the real binary against real
 //! `valkey-server` members, killed at the moments that used to leave a group in a bad state.
 
+#[path = "hostile/built.rs"]
+mod built;
 mod support;
 
 use kvpilot::platform::local::server::ServerGuard;
@@ -722,4 +724,63 @@ fn local_up_runs_a_cluster_and_status_shows_its_shards() {
     let out = bed.run("down", &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(wait_dead(&pids), Vec::<u32>::new());
+}
+
+#[test]
+fn a_plugins_log_lines_show_in_the_local_up_output() {
+    let bed = Bed::new("loggroup", None);
+    let wasm = built::wasm_path("logger");
+    std::fs::write(
+        &bed.manifest,
+        format!(
+            "apiVersion: kvpilot.dev/v1alpha1\nkind: KvCluster\nmetadata:\n  name: loggroup\n\
+             spec:\n  engine:\n    kind: valkey\n  replicas: 1\n  policies:\n    \
+             replicaSelection:\n      plugin: {}\n      failurePolicy: Fail\n",
+            wasm.display()
+        ),
+    )
+    .expect("write the manifest");
+    let mut up = bed.up();
+    bed.wait_ready();
+    // The bootstrap asks replica-selection; its decision is recorded once it is made.
+    let started = Instant::now();
+    loop {
+        assert!(started.elapsed() < LIMIT, "no replica-selection decision");
+        if bed.status().is_some_and(|s| {
+            s["lastDecisions"]
+                .as_array()
+                .is_some_and(|ds| ds.iter().any(|d| d["hook"] == "replica-selection"))
+        }) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let down = bed.run("down", &[]);
+    assert!(down.status.success(), "down: {}", stderr(&down));
+    assert!(up.exited(LIMIT).is_some(), "local up did not stop");
+    let mut output = String::new();
+    use std::io::Read;
+    up.child
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut output)
+        .expect("read the output");
+    let line = output
+        .lines()
+        .find(|l| l.contains("deciding for loggroup with"))
+        .unwrap_or_else(|| panic!("no plugin line in {output}"));
+    assert!(
+        line.contains("kvpilot::plugin")
+            && line.contains("replica-selection")
+            && line.contains("loggroup")
+            && line.contains("hostile_logger.wasm"),
+        "{line}"
+    );
+    // The terminal escape the plugin wrote is not passed on.
+    let cleared = output
+        .lines()
+        .find(|l| l.contains("cleared?"))
+        .unwrap_or_else(|| panic!("no second line in {output}"));
+    assert!(!cleared.contains("\u{1b}[2J"), "{cleared:?}");
 }
