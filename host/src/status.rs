@@ -9,10 +9,11 @@ use serde::{Deserialize, Serialize};
 
 /// Decisions kept in status, newest last.
 pub const DECISION_HISTORY: usize = 20;
-/// The most bytes of text the kept decisions may hold together (answers, fallback reasons);
-/// the oldest go first. With the per-record bounds (`DecisionRecord::new`) this keeps a
-/// status far below what the API server accepts (docs/architecture.md, rule 10).
-pub const DECISION_BYTES: usize = 32 * 1024;
+/// The most bytes of text the kept decisions may hold together (answers, requests, fallback
+/// reasons); the oldest go first. With the per-record bounds (`DecisionRecord::new`: a
+/// request of at most 8 KiB) this keeps a status far below what the API server accepts
+/// (docs/architecture.md, rule 10).
+pub const DECISION_BYTES: usize = 96 * 1024;
 /// Events kept in status, newest last.
 pub const EVENT_HISTORY: usize = 50;
 /// An event's message, as Kubernetes caps an Event note.
@@ -401,6 +402,7 @@ fn decision_bytes(d: &DecisionRecord) -> usize {
     d.plugin.len()
         + d.sha256.len()
         + d.answer.len()
+        + d.request.as_ref().map_or(0, String::len)
         + d.fallback_from.as_ref().map_or(0, String::len)
 }
 
@@ -800,6 +802,7 @@ mod tests {
             plugin: "builtin:stagger".into(),
             sha256: "ab".repeat(32),
             answer: answer.into(),
+            request: None,
             latency: Duration::from_micros(micros),
             fallback_from: None,
         }

@@ -1,6 +1,8 @@
 //! `kvpilot local up|status|down` as a user runs them: the real binary against real
 //! `valkey-server` members, killed at the moments that used to leave a group in a bad state.
 
+#[path = "hostile/built.rs"]
+mod built;
 mod support;
 
 use kvpilot::platform::local::server::ServerGuard;
@@ -472,11 +474,13 @@ fn a_lab_group_finds_its_plugin_beside_the_manifest_and_members_carry_their_zone
             .and_then(|ms| ms.iter().find(|m| m["name"] == primary.as_str()))
             .and_then(|m| m["pid"].as_u64())
             .expect("the primary's pid");
-        let status = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status()
-            .expect("kill the primary");
-        assert!(status.success());
+        // `kvpilot local kill` (SIGKILL by default) on the recorded process.
+        let out = bed.run("kill", &[&primary]);
+        assert!(out.status.success(), "local kill: {}", stderr(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("sent SIGKILL to {primary} (pid {pid})")
+        );
         let killed_ms = now_ms();
         let started = Instant::now();
         last = loop {
@@ -498,11 +502,104 @@ fn a_lab_group_finds_its_plugin_beside_the_manifest_and_members_carry_their_zone
             && d["plugin"]
                 .as_str()
                 .is_some_and(|p| p.ends_with("plugins/picker.wasm"))
-            && d["answer"]
-                .as_str()
-                .is_some_and(|a| a.contains("labgroup-2"))),
+            && d["answer"]["promote"] == "labgroup-2"
+            && d["request"]["reason"] == "primary-lost"),
         "{last:#}"
     );
+
+    // Replay from the manifest: the same plugin with its recorded config agrees; without
+    // preferZone, the tie goes elsewhere.
+    let replay = |extra: &[&str]| {
+        let out = kvpilot()
+            .args(["policy", "replay", "builtin:most-caught-up", "--from"])
+            .arg(&bed.manifest)
+            .arg("--state-dir")
+            .arg(&bed.state)
+            .args(extra)
+            .output()
+            .expect("run kvpilot policy replay");
+        assert!(out.status.success(), "replay: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let same = replay(&[]);
+    assert!(
+        same.lines().any(|l| l.starts_with("same ")
+            && l.contains("replica-selection")
+            && l.contains("{\"promote\":\"labgroup-2\"}")),
+        "{same}"
+    );
+    let other = replay(&["--config", "{}"]);
+    assert!(
+        other.lines().any(
+            |l| l.starts_with("DIFFERS") && l.contains("recorded {\"promote\":\"labgroup-2\"}")
+        ),
+        "{other}"
+    );
+
+    // `local kill` refuses a name that is not a member, and names the members.
+    let out = bed.run("kill", &["labgroup-9"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no member `labgroup-9`") && stderr(&out).contains("labgroup-1"),
+        "{}",
+        stderr(&out)
+    );
+    let out = bed.run("kill", &["labgroup-1", "--signal", "BOGUS"]);
+    assert!(!out.status.success() && stderr(&out).contains("--signal: unknown signal `BOGUS`"));
+
+    // `local pause`: the member is stopped (SIGSTOP) while it runs, and resumed after.
+    let replica = last["members"]
+        .as_array()
+        .and_then(|ms| {
+            ms.iter()
+                .find(|m| m["name"] != "labgroup-2" && m["pid"].as_u64().is_some())
+        })
+        .expect("a running replica");
+    let (name, pid) = (
+        replica["name"].as_str().expect("name").to_string(),
+        replica["pid"].as_u64().expect("pid") as u32,
+    );
+    let mut args = bed.args("pause");
+    args.insert(2, &name);
+    args.insert(3, "2s");
+    let mut pause = kvpilot()
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn local pause");
+    let proc_state = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(") ")
+                    .and_then(|(_, rest)| rest.chars().next())
+            })
+    };
+    let started = Instant::now();
+    while proc_state(pid) != Some('T') {
+        assert!(started.elapsed() < LIMIT, "{name} was never stopped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let done = loop {
+        if let Some(done) = pause.try_wait().expect("wait") {
+            break done;
+        }
+        if started.elapsed() > LIMIT {
+            let _ = pause.kill();
+            let _ = Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
+            panic!("local pause did not return");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(done.success());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "resumed too early"
+    );
+    assert_ne!(proc_state(pid), Some('T'), "{name} still stopped");
     let down = bed.run("down", &[]);
     assert!(down.status.success(), "down: {}", stderr(&down));
 }
@@ -627,4 +724,63 @@ fn local_up_runs_a_cluster_and_status_shows_its_shards() {
     let out = bed.run("down", &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(wait_dead(&pids), Vec::<u32>::new());
+}
+
+#[test]
+fn a_plugins_log_lines_show_in_the_local_up_output() {
+    let bed = Bed::new("loggroup", None);
+    let wasm = built::wasm_path("logger");
+    std::fs::write(
+        &bed.manifest,
+        format!(
+            "apiVersion: kvpilot.dev/v1alpha1\nkind: KvCluster\nmetadata:\n  name: loggroup\n\
+             spec:\n  engine:\n    kind: valkey\n  replicas: 1\n  policies:\n    \
+             replicaSelection:\n      plugin: {}\n      failurePolicy: Fail\n",
+            wasm.display()
+        ),
+    )
+    .expect("write the manifest");
+    let mut up = bed.up();
+    bed.wait_ready();
+    // The bootstrap asks replica-selection; its decision is recorded once it is made.
+    let started = Instant::now();
+    loop {
+        assert!(started.elapsed() < LIMIT, "no replica-selection decision");
+        if bed.status().is_some_and(|s| {
+            s["lastDecisions"]
+                .as_array()
+                .is_some_and(|ds| ds.iter().any(|d| d["hook"] == "replica-selection"))
+        }) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let down = bed.run("down", &[]);
+    assert!(down.status.success(), "down: {}", stderr(&down));
+    assert!(up.exited(LIMIT).is_some(), "local up did not stop");
+    let mut output = String::new();
+    use std::io::Read;
+    up.child
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut output)
+        .expect("read the output");
+    let line = output
+        .lines()
+        .find(|l| l.contains("deciding for loggroup with"))
+        .unwrap_or_else(|| panic!("no plugin line in {output}"));
+    assert!(
+        line.contains("kvpilot::plugin")
+            && line.contains("replica-selection")
+            && line.contains("loggroup")
+            && line.contains("hostile_logger.wasm"),
+        "{line}"
+    );
+    // The terminal escape the plugin wrote is not passed on.
+    let cleared = output
+        .lines()
+        .find(|l| l.contains("cleared?"))
+        .unwrap_or_else(|| panic!("no second line in {output}"));
+    assert!(!cleared.contains("\u{1b}[2J"), "{cleared:?}");
 }

@@ -251,9 +251,16 @@ async fn the_cached_load_measure_is_a_load_from_bytes_that_compiles_nothing() {
 #[tokio::test]
 async fn builtins_agree_with_native_at_bench_sizes() {
     let runtime = runtime();
-    let select = runtime.load("builtin:most-caught-up").await.expect("load");
-    let schedule = runtime.load("builtin:stagger").await.expect("load");
-    let next = runtime.load("builtin:replicas-first").await.expect("load");
+    // Up to 1000 members through a debug build of the host, beside other builds: a deadline
+    // that fits (this test is about the answers, `policy bench` about the time).
+    let limits = kvpilot::policy::Limits {
+        timeout: std::time::Duration::from_secs(5),
+        ..kvpilot::policy::Limits::default()
+    };
+    let load = async |name: &str| runtime.load(name).await.expect("load").with_limits(limits);
+    let select = load("builtin:most-caught-up").await;
+    let schedule = load("builtin:stagger").await;
+    let next = load("builtin:replicas-first").await;
     for n in bench::SIZES {
         let r = bench::selection_request(n);
         assert_eq!(

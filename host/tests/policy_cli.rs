@@ -100,7 +100,15 @@ fn check_json_has_exactly_the_documented_keys() {
         let report = json_of(&["policy", "check", name, "--json"]);
         assert_eq!(
             keys(&report),
-            BTreeSet::from(["name", "version", "hooks", "imports", "sha256"]),
+            BTreeSet::from([
+                "name",
+                "version",
+                "description",
+                "hooks",
+                "imports",
+                "sha256",
+                "empty_config"
+            ]),
             "{report}"
         );
         assert_eq!(report["name"], name.trim_start_matches("builtin:"));
@@ -273,6 +281,8 @@ fn bench_json_has_a_row_per_plugin_and_size() {
             "native_p50_us",
             "wasm_p50_bare_us",
             "cached_load_us",
+            "hit_p50_us",
+            "hit_p99_us",
         ] {
             assert!(fields.contains(key), "{key} missing in {row}");
         }
@@ -282,10 +292,12 @@ fn bench_json_has_a_row_per_plugin_and_size() {
             "native_p50_us",
             "wasm_p50_bare_us",
             "cached_load_us",
+            "hit_p50_us",
         ] {
             assert!(row[key].as_f64().is_some_and(|v| v > 0.0), "{key} in {row}");
         }
         assert!(row["wasm_p99_us"].as_f64() >= row["wasm_p50_us"].as_f64());
+        assert!(row["hit_p99_us"].as_f64() >= row["hit_p50_us"].as_f64());
         let plugin = row["plugin"].as_str().expect("plugin").to_string();
         let hook = row["hook"].as_str().expect("hook").to_string();
         assert!(
@@ -296,7 +308,7 @@ fn bench_json_has_a_row_per_plugin_and_size() {
     }
     let expected: BTreeSet<(String, u64)> = BUILTINS
         .iter()
-        .flat_map(|(name, _)| [3, 100].map(|n| (name.to_string(), n)))
+        .flat_map(|(name, _)| [3, 100, 1000].map(|n| (name.to_string(), n)))
         .collect();
     assert_eq!(seen, expected);
     assert_eq!(rows.len(), expected.len());

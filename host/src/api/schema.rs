@@ -28,3 +28,10 @@ pub(super) fn free_object(_: &mut SchemaGenerator) -> Schema {
         "x-kubernetes-preserve-unknown-fields": true,
     })
 }
+
+/// Any JSON value kept as written (a plugin's answer, a recorded request).
+pub(super) fn any_json(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}

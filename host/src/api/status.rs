@@ -163,8 +163,19 @@ pub struct DecisionState {
     pub plugin: String,
     /// Digest of the plugin's WebAssembly component.
     pub sha256: String,
-    /// The validated answer, as compact JSON.
+    /// The validated answer (a JSON value).
+    #[serde(with = "crate::policy::json_text")]
+    #[schemars(schema_with = "super::schema::any_json")]
     pub answer: String,
+    /// The request the plugin answered, config included (a JSON value), for `kvpilot policy
+    /// replay`; absent when it was larger than 8 KiB.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::policy::json_text::option"
+    )]
+    #[schemars(schema_with = "super::schema::any_json")]
+    pub request: Option<String>,
     /// How long the call took, in microseconds.
     pub latency_micros: u64,
     /// When the decision was taken.
@@ -234,6 +245,7 @@ impl KvClusterStatus {
                         plugin: decision.plugin,
                         sha256: decision.sha256,
                         answer: decision.answer,
+                        request: decision.request,
                         latency_micros: u64::try_from(decision.latency.as_micros())
                             .unwrap_or(u64::MAX),
                         time: Time(millis_to_timestamp(d.time_ms)),
@@ -387,6 +399,7 @@ mod tests {
                 plugin: "builtin:replicas-first".into(),
                 sha256: "ab".repeat(32),
                 answer: "[\"demo-0-2\"]".into(),
+                request: None,
                 latency: Duration::from_micros(1500),
                 fallback_from: None,
             },
@@ -541,6 +554,7 @@ mod tests {
                     plugin: large.clone(),
                     sha256: large.clone(),
                     answer: large.clone(),
+                    request: None,
                     latency: Duration::from_micros(i),
                     fallback_from: Some(large.clone()),
                 },

@@ -1,4 +1,5 @@
-//! `kvpilot local up|down|status`: run a group of real server processes on loopback.
+//! `kvpilot local up|down|kill|pause|status`: run a group of real server processes on
+//! loopback, and break it on purpose.
 
 use crate::decide::Settings;
 use crate::platform::local::{LocalCluster, PID_FILE, STATUS_FILE, lock, member_dir, server};
@@ -39,7 +40,32 @@ pub enum LocalCommand {
         #[arg(long, default_value = ".kvpilot")]
         state_dir: PathBuf,
     },
-    /// Show members, roles, offsets, revisions and the last decisions.
+    /// Send a signal to one member's server process (default SIGKILL: a crash), to try a
+    /// failover.
+    Kill {
+        /// The member, e.g. `cache-0` (see `kvpilot local status`).
+        member: String,
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        #[arg(long, default_value = ".kvpilot")]
+        state_dir: PathBuf,
+        /// KILL, TERM, INT, HUP, QUIT, STOP or CONT (with or without `SIG`).
+        #[arg(long, default_value = "KILL")]
+        signal: String,
+    },
+    /// Freeze one member (SIGSTOP) for a while, then resume it (SIGCONT): a hung primary.
+    /// Ctrl-C resumes it at once.
+    Pause {
+        /// The member, e.g. `cache-0`.
+        member: String,
+        /// How long: `500ms`, `10s`, `2m` (at most 10 minutes).
+        duration: String,
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        #[arg(long, default_value = ".kvpilot")]
+        state_dir: PathBuf,
+    },
+    /// Show members, roles, offsets, revisions, hook failures and the last decisions.
     Status {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
@@ -63,6 +89,18 @@ pub async fn run(cmd: LocalCommand) -> Result<ExitCode, String> {
             up(&file, &state_dir, endpoint, password).await
         }
         LocalCommand::Down { file, state_dir } => down(&file, &state_dir).await,
+        LocalCommand::Kill {
+            member,
+            file,
+            state_dir,
+            signal,
+        } => kill(&file, &state_dir, &member, &signal),
+        LocalCommand::Pause {
+            member,
+            duration,
+            file,
+            state_dir,
+        } => pause(&file, &state_dir, &member, &duration).await,
         LocalCommand::Status {
             file,
             state_dir,
@@ -182,6 +220,131 @@ async fn down(file: &Path, state_dir: &Path) -> Result<ExitCode, String> {
     println!(
         "group in {} is down ({stopped} leftover members stopped)",
         dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The longest `local pause`.
+const MAX_PAUSE: Duration = Duration::from_secs(600);
+
+/// A signal by name: `KILL` or `SIGKILL`, any case.
+fn parse_signal(name: &str) -> Result<(rustix::process::Signal, &'static str), String> {
+    use rustix::process::Signal;
+    let upper = name.trim().to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    Ok(match bare {
+        "KILL" => (Signal::KILL, "SIGKILL"),
+        "TERM" => (Signal::TERM, "SIGTERM"),
+        "INT" => (Signal::INT, "SIGINT"),
+        "HUP" => (Signal::HUP, "SIGHUP"),
+        "QUIT" => (Signal::QUIT, "SIGQUIT"),
+        "STOP" => (Signal::STOP, "SIGSTOP"),
+        "CONT" => (Signal::CONT, "SIGCONT"),
+        _ => {
+            return Err(format!(
+                "--signal: unknown signal `{}` (KILL, TERM, INT, HUP, QUIT, STOP or CONT)",
+                crate::policy::text::one_line(name, 32)
+            ));
+        }
+    })
+}
+
+/// `500ms`, `10s`, `2m`: at least 1 ms, at most [`MAX_PAUSE`].
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, unit) = t
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((t, ""), |i| t.split_at(i));
+    let n: u64 = number.parse().map_err(|_| {
+        format!(
+            "duration: `{}` is not a number with a unit (500ms, 10s, 2m)",
+            crate::policy::text::one_line(text, 32)
+        )
+    })?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" | "" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        other => {
+            return Err(format!(
+                "duration: unknown unit `{}` (ms, s or m)",
+                crate::policy::text::one_line(other, 16)
+            ));
+        }
+    };
+    if duration.is_zero() || duration > MAX_PAUSE {
+        return Err(format!(
+            "duration: {duration:?} is outside 1 ms to {} minutes",
+            MAX_PAUSE.as_secs() / 60
+        ));
+    }
+    Ok(duration)
+}
+
+/// The running server of `member` in the group of `file` (its recorded process, checked to be
+/// the same process that was started).
+fn member_server(
+    file: &Path,
+    state_dir: &Path,
+    member: &str,
+) -> Result<crate::platform::local::server::Server, String> {
+    let dir = group_dir(file, state_dir)?;
+    let known = dir.join("members");
+    let names: Vec<String> = std::fs::read_dir(&known)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !names.iter().any(|n| n == member) {
+        let mut names = names;
+        names.sort();
+        return Err(format!(
+            "no member `{}` in {} (members: {})",
+            crate::policy::text::one_line(member, crate::policy::text::NAME_BYTES),
+            dir.display(),
+            if names.is_empty() {
+                "none; is the group up?".to_string()
+            } else {
+                names.join(", ")
+            }
+        ));
+    }
+    crate::platform::local::server::Server::adopt(&member_dir(&dir, member))
+        .map_err(|e| format!("{member}: {e}"))
+}
+
+fn kill(file: &Path, state_dir: &Path, member: &str, signal: &str) -> Result<ExitCode, String> {
+    let (signal, name) = parse_signal(signal)?;
+    let server = member_server(file, state_dir, member)?;
+    server.send(signal, name).map_err(|e| e.to_string())?;
+    println!("sent {name} to {member} (pid {})", server.pid());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn pause(
+    file: &Path,
+    state_dir: &Path,
+    member: &str,
+    duration: &str,
+) -> Result<ExitCode, String> {
+    let duration = parse_duration(duration)?;
+    let server = member_server(file, state_dir, member)?;
+    server.pause().map_err(|e| e.to_string())?;
+    println!(
+        "paused {member} (pid {}, SIGSTOP) for {duration:?}; Ctrl-C resumes it now",
+        server.pid()
+    );
+    let interrupted = tokio::select! {
+        () = tokio::time::sleep(duration) => false,
+        () = crate::shutdown::signal() => true,
+    };
+    server.resume().map_err(|e| e.to_string())?;
+    println!(
+        "resumed {member} (SIGCONT){}",
+        if interrupted { ", interrupted" } else { "" }
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -423,6 +586,24 @@ pub fn render_with_pids(
             c.kind, c.status, c.reason, c.message
         );
     }
+    // Hook failures: failed calls and hooks that could not be bound (their events).
+    let failures: Vec<_> = s
+        .events
+        .iter()
+        .filter(|e| matches!(e.reason.as_str(), "PolicyFailed" | "PolicyFallback"))
+        .collect();
+    if !failures.is_empty() {
+        let _ = writeln!(out, "hook failures:");
+        for e in failures.iter().rev().take(5) {
+            let _ = writeln!(
+                out,
+                "  {:<19} {:<14} {}",
+                utc(i64::try_from(e.time_ms / 1000).unwrap_or(i64::MAX)),
+                e.reason,
+                e.message
+            );
+        }
+    }
     let _ = writeln!(out, "last decisions:");
     for d in s.last_decisions.iter().rev().take(5) {
         let _ = writeln!(
@@ -497,6 +678,7 @@ mod tests {
                     "/lab/picker.wasm",
                     "ab".repeat(32),
                     &kvpilot_sdk::Selection::Promote("kv-1".into()),
+                    None::<&()>,
                     std::time::Duration::from_micros(250),
                     None,
                 ),
@@ -526,5 +708,56 @@ mod tests {
                 && decision.contains(r#"{"promote":"kv-1"}"#),
             "{decision}"
         );
+        assert!(!text.contains("hook failures:"), "none yet: {text}");
+    }
+
+    #[test]
+    fn hook_failures_are_shown_newest_first() {
+        let mut s = ClusterStatus::default();
+        s.event(1_700_000_000_000, false, "PolicyDecision", "fine".into());
+        s.event(
+            1_700_000_001_000,
+            true,
+            "PolicyFailed",
+            "replica-selection: trapped \u{1b}[2J".into(),
+        );
+        s.event(
+            1_700_000_002_000,
+            true,
+            "PolicyFallback",
+            "rollout-order: config refused".into(),
+        );
+        let text = render(&s, Reconciler::Running { pid: None });
+        let section: Vec<&str> = text
+            .lines()
+            .skip_while(|l| *l != "hook failures:")
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .collect();
+        assert_eq!(section.len(), 2, "{text}");
+        assert!(section[0].contains("PolicyFallback") && section[0].contains("config refused"));
+        assert!(
+            section[1].contains("2023-11-14 22:13:21")
+                && section[1].contains("trapped")
+                && !section[1].contains('\u{1b}'),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn signals_and_durations_are_parsed_or_refused_naming_the_argument() {
+        assert_eq!(parse_signal("kill").map(|s| s.1), Ok("SIGKILL"));
+        assert_eq!(parse_signal("SIGSTOP").map(|s| s.1), Ok("SIGSTOP"));
+        assert!(parse_signal("SIGWHAT").is_err_and(|e| e.starts_with("--signal: ")));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        for bad in ["", "0s", "11m", "5h", "x"] {
+            assert!(
+                parse_duration(bad).is_err_and(|e| e.starts_with("duration: ")),
+                "{bad}"
+            );
+        }
     }
 }

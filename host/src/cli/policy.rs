@@ -1,7 +1,10 @@
-//! `kvpilot policy list|check|run|test|new|bench`: inspect, run, test, scaffold and benchmark
+//! `kvpilot policy list|check|run|test|replay|annotate|new|bench`: inspect, run, test, scaffold and benchmark
 //! policy plugins.
 
-use crate::policy::{Hook, PolicyRuntime, bench, input, scenario, source, text};
+use crate::policy::{
+    Hook, PolicyRuntime, bench, config_schema, input, logs, metadata, replay, scenario, source,
+    text,
+};
 use crate::scaffold;
 use clap::Subcommand;
 use kvpilot_sdk::{RolloutRequest, ScheduleRequest, SelectionRequest};
@@ -21,7 +24,9 @@ pub enum PolicyCommand {
         /// Also check this config (a JSON object) with the plugin's `validate-config`.
         #[arg(long)]
         config: Option<String>,
-        /// Print `{"name","version","hooks","imports","sha256"}`.
+        /// Print `{"name","version","description","hooks","imports","sha256","empty_config"}`
+        /// (`empty_config`: null when `validate-config("{}")` accepts, else its rejection),
+        /// and `config_schema` when one is embedded (`policy annotate`).
         #[arg(long)]
         json: bool,
     },
@@ -37,6 +42,10 @@ pub enum PolicyCommand {
         /// Plugin config (a JSON object); replaces the input's `config`.
         #[arg(long)]
         config: Option<String>,
+        /// Also print the plugin's log lines (what it wrote to stderr, `eprintln!`; at most
+        /// 20 per call, each cut to 512 bytes) to stderr, before the decision or the error.
+        #[arg(long, short)]
+        verbose: bool,
     },
     /// Run scenario files (request, config, expected answer, error or config rejection)
     /// through a plugin in the sandbox: one line per file, a summary, and a failure exit
@@ -47,6 +56,40 @@ pub enum PolicyCommand {
         /// A folder of scenario files (`*.json`), or one file. The format is documented in
         /// the README ("Write a policy in 15 minutes") and in `kvpilot_sdk::scenario`.
         scenarios: PathBuf,
+    },
+    /// Embed the plugin's config JSON Schema and its hooks in the component (a custom
+    /// section, `kvpilot-metadata`); `policy check` then validates `--config` against it.
+    Annotate {
+        /// The `.wasm` file cargo built.
+        plugin: PathBuf,
+        /// The config's JSON Schema (a JSON file).
+        #[arg(long)]
+        schema: PathBuf,
+        /// Where to write the annotated component (default: over the input).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Re-run a candidate plugin on recorded decisions and show where its answers differ:
+    /// "what would my plugin have decided". Each decision keeps the request it answered (up
+    /// to 8 KiB) and its answer.
+    Replay {
+        /// The candidate: a `.wasm` file or `builtin:NAME`.
+        plugin: String,
+        /// A local group's KvCluster manifest (its status is read from the state folder), or
+        /// a status as JSON: `kvpilot local status --json`, or `kubectl get kvcluster NAME -o
+        /// json`.
+        #[arg(long)]
+        from: PathBuf,
+        /// The state folder of a local group (with a manifest in `--from`).
+        #[arg(long, default_value = ".kvpilot")]
+        state_dir: PathBuf,
+        /// The candidate's config (a JSON object) instead of the recorded one.
+        #[arg(long)]
+        config: Option<String>,
+        /// Print a JSON array: each recorded decision and its `outcome` (`same`, `differs`
+        /// with the `candidate` answer, `failed` with the `error`, `not-replayable`).
+        #[arg(long)]
+        json: bool,
     },
     /// Write a new plugin crate: `kvpilot policy new <hook>… <name>`. It builds at once for
     /// wasm32-wasip2 and holds the contract (WIT), sample requests and scenarios.
@@ -64,11 +107,13 @@ pub enum PolicyCommand {
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
-    /// Latency per call of each default plugin, wasm (fresh sandbox per call) vs native.
+    /// Latency per call of each default plugin at 3, 100 and 1000 members: wasm (fresh
+    /// sandbox per call) vs native, and a memo hit (the steady-state cost per reconcile).
     Bench {
         /// Print a JSON array of `{"hook","plugin","members","wasm_p50_us","wasm_p99_us",
-        /// "native_p50_us","wasm_p50_bare_us","cached_load_us"}` (`bare`: the same call with
-        /// every member's zone and node absent).
+        /// "native_p50_us","wasm_p50_bare_us","cached_load_us","hit_p50_us","hit_p99_us"}`
+        /// (`bare`: the same call with every member's zone and node absent; `hit`: the same
+        /// request again, answered from the memo).
         #[arg(long)]
         json: bool,
         /// Timed calls per row.
@@ -94,9 +139,32 @@ pub async fn run(cmd: PolicyCommand) -> Result<ExitCode, String> {
             plugin,
             input,
             config,
-        } => run_hook(&runtime, &hook, &plugin, &input, config.as_deref()).await,
+            verbose,
+        } => run_hook(&runtime, &hook, &plugin, &input, config.as_deref(), verbose).await,
         PolicyCommand::Test { plugin, scenarios } => test(&runtime, &plugin, &scenarios).await,
         PolicyCommand::New { words, dir, sdk } => new_plugin(&words, dir, sdk),
+        PolicyCommand::Annotate {
+            plugin,
+            schema,
+            output,
+        } => annotate(&runtime, &plugin, &schema, output.as_deref()).await,
+        PolicyCommand::Replay {
+            plugin,
+            from,
+            state_dir,
+            config,
+            json,
+        } => {
+            replay_cmd(
+                &runtime,
+                &plugin,
+                &from,
+                &state_dir,
+                config.as_deref(),
+                json,
+            )
+            .await
+        }
         PolicyCommand::Bench {
             json,
             iterations,
@@ -154,9 +222,28 @@ async fn list(runtime: &PolicyRuntime) -> Result<ExitCode, String> {
 struct CheckReport<'a> {
     name: &'a str,
     version: &'a str,
+    description: &'a str,
     hooks: Vec<&'static str>,
     imports: &'a [String],
     sha256: String,
+    /// The embedded config schema (`policy annotate`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config_schema: Option<&'a serde_json::Value>,
+    /// What `validate-config("{}")` said: `null` when it accepts an empty config, else its
+    /// rejection.
+    empty_config: Option<String>,
+}
+
+/// The bytes of a `.wasm` file or a builtin, for reading its metadata.
+fn component_bytes(source_name: &str) -> Result<Vec<u8>, String> {
+    match source::parse(source_name) {
+        source::Source::Builtin(name) => {
+            source::builtin_bytes(name.strip_prefix(source::BUILTIN_PREFIX).unwrap_or(name))
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| format!("no such builtin `{name}`"))
+        }
+        source::Source::File(path) => std::fs::read(path).map_err(|e| format!("{path}: {e}")),
+    }
 }
 
 async fn check(
@@ -166,19 +253,33 @@ async fn check(
     json: bool,
 ) -> Result<ExitCode, String> {
     let plugin = runtime.load(source).await.map_err(|e| e.to_string())?;
+    let metadata = metadata::read(&component_bytes(source)?).map_err(|e| e.to_string())?;
     if let Some(config) = config {
+        if let Some(m) = &metadata {
+            let value: serde_json::Value =
+                serde_json::from_str(config).map_err(|e| format!("--config is not JSON: {e}"))?;
+            config_schema::check(&m.config_schema, &value, "config")
+                .map_err(|e| format!("--config does not match the plugin's config schema: {e}"))?;
+        }
         plugin
             .validate_config(config)
             .await
             .map_err(|e| e.to_string())?;
     }
+    let empty_config = plugin.validate_config("{}").await.err().map(|e| match e {
+        crate::policy::PolicyError::InvalidConfig { message, .. } => message,
+        other => other.to_string(),
+    });
     let info = plugin.info();
     let report = CheckReport {
         name: &info.name,
         version: &info.version,
+        description: &info.description,
         hooks: plugin.hooks().iter().map(|h| h.as_str()).collect(),
         imports: plugin.imports(),
         sha256: plugin.sha256_hex(),
+        config_schema: metadata.as_ref().map(|m| &m.config_schema),
+        empty_config,
     };
     if json {
         println!("{}", to_json(&report)?);
@@ -191,8 +292,30 @@ async fn check(
         println!("  hooks:   {}", report.hooks.join(", "));
         println!("  sha256:  {}", report.sha256);
         println!("  imports: {}", report.imports.join(", "));
+        match &report.empty_config {
+            None => println!("  {{}}:      accepted (validate-config)"),
+            Some(why) => println!(
+                "  {{}}:      rejected: {}",
+                text::one_line(why, text::MESSAGE_BYTES)
+            ),
+        }
+        match &metadata {
+            Some(m) => println!(
+                "  schema:  embedded ({} bytes; annotated hooks: {})",
+                m.config_schema.to_string().len(),
+                hooks_text(&m.hooks)
+            ),
+            None => println!("  schema:  none (add one with `kvpilot policy annotate`)"),
+        }
         if config.is_some() {
-            println!("  config:  accepted");
+            println!(
+                "  config:  accepted{}",
+                if metadata.is_some() {
+                    " (schema and validate-config)"
+                } else {
+                    " (validate-config)"
+                }
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -221,6 +344,7 @@ async fn run_hook(
     source: &str,
     input: &Path,
     config: Option<&str>,
+    verbose: bool,
 ) -> Result<ExitCode, String> {
     let hook = Hook::parse(hook).ok_or_else(|| {
         format!(
@@ -228,7 +352,20 @@ async fn run_hook(
             Hook::ALL.map(Hook::as_str).join(", ")
         )
     })?;
-    let plugin = runtime.load(source).await.map_err(|e| e.to_string())?;
+    // The plugin's lines are collected and shown with --verbose, else dropped; a call of its
+    // own (unmemoized), since the point is to see what it does.
+    let (sink, collected) = logs::LogSink::collect();
+    let plugin = runtime
+        .load(source)
+        .await
+        .map_err(|e| e.to_string())?
+        .unmemoized()
+        .logging_to(if verbose { sink } else { logs::LogSink::Off });
+    let show_logs = || {
+        for line in collected.take() {
+            eprintln!("{line}");
+        }
+    };
     let config = |from_input: String| config.map_or(from_input, str::to_string);
     macro_rules! call {
         ($request:ty, $method:ident) => {{
@@ -239,8 +376,10 @@ async fn run_hook(
                 .await
                 .map_err(|e| e.to_string())?;
             let started = Instant::now();
-            let answer = plugin.$method(&request).await.map_err(|e| e.to_string())?;
+            let answer = plugin.$method(&request).await;
             let latency_us = started.elapsed().as_micros();
+            show_logs();
+            let answer = answer.map_err(|e| e.to_string())?;
             to_json(&RunReport {
                 hook,
                 plugin: plugin.name().to_string(),
@@ -298,6 +437,139 @@ async fn test(runtime: &PolicyRuntime, source: &str, dir: &Path) -> Result<ExitC
     } else {
         ExitCode::FAILURE
     })
+}
+
+async fn annotate(
+    runtime: &PolicyRuntime,
+    path: &Path,
+    schema: &Path,
+    output: Option<&Path>,
+) -> Result<ExitCode, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let schema_text =
+        std::fs::read_to_string(schema).map_err(|e| format!("{}: {e}", schema.display()))?;
+    let config_schema: serde_json::Value = serde_json::from_str(&schema_text)
+        .map_err(|e| format!("{}: not JSON: {e}", schema.display()))?;
+    if !config_schema.is_object() {
+        return Err(format!("{}: a JSON Schema is an object", schema.display()));
+    }
+    let unsupported = config_schema::unsupported(&config_schema);
+    if !unsupported.is_empty() {
+        return Err(format!(
+            "{}: keywords `policy check` cannot check: {} (supported: type, properties,              required, additionalProperties, enum, const, minimum, maximum, exclusiveMinimum,              exclusiveMaximum, minLength, maxLength, items, minItems, maxItems)",
+            schema.display(),
+            unsupported.join(", ")
+        ));
+    }
+    // The hooks come from the component itself; it must load.
+    let plugin = runtime
+        .load_bytes(&path.display().to_string(), &bytes)
+        .await
+        .map_err(|e| e.to_string())?;
+    let annotated = metadata::annotate(
+        &bytes,
+        &metadata::Metadata {
+            hooks: plugin.hooks().to_vec(),
+            config_schema,
+        },
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))?;
+    // The annotated component must load as the same plugin.
+    let check = runtime
+        .load_bytes("annotated", &annotated)
+        .await
+        .map_err(|e| format!("the annotated component does not load: {e}"))?;
+    let out = output.unwrap_or(path);
+    std::fs::write(out, &annotated).map_err(|e| format!("{}: {e}", out.display()))?;
+    println!(
+        "{}: annotated ({} hooks: {}; schema {} bytes); sha256 {}",
+        out.display(),
+        plugin.info().name,
+        hooks_text(plugin.hooks()),
+        schema_text.len(),
+        check.sha256_hex()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The status document `--from` names: JSON as it is, or a manifest's local status file.
+fn status_document(from: &Path, state_dir: &Path) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(from).map_err(|e| format!("{}: {e}", from.display()))?;
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) {
+        return Ok(value);
+    }
+    let dir = crate::platform::local::group_dir(from, state_dir).map_err(|e| e.to_string())?;
+    let path = dir.join(crate::platform::local::STATUS_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| {
+        format!(
+            "{} is not JSON, so it is taken as a local manifest; its status {}: {e}",
+            from.display(),
+            path.display()
+        )
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+async fn replay_cmd(
+    runtime: &PolicyRuntime,
+    source: &str,
+    from: &Path,
+    state_dir: &Path,
+    config: Option<&str>,
+    json: bool,
+) -> Result<ExitCode, String> {
+    let document = status_document(from, state_dir)?;
+    let decisions = replay::recorded(&document).map_err(|e| format!("{}: {e}", from.display()))?;
+    let plugin = runtime.load(source).await.map_err(|e| e.to_string())?;
+    if let Some(config) = config {
+        plugin
+            .validate_config(config)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let replayed = replay::replay(&plugin, decisions, config).await;
+    if json {
+        println!("{}", to_json(&replayed)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (mut same, mut differ, mut failed, mut skipped) = (0, 0, 0, 0);
+    for r in &replayed {
+        let d = &r.recorded;
+        let head = format!("{:<24} {:<17} {}", d.time, d.hook.as_str(), d.plugin);
+        let line = match &r.outcome {
+            replay::Outcome::Same => {
+                same += 1;
+                format!("same     {head}: {}", d.answer)
+            }
+            replay::Outcome::Differs { candidate } => {
+                differ += 1;
+                format!(
+                    "DIFFERS  {head}: recorded {}, candidate {candidate}",
+                    d.answer
+                )
+            }
+            replay::Outcome::Failed { error } => {
+                failed += 1;
+                format!(
+                    "FAILED   {head}: recorded {}, candidate failed: {error}",
+                    d.answer
+                )
+            }
+            replay::Outcome::NotReplayable { why } => {
+                skipped += 1;
+                format!("skipped  {head}: {why}")
+            }
+        };
+        // A line quotes answers and errors of plugins: cleaned (rule 10).
+        println!("{}", text::one_line(&line, text::MESSAGE_BYTES));
+    }
+    println!(
+        "{} decisions: {same} same, {differ} differ, {failed} failed, {skipped} not replayable ({} {})",
+        replayed.len(),
+        plugin.name(),
+        plugin.sha256_hex()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn new_plugin(
@@ -400,7 +672,7 @@ async fn run_bench(
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<18} {:<24} {:>7} {:>12} {:>12} {:>14} {:>8} {:>12}",
+        "{:<18} {:<24} {:>7} {:>12} {:>12} {:>14} {:>8} {:>12} {:>11}",
         "HOOK",
         "PLUGIN",
         "MEMBERS",
@@ -408,7 +680,8 @@ async fn run_bench(
         "WASM p99 µs",
         "NATIVE p50 µs",
         "RATIO",
-        "BARE p50 µs"
+        "BARE p50 µs",
+        "HIT p50 µs"
     );
     for row in &rows {
         let ratio = if row.native_p50_us > 0.0 {
@@ -417,7 +690,7 @@ async fn run_bench(
             "-".into()
         };
         println!(
-            "{:<18} {:<24} {:>7} {:>12.2} {:>12.2} {:>14.2} {:>8} {:>12.2}",
+            "{:<18} {:<24} {:>7} {:>12.2} {:>12.2} {:>14.2} {:>8} {:>12.2} {:>11.2}",
             row.hook.as_str(),
             row.plugin,
             row.members,
@@ -425,12 +698,14 @@ async fn run_bench(
             row.wasm_p99_us,
             row.native_p50_us,
             ratio,
-            row.wasm_p50_bare_us
+            row.wasm_p50_bare_us,
+            row.hit_p50_us
         );
     }
     println!(
         "{} iterations per row after {} warm-up calls; a fresh sandbox (store + instance) per wasm call.\n\
-         BARE: the same wasm call with every member's zone and node absent (1 string per member, not 3).",
+         BARE: the same wasm call with every member's zone and node absent (1 string per member, not 3).\n\
+         HIT: the same request again (a steady reconcile), answered from the memo without an instance.",
         rounds.iterations, rounds.warmup
     );
     for row in rows.iter().filter(|r| r.members == bench::SIZES[0]) {

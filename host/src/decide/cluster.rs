@@ -784,6 +784,7 @@ mod tests {
             plugin: "test".into(),
             sha256: String::new(),
             answer: String::new(),
+            request: None,
             latency: Duration::ZERO,
             fallback_from: None,
         }

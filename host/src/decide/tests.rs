@@ -21,6 +21,7 @@ fn record(hook: Hook, answer: String) -> DecisionRecord {
         plugin: "test".into(),
         sha256: String::new(),
         answer,
+        request: None,
         latency: Duration::ZERO,
         fallback_from: None,
     }

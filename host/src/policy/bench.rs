@@ -1,5 +1,6 @@
-//! `kvpilot policy bench`: each default plugin at 3 and 100 members, a fresh sandbox per
-//! call, against the same policy linked natively.
+//! `kvpilot policy bench`: each default plugin at 3, 100 and 1000 members, a fresh sandbox
+//! per call, against the same policy linked natively, and the steady-state cost per reconcile:
+//! the same request again, answered from the memo (see `memo.rs`).
 
 use super::{Hook, Plugin, PolicyError, PolicyRuntime, native};
 use kvpilot_sdk::{
@@ -10,7 +11,7 @@ use serde::Serialize;
 use std::time::{Duration, Instant};
 
 /// Member counts measured.
-pub const SIZES: [usize; 2] = [3, 100];
+pub const SIZES: [usize; 3] = [3, 100, 1000];
 
 /// How many calls are timed and how many run first, untimed.
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +45,10 @@ pub struct BenchRow {
     /// Median time to load the plugin again from its bytes once they were compiled: what the
     /// operator does for every `PolicyPlugin` it reconciles (see [`cached_load`]).
     pub cached_load_us: f64,
+    /// p50 and p99 of the same request answered again (a steady reconcile: nothing changed):
+    /// the memo's lookup, no instance. `wasm_p50_us` is the fresh call beside it.
+    pub hit_p50_us: f64,
+    pub hit_p99_us: f64,
 }
 
 fn micros(d: Duration) -> f64 {
@@ -221,14 +226,19 @@ struct Measured {
     wasm: Vec<Duration>,
     bare: Vec<Duration>,
     native: Vec<Duration>,
+    hit: Vec<Duration>,
 }
 
+/// `memoized` answers a request seen before from the memo; `plugin` (unmemoized) runs every
+/// call in a fresh sandbox.
 async fn measure(
-    plugin: &Plugin,
+    memoized: &Plugin,
     hook: Hook,
     n: usize,
     rounds: Rounds,
 ) -> Result<Measured, PolicyError> {
+    let fresh = memoized.clone().unmemoized();
+    let plugin = &fresh;
     Ok(match hook {
         Hook::ReplicaSelection => {
             let request = selection_request(n);
@@ -243,6 +253,10 @@ async fn measure(
                 })
                 .await?,
                 native: time_sync(rounds, || native::select(&request).map(drop))?,
+                hit: time_async(rounds, || async {
+                    memoized.select(&request).await.map(drop)
+                })
+                .await?,
             }
         }
         Hook::SnapshotSchedule => {
@@ -259,6 +273,10 @@ async fn measure(
                 })
                 .await?,
                 native: time_sync(rounds, || native::schedule(&request).map(drop))?,
+                hit: time_async(rounds, || async {
+                    memoized.schedule(&request).await.map(drop)
+                })
+                .await?,
             }
         }
         Hook::RolloutOrder => {
@@ -271,6 +289,8 @@ async fn measure(
                 bare: time_async(rounds, || async { plugin.next(&stripped).await.map(drop) })
                     .await?,
                 native: time_sync(rounds, || native::next(&request).map(drop))?,
+                hit: time_async(rounds, || async { memoized.next(&request).await.map(drop) })
+                    .await?,
             }
         }
     })
@@ -279,15 +299,28 @@ async fn measure(
 /// Runs the whole benchmark. Every plugin is compiled before the first timed call, so that
 /// compilation (and the compiler's worker threads winding down) does not land in a row.
 pub async fn run(runtime: &PolicyRuntime, rounds: Rounds) -> Result<Vec<BenchRow>, PolicyError> {
+    // A deadline that no sample reaches: a call over the default 100 ms (1000 members in a
+    // debug build beside other work) would end the run rather than show as a slow sample.
+    // The deadline does not change what a call costs.
+    let limits = super::Limits {
+        timeout: Duration::from_secs(2),
+        ..super::Limits::default()
+    };
     let mut plugins = Vec::new();
     for hook in Hook::ALL {
-        plugins.push((hook, runtime.load_builtin(hook.default_builtin()).await?));
+        let plugin = runtime.load_builtin(hook.default_builtin()).await?;
+        plugins.push((hook, plugin.with_limits(limits)));
     }
     let mut rows = Vec::new();
     for (hook, plugin) in plugins {
         let cached = cached_load(runtime, &plugin).await?;
         for n in SIZES {
-            let Measured { wasm, bare, native } = measure(&plugin, hook, n, rounds).await?;
+            let Measured {
+                wasm,
+                bare,
+                native,
+                hit,
+            } = measure(&plugin, hook, n, rounds).await?;
             rows.push(BenchRow {
                 hook,
                 plugin: plugin.name().to_string(),
@@ -297,6 +330,8 @@ pub async fn run(runtime: &PolicyRuntime, rounds: Rounds) -> Result<Vec<BenchRow
                 native_p50_us: micros(percentile(&native, 50)),
                 wasm_p50_bare_us: micros(percentile(&bare, 50)),
                 cached_load_us: micros(cached),
+                hit_p50_us: micros(percentile(&hit, 50)),
+                hit_p99_us: micros(percentile(&hit, 99)),
             });
         }
     }

@@ -206,9 +206,12 @@ impl Bound {
     }
 }
 
-fn decided<T: Serialize>(
+/// The decision and its record, which keeps a copy of the request the plugin answered (for
+/// `kvpilot policy replay`).
+fn decided<T: Serialize, R: Serialize>(
     hook: Hook,
     plugin: &Plugin,
+    request: &R,
     answer: T,
     started: Instant,
     fallback_from: Option<String>,
@@ -218,6 +221,7 @@ fn decided<T: Serialize>(
         plugin.name(),
         plugin.sha256_hex(),
         &answer,
+        Some(request),
         started.elapsed(),
         fallback_from.as_deref(),
     );
@@ -292,7 +296,9 @@ impl Policies for WasmPolicies {
                 request.config.clear();
                 request.config.push_str(config);
                 match plugin.select(&request).await {
-                    Ok(answer) => return Ok(decided(hook, plugin, answer, started, None)),
+                    Ok(answer) => {
+                        return Ok(decided(hook, plugin, &request, answer, started, None));
+                    }
                     Err(error) => bound.fallback(error)?,
                 }
             }
@@ -301,7 +307,14 @@ impl Policies for WasmPolicies {
         };
         request.config = kvpilot_sdk::empty_config();
         let answer = builtin.select(&request).await?;
-        Ok(decided(hook, builtin, answer, started, Some(failure)))
+        Ok(decided(
+            hook,
+            builtin,
+            &request,
+            answer,
+            started,
+            Some(failure),
+        ))
     }
 
     async fn schedule_snapshots(
@@ -316,7 +329,9 @@ impl Policies for WasmPolicies {
                 request.config.clear();
                 request.config.push_str(config);
                 match plugin.schedule(&request).await {
-                    Ok(answer) => return Ok(decided(hook, plugin, answer, started, None)),
+                    Ok(answer) => {
+                        return Ok(decided(hook, plugin, &request, answer, started, None));
+                    }
                     Err(error) => bound.fallback(error)?,
                 }
             }
@@ -325,7 +340,14 @@ impl Policies for WasmPolicies {
         };
         request.config = kvpilot_sdk::empty_config();
         let answer = builtin.schedule(&request).await?;
-        Ok(decided(hook, builtin, answer, started, Some(failure)))
+        Ok(decided(
+            hook,
+            builtin,
+            &request,
+            answer,
+            started,
+            Some(failure),
+        ))
     }
 
     async fn rollout_step(
@@ -340,7 +362,9 @@ impl Policies for WasmPolicies {
                 request.config.clear();
                 request.config.push_str(config);
                 match plugin.next(&request).await {
-                    Ok(answer) => return Ok(decided(hook, plugin, answer, started, None)),
+                    Ok(answer) => {
+                        return Ok(decided(hook, plugin, &request, answer, started, None));
+                    }
                     Err(error) => bound.fallback(error)?,
                 }
             }
@@ -349,6 +373,13 @@ impl Policies for WasmPolicies {
         };
         request.config = kvpilot_sdk::empty_config();
         let answer = builtin.next(&request).await?;
-        Ok(decided(hook, builtin, answer, started, Some(failure)))
+        Ok(decided(
+            hook,
+            builtin,
+            &request,
+            answer,
+            started,
+            Some(failure),
+        ))
     }
 }

@@ -5,10 +5,11 @@
 use super::contract::v0_1_0::exports::kvpilot::policy::{
     plugin as plugin_if, replica_selection as rs, rollout_order as ro, snapshot_schedule as ss,
 };
+use super::memo::{Answer, Asked};
 use super::plugin::{Compiled, Exports, Limits, Plugin};
 use super::runtime::BINDINGS_VERSION;
 use super::sandbox::Sandbox;
-use super::{Hook, PolicyError, convert, text, validate};
+use super::{Hook, PolicyError, convert, logs, text, validate};
 use kvpilot_sdk::cron::Cron;
 use kvpilot_sdk::{
     MemberSchedule, PluginInfo, RolloutRequest, ScheduleRequest, Selection, SelectionRequest, Step,
@@ -147,7 +148,7 @@ fn guest_message(stderr: &str) -> String {
 }
 
 /// Runs `$body` against a fresh instance of `$pre` under `$limits`; evaluates to
-/// `Result<T, Failure>`.
+/// `(Result<T, Failure>, Option<String>)`: the outcome and what the guest wrote to stderr.
 macro_rules! guarded {
     ($engine:expr, $pre:expr, $limits:expr, |$store:ident, $instance:ident| $body:expr) => {{
         let limits: &Limits = $limits;
@@ -158,7 +159,10 @@ macro_rules! guarded {
             $body
         })
         .await;
-        classify(&$store, limits, outcome)
+        (
+            classify(&$store, limits, outcome),
+            $store.data().stderr_text(),
+        )
     }};
 }
 
@@ -228,7 +232,8 @@ pub(crate) async fn inspect(
         }
         let guest = exports.plugin.load(&mut store, &instance)?;
         guest.call_info(&mut store).await.map(Ok)
-    });
+    })
+    .0;
     match inspected {
         Ok(Ok(info)) => Ok(convert::info(info)),
         Ok(Err(mismatch)) => Err(mismatch),
@@ -287,6 +292,7 @@ impl Plugin {
         let compiled = self.compiled();
         let idx: &plugin_if::GuestIndices = &compiled.exports.plugin;
         let config = config.to_string();
+        compiled.instantiated();
         let verdict = guarded!(
             &self.engine,
             &compiled.pre,
@@ -295,7 +301,8 @@ impl Plugin {
                 let guest = idx.load(&mut store, &instance)?;
                 guest.call_validate_config(&mut store, &config).await
             }
-        );
+        )
+        .0;
         let message = match verdict {
             Ok(Ok(())) => return Ok(()),
             // It becomes a `PolicyFailed` status message: cut to a message's length.
@@ -313,6 +320,7 @@ impl Plugin {
     async fn call_hook<P, A>(
         &self,
         hook: Hook,
+        cluster: &kvpilot_sdk::Cluster,
         index: Option<ComponentExportIndex>,
         params: P,
     ) -> Result<A, PolicyError>
@@ -322,7 +330,8 @@ impl Plugin {
     {
         let index = index.ok_or_else(|| self.missing(hook))?;
         let compiled = self.compiled();
-        guarded!(
+        compiled.instantiated();
+        let (outcome, stderr) = guarded!(
             &self.engine,
             &compiled.pre,
             &self.limits,
@@ -332,18 +341,52 @@ impl Plugin {
                     .await
                     .map(|(answer,)| answer)
             }
-        )
-        .map_err(|f| f.into_error(&self.name, hook))?
-        .map_err(|message| self.plugin_error(hook, message))
+        );
+        // Published whatever the outcome: the lines before a panic explain it.
+        logs::publish(
+            &self.log,
+            &compiled.log_limit,
+            stderr.as_deref(),
+            &self.name,
+            hook,
+            &format!("{}/{}", cluster.namespace, cluster.name),
+        );
+        outcome
+            .map_err(|f| f.into_error(&self.name, hook))?
+            .map_err(|message| self.plugin_error(hook, message))
+    }
+
+    /// The answer memoized for this exact request, if any (see `memo.rs`).
+    fn recall(&self, asked: Asked<'_>) -> Option<Answer> {
+        let memo = self.memo.as_ref()?;
+        memo.get(&self.compiled.sha256, &self.limits, asked)
+    }
+
+    /// Memoizes a validated answer (never a failure: those are not passed here).
+    fn remember(&self, asked: Asked<'_>, answer: Answer) {
+        if let Some(memo) = &self.memo {
+            memo.put(&self.compiled.sha256, &self.limits, asked, answer);
+        }
     }
 
     /// replica-selection: calls, bounds and validates the answer (`request.config` as given).
+    /// An identical request answered before by the same component under the same limits is
+    /// answered from the memo, without an instance (see [`Plugin::unmemoized`]).
     pub async fn select(&self, request: &SelectionRequest) -> Result<Selection, PolicyError> {
+        if let Some(Answer::Selection(answer)) = self.recall(Asked::Select(request)) {
+            return Ok(answer);
+        }
+        let answer = self.select_afresh(request).await?;
+        self.remember(Asked::Select(request), Answer::Selection(answer.clone()));
+        Ok(answer)
+    }
+
+    async fn select_afresh(&self, request: &SelectionRequest) -> Result<Selection, PolicyError> {
         let hook = Hook::ReplicaSelection;
         let input = convert::selection_ref(request);
         let index = self.compiled().exports.replica_selection;
         let answer = self
-            .call_hook::<SelectParams<'_>, SelectAnswer>(hook, index, (&input,))
+            .call_hook::<SelectParams<'_>, SelectAnswer>(hook, &request.cluster, index, (&input,))
             .await?;
         let answer = convert::selection(answer);
         self.too_large(hook, convert::selection_bytes(&answer))?;
@@ -355,8 +398,20 @@ impl Plugin {
         })
     }
 
-    /// snapshot-schedule: calls, bounds and validates the answer.
+    /// snapshot-schedule: calls, bounds and validates the answer (memoized like `select`).
     pub async fn schedule(
+        &self,
+        request: &ScheduleRequest,
+    ) -> Result<Vec<MemberSchedule>, PolicyError> {
+        if let Some(Answer::Schedules(answer)) = self.recall(Asked::Schedule(request)) {
+            return Ok(answer);
+        }
+        let answer = self.schedule_afresh(request).await?;
+        self.remember(Asked::Schedule(request), Answer::Schedules(answer.clone()));
+        Ok(answer)
+    }
+
+    async fn schedule_afresh(
         &self,
         request: &ScheduleRequest,
     ) -> Result<Vec<MemberSchedule>, PolicyError> {
@@ -364,7 +419,12 @@ impl Plugin {
         let input = convert::schedule_ref(request);
         let index = self.compiled().exports.snapshot_schedule;
         let answer = self
-            .call_hook::<ScheduleParams<'_>, ScheduleAnswer>(hook, index, (&input,))
+            .call_hook::<ScheduleParams<'_>, ScheduleAnswer>(
+                hook,
+                &request.cluster,
+                index,
+                (&input,),
+            )
             .await?;
         let answer = convert::schedules(answer);
         self.too_large(hook, convert::schedules_bytes(&answer))?;
@@ -382,13 +442,22 @@ impl Plugin {
             .collect())
     }
 
-    /// rollout-order: calls, bounds and validates the answer.
+    /// rollout-order: calls, bounds and validates the answer (memoized like `select`).
     pub async fn next(&self, request: &RolloutRequest) -> Result<Step, PolicyError> {
+        if let Some(Answer::Step(answer)) = self.recall(Asked::Next(request)) {
+            return Ok(answer);
+        }
+        let answer = self.next_afresh(request).await?;
+        self.remember(Asked::Next(request), Answer::Step(answer.clone()));
+        Ok(answer)
+    }
+
+    async fn next_afresh(&self, request: &RolloutRequest) -> Result<Step, PolicyError> {
         let hook = Hook::RolloutOrder;
         let input = convert::rollout_ref(request);
         let index = self.compiled().exports.rollout_order;
         let answer = self
-            .call_hook::<NextParams<'_>, NextAnswer>(hook, index, (&input,))
+            .call_hook::<NextParams<'_>, NextAnswer>(hook, &request.cluster, index, (&input,))
             .await?;
         let answer = convert::step(answer);
         self.too_large(hook, convert::step_bytes(&answer))?;

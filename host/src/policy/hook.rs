@@ -105,8 +105,14 @@ impl fmt::Display for HookProblem {
 /// (the decision itself used the whole answer). Twenty of these fit in a status with room.
 pub const DECISION_ANSWER_BYTES: usize = 2 * 1024;
 
-/// Who decided what, how fast: goes to events, `status.lastDecisions` and metrics. Every text
-/// in it is cleaned and bounded ([`DecisionRecord::new`]).
+/// The longest request a decision record keeps a copy of, as compact JSON (a request of 20
+/// members is ~7 KiB): what `kvpilot policy replay` re-runs. A longer request is not kept
+/// (a part of it would not be the same question).
+pub const DECISION_REQUEST_BYTES: usize = 8 * 1024;
+
+/// Who decided what, on which request, how fast: goes to events, `status.lastDecisions` and
+/// metrics. Every text in it is cleaned and bounded ([`DecisionRecord::new`]). The answer and
+/// the request are held as compact JSON text and written as JSON values (see [`json_text`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DecisionRecord {
@@ -114,8 +120,17 @@ pub struct DecisionRecord {
     /// `builtin:NAME`, a PolicyPlugin name, or a file path.
     pub plugin: String,
     pub sha256: String,
-    /// The answer as compact JSON.
+    /// The answer as compact JSON (written as a JSON value).
+    #[serde(with = "json_text")]
     pub answer: String,
+    /// The request the plugin answered (config included), as compact JSON (written as a JSON
+    /// value); absent when it was longer than [`DECISION_REQUEST_BYTES`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "json_text::option"
+    )]
+    pub request: Option<String>,
     #[serde(with = "micros")]
     pub latency: Duration,
     /// Set when the configured plugin failed and the builtin answered (`FailurePolicy::Fallback`):
@@ -126,11 +141,12 @@ pub struct DecisionRecord {
 
 impl DecisionRecord {
     /// The record of `answer`, its texts cleaned and cut (docs/architecture.md, rule 10).
-    pub fn new<T: Serialize>(
+    pub fn new<T: Serialize, R: Serialize>(
         hook: Hook,
         plugin: &str,
         sha256: String,
         answer: &T,
+        request: Option<&R>,
         latency: Duration,
         fallback_from: Option<&str>,
     ) -> DecisionRecord {
@@ -143,6 +159,7 @@ impl DecisionRecord {
                 &serde_json::to_string(answer).unwrap_or_default(),
                 DECISION_ANSWER_BYTES,
             ),
+            request: request.and_then(|r| kept_request(json_within(r, DECISION_REQUEST_BYTES))),
             latency,
             fallback_from: fallback_from.map(|f| text::clean(f, text::MESSAGE_BYTES)),
         }
@@ -157,11 +174,89 @@ impl DecisionRecord {
             plugin: text::one_line(&self.plugin, text::NAME_BYTES),
             sha256: text::one_line(&self.sha256, 64),
             answer: text::clean(&self.answer, DECISION_ANSWER_BYTES),
+            request: kept_request(self.request.clone()),
             latency: self.latency,
             fallback_from: self
                 .fallback_from
                 .as_deref()
                 .map(|f| text::clean(f, text::MESSAGE_BYTES)),
+        }
+    }
+}
+
+/// `value` as compact JSON if that is at most `max` bytes. The writing stops past `max`, so a
+/// large request costs no more than a small one.
+fn json_within<T: Serialize + ?Sized>(value: &T, max: usize) -> Option<String> {
+    struct Bounded {
+        bytes: Vec<u8>,
+        max: usize,
+    }
+    impl std::io::Write for Bounded {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.bytes.len() + buf.len() > self.max {
+                return Err(std::io::Error::other("too long"));
+            }
+            self.bytes.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut out = Bounded {
+        bytes: Vec::new(),
+        max,
+    };
+    serde_json::to_writer(&mut out, value).ok()?;
+    String::from_utf8(out.bytes).ok()
+}
+
+/// A request's JSON text if it is short enough to keep, cleaned (serde has escaped every
+/// C0 control already; the others are replaced).
+fn kept_request(json: Option<String>) -> Option<String> {
+    json.filter(|j| j.len() <= DECISION_REQUEST_BYTES)
+        .map(|j| super::text::clean(&j, DECISION_REQUEST_BYTES))
+}
+
+/// JSON text held in a `String`, written as the JSON value it is (not as a string holding
+/// JSON); text that does not parse (an answer cut with a marker) is written as a string.
+/// Read back, a JSON string is taken as the text itself (what older records wrote) and any
+/// other value as its compact JSON.
+pub mod json_text {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::Value;
+
+    pub fn serialize<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+        match serde_json::from_str::<Value>(text) {
+            Ok(value) => value.serialize(s),
+            Err(_) => s.serialize_str(text),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        Ok(match Value::deserialize(d)? {
+            Value::String(text) => text,
+            other => other.to_string(),
+        })
+    }
+
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+        use serde_json::Value;
+
+        pub fn serialize<S: Serializer>(text: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+            match text {
+                Some(text) => super::serialize(text, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+            Ok(match Option::<Value>::deserialize(d)? {
+                None | Some(Value::Null) => None,
+                Some(Value::String(text)) => Some(text),
+                Some(other) => Some(other.to_string()),
+            })
         }
     }
 }

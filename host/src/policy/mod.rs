@@ -10,15 +10,21 @@ pub mod builtin;
 mod cache;
 pub use cache::CacheLimits;
 mod call;
+pub mod config_schema;
 pub mod contract;
 mod convert;
 mod determinism;
 mod engine;
 mod error;
 mod hook;
+pub mod logs;
+mod memo;
+pub mod metadata;
+pub use memo::{MemoLimits, MemoStats};
 pub mod input;
 pub mod native;
 mod plugin;
+pub mod replay;
 pub mod retry;
 mod runtime;
 pub mod sandbox;
@@ -31,7 +37,10 @@ pub mod validate;
 pub use bound::{HookSetting, PolicySettings, Preloaded, WasmPolicies};
 pub use engine::MAX_MEMORIES_PER_COMPONENT;
 pub use error::PolicyError;
-pub use hook::{DECISION_ANSWER_BYTES, Decided, DecisionRecord, FailurePolicy, Hook, HookProblem};
+pub use hook::{
+    DECISION_ANSWER_BYTES, DECISION_REQUEST_BYTES, Decided, DecisionRecord, FailurePolicy, Hook,
+    HookProblem, json_text,
+};
 pub use plugin::{Limits, Plugin};
 pub use retry::{HookFailure, HookRetry, Retried, Retrying};
 pub use runtime::{DEFAULT_MAX_PLUGIN_BYTES, LoadLimits, PolicyRuntime};

@@ -70,9 +70,10 @@ fn native_name(hook: Hook) -> String {
 
 /// Turns a native answer into a decision: the plugin's error or an invalid answer is a
 /// `PolicyError` exactly as on the wasm path.
-fn decide<T: Serialize>(
+fn decide<T: Serialize, R: Serialize>(
     hook: Hook,
     started: Instant,
+    request: Option<&R>,
     answer: Result<T, String>,
     check: impl FnOnce(&T) -> Result<(), validate::Invalid>,
 ) -> Result<Decided<T>, PolicyError> {
@@ -93,6 +94,7 @@ fn decide<T: Serialize>(
         &plugin,
         String::new(),
         &answer,
+        request,
         started.elapsed(),
         None,
     );
@@ -104,6 +106,7 @@ pub fn select(request: &SelectionRequest) -> Result<Selection, PolicyError> {
     decide(
         Hook::ReplicaSelection,
         Instant::now(),
+        None::<&()>,
         most_caught_up::select(request),
         |a| validate::selection(request, a),
     )
@@ -115,6 +118,7 @@ pub fn schedule(request: &ScheduleRequest) -> Result<Vec<MemberSchedule>, Policy
     decide(
         Hook::SnapshotSchedule,
         Instant::now(),
+        None::<&()>,
         stagger::schedule(request),
         |a| validate::schedules(request, a),
     )
@@ -126,6 +130,7 @@ pub fn next(request: &RolloutRequest) -> Result<Step, PolicyError> {
     decide(
         Hook::RolloutOrder,
         Instant::now(),
+        None::<&()>,
         replicas_first::next(request),
         |a| validate::step(request, a),
     )
@@ -142,6 +147,7 @@ impl Policies for NativePolicies {
         decide(
             Hook::ReplicaSelection,
             started,
+            Some(&request),
             most_caught_up::select(&request),
             |a| validate::selection(&request, a),
         )
@@ -156,6 +162,7 @@ impl Policies for NativePolicies {
         decide(
             Hook::SnapshotSchedule,
             started,
+            Some(&request),
             stagger::schedule(&request),
             |a| validate::schedules(&request, a),
         )
@@ -170,6 +177,7 @@ impl Policies for NativePolicies {
         decide(
             Hook::RolloutOrder,
             started,
+            Some(&request),
             replicas_first::next(&request),
             |a| validate::step(&request, a),
         )

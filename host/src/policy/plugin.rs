@@ -4,16 +4,19 @@
 use super::Hook;
 use super::contract::v0_1_0::exports::kvpilot::policy::plugin as plugin_if;
 use super::engine::MAX_MEMORY_MIB;
+use super::logs::{LogSink, RateLimit};
+use super::memo::Memo;
 use super::sandbox::Sandbox;
 use kvpilot_sdk::PluginInfo;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use wasmtime::Engine;
 use wasmtime::component::{ComponentExportIndex, InstancePre};
 
 /// What one call of a plugin may use. Settable per plugin (the `PolicyPlugin` resource
 /// carries `timeoutMs` and `memoryMiB`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Limits {
     /// Wall-clock deadline of one call (epoch deadline; the async timeout adds a small grace).
     pub timeout: Duration,
@@ -75,6 +78,17 @@ pub(crate) struct Compiled {
     pub hooks: Vec<Hook>,
     /// Filled in once, from the plugin's own `info()`, when the component is first loaded.
     pub info: PluginInfo,
+    /// Instances made for calls (hooks and `validate-config`) since it was compiled: what a
+    /// memoized answer saves, and what tests count.
+    pub instantiations: AtomicU64,
+    /// The bound on the lines its calls log, over all its calls (see `logs.rs`).
+    pub log_limit: RateLimit,
+}
+
+impl Compiled {
+    pub(crate) fn instantiated(&self) {
+        self.instantiations.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A plugin ready to call. Cheap to clone.
@@ -84,6 +98,10 @@ pub struct Plugin {
     pub(crate) compiled: Arc<Compiled>,
     pub(crate) limits: Limits,
     pub(crate) engine: Engine,
+    /// The runtime's memo of validated answers; `None` calls the plugin every time.
+    pub(crate) memo: Option<Arc<Memo>>,
+    /// Where the lines its calls write to stderr go.
+    pub(crate) log: LogSink,
 }
 
 impl Plugin {
@@ -132,6 +150,30 @@ impl Plugin {
     pub fn named(mut self, name: impl Into<String>) -> Plugin {
         self.name = name.into();
         self
+    }
+
+    /// The same plugin, answering every call afresh (no memoized answers are used or kept):
+    /// for measuring a call, or for checking that a plugin is deterministic.
+    pub fn unmemoized(mut self) -> Plugin {
+        self.memo = None;
+        self
+    }
+
+    /// The same plugin, its log lines sent to `sink` (default: the process log).
+    pub fn logging_to(mut self, sink: LogSink) -> Plugin {
+        self.log = sink;
+        self
+    }
+
+    /// Whether identical requests are answered from the runtime's memo.
+    pub fn is_memoized(&self) -> bool {
+        self.memo.is_some()
+    }
+
+    /// Instances made for calls of this component (by any `Plugin` sharing it) since it was
+    /// compiled; a memoized answer makes none.
+    pub fn instantiations(&self) -> u64 {
+        self.compiled.instantiations.load(Ordering::Relaxed)
     }
 
     /// True when both share one compiled component (the cache returned the same artifact).

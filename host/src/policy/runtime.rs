@@ -4,6 +4,7 @@
 use super::cache::{Cache, CacheLimits};
 use super::contract::v0_1_0::exports::kvpilot::policy::plugin as plugin_if;
 use super::contract::{PolicyExport, policy_export};
+use super::memo::{Memo, MemoLimits, MemoStats};
 use super::plugin::{Compiled, Exports, Limits, Plugin};
 use super::sandbox::{self, Sandbox};
 use super::{Hook, PolicyError, call, source};
@@ -64,6 +65,8 @@ struct Inner {
     engine: Engine,
     linker: Linker<Sandbox>,
     cache: Cache<Compiled>,
+    /// Validated answers by component, limits and request (see `memo.rs`).
+    memo: Arc<Memo>,
     limits: LoadLimits,
     /// One compile at a time: a compile that outlives its deadline keeps running on its
     /// thread (cranelift cannot be interrupted), and must not be joined by others.
@@ -98,6 +101,7 @@ impl PolicyRuntime {
                 engine,
                 linker,
                 cache: Cache::new(limits.cache),
+                memo: Arc::new(Memo::new(MemoLimits::default())),
                 limits,
                 compiling: Arc::new(tokio::sync::Semaphore::new(1)),
             }),
@@ -145,6 +149,11 @@ impl PolicyRuntime {
     /// Bytes of compiled code in the cache.
     pub fn cached_bytes(&self) -> usize {
         self.inner.cache.bytes()
+    }
+
+    /// What the memo of validated answers holds, and its hits and misses so far.
+    pub fn memo_stats(&self) -> MemoStats {
+        self.inner.memo.stats()
     }
 
     /// Loads `builtin:NAME` or a `.wasm` file path.
@@ -231,6 +240,8 @@ impl PolicyRuntime {
             compiled,
             limits: Limits::default(),
             engine: self.inner.engine.clone(),
+            memo: Some(self.inner.memo.clone()),
+            log: Default::default(),
         })
     }
 
@@ -331,6 +342,8 @@ impl PolicyRuntime {
             imports,
             hooks,
             info,
+            instantiations: Default::default(),
+            log_limit: Default::default(),
         })
     }
 }

@@ -166,6 +166,22 @@ fn check_name(name: &str) -> Result<(), ScaffoldError> {
     }
 }
 
+/// `config.schema.json`: the JSON Schema of the example config (`avoid`), for `kvpilot policy
+/// annotate`; it says what `validate_config` in `src/policy.rs` accepts.
+const CONFIG_SCHEMA: &str = r#"{
+  "type": "object",
+  "description": "Members this plugin never chooses.",
+  "properties": {
+    "avoid": {
+      "type": "array",
+      "description": "Member names, e.g. [\"cache-2\"].",
+      "items": {"type": "string", "minLength": 1}
+    }
+  },
+  "additionalProperties": false
+}
+"#;
+
 /// Every file of the new crate: its path inside the crate and its text.
 pub fn files(plan: &Plan, sdk: &SdkSource) -> Vec<(PathBuf, String)> {
     let mut files = vec![
@@ -180,6 +196,10 @@ pub fn files(plan: &Plan, sdk: &SdkSource) -> Vec<(PathBuf, String)> {
         (PathBuf::from("src/lib.rs"), lib_rs(plan)),
         (PathBuf::from("src/policy.rs"), hooks::policy_rs(plan)),
         (PathBuf::from("tests/scenarios.rs"), scenarios_test(plan)),
+        (
+            PathBuf::from("config.schema.json"),
+            CONFIG_SCHEMA.to_string(),
+        ),
     ];
     for hook in &plan.hooks {
         files.push((
@@ -296,6 +316,18 @@ mod tests {
         }
         assert!(Plan::parse(&args(&["replica-selection", &"a".repeat(65)])).is_err());
         assert!(Plan::parse(&args(&["replica-selection", "a--b"])).is_err());
+    }
+
+    #[test]
+    fn the_config_schema_is_checkable_and_says_what_the_example_accepts() {
+        use crate::policy::config_schema;
+        let schema: serde_json::Value = serde_json::from_str(CONFIG_SCHEMA).expect("JSON");
+        assert!(config_schema::unsupported(&schema).is_empty());
+        let check = |config: serde_json::Value| config_schema::check(&schema, &config, "config");
+        assert_eq!(check(serde_json::json!({})), Ok(()));
+        assert_eq!(check(serde_json::json!({"avoid": ["cache-2"]})), Ok(()));
+        assert!(check(serde_json::json!({"avoid": "cache-2"})).is_err());
+        assert!(check(serde_json::json!({"avid": []})).is_err());
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub enum Engine {
 }
 
 /// One datastore process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub struct Member {
     pub name: String,
@@ -73,7 +73,7 @@ impl Member {
 }
 
 /// What the plugin is deciding for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub struct Cluster {
     pub name: String,
@@ -112,7 +112,7 @@ pub enum SelectionReason {
 }
 
 /// Input of the replica-selection hook.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct SelectionRequest {
     pub reason: SelectionReason,
@@ -143,7 +143,7 @@ pub enum SnapshotMode {
 }
 
 /// Input of the snapshot-schedule hook.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ScheduleRequest {
     pub mode: SnapshotMode,
@@ -165,7 +165,7 @@ pub struct MemberSchedule {
 }
 
 /// Input of the rollout-order hook (one shard).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct RolloutRequest {
     pub cluster: Cluster,

@@ -894,6 +894,11 @@ impl Server {
     pub fn resume(&self) -> Result<(), ServerError> {
         self.signal(Signal::CONT, "SIGCONT")
     }
+
+    /// Any signal (`kvpilot local kill --signal`); `name` is for the error.
+    pub fn send(&self, signal: Signal, name: &'static str) -> Result<(), ServerError> {
+        self.signal(signal, name)
+    }
 }
 
 /// Writes `text` to `path`, readable only by this user (also when the file already existed).
