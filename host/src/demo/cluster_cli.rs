@@ -15,8 +15,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// How long one wait of the script may take.
-const STEP_LIMIT: Duration = Duration::from_secs(30);
+/// How long one wait of the script may take (longer than the server's manual-failover
+/// timeout, 5 s, so a failover that gave up is seen as such before it is tried again).
+const STEP_LIMIT: Duration = Duration::from_secs(8);
+/// `CLUSTER FAILOVER` attempts per shard.
+const FAILOVER_TRIES: u32 = 3;
 /// Longest a member may take to stop on SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -153,18 +156,40 @@ async fn script(
         restart(lab, r).await?;
         cli.until(r_addr, &["INFO", "replication"], "linked", linked)
             .await?;
-        let answer = cli
-            .run(r_addr, &["CLUSTER", "FAILOVER"])
-            .await
-            .map_err(|e| fail("cli rollout", e))?;
-        if !answer.trim().eq_ignore_ascii_case("OK") {
-            return Err(fail("cli rollout", format!("CLUSTER FAILOVER: {answer}")));
-        }
-        cli.until(r_addr, &["INFO", "replication"], "role:master", |t| {
-            t.contains("role:master")
-        })
-        .await?;
         let seed = r_addr.to_string();
+        // As a careful script would: the cluster looks healthy from the restarted replica
+        // before it is asked to take over, and the failover is tried again if the replica
+        // is not primary once the server's own manual-failover timeout (5 s) has passed.
+        cli.until(
+            r_addr,
+            &["--cluster", "check", &seed],
+            "cluster check ok",
+            |t| t.contains("[OK] All 16384 slots covered") && !t.contains("[ERR]"),
+        )
+        .await?;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let answer = cli
+                .run(r_addr, &["CLUSTER", "FAILOVER"])
+                .await
+                .map_err(|e| fail("cli rollout", e))?;
+            let promoted = cli
+                .until(r_addr, &["INFO", "replication"], "role:master", |t| {
+                    t.contains("role:master")
+                })
+                .await;
+            match promoted {
+                Ok(()) => break,
+                Err(e) if tries >= FAILOVER_TRIES => {
+                    return Err(fail(
+                        "cli rollout",
+                        format!("CLUSTER FAILOVER answered {answer:?}, {tries} tries: {e}"),
+                    ));
+                }
+                Err(_) => {}
+            }
+        }
         cli.until(
             r_addr,
             &["--cluster", "check", &seed],
