@@ -199,6 +199,12 @@ pub struct RolloutSpec {
     /// A replica is in sync when its lag is at most this many bytes.
     #[serde(default = "default_max_lag")]
     pub max_lag_bytes: u64,
+    /// Cluster mode: how many shards a rollout may have in flight at once, 1 to 50. Unset: 1.
+    /// Never more than a minority of the primaries whatever this says (a handover needs a
+    /// majority of primaries to vote), and always one member per shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 50))]
+    pub max_shards_in_flight: Option<u32>,
 }
 
 impl Default for RolloutSpec {
@@ -206,6 +212,7 @@ impl Default for RolloutSpec {
         RolloutSpec {
             handover_timeout_seconds: default_handover_timeout(),
             max_lag_bytes: default_max_lag(),
+            max_shards_in_flight: None,
         }
     }
 }

@@ -26,6 +26,10 @@ fn err(field: &str, message: impl Into<String>) -> SpecError {
 /// at 5 read replicas. 8 leaves room above that while keeping a shard's rollout and the
 /// members listed in status small.
 pub const MAX_REPLICAS: u32 = 8;
+/// The most shards a rollout may have in flight (`rollout.maxShardsInFlight`): half of
+/// [`MAX_SHARDS`]; the minority-of-primaries cap applies below it anyway.
+pub const MAX_SHARDS_IN_FLIGHT: u32 = 50;
+
 /// The most shards (CRD `maximum` and [`validate_spec`]): 100 shards of up to 9 members are
 /// 900 pods and a status listing as many members, well under what one object may hold in the
 /// API server (1.5 MiB) and what one operator reconciles at the probe interval.
@@ -70,6 +74,14 @@ pub fn validate_spec(spec: &KvClusterSpec) -> Result<(), SpecError> {
         return Err(err(
             "rollout.handoverTimeoutSeconds",
             "must be at least 1 second",
+        ));
+    }
+    if let Some(n) = spec.rollout.max_shards_in_flight
+        && !(1..=MAX_SHARDS_IN_FLIGHT).contains(&n)
+    {
+        return Err(err(
+            "rollout.maxShardsInFlight",
+            format!("{n}: between 1 and {MAX_SHARDS_IN_FLIGHT} shards may roll at once"),
         ));
     }
     if let Some(snap) = &spec.snapshots {
@@ -615,6 +627,29 @@ mod tests {
         let e = validate_spec(&spec).unwrap_err();
         assert_eq!(e.field, "shards");
         assert!(e.to_string().contains("Dragonfly"), "{e}");
+    }
+
+    #[test]
+    fn shards_in_flight_are_bounded() {
+        let mut spec = KvClusterSpec {
+            shards: 5,
+            ..Default::default()
+        };
+        for (n, ok) in [
+            (0, false),
+            (1, true),
+            (MAX_SHARDS_IN_FLIGHT, true),
+            (51, false),
+        ] {
+            spec.rollout.max_shards_in_flight = Some(n);
+            match validate_spec(&spec) {
+                Ok(()) => assert!(ok, "{n} accepted"),
+                Err(e) => {
+                    assert!(!ok, "{n}: {e}");
+                    assert_eq!(e.field, "rollout.maxShardsInFlight");
+                }
+            }
+        }
     }
 
     #[test]

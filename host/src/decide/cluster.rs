@@ -140,7 +140,12 @@ async fn rollout<P: Policies>(
         .collect();
     let in_flight: Vec<bool> = unsettled.iter().map(Option::is_some).collect();
     let primaries = shards.iter().filter(|sh| sh.owner.is_some()).count();
-    let limit = in_flight::shard_limit(s.max_shards_in_flight, primaries);
+    let setting = input
+        .spec
+        .rollout
+        .max_shards_in_flight
+        .unwrap_or(s.max_shards_in_flight);
+    let limit = in_flight::shard_limit(setting, primaries);
     let shard = match in_flight::next(&stale, &in_flight, limit) {
         in_flight::Next::Step(i) => &shards[i],
         in_flight::Next::Wait { in_flight } => {
@@ -855,10 +860,18 @@ mod tests {
         seen: &Seen,
         settings: Settings,
     ) -> Plan {
-        let spec = spec(shards, replicas);
+        plan_spec(obs, &spec(shards, replicas), seen, settings).await
+    }
+
+    async fn plan_spec(
+        obs: &Observed,
+        spec: &KvClusterSpec,
+        seen: &Seen,
+        settings: Settings,
+    ) -> Plan {
         let attempts = SaveAttempts::default();
         let input = Input {
-            spec: &spec,
+            spec,
             observed: obs,
             settings: &settings,
             snapshots: None,
@@ -1160,6 +1173,17 @@ mod tests {
             // The default keeps one shard at a time whatever the size.
             let p = plan(&obs).await;
             assert_eq!(p.action, None, "{shards} shards: {:?}", p.action);
+            // The spec's `rollout.maxShardsInFlight` overrides the operator's setting.
+            let mut wide = spec(shards, 1);
+            wide.rollout.max_shards_in_flight = Some(2);
+            let p = plan_spec(&obs, &wide, &Seen::default(), Settings::default()).await;
+            assert_eq!(
+                matches!(&p.action, Some(Action::Restart { member, .. }) if member == "c-s2-1"),
+                want_step,
+                "{shards} shards, spec 2: {:?} {:?}",
+                p.action,
+                p.wait
+            );
         }
     }
 
