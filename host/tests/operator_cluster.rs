@@ -16,7 +16,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use kube::api::Api;
-use kvpilot::api::KvClusterStatus;
+use kvpilot::api::{KvClusterSpec, KvClusterStatus};
 use kvpilot::demo::cluster_writer::{ClusterWriter, missing};
 use kvpilot::engine::{Client, Dialect, HostPort};
 use kvpilot::platform::local::server::{free_port, next_loopback_ip};
@@ -84,6 +84,27 @@ async fn seeds(kubelet: &Kubelet) -> Vec<HostPort> {
         .collect()
 }
 
+/// Every write in `acked` (sequence numbers of the writer with `prefix`) reads back.
+async fn assert_none_lost(kubelet: &Kubelet, prefix: &str, acked: &[u64]) {
+    let lost = missing(seeds(kubelet).await, prefix, acked)
+        .await
+        .expect("read back");
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(10)]
+    );
+}
+
+/// Three shards × (primary + replica) of `engine` on claims.
+fn three_shards(engine: &str, version: &str) -> KvClusterSpec {
+    spec(&format!(
+        "engine: {{kind: {engine}, version: \"{version}\"}}\nreplicas: 1\nshards: 3\nstorage: {{size: 1Gi}}\n"
+    ))
+}
+
 /// Three shards × (primary + replica) on claims: the objects, the bootstrap to
 /// `cluster_state:ok` with per-shard status, conditions and the printer column's data, then
 /// a SIGKILL of shard 1's primary under a cluster writer: the operator promotes its replica,
@@ -103,14 +124,7 @@ async fn three_redis_shards_bootstrap_and_a_killed_primary_is_promoted_without_l
 async fn bootstrap_and_failover(engine: &str, version: &str) {
     let client = fake_client().await;
     let port = free_port(next_loopback_ip()).expect("port");
-    create_cluster(
-        &client,
-        NAME,
-        spec(&format!(
-            "engine: {{kind: {engine}, version: \"{version}\"}}\nreplicas: 1\nshards: 3\nstorage: {{size: 1Gi}}\n"
-        )),
-    )
-    .await;
+    create_cluster(&client, NAME, three_shards(engine, version)).await;
     let kubelet = Kubelet::start(&client, port);
     let _operator = operator_loop(&client, port);
 
@@ -326,16 +340,7 @@ async fn bootstrap_and_failover(engine: &str, version: &str) {
     let log = writer.stop().await;
     let acked = log.acked();
     assert!(acked.len() > acked_then, "{} acks", acked.len());
-    let lost = missing(seeds(&kubelet).await, "k8s", &acked)
-        .await
-        .expect("read back");
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged writes lost: {:?}",
-        lost.len(),
-        acked.len(),
-        &lost[..lost.len().min(10)]
-    );
+    assert_none_lost(&kubelet, "k8s", &acked).await;
     eprintln!(
         "operator_cluster {engine}: SIGKILL → {promoted} promoted (status) in {promote_ms} ms; {} acknowledged writes, 0 lost; {} MOVED, {} refreshes",
         acked.len(),
@@ -354,12 +359,7 @@ async fn bootstrap_and_failover(engine: &str, version: &str) {
 async fn a_primary_restarted_by_the_kubelet_while_the_operator_is_down_is_not_synced_from() {
     let client = fake_client().await;
     let port = free_port(next_loopback_ip()).expect("port");
-    create_cluster(
-        &client,
-        NAME,
-        spec("engine: {kind: valkey, version: \"8.0\"}\nreplicas: 1\nshards: 3\nstorage: {size: 1Gi}\n"),
-    )
-    .await;
+    create_cluster(&client, NAME, three_shards("valkey", "8.0")).await;
     let kubelet = Kubelet::start(&client, port);
     let operator = operator_loop(&client, port);
     let formed = wait_formed(&client, "formed").await;
@@ -447,16 +447,7 @@ async fn a_primary_restarted_by_the_kubelet_while_the_operator_is_down_is_not_sy
     let shard1 = &s.cluster.as_ref().unwrap().shards[1];
     assert_eq!(shard1.primary.as_deref(), Some(replica), "{shard1:?}");
     let acked = log.acked();
-    let lost = missing(seeds(&kubelet).await, "kube", &acked)
-        .await
-        .expect("read back");
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged writes lost: {:?}",
-        lost.len(),
-        acked.len(),
-        &lost[..lost.len().min(10)]
-    );
+    assert_none_lost(&kubelet, "kube", &acked).await;
 }
 
 /// Changing `spec.shards` of a live cluster is not applied (resharding is not built): the
@@ -508,12 +499,7 @@ async fn a_shard_count_change_on_a_live_cluster_is_blocked_with_a_condition() {
 async fn a_config_change_rolls_each_shard_through_kubernetes_without_loss() {
     let client = fake_client().await;
     let port = free_port(next_loopback_ip()).expect("port");
-    create_cluster(
-        &client,
-        NAME,
-        spec("engine: {kind: valkey, version: \"8.0\"}\nreplicas: 1\nshards: 3\nstorage: {size: 1Gi}\n"),
-    )
-    .await;
+    create_cluster(&client, NAME, three_shards("valkey", "8.0")).await;
     let kubelet = Kubelet::start(&client, port);
     let _operator = operator_loop(&client, port);
     let before = wait_formed(&client, "the cluster forms").await;
@@ -592,15 +578,7 @@ async fn a_config_change_rolls_each_shard_through_kubernetes_without_loss() {
         assert_ne!(now.as_ref(), Some(old), "shard {shard} handed over");
     }
     let acked = log.acked();
-    let lost = missing(seeds(&kubelet).await, "roll", &acked)
-        .await
-        .expect("read back");
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged writes lost",
-        lost.len(),
-        acked.len()
-    );
+    assert_none_lost(&kubelet, "roll", &acked).await;
     eprintln!(
         "operator_cluster rollout: {} acknowledged writes, 0 lost, longest wait for one key {} ms",
         acked.len(),

@@ -8,42 +8,28 @@ mod built;
 
 use kvpilot::policy::logs::{LINES_PER_CALL, LINES_PER_MINUTE, LogSink};
 use kvpilot::policy::{Hook, Limits, Plugin, PolicyError, PolicyRuntime};
-use kvpilot_sdk::{Cluster, Member, Role, SelectionReason, SelectionRequest};
+use kvpilot_sdk::{Cluster, Member, SelectionReason, SelectionRequest};
 use std::io::Write;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-fn member(name: &str, ordinal: u32, role: Role) -> Member {
-    Member {
-        name: name.into(),
-        ordinal,
-        role,
-        ready: true,
-        on_desired_revision: true,
-        link_up: true,
-        offset: 1000,
-        keys: 10,
-        ..Member::default()
-    }
-}
-
+/// A primary and two replicas in step, each holding data (the SDK's builders).
 fn request(config: &str) -> SelectionRequest {
-    SelectionRequest {
-        reason: SelectionReason::PrimaryLost,
-        cluster: Cluster {
-            name: "cache".into(),
-            namespace: "shop".into(),
-            shards: 1,
-            replicas_per_shard: 2,
-            ..Cluster::default()
-        },
-        primary: Some(member("cache-0", 0, Role::Primary)),
-        candidates: vec![
-            member("cache-1", 1, Role::Replica),
-            member("cache-2", 2, Role::Replica),
+    let holding = |m: Member| m.offset(1000).keys(10);
+    SelectionRequest::new(
+        SelectionReason::PrimaryLost,
+        vec![
+            holding(Member::replica("cache-1")),
+            holding(Member::replica("cache-2")),
         ],
-        config: config.into(),
-    }
+    )
+    .cluster(
+        Cluster::new("cache")
+            .namespace("shop")
+            .replicas_per_shard(2),
+    )
+    .primary(holding(Member::primary("cache-0")))
+    .config(config)
 }
 
 /// The logger plugin in a runtime of its own (its per-minute bucket is this test's alone),

@@ -7,39 +7,21 @@
 mod built;
 
 use kvpilot::policy::{PolicyError, PolicyRuntime, bench};
-use kvpilot_sdk::{Cluster, Member, Role, Selection, SelectionReason, SelectionRequest};
+use kvpilot_sdk::{Cluster, Member, Selection, SelectionReason, SelectionRequest};
 
-fn member(name: &str, ordinal: u32, role: Role) -> Member {
-    Member {
-        name: name.into(),
-        ordinal,
-        role,
-        ready: true,
-        on_desired_revision: true,
-        link_up: true,
-        offset: 1000,
-        keys: 10,
-        ..Member::default()
-    }
-}
-
+/// A primary and two replicas in step, each holding data (the SDK's builders).
 fn request(config: &str) -> SelectionRequest {
-    SelectionRequest {
-        reason: SelectionReason::PrimaryLost,
-        cluster: Cluster {
-            name: "cache".into(),
-            namespace: "default".into(),
-            shards: 1,
-            replicas_per_shard: 2,
-            ..Cluster::default()
-        },
-        primary: Some(member("cache-0", 0, Role::Primary)),
-        candidates: vec![
-            member("cache-1", 1, Role::Replica),
-            member("cache-2", 2, Role::Replica),
+    let holding = |m: Member| m.offset(1000).keys(10);
+    SelectionRequest::new(
+        SelectionReason::PrimaryLost,
+        vec![
+            holding(Member::replica("cache-1")),
+            holding(Member::replica("cache-2")),
         ],
-        config: config.into(),
-    }
+    )
+    .cluster(Cluster::new("cache").replicas_per_shard(2))
+    .primary(holding(Member::primary("cache-0")))
+    .config(config)
 }
 
 #[tokio::test]
