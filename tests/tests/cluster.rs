@@ -58,6 +58,16 @@ fn seeds(group: &Group) -> Vec<HostPort> {
         .collect()
 }
 
+/// More than `at_least` writes were acknowledged and every one reads back (`prefix` is the
+/// writer's).
+async fn assert_none_lost(group: &Group, prefix: &str, acked: &[u64], at_least: usize) {
+    assert!(acked.len() > at_least, "{} acknowledged", acked.len());
+    let lost = missing(seeds(group), prefix, acked)
+        .await
+        .expect("read back every acknowledged key");
+    assert_eq!(lost, Vec::<u64>::new(), "acknowledged writes lost");
+}
+
 /// The status shows each shard's primary, balanced slot ranges and node ids, and the seeds.
 fn check_status(r: &StepRecord, members: usize) {
     let c = r.status.cluster.as_ref().expect("cluster status");
@@ -220,11 +230,7 @@ async fn bootstrap_and_shard_failover(engine: Engine) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let log = writer.stop().await;
     let acked = log.acked();
-    let lost = missing(seeds(&group), "w", &acked)
-        .await
-        .expect("read back every acknowledged key");
-    assert!(acked.len() > 300, "{} acknowledged", acked.len());
-    assert_eq!(lost, Vec::<u64>::new(), "acknowledged writes lost");
+    assert_none_lost(&group, "w", &acked, 300).await;
     eprintln!(
         "{engine:?}: SIGKILL → new primary visible in status: {} ms; {} writes acknowledged, 0 lost",
         to_promotion.as_millis(),
@@ -351,11 +357,7 @@ async fn rollout_per_shard(engine: Engine) {
             .all(|m| m.revision.as_deref() == Some(done.status.desired_revision.as_str()))
     );
     let acked = log.acked();
-    let lost = missing(seeds(&group), "r", &acked)
-        .await
-        .expect("read back every acknowledged key");
-    assert!(acked.len() > 100, "{} acknowledged", acked.len());
-    assert_eq!(lost, Vec::<u64>::new(), "acknowledged writes lost");
+    assert_none_lost(&group, "r", &acked, 100).await;
     eprintln!(
         "{engine:?}: rollout of 6 members: {} writes acknowledged, 0 lost, longest wait for one key {} ms",
         acked.len(),
@@ -420,11 +422,7 @@ async fn hung_shard_primary(engine: Engine) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let log = writer.stop().await;
     let acked = log.acked();
-    let lost = missing(seeds(&group), "h", &acked)
-        .await
-        .expect("read back every acknowledged key");
-    assert!(acked.len() > 100, "{} acknowledged", acked.len());
-    assert_eq!(lost, Vec::<u64>::new(), "acknowledged writes lost");
+    assert_none_lost(&group, "h", &acked, 100).await;
     group.shutdown().await;
 }
 
@@ -502,10 +500,7 @@ async fn lost_nodes_conf(engine: Engine) {
     );
     let log = writer.stop().await;
     let acked = log.acked();
-    let lost = missing(seeds(&group), "n", &acked)
-        .await
-        .expect("read back every acknowledged key");
-    assert_eq!(lost, Vec::<u64>::new(), "acknowledged writes lost");
+    assert_none_lost(&group, "n", &acked, 0).await;
     group.shutdown().await;
 }
 
@@ -633,10 +628,7 @@ async fn empty_primary_with_nodes_conf(engine: Engine) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let log = writer.stop().await;
     let acked = log.acked();
-    let lost = missing(seeds(&group), "e", &acked)
-        .await
-        .expect("read back every acknowledged key");
-    assert_eq!(lost, Vec::<u64>::new(), "acknowledged writes lost");
+    assert_none_lost(&group, "e", &acked, 0).await;
     group.shutdown().await;
 }
 
@@ -741,9 +733,6 @@ async fn primary_without_nodes_conf(engine: Engine) {
     );
     let log = writer.stop().await;
     let acked = log.acked();
-    let lost = missing(seeds(&group), "k", &acked)
-        .await
-        .expect("read back every acknowledged key");
-    assert_eq!(lost, Vec::<u64>::new(), "acknowledged writes lost");
+    assert_none_lost(&group, "k", &acked, 0).await;
     group.shutdown().await;
 }
