@@ -84,11 +84,39 @@ async fn seeds(kubelet: &Kubelet) -> Vec<HostPort> {
         .collect()
 }
 
-/// Every write in `acked` (sequence numbers of the writer with `prefix`) reads back.
-async fn assert_none_lost(kubelet: &Kubelet, prefix: &str, acked: &[u64]) {
-    let lost = missing(seeds(kubelet).await, prefix, acked)
+/// A cluster writer (keys `prefix`-…, for at most `limit`) over every pod, once it has `n`
+/// acknowledged writes.
+async fn writing(kubelet: &Kubelet, prefix: &str, limit: Duration, n: usize) -> ClusterWriter {
+    let writer = ClusterWriter::start(seeds(kubelet).await, prefix, limit)
         .await
-        .expect("read back");
+        .expect("cluster writer");
+    more_acks(&writer, n, "writes are acknowledged").await;
+    writer
+}
+
+/// Waits until `writer` has `n` more acknowledged writes than now; returns the count now.
+async fn more_acks(writer: &ClusterWriter, n: usize, what: &str) -> usize {
+    let from = writer.acked().await;
+    eventually(what, PHASE, || async {
+        match writer.acked().await {
+            a if a >= from + n => Ok(()),
+            a => Err(format!("{} acks since", a - from)),
+        }
+    })
+    .await;
+    from
+}
+
+/// Every write in `acked` (sequence numbers of the writer with `prefix`) reads back. A read
+/// that fails (the announced names do not resolve here, so a redirect can cost a failed
+/// connect) is tried again within [`PHASE`]; a key read back missing fails at once.
+async fn assert_none_lost(kubelet: &Kubelet, prefix: &str, acked: &[u64]) {
+    let lost = eventually("every acknowledged key read back", PHASE, || async {
+        missing(seeds(kubelet).await, prefix, acked)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
     assert!(
         lost.is_empty(),
         "{} of {} acknowledged writes lost: {:?}",
@@ -274,16 +302,7 @@ async fn bootstrap_and_failover(engine: &str, version: &str) {
     }
 
     // A SIGKILL of shard 1's primary under writes.
-    let writer = ClusterWriter::start(seeds(&kubelet).await, "k8s", Duration::from_secs(240))
-        .await
-        .expect("cluster writer");
-    eventually("writes are acknowledged", PHASE, || async {
-        match writer.acked().await {
-            n if n >= 300 => Ok(()),
-            n => Err(format!("{n} acks")),
-        }
-    })
-    .await;
+    let writer = writing(&kubelet, "k8s", Duration::from_secs(240), 300).await;
     let victim = cluster.shards[1].primary.clone().unwrap();
     kubelet.kill(&victim).await;
     let killed = Instant::now();
@@ -311,14 +330,7 @@ async fn bootstrap_and_failover(engine: &str, version: &str) {
     })
     .await;
     let promote_ms = killed.elapsed().as_millis();
-    let acked_then = writer.acked().await;
-    eventually("writes go on", PHASE, || async {
-        match writer.acked().await {
-            n if n >= acked_then + 300 => Ok(()),
-            n => Err(format!("{} since", n - acked_then)),
-        }
-    })
-    .await;
+    let acked_then = more_acks(&writer, 300, "writes go on").await;
     // The killed member comes back on its claim (nodes.conf) and rejoins as a replica.
     let s = wait_formed(&client, "the old primary rejoins as a replica").await;
     let shard1 = &s.cluster.as_ref().unwrap().shards[1];
@@ -382,16 +394,7 @@ async fn a_primary_restarted_by_the_kubelet_while_the_operator_is_down_is_not_sy
     };
 
     // Writes over every slot, all of them on the replicas before the crash.
-    let writer = ClusterWriter::start(seeds(&kubelet).await, "kube", Duration::from_secs(120))
-        .await
-        .expect("cluster writer");
-    eventually("writes are acknowledged", PHASE, || async {
-        match writer.acked().await {
-            n if n >= 1000 => Ok(()),
-            n => Err(format!("{n} acks")),
-        }
-    })
-    .await;
+    let writer = writing(&kubelet, "kube", Duration::from_secs(120), 1000).await;
     let log = writer.stop().await;
     let (p_addr, r_addr) = (kubelet.addr(&victim).await, kubelet.addr(replica).await);
     let held = eventually(
@@ -512,16 +515,7 @@ async fn a_config_change_rolls_each_shard_through_kubernetes_without_loss() {
         .iter()
         .map(|s| s.primary.clone().unwrap())
         .collect();
-    let writer = ClusterWriter::start(seeds(&kubelet).await, "roll", Duration::from_secs(300))
-        .await
-        .expect("cluster writer");
-    eventually("writes are acknowledged", PHASE, || async {
-        match writer.acked().await {
-            n if n >= 300 => Ok(()),
-            n => Err(format!("{n} acks")),
-        }
-    })
-    .await;
+    let writer = writing(&kubelet, "roll", Duration::from_secs(300), 300).await;
     let deleted_before = kubelet.history().await.deleted.len();
     patch_spec(&client, NAME, serde_json::json!({"config": {"hz": "11"}})).await;
     let after = eventually(
@@ -553,14 +547,7 @@ async fn a_config_change_rolls_each_shard_through_kubernetes_without_loss() {
         },
     )
     .await;
-    let acked_then = writer.acked().await;
-    eventually("writes go on after the rollout", PHASE, || async {
-        match writer.acked().await {
-            n if n >= acked_then + 200 => Ok(()),
-            n => Err(format!("{} since", n - acked_then)),
-        }
-    })
-    .await;
+    more_acks(&writer, 200, "writes go on after the rollout").await;
     let log = writer.stop().await;
     let history = kubelet.history().await;
     let deleted = &history.deleted[deleted_before..];

@@ -287,11 +287,7 @@ async fn wiped_primary<P: Policies>(
                 shard.index,
                 primary.name,
                 names(&holders),
-                blockers
-                    .iter()
-                    .map(|b| b.describe())
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                topology::Holdout::describe_all(&blockers)
             ),
             s.probe_interval,
         ));
@@ -438,11 +434,7 @@ async fn lost_primary<P: Policies>(
                 "shard {}: waiting before promoting any of {}: {}",
                 shard.index,
                 names(&ready),
-                blockers
-                    .iter()
-                    .map(|b| b.describe())
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                topology::Holdout::describe_all(&blockers)
             ),
             s.probe_interval,
         ));

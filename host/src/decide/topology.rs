@@ -106,13 +106,12 @@ async fn elect<P: Policies>(input: &Input<'_>, policies: &P, plan: Plan) -> Plan
                 s.probe_interval,
             );
         }
-        let why: Vec<String> = blockers.iter().map(Holdout::describe).collect();
         return plan.wait(
             Blocker::NoPrimary,
             format!(
                 "waiting before promoting any of {}: {}",
                 names(&ready),
-                why.join("; ")
+                Holdout::describe_all(&blockers)
             ),
             s.probe_interval,
         );
@@ -168,6 +167,15 @@ pub(super) struct Holdout<'a> {
 impl Holdout<'_> {
     pub(super) fn describe(&self) -> String {
         format!("{} {}", self.member.name, self.reason)
+    }
+
+    /// Every holdout, `; `-separated, for a wait reason.
+    pub(super) fn describe_all(holdouts: &[Holdout<'_>]) -> String {
+        holdouts
+            .iter()
+            .map(Holdout::describe)
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 }
 

@@ -419,6 +419,11 @@ mod tests {
         desired_objects(kc).unwrap().statefulsets.remove(0)
     }
 
+    /// The server container of the first StatefulSet's pods.
+    fn server(kc: &KvCluster) -> Container {
+        build(kc).spec.unwrap().template.spec.unwrap().containers[0].clone()
+    }
+
     #[test]
     fn on_delete_with_a_grace_period_beyond_the_handover() {
         let mut spec = valkey("9.0");
@@ -613,15 +618,7 @@ mod tests {
         });
         let kc = cluster(spec);
         let objects = desired_objects(&kc).unwrap();
-        let c = objects.statefulsets[0]
-            .clone()
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap()
-            .containers[0]
-            .clone();
+        let c = server(&kc);
         let args = c.args.unwrap();
         assert!(
             args.windows(2)
@@ -640,16 +637,7 @@ mod tests {
         // what `requirepass` set.
         let mut sharded = kc.spec.clone();
         sharded.shards = 3;
-        let c = desired_objects(&cluster(sharded)).unwrap().statefulsets[0]
-            .clone()
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap()
-            .containers[0]
-            .clone();
-        let args = c.args.unwrap();
+        let args = server(&cluster(sharded)).args.unwrap();
         let at = args
             .iter()
             .position(|a| a == "--user")
